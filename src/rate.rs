@@ -1,0 +1,188 @@
+//! Rate limits (`60/min`), durations (`30s`) and the exact sliding-window count.
+//!
+//! One definition of a window serves both sides: the sandbox enforces it, the client's throttle obeys it,
+//! so the two can never disagree on what "60 per minute" means.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// `COUNT` requests in any `period`, as written `COUNT/PERIOD` (`60/min`, `1000/h`, `5/10s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed in one window.
+    pub count: u32,
+    /// Length of the window.
+    pub period: Duration,
+}
+
+/// Why a rate or duration string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RateError {
+    /// Not of the form `COUNT/PERIOD`.
+    #[error("rate `{0}` is not COUNT/PERIOD, e.g. 60/min, 1000/h, 5/10s")]
+    Shape(String),
+    /// A count of zero or a period of zero.
+    #[error("rate `{0}` must have a count and a period above zero")]
+    Zero(String),
+    /// The period or duration could not be read.
+    #[error("duration `{0}` is not understood (use e.g. 500ms, 30s, 2min, 1h)")]
+    Duration(String),
+}
+
+impl Rate {
+    /// The even spacing between requests that this rate allows.
+    pub fn interval(&self) -> Duration {
+        self.period / self.count
+    }
+}
+
+impl FromStr for Rate {
+    type Err = RateError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (count, period) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| RateError::Shape(text.to_owned()))?;
+        let count: u32 = count.trim().parse().map_err(|_| RateError::Shape(text.to_owned()))?;
+        let period = period.trim();
+        // "60/min" means one minute; "5/10s" means ten seconds: a bare unit gets an implicit 1.
+        let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+            parse_duration(period)?
+        } else {
+            parse_duration(&format!("1{period}"))?
+        };
+        if count == 0 || period.is_zero() {
+            return Err(RateError::Zero(text.to_owned()));
+        }
+        Ok(Rate { count, period })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.period.as_secs();
+        let period = match secs {
+            3600 if self.period.subsec_nanos() == 0 => "h".to_owned(),
+            60 if self.period.subsec_nanos() == 0 => "min".to_owned(),
+            1 if self.period.subsec_nanos() == 0 => "s".to_owned(),
+            _ => humantime::format_duration(self.period).to_string().replace(' ', ""),
+        };
+        write!(f, "{}/{}", self.count, period)
+    }
+}
+
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Parses `500ms`, `30s`, `2min`, `1h` (and `min`, `h` as units for rates).
+pub fn parse_duration(text: &str) -> Result<Duration, RateError> {
+    humantime::parse_duration(text.trim()).map_err(|_| RateError::Duration(text.to_owned()))
+}
+
+/// An exact sliding-window log: the instants of the requests admitted in the last `period`.
+///
+/// Memory is bounded by `count` entries per window, whatever the traffic.
+#[derive(Debug, Clone)]
+pub struct SlidingWindow<T> {
+    rate: Rate,
+    admitted: VecDeque<T>,
+}
+
+impl<T> SlidingWindow<T>
+where
+    T: Copy + Ord + std::ops::Sub<Output = Duration> + std::ops::Add<Duration, Output = T>,
+{
+    /// An empty window for `rate`.
+    pub fn new(rate: Rate) -> Self {
+        SlidingWindow { rate, admitted: VecDeque::with_capacity(rate.count.min(4096) as usize) }
+    }
+
+    /// The rate this window enforces.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Forgets requests that left the window `(now - period, now]`.
+    fn expire(&mut self, now: T) {
+        while let Some(&oldest) = self.admitted.front() {
+            if now < oldest || now - oldest < self.rate.period {
+                break;
+            }
+            self.admitted.pop_front();
+        }
+    }
+
+    /// How many admitted requests lie in the window ending at `now`.
+    pub fn count_at(&mut self, now: T) -> usize {
+        self.expire(now);
+        self.admitted.len()
+    }
+
+    /// The earliest instant at or after `now` when one more request fits, with `margin` added to the
+    /// period (the client's allowance for the server seeing a request later than it was sent).
+    pub fn next_free(&mut self, now: T, margin: Duration) -> T {
+        self.expire(now);
+        if self.admitted.len() < self.rate.count as usize {
+            return now;
+        }
+        // The window is full: one more fits once the request `count` places back has left it.
+        let blocking = self.admitted[self.admitted.len() - self.rate.count as usize];
+        let free = blocking + self.rate.period + margin;
+        if free > now { free } else { now }
+    }
+
+    /// Records a request at `at`. Callers keep `at` non-decreasing (a clock reading under a lock).
+    pub fn record(&mut self, at: T) {
+        self.admitted.push_back(at);
+        // Entries beyond `count` can never block anything again.
+        while self.admitted.len() > self.rate.count as usize {
+            self.admitted.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn parses_the_forms_the_spec_names() {
+        assert_eq!("60/min".parse::<Rate>().unwrap(), Rate { count: 60, period: Duration::from_secs(60) });
+        assert_eq!("1000/h".parse::<Rate>().unwrap().period, Duration::from_secs(3600));
+        assert_eq!("5/10s".parse::<Rate>().unwrap().period, Duration::from_secs(10));
+        assert_eq!("2000/2min".parse::<Rate>().unwrap().period, Duration::from_secs(120));
+        assert!(matches!("0/min".parse::<Rate>(), Err(RateError::Zero(_))));
+        assert!(matches!("60".parse::<Rate>(), Err(RateError::Shape(_))));
+        assert!(matches!("60/fortnightly".parse::<Rate>(), Err(RateError::Duration(_))));
+    }
+
+    #[test]
+    fn displays_back_as_written() {
+        for text in ["60/min", "1000/h", "5/10s", "3/s"] {
+            assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn window_admits_count_then_waits_for_the_oldest_to_leave() {
+        let rate: Rate = "3/10s".parse().unwrap();
+        let mut window = SlidingWindow::new(rate);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let at = t0 + Duration::from_secs(i);
+            assert_eq!(window.next_free(at, Duration::ZERO), at);
+            window.record(at);
+        }
+        let t3 = t0 + Duration::from_secs(3);
+        assert_eq!(window.next_free(t3, Duration::ZERO), t0 + Duration::from_secs(10));
+        assert_eq!(window.next_free(t3, Duration::from_millis(50)), t0 + Duration::from_millis(10_050));
+        assert_eq!(window.count_at(t0 + Duration::from_secs(10)), 2);
+    }
+}

@@ -1,0 +1,256 @@
+//! The sandbox: both Omise link APIs on localhost, in memory, with Omise's objects and errors, sliding-window
+//! rate limits and injected faults.
+//!
+//! It is a faithful peer, not an echo: it validates what it is sent, refuses what Omise refuses, and keeps the
+//! counts (`/__sandbox/stats`) that let a test prove "one link per row" and "never over the limit" from the
+//! server's side. It owns its own accept loop so that `drop-after-commit` can close a connection with no answer.
+
+mod routes;
+mod store;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tower_service::Service;
+
+use crate::rate::Rate;
+pub use store::{ApiFault, Stats, Team, Template, WindowStats, default_teams};
+
+/// A fault the sandbox can inject, each with its own probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// 500 before anything is stored.
+    ServerErrorBefore,
+    /// 500 after the link is stored.
+    ServerErrorAfter,
+    /// 429 whatever the windows say.
+    RateLimited,
+    /// The link is stored, then the answer waits past the client's timeout.
+    SlowAfter,
+    /// The link is stored, then the connection closes with no answer at all.
+    DropAfterCommit,
+}
+
+impl FaultKind {
+    const ALL: [FaultKind; 5] = [
+        FaultKind::ServerErrorBefore,
+        FaultKind::ServerErrorAfter,
+        FaultKind::RateLimited,
+        FaultKind::SlowAfter,
+        FaultKind::DropAfterCommit,
+    ];
+
+    /// The name used on the command line and in the stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::ServerErrorBefore => "500-before",
+            FaultKind::ServerErrorAfter => "500-after",
+            FaultKind::RateLimited => "429",
+            FaultKind::SlowAfter => "slow-after",
+            FaultKind::DropAfterCommit => "drop-after-commit",
+        }
+    }
+
+    /// Whether the fault needs a stored link, and so only applies to create requests.
+    fn after_commit(self) -> bool {
+        matches!(self, FaultKind::ServerErrorAfter | FaultKind::SlowAfter | FaultKind::DropAfterCommit)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `KIND=PROB`, as given to `--fault`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultSpec {
+    /// Which fault.
+    pub kind: FaultKind,
+    /// Probability per eligible request, 0.0–1.0.
+    pub probability: f64,
+}
+
+impl FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let names = || FaultKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+        let (kind, probability) =
+            text.split_once('=').ok_or_else(|| format!("fault `{text}` is not KIND=PROB (kinds: {})", names()))?;
+        let kind = FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind.trim())
+            .ok_or_else(|| format!("unknown fault kind `{kind}` (kinds: {})", names()))?;
+        let probability: f64 =
+            probability.trim().parse().map_err(|_| format!("fault probability `{probability}` is not a number"))?;
+        if !(0.0..=1.0).contains(&probability) {
+            return Err(format!("fault probability {probability} is outside 0.0–1.0"));
+        }
+        Ok(FaultSpec { kind, probability })
+    }
+}
+
+/// How a sandbox behaves.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Sliding windows enforced per key (empty: no limit).
+    pub limits: Vec<Rate>,
+    /// Faults to inject.
+    pub faults: Vec<FaultSpec>,
+    /// Seed for ids and fault draws.
+    pub seed: u64,
+    /// Added to every API answer (simulated server latency).
+    pub latency: Duration,
+    /// How long a `slow-after` answer waits once the link is stored.
+    pub slow_delay: Duration,
+    /// Links+ teams and templates.
+    pub teams: Vec<Team>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            limits: Vec::new(),
+            faults: Vec::new(),
+            seed: 0,
+            latency: Duration::ZERO,
+            slow_delay: Duration::from_secs(40),
+            teams: default_teams(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Checks that the fault probabilities can all be drawn from one number.
+    pub fn validate(&self) -> Result<(), String> {
+        let total: f64 = self.faults.iter().map(|f| f.probability).sum();
+        if total > 1.0 + 1e-9 {
+            return Err(format!("fault probabilities add up to {total}, more than 1.0"));
+        }
+        Ok(())
+    }
+}
+
+/// State shared by every connection.
+struct Shared {
+    store: Mutex<store::Store>,
+    config: SandboxConfig,
+}
+
+impl Shared {
+    /// The store. A poisoned lock (a panic mid-update) still holds consistent data: every update is a
+    /// single push or flag set, so the sandbox keeps serving.
+    fn store(&self) -> MutexGuard<'_, store::Store> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    addr: SocketAddr,
+    base_url: String,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox").field("base_url", &self.base_url).finish()
+    }
+}
+
+/// Per-connection switch a handler pulls to close its connection with no answer.
+#[derive(Clone)]
+struct ConnectionKill(Arc<Notify>);
+
+impl Sandbox {
+    /// Binds `addr` (`127.0.0.1:0` for an ephemeral port) and serves until [`Sandbox::shutdown`].
+    pub async fn start(config: SandboxConfig, addr: SocketAddr) -> std::io::Result<Sandbox> {
+        config.validate().map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let mut store = store::Store::new(config.teams.clone(), config.limits.clone(), StdRng::seed_from_u64(config.seed));
+        store.set_base_url(base_url.clone());
+        let shared = Arc::new(Shared { store: Mutex::new(store), config });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));
+        Ok(Sandbox { addr, base_url, shared, stop, task })
+    }
+
+    /// `http://127.0.0.1:PORT`, the base URL of both APIs.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the sandbox holds and served so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.store().stats()
+    }
+
+    /// A fresh test-mode key, different on every call.
+    pub fn test_key() -> String {
+        let n: u64 = rand::random();
+        format!("skey_test_sandbox{n:016x}")
+    }
+
+    /// Stops accepting and closes every connection.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors or a reset during the handshake: keep serving the others.
+                Err(_) => continue,
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let kill = Arc::new(Notify::new());
+        let router = router.clone();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let handler_kill = ConnectionKill(kill.clone());
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(handler_kill.clone());
+                let mut router = router.clone();
+                async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|never| match never {})) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            // Dropping the connection future closes the socket: the client sees no answer at all.
+            tokio::select! {
+                _ = connection => {}
+                _ = kill.notified() => {}
+                _ = stopped.changed() => {}
+            }
+        });
+        // Reap finished connections so the set stays the size of the open ones.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}

@@ -1,0 +1,822 @@
+//! What the sandbox holds: accounts (one per secret key), their links, the Links+ teams and templates,
+//! and the counters behind `/__sandbox/stats`.
+//!
+//! Pure data and validation: no I/O and no clock reads of its own, so every rule here is the same whether
+//! it is reached over HTTP or called from a unit test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Instant, SystemTime};
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::{Map, Value, json};
+
+use crate::money::Currency;
+use crate::rate::{Rate, SlidingWindow};
+
+/// Longest title a classic link takes (seed 003).
+pub const MAX_TITLE: usize = 200;
+/// Longest description a classic link takes (seed 003).
+pub const MAX_DESCRIPTION: usize = 1000;
+
+/// An Omise error answer: HTTP status, code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFault {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Omise error code (`bad_request`, `invalid_amount`, …).
+    pub code: &'static str,
+    /// Human message naming the field.
+    pub message: String,
+}
+
+impl ApiFault {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiFault { status, code, message: message.into() }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    pub(crate) fn not_found(what: &str) -> Self {
+        Self::new(404, "not_found", format!("{what} was not found"))
+    }
+
+    /// The Omise error object.
+    pub fn body(&self) -> Value {
+        json!({
+            "object": "error",
+            "location": format!("https://www.omise.co/api-errors#{}", self.code.replace('_', "-")),
+            "code": self.code,
+            "message": self.message,
+        })
+    }
+}
+
+/// A Links+ team and the templates it owns.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Team {
+    /// Team id, as in `GET /external/{team_id}/links`.
+    pub id: u64,
+    /// The team's templates.
+    pub templates: Vec<Template>,
+}
+
+/// A Links+ template: links made from it default to its currency.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Template {
+    /// Template id.
+    pub id: u64,
+    /// Display name.
+    pub name: String,
+    /// Default currency of links made from it.
+    pub currency: String,
+}
+
+/// The teams a fresh sandbox knows: the ids used by seed 000's examples and the project's sample jobs.
+pub fn default_teams() -> Vec<Team> {
+    let template = |id, name: &str, currency: &str| Template { id, name: name.into(), currency: currency.into() };
+    vec![
+        Team {
+            id: 456,
+            templates: vec![template(123, "Standard checkout", "thb"), template(124, "International", "usd")],
+        },
+        Team { id: 789, templates: vec![template(321, "Tokyo events", "jpy")] },
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Charge {
+    id: String,
+    amount: u64,
+    currency: &'static str,
+    created: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct ClassicLink {
+    id: String,
+    amount: u64,
+    currency: &'static str,
+    title: String,
+    description: String,
+    multiple: bool,
+    deleted: bool,
+    charges: Vec<Charge>,
+    created: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct PlusLink {
+    id: u64,
+    team_id: u64,
+    template_id: u64,
+    name: String,
+    amount: u64,
+    currency: &'static str,
+    multiple_usage: bool,
+    custom_webhook: Option<String>,
+    charges: Vec<Charge>,
+    created: SystemTime,
+}
+
+/// One secret key's view: Omise scopes links to the account a key belongs to.
+#[derive(Debug)]
+struct Account {
+    live: bool,
+    links: Vec<ClassicLink>,
+    by_id: HashMap<String, usize>,
+    plus: Vec<PlusLink>,
+    windows: Vec<KeyWindow>,
+}
+
+/// One configured limit for one key: what it admitted, and every request it saw (for the stats).
+#[derive(Debug)]
+struct KeyWindow {
+    admitted: SlidingWindow<Instant>,
+    seen: std::collections::VecDeque<Instant>,
+    max_seen: usize,
+}
+
+/// Counters behind `/__sandbox/stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    by_status: BTreeMap<String, u64>,
+    rate_limited: u64,
+    faults: BTreeMap<&'static str, u64>,
+    creates: u64,
+    payments: u64,
+}
+
+/// Everything the sandbox holds, behind one lock.
+#[derive(Debug)]
+pub struct Store {
+    accounts: HashMap<String, Account>,
+    teams: Vec<Team>,
+    limits: Vec<Rate>,
+    next_plus_id: u64,
+    counters: Counters,
+    /// Seeded source for ids and fault draws: the same seed and request order give the same run.
+    pub(crate) rng: StdRng,
+    base_url: String,
+}
+
+/// Where links point customers: payment pages under the sandbox's own host.
+fn classic_payment_uri(base: &str, id: &str) -> String {
+    format!("{base}/pay/{id}")
+}
+
+fn iso(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Reads a field as a non-negative integer, from a JSON number or a form string.
+fn integer(fields: &Map<String, Value>, name: &str, code: &'static str) -> Result<Option<u64>, ApiFault> {
+    let bad = || ApiFault::new(400, code, format!("{name} must be a non-negative integer"));
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+fn text(fields: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiFault> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ApiFault::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+fn boolean(fields: &Map<String, Value>, name: &str) -> Result<bool, ApiFault> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" => Ok(true),
+            "false" | "0" | "off" | "" => Ok(false),
+            _ => Err(ApiFault::bad_request(format!("{name} must be true or false"))),
+        },
+        Some(_) => Err(ApiFault::bad_request(format!("{name} must be true or false"))),
+    }
+}
+
+fn currency(value: &str) -> Result<&'static str, ApiFault> {
+    Currency::find(value).map(|c| c.code).ok_or_else(|| {
+        ApiFault::new(400, "invalid_currency", format!("currency `{value}` is not supported ({})", Currency::list()))
+    })
+}
+
+/// Names every missing field in one message, as a user fixing a request wants to read it.
+fn require_all(missing: Vec<&str>) -> Result<(), ApiFault> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fields = missing.iter().map(|m| format!("{m} is required")).collect::<Vec<_>>().join(", ");
+    Err(ApiFault::bad_request(fields))
+}
+
+fn charges_json(path: &str, charges: &[Charge], now: SystemTime) -> Value {
+    json!({
+        "object": "list",
+        "from": "1970-01-01T00:00:00Z",
+        "to": iso(now),
+        "offset": 0,
+        "limit": 20,
+        "total": charges.len(),
+        "order": "chronological",
+        "location": format!("{path}/charges"),
+        "data": charges.iter().map(|c| json!({
+            "object": "charge",
+            "id": c.id,
+            "amount": c.amount,
+            "currency": c.currency,
+            "status": "successful",
+            "paid": true,
+            "created_at": iso(c.created),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Options of a list request, already read from the query string.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Only links created at or after this time.
+    pub from: Option<SystemTime>,
+    /// Only links created at or before this time.
+    pub to: Option<SystemTime>,
+    /// How many matching links to skip.
+    pub offset: usize,
+    /// At most this many (clamped to 100).
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub reverse: bool,
+}
+
+impl ListQuery {
+    /// Reads Omise's list parameters; a malformed one is a `bad_request`, never ignored.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiFault> {
+        let mut query = ListQuery { from: None, to: None, offset: 0, limit: 20, reverse: false };
+        for (name, value) in pairs {
+            let time = |v: &str| {
+                humantime::parse_rfc3339_weak(v)
+                    .map_err(|_| ApiFault::bad_request(format!("{name} must be an ISO 8601 time")))
+            };
+            let number = |v: &str| {
+                v.parse::<usize>().map_err(|_| ApiFault::bad_request(format!("{name} must be a non-negative integer")))
+            };
+            match name.as_str() {
+                "from" => query.from = Some(time(value)?),
+                "to" => query.to = Some(time(value)?),
+                "offset" => query.offset = number(value)?,
+                "limit" => query.limit = number(value)?.min(100),
+                "order" => {
+                    query.reverse = match value.as_str() {
+                        "chronological" => false,
+                        "reverse_chronological" => true,
+                        _ => return Err(ApiFault::bad_request("order must be chronological or reverse_chronological")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+
+    fn page<'a, T>(&self, all: impl DoubleEndedIterator<Item = &'a T>, created: impl Fn(&T) -> SystemTime) -> (usize, Vec<&'a T>)
+    where
+        T: 'a,
+    {
+        let keep = |item: &&T| {
+            let at = created(item);
+            self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+        };
+        let matching: Vec<&T> = if self.reverse { all.rev().filter(keep).collect() } else { all.filter(keep).collect() };
+        let total = matching.len();
+        (total, matching.into_iter().skip(self.offset).take(self.limit).collect())
+    }
+
+    fn envelope(&self, location: &str, total: usize, data: Vec<Value>, now: SystemTime) -> Value {
+        json!({
+            "object": "list",
+            "from": iso(self.from.unwrap_or(SystemTime::UNIX_EPOCH)),
+            "to": iso(self.to.unwrap_or(now)),
+            "offset": self.offset,
+            "limit": self.limit,
+            "total": total,
+            "order": if self.reverse { "reverse_chronological" } else { "chronological" },
+            "location": location,
+            "data": data,
+        })
+    }
+}
+
+/// Whether a request may proceed under the key's windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Inside every window.
+    Admitted,
+    /// Over a window: retry after this many whole seconds.
+    Limited {
+        /// Seconds until the oldest request of the full window leaves it.
+        retry_after: u64,
+    },
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(teams: Vec<Team>, limits: Vec<Rate>, rng: StdRng) -> Self {
+        Store {
+            accounts: HashMap::new(),
+            teams,
+            limits,
+            next_plus_id: 1001,
+            counters: Counters::default(),
+            rng,
+            base_url: String::new(),
+        }
+    }
+
+    pub(crate) fn set_base_url(&mut self, base: String) {
+        self.base_url = base;
+    }
+
+    fn account(&mut self, key: &str) -> &mut Account {
+        let limits = &self.limits;
+        self.accounts.entry(key.to_owned()).or_insert_with(|| Account {
+            live: key.starts_with("skey_live_"),
+            links: Vec::new(),
+            by_id: HashMap::new(),
+            plus: Vec::new(),
+            windows: limits
+                .iter()
+                .map(|&rate| KeyWindow { admitted: SlidingWindow::new(rate), seen: Default::default(), max_seen: 0 })
+                .collect(),
+        })
+    }
+
+    /// Counts a request against every window of `key`; refuses it when any window is full.
+    pub fn admit(&mut self, key: &str, now: Instant) -> Admission {
+        let windows = &mut self.account(key).windows;
+        let mut wait = std::time::Duration::ZERO;
+        for window in windows.iter_mut() {
+            let period = window.admitted.rate().period;
+            window.seen.push_back(now);
+            while window.seen.front().is_some_and(|&t| now - t >= period) {
+                window.seen.pop_front();
+            }
+            window.max_seen = window.max_seen.max(window.seen.len());
+            let free = window.admitted.next_free(now, std::time::Duration::ZERO);
+            wait = wait.max(free - now);
+        }
+        if wait.is_zero() {
+            windows.iter_mut().for_each(|w| w.admitted.record(now));
+            Admission::Admitted
+        } else {
+            self.counters.rate_limited += 1;
+            // Whole seconds, rounded up: a client that waits exactly this long is inside the window.
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Admission::Limited { retry_after: retry_after.max(1) }
+        }
+    }
+
+    /// Tallies an answer for the stats.
+    pub fn count_response(&mut self, status: &str) {
+        *self.counters.by_status.entry(status.to_owned()).or_default() += 1;
+    }
+
+    /// Tallies a fault served.
+    pub fn count_fault(&mut self, kind: &'static str) {
+        *self.counters.faults.entry(kind).or_default() += 1;
+    }
+
+    fn new_id(&mut self, prefix: &str, live: bool) -> String {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mode = if live { "" } else { "test_" };
+        let tail: String = (0..19).map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char).collect();
+        format!("{prefix}_{mode}{tail}")
+    }
+
+    fn classic_json(&self, live: bool, link: &ClassicLink, legacy_created: bool, now: SystemTime) -> Value {
+        let location = format!("/links/{}", link.id);
+        let mut body = json!({
+            "object": "link",
+            "id": link.id,
+            "livemode": live,
+            "location": location,
+            "amount": link.amount,
+            "currency": link.currency,
+            "used": !link.multiple && !link.charges.is_empty(),
+            "multiple": link.multiple,
+            "title": link.title,
+            "description": link.description,
+            "charges": charges_json(&location, &link.charges, now),
+            "payment_uri": classic_payment_uri(&self.base_url, &link.id),
+            "deleted": link.deleted,
+        });
+        let created_field = if legacy_created { "created" } else { "created_at" };
+        body[created_field] = Value::String(iso(link.created));
+        body
+    }
+
+    /// `POST /links`: validates every field, then stores the link.
+    pub fn create_classic(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        legacy: bool,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
+        let amount = integer(fields, "amount", "invalid_amount")?;
+        let currency_code = text(fields, "currency")?;
+        let title = text(fields, "title")?;
+        let description = text(fields, "description")?;
+        let mut missing = Vec::new();
+        for (name, present) in [
+            ("amount", amount.is_some()),
+            ("currency", currency_code.is_some()),
+            ("title", title.is_some()),
+            ("description", description.is_some()),
+        ] {
+            if !present {
+                missing.push(name);
+            }
+        }
+        require_all(missing)?;
+        // Proven just above: each of these is Some.
+        let (amount, title, description) = (amount.unwrap_or(0), title.unwrap_or_default(), description.unwrap_or_default());
+        let currency = currency(&currency_code.unwrap_or_default())?;
+        if title.chars().count() > MAX_TITLE {
+            return Err(ApiFault::bad_request(format!("title is too long (maximum is {MAX_TITLE} characters)")));
+        }
+        if description.chars().count() > MAX_DESCRIPTION {
+            return Err(ApiFault::bad_request(format!(
+                "description is too long (maximum is {MAX_DESCRIPTION} characters)"
+            )));
+        }
+        let multiple = boolean(fields, "multiple")?;
+        let live = self.account(key).live;
+        let id = loop {
+            let id = self.new_id("link", live);
+            if !self.account(key).by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let link = ClassicLink { id: id.clone(), amount, currency, title, description, multiple, deleted: false, charges: Vec::new(), created: now };
+        let body = self.classic_json(live, &link, legacy, now);
+        let account = self.account(key);
+        account.by_id.insert(id, account.links.len());
+        account.links.push(link);
+        self.counters.creates += 1;
+        Ok(body)
+    }
+
+    /// `GET /links/{id}`.
+    pub fn get_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
+        let account = self.account(key);
+        let live = account.live;
+        let link = account.by_id.get(id).map(|&i| account.links[i].clone()).ok_or_else(|| ApiFault::not_found("link"))?;
+        Ok(self.classic_json(live, &link, legacy, now))
+    }
+
+    /// `DELETE /links/{id}`: marks the link deleted; it leaves the list and can no longer be paid.
+    pub fn delete_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
+        let account = self.account(key);
+        let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
+        if account.links[index].deleted {
+            return Err(ApiFault::not_found("link"));
+        }
+        account.links[index].deleted = true;
+        let live = account.live;
+        let link = account.links[index].clone();
+        Ok(self.classic_json(live, &link, legacy, now))
+    }
+
+    /// `GET /links`: the Omise list object over the key's links that are not deleted.
+    pub fn list_classic(&mut self, key: &str, query: &ListQuery, legacy: bool, now: SystemTime) -> Value {
+        let account = self.account(key);
+        let live = account.live;
+        let links: Vec<ClassicLink> = account.links.iter().filter(|l| !l.deleted).cloned().collect();
+        let (total, page) = query.page(links.iter(), |l| l.created);
+        let data = page.into_iter().map(|l| self.classic_json(live, l, legacy, now)).collect();
+        query.envelope("/links", total, data, now)
+    }
+
+    fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
+        self.teams.iter().find(|t| t.id == team_id).ok_or_else(|| ApiFault::not_found(&format!("team {team_id}")))
+    }
+
+    fn template(&self, template_id: u64) -> Result<(&Team, &Template), ApiFault> {
+        self.teams
+            .iter()
+            .find_map(|team| team.templates.iter().find(|t| t.id == template_id).map(|t| (team, t)))
+            .ok_or_else(|| ApiFault::not_found(&format!("template {template_id}")))
+    }
+
+    fn template_json(team: &Team, template: &Template) -> Value {
+        json!({
+            "id": template.id,
+            "name": template.name,
+            "team_id": team.id,
+            "currency": template.currency,
+        })
+    }
+
+    fn plus_json(&self, link: &PlusLink) -> Value {
+        let used = !link.multiple_usage && !link.charges.is_empty();
+        let mut body = json!({
+            "id": link.id,
+            "name": link.name,
+            "amount": link.amount,
+            "currency": link.currency,
+            "status": if used { "paid" } else { "active" },
+            "payment_url": format!("{}/pay/plus/{}", self.base_url, link.id),
+            "multiple_usage": link.multiple_usage,
+            "created_at": iso(link.created),
+            "template_id": link.template_id,
+            "team_id": link.team_id,
+            "payments": link.charges.len(),
+            "paid_amount": link.charges.iter().map(|c| c.amount).sum::<u64>(),
+        });
+        if let Some(hook) = &link.custom_webhook {
+            body["custom_webhook"] = Value::String(hook.clone());
+        }
+        body
+    }
+
+    /// `POST /external/links`.
+    pub fn create_plus(&mut self, key: &str, fields: &Map<String, Value>, now: SystemTime) -> Result<Value, ApiFault> {
+        let template_id = integer(fields, "template_id", "bad_request")?;
+        let team_id = integer(fields, "team_id", "bad_request")?;
+        let name = text(fields, "name")?;
+        let amount = integer(fields, "amount", "invalid_amount")?;
+        let mut missing = Vec::new();
+        for (field, present) in [
+            ("template_id", template_id.is_some()),
+            ("team_id", team_id.is_some()),
+            ("name", name.is_some()),
+            ("amount", amount.is_some()),
+        ] {
+            if !present {
+                missing.push(field);
+            }
+        }
+        require_all(missing)?;
+        // Proven just above: each of these is Some.
+        let (template_id, team_id, name, amount) =
+            (template_id.unwrap_or(0), team_id.unwrap_or(0), name.unwrap_or_default(), amount.unwrap_or(0));
+        if name.chars().count() > MAX_TITLE {
+            return Err(ApiFault::bad_request(format!("name is too long (maximum is {MAX_TITLE} characters)")));
+        }
+        let custom_webhook = text(fields, "custom_webhook")?;
+        if let Some(hook) = &custom_webhook {
+            if !hook.starts_with("https://") || hook.len() <= "https://".len() {
+                return Err(ApiFault::bad_request(format!("custom_webhook must be an https:// URL, got `{hook}`")));
+            }
+        }
+        self.team(team_id)?;
+        let (owner, template) = self.template(template_id)?;
+        if owner.id != team_id {
+            return Err(ApiFault::not_found(&format!("template {template_id} in team {team_id}")));
+        }
+        let currency = currency(&text(fields, "currency")?.unwrap_or_else(|| template.currency.clone()))?;
+        let multiple_usage = boolean(fields, "multiple_usage")?;
+        let id = self.next_plus_id;
+        self.next_plus_id += 1;
+        let link = PlusLink { id, team_id, template_id, name, amount, currency, multiple_usage, custom_webhook, charges: Vec::new(), created: now };
+        let body = self.plus_json(&link);
+        self.account(key).plus.push(link);
+        self.counters.creates += 1;
+        Ok(body)
+    }
+
+    fn plus_link(&mut self, key: &str, id: &str) -> Result<&mut PlusLink, ApiFault> {
+        let id: u64 = id.parse().map_err(|_| ApiFault::not_found("link"))?;
+        self.account(key).plus.iter_mut().find(|l| l.id == id).ok_or_else(|| ApiFault::not_found("link"))
+    }
+
+    /// `GET /external/links/{id}`.
+    pub fn get_plus(&mut self, key: &str, id: &str) -> Result<Value, ApiFault> {
+        let link = self.plus_link(key, id)?.clone();
+        Ok(self.plus_json(&link))
+    }
+
+    /// `GET /external/{team_id}/links`.
+    pub fn list_plus(&mut self, key: &str, team_id: &str, query: &ListQuery, now: SystemTime) -> Result<Value, ApiFault> {
+        let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
+        self.team(team_id)?;
+        let links: Vec<PlusLink> = self.account(key).plus.iter().filter(|l| l.team_id == team_id).cloned().collect();
+        let (total, page) = query.page(links.iter(), |l| l.created);
+        let data = page.into_iter().map(|l| self.plus_json(l)).collect();
+        Ok(query.envelope(&format!("/external/{team_id}/links"), total, data, now))
+    }
+
+    /// `GET /external/templates/{id}`.
+    pub fn get_template(&self, id: &str) -> Result<Value, ApiFault> {
+        let id: u64 = id.parse().map_err(|_| ApiFault::not_found("template"))?;
+        let (team, template) = self.template(id)?;
+        Ok(Self::template_json(team, template))
+    }
+
+    /// `GET /external/{team_id}/templates`.
+    pub fn list_templates(&self, team_id: &str) -> Result<Value, ApiFault> {
+        let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
+        let team = self.team(team_id)?;
+        let data: Vec<Value> = team.templates.iter().map(|t| Self::template_json(team, t)).collect();
+        Ok(json!({ "object": "list", "total": data.len(), "data": data }))
+    }
+
+    /// `POST /__sandbox/links/{id}/pay`: one successful charge of the link's amount.
+    pub fn pay(&mut self, id: &str, now: SystemTime) -> Result<Value, ApiFault> {
+        let charge_id = self.new_id("chrg", false);
+        let found = self.accounts.iter().find_map(|(key, account)| {
+            if let Some(&i) = account.by_id.get(id) {
+                Some((key.clone(), Some(i)))
+            } else if account.plus.iter().any(|l| l.id.to_string() == id) {
+                Some((key.clone(), None))
+            } else {
+                None
+            }
+        });
+        let (key, classic) = found.ok_or_else(|| ApiFault::not_found("link"))?;
+        let used_fault = || ApiFault::new(400, "used_link", "this single-use link has already been paid");
+        let body = match classic {
+            Some(index) => {
+                let account = self.account(&key);
+                let live = account.live;
+                let link = &mut account.links[index];
+                if link.deleted {
+                    return Err(ApiFault::new(400, "invalid_link", "this link has been deleted"));
+                }
+                if !link.multiple && !link.charges.is_empty() {
+                    return Err(used_fault());
+                }
+                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+                let link = link.clone();
+                self.classic_json(live, &link, false, now)
+            }
+            None => {
+                let link = self.plus_link(&key, id)?;
+                if !link.multiple_usage && !link.charges.is_empty() {
+                    return Err(used_fault());
+                }
+                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+                let link = link.clone();
+                self.plus_json(&link)
+            }
+        };
+        self.counters.payments += 1;
+        Ok(body)
+    }
+
+    /// The figures a test asserts on, from the server's side.
+    pub fn stats(&self) -> Stats {
+        let mut identical: HashMap<(&str, &str, &str, u64, &str), usize> = HashMap::new();
+        let mut per_title: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut classic, mut plus, mut deleted) = (0, 0, 0);
+        for account in self.accounts.values() {
+            for link in &account.links {
+                if link.deleted {
+                    deleted += 1;
+                    continue;
+                }
+                classic += 1;
+                *identical.entry(("links", &link.title, &link.description, link.amount, link.currency)).or_default() += 1;
+                *per_title.entry(link.title.clone()).or_default() += 1;
+            }
+            for link in &account.plus {
+                plus += 1;
+                *identical.entry(("links_plus", &link.name, "", link.amount, link.currency)).or_default() += 1;
+                *per_title.entry(link.name.clone()).or_default() += 1;
+            }
+        }
+        let windows = self
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, rate)| WindowStats {
+                limit: rate.to_string(),
+                max_in_window: self.accounts.values().map(|a| a.windows[i].max_seen).max().unwrap_or(0),
+            })
+            .collect();
+        Stats {
+            links_held: classic + plus,
+            classic_links: classic,
+            plus_links: plus,
+            deleted_links: deleted,
+            creates: self.counters.creates,
+            payments: self.counters.payments,
+            requests: self.counters.by_status.clone(),
+            rate_limited: self.counters.rate_limited,
+            faults: self.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            windows,
+            identical_groups: identical.values().filter(|&&n| n > 1).count(),
+            identical_extra: identical.values().map(|&n| n.saturating_sub(1)).sum(),
+            links_per_title: per_title,
+        }
+    }
+}
+
+/// The largest number of requests one key sent within any window of one configured limit.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct WindowStats {
+    /// The limit, as written (`60/min`).
+    pub limit: String,
+    /// Most requests (admitted or refused) from one key inside any one window of that length.
+    pub max_in_window: usize,
+}
+
+/// `GET /__sandbox/stats`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Links that exist and are not deleted, both APIs.
+    pub links_held: usize,
+    /// Classic links held.
+    pub classic_links: usize,
+    /// Links+ links held.
+    pub plus_links: usize,
+    /// Classic links deleted.
+    pub deleted_links: usize,
+    /// Create requests that stored a link (including those whose answer a fault then lost).
+    pub creates: u64,
+    /// Simulated payments.
+    pub payments: u64,
+    /// Answers by HTTP status, plus `dropped` for connections closed without one.
+    pub requests: BTreeMap<String, u64>,
+    /// 429s served because a key was over a window (not counting the `429` fault).
+    pub rate_limited: u64,
+    /// Faults served, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Per configured limit, the busiest window seen.
+    pub windows: Vec<WindowStats>,
+    /// Groups of two or more links with identical (title, description, amount, currency).
+    pub identical_groups: usize,
+    /// Links beyond the first in each such group.
+    pub identical_extra: usize,
+    /// Links held per title (Links+: per name).
+    pub links_per_title: BTreeMap<String, usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn store() -> Store {
+        Store::new(default_teams(), vec!["2/10s".parse().unwrap()], StdRng::seed_from_u64(1))
+    }
+
+    fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn names_every_missing_field() {
+        let err = store().create_classic("skey_test_x", &Map::new(), false, SystemTime::now()).unwrap_err();
+        assert_eq!(err.status, 400);
+        for field in ["amount", "currency", "title", "description"] {
+            assert!(err.message.contains(field), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_amounts_and_currencies() {
+        let mut s = store();
+        let base = |amount: Value, currency: &str| {
+            fields(&[("amount", amount), ("currency", json!(currency)), ("title", json!("t")), ("description", json!("d"))])
+        };
+        let now = SystemTime::now();
+        assert_eq!(s.create_classic("k", &base(json!(-5), "thb"), false, now).unwrap_err().code, "invalid_amount");
+        assert_eq!(s.create_classic("k", &base(json!("12.5"), "thb"), false, now).unwrap_err().code, "invalid_amount");
+        assert_eq!(s.create_classic("k", &base(json!(100), "eur"), false, now).unwrap_err().code, "invalid_currency");
+        let ok = s.create_classic("skey_test_k", &base(json!("100"), "THB"), false, now).unwrap();
+        assert_eq!(ok["currency"], "thb");
+        assert!(ok["id"].as_str().unwrap().starts_with("link_test_"));
+    }
+
+    #[test]
+    fn windows_refuse_then_readmit() {
+        let mut s = store();
+        let t0 = Instant::now();
+        assert_eq!(s.admit("k", t0), Admission::Admitted);
+        assert_eq!(s.admit("k", t0), Admission::Admitted);
+        assert_eq!(s.admit("k", t0 + std::time::Duration::from_millis(1500)), Admission::Limited { retry_after: 9 });
+        assert_eq!(s.admit("k", t0 + std::time::Duration::from_secs(10)), Admission::Admitted);
+        assert_eq!(s.stats().windows[0].max_in_window, 3);
+        assert_eq!(s.stats().rate_limited, 1);
+    }
+
+    #[test]
+    fn plus_template_must_belong_to_team() {
+        let mut s = store();
+        let f = fields(&[("template_id", json!(321)), ("team_id", json!(456)), ("name", json!("n")), ("amount", json!(5))]);
+        assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 404);
+        let f = fields(&[("template_id", json!(123)), ("team_id", json!(456)), ("name", json!("n")), ("amount", json!(5)), ("custom_webhook", json!("http://x"))]);
+        assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 400);
+    }
+}
