@@ -1,5 +1,19 @@
 //! linkbatch: rows of a CSV or JSONL file in, one Omise payment link per row out, exactly once.
+//!
+//! The binary is a thin shell over this library (`cli::main`), so tests and benchmarks can drive every
+//! piece directly: the [`sandbox`], a [`plan::Plan`], the [`runner`].
 
+pub mod api;
+pub mod cli;
+pub mod input;
+pub mod job;
+pub mod ledger;
 pub mod money;
+pub mod output;
+pub mod plan;
+pub mod progress;
 pub mod rate;
+pub mod runner;
 pub mod sandbox;
+pub mod template;
+pub mod throttle;

@@ -1,0 +1,311 @@
+//! The job file as written: TOML deserialised into a [`JobSpec`], field names exactly as SPEC section 7 has them.
+//!
+//! This is the first of two stages: a `JobSpec` may still be wrong against its input (a placeholder naming no
+//! column); [`crate::plan`] checks it and only a `Plan` can be run. Unknown fields are errors, with their line.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::money::AmountUnit;
+
+/// Which Omise API a job creates links on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKind {
+    /// Classic Links API (`POST /links`).
+    Links,
+    /// Payment Links+ (`POST /external/links`).
+    LinksPlus,
+}
+
+impl ApiKind {
+    /// The production base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ApiKind::Links => "https://api.omise.co",
+            ApiKind::LinksPlus => "https://linksplus-api.omise.co",
+        }
+    }
+
+    /// The name used in job files and the ledger header.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKind::Links => "links",
+            ApiKind::LinksPlus => "links_plus",
+        }
+    }
+}
+
+/// How a Links+ request carries the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// `Authorization: Bearer KEY`.
+    #[default]
+    Bearer,
+    /// HTTP Basic, key as user name.
+    Basic,
+    /// `Authorization: KEY`.
+    Raw,
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// A value that is either fixed in the job or a template over the row (`multiple = true` or `"{multi}"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Field<T> {
+    /// The same for every row.
+    Fixed(T),
+    /// Rendered per row.
+    Template(String),
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSpec {
+    /// `links` or `links_plus`.
+    pub kind: ApiKind,
+    /// Environment variable holding the secret key.
+    #[serde(default = "default_key_env")]
+    pub key_env: String,
+    /// Overrides the production base URL (https, or http on loopback).
+    pub base_url: Option<String>,
+    /// Per-request timeout; a timeout after sending is an uncertain outcome.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// Links+ only: how the key is sent.
+    #[serde(default)]
+    pub auth: AuthScheme,
+}
+
+/// `[input]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The rows (`--input` replaces it).
+    pub path: Option<PathBuf>,
+    /// Taken from the extension when absent.
+    pub format: Option<InputFormat>,
+    /// The row key template, unique per row (`{subscription_id}:{billing_month}`).
+    pub key: String,
+}
+
+/// `[link]`: templates for each field of the link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Amount template.
+    pub amount: String,
+    /// Whether the amount is in minor or major units.
+    #[serde(default)]
+    pub amount_unit: AmountUnit,
+    /// Currency (required for classic links; Links+ defaults to the template's).
+    pub currency: Option<String>,
+    /// Classic: title.
+    pub title: Option<String>,
+    /// Classic: description.
+    pub description: Option<String>,
+    /// Classic: multiple-use.
+    pub multiple: Option<Field<bool>>,
+    /// Links+: team.
+    pub team_id: Option<Field<u64>>,
+    /// Links+: template.
+    pub template_id: Option<Field<u64>>,
+    /// Links+: link name.
+    pub name: Option<String>,
+    /// Links+: multiple-use.
+    pub multiple_usage: Option<Field<bool>>,
+    /// Links+: per-link webhook (https only).
+    pub custom_webhook: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Sliding windows, e.g. `["60/min", "1000/h"]`.
+    #[serde(default = "default_rates")]
+    pub rates: Vec<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts per request, the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First backoff delay.
+    #[serde(default = "default_base_delay")]
+    pub base_delay: String,
+    /// Largest backoff delay.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: String,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The output CSV (`--output` replaces it).
+    pub path: Option<PathBuf>,
+    /// The ledger (`--ledger` replaces it); defaults to the output path with `.ledger.jsonl`.
+    pub ledger: Option<PathBuf>,
+    /// Input columns copied into the output.
+    #[serde(default)]
+    pub columns: Vec<String>,
+}
+
+/// A job file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name, used in logs and default paths.
+    pub name: String,
+    /// `[api]`.
+    pub api: ApiSpec,
+    /// `[input]`.
+    pub input: InputSpec,
+    /// `[link]`.
+    pub link: LinkSpec,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// `[retry]`.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// `[output]`.
+    #[serde(default)]
+    pub output: OutputSpec,
+}
+
+fn default_key_env() -> String {
+    "OMISE_SECRET_KEY".into()
+}
+fn default_timeout() -> String {
+    "30s".into()
+}
+fn default_rates() -> Vec<String> {
+    vec!["60/min".into(), "1000/h".into()]
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_base_delay() -> String {
+    "1s".into()
+}
+fn default_max_delay() -> String {
+    "60s".into()
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            rates: default_rates(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            attempts: default_attempts(),
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+/// A job file that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The file could not be opened.
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        /// The job file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML or schema error; the message carries line and column.
+    #[error("job file {path}: {message}")]
+    Parse {
+        /// The job file.
+        path: PathBuf,
+        /// The parser's message, with the line.
+        message: String,
+    },
+}
+
+impl JobSpec {
+    /// Reads and parses a job file.
+    pub fn load(path: &Path) -> Result<JobSpec, JobError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| JobError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses job TOML; the error names line and column.
+    pub fn parse(text: &str) -> Result<JobSpec, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[api]
+kind = "links"
+[input]
+path = "x.csv"
+key = "{id}"
+[link]
+amount = "{amount}"
+currency = "thb"
+title = "{title}"
+description = "d"
+multiple = true
+"#;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let job = JobSpec::parse(MINIMAL).unwrap();
+        assert_eq!(job.api.key_env, "OMISE_SECRET_KEY");
+        assert_eq!(job.limits.rates, ["60/min", "1000/h"]);
+        assert_eq!(job.retry.attempts, 6);
+        assert_eq!(job.link.multiple, Some(Field::Fixed(true)));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_line() {
+        let err =
+            JobSpec::parse(&MINIMAL.replace("multiple = true", "multipel = true")).unwrap_err();
+        assert!(err.contains("multipel") && err.contains("line"), "{err}");
+    }
+}

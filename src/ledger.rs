@@ -1,0 +1,603 @@
+//! The ledger: an append-only JSON-lines file that makes link creation exactly-once across crashes.
+//!
+//! This module is the only code that writes the ledger file. Every event is on disk (fsync) before
+//! [`Ledger::append`] returns, so an `intent` is durable before its request leaves; a dedicated writer thread
+//! commits whatever events are waiting with one fsync, which keeps that promise cheap under concurrency.
+//! The file is locked for the life of a run; a second run on it is refused.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::plan::LinkRequest;
+
+/// Format version written in the header.
+pub const VERSION: u32 = 1;
+
+/// First line of every ledger: what the links in it were made on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version.
+    pub version: u32,
+    /// `links` or `links_plus`.
+    pub api: String,
+    /// The base URL requests went to.
+    pub base_url: String,
+    /// `test` or `live`.
+    pub mode: String,
+    /// A hash of the secret key (never the key).
+    pub key_hash: String,
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The ledger's first line.
+    Header(Header),
+    /// Written before a create request is sent.
+    Intent {
+        /// Row key.
+        key: String,
+        /// Request fingerprint.
+        fingerprint: String,
+        /// When (RFC 3339, milliseconds).
+        at: String,
+        /// The parameters sent, so a later run can reconcile and explain conflicts.
+        request: LinkRequest,
+    },
+    /// The server answered with a link.
+    Created {
+        /// Row key.
+        key: String,
+        /// Link id.
+        link_id: String,
+        /// Payment URI (Links+: payment_url).
+        payment_uri: String,
+        /// Fingerprint of the request that made it.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// An uncertain request's link was found on the server and claimed for this key.
+    Adopted {
+        /// Row key.
+        key: String,
+        /// Link id.
+        link_id: String,
+        /// Payment URI.
+        payment_uri: String,
+        /// Fingerprint of the request that made it.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// A permanent failure (4xx other than 429), or retries exhausted.
+    Failed {
+        /// Row key.
+        key: String,
+        /// Fingerprint of the failing request.
+        fingerprint: String,
+        /// Omise error code.
+        code: String,
+        /// Omise error message.
+        message: String,
+        /// When.
+        at: String,
+    },
+}
+
+/// The current time as the ledger writes it.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Reads a ledger time back.
+pub fn parse_time(at: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(at).ok()
+}
+
+/// A key's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// Link id.
+    pub link_id: String,
+    /// Payment URI.
+    pub payment_uri: String,
+    /// Fingerprint it was made with.
+    pub fingerprint: String,
+    /// Ledger line of the event (tells this run's links from earlier ones).
+    pub line: u64,
+}
+
+/// A request that was sent, or may have been, with no outcome recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    /// Earliest unresolved attempt.
+    pub at: SystemTime,
+    /// Parameters of the latest attempt.
+    pub request: LinkRequest,
+    /// Their fingerprint.
+    pub fingerprint: String,
+}
+
+/// What the ledger says of one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// The key's link, once made or adopted.
+    pub link: Option<LinkRecord>,
+    /// A request with no outcome yet.
+    pub open: Option<OpenIntent>,
+    /// The last permanent failure, if no link came after it.
+    pub failed: Option<(String, String)>,
+    /// The request the link was made with (for conflict messages).
+    pub request: Option<LinkRequest>,
+}
+
+/// Everything a run needs from the ledger, read once at start.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Per key.
+    pub keys: HashMap<String, KeyState>,
+    /// Link ids claimed by some key: reconciliation never adopts one of these.
+    pub claimed: HashSet<String>,
+    /// When requests were sent (intents), for the rate-limit budget of a re-run.
+    pub sent: Vec<SystemTime>,
+    /// Lines in the file.
+    pub lines: u64,
+}
+
+impl Index {
+    fn apply(&mut self, event: Event, line: u64) {
+        match event {
+            Event::Header(_) => {}
+            Event::Intent {
+                key,
+                fingerprint,
+                at,
+                request,
+            } => {
+                let at = parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
+                self.sent.push(at);
+                let state = self.keys.entry(key).or_default();
+                let earliest = state.open.as_ref().map_or(at, |o| o.at.min(at));
+                state.open = Some(OpenIntent {
+                    at: earliest,
+                    request,
+                    fingerprint,
+                });
+            }
+            Event::Created {
+                key,
+                link_id,
+                payment_uri,
+                fingerprint,
+                ..
+            }
+            | Event::Adopted {
+                key,
+                link_id,
+                payment_uri,
+                fingerprint,
+                ..
+            } => {
+                self.claimed.insert(link_id.clone());
+                let state = self.keys.entry(key).or_default();
+                state.request = state
+                    .open
+                    .take()
+                    .map(|o| o.request)
+                    .or(state.request.take());
+                state.failed = None;
+                state.link = Some(LinkRecord {
+                    link_id,
+                    payment_uri,
+                    fingerprint,
+                    line,
+                });
+            }
+            Event::Failed {
+                key, code, message, ..
+            } => {
+                let state = self.keys.entry(key).or_default();
+                state.open = None;
+                state.failed = Some((code, message));
+            }
+        }
+        self.lines = line;
+    }
+
+    /// Applies an event this run appended, keeping the index equal to the file.
+    pub fn record(&mut self, event: &Event) {
+        let line = self.lines + 1;
+        self.apply(event.clone(), line);
+    }
+}
+
+/// Why the ledger cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// I/O.
+    #[error("ledger {path}: {source}")]
+    Io {
+        /// Ledger path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another run holds the lock.
+    #[error(
+        "ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish"
+    )]
+    Locked(PathBuf),
+    /// A line other than the last cannot be read: the file is left untouched.
+    #[error(
+        "ledger {path}: line {line} is corrupt ({reason}); the file was left untouched — restore it or move it aside"
+    )]
+    Corrupt {
+        /// Ledger path.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// Parser message.
+        reason: String,
+    },
+    /// The ledger was made for another API, base URL, mode or key.
+    #[error(
+        "ledger {path} was made with {what}; this run would use {now}. Use another --ledger (or --output) for this run"
+    )]
+    Mismatch {
+        /// Ledger path.
+        path: PathBuf,
+        /// What the ledger has.
+        what: String,
+        /// What this run has.
+        now: String,
+    },
+}
+
+type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
+
+/// An open, locked ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    queue: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What [`Ledger::open`] noticed and the user should hear.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// A torn last line was cut off (its text length).
+    pub torn_tail: Option<usize>,
+}
+
+impl Ledger {
+    /// Opens (or creates) and locks the ledger, checks its header against `header`, and reads it.
+    pub fn open(path: &Path, header: &Header) -> Result<(Ledger, Index, OpenReport), LedgerError> {
+        let io = |source| LedgerError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(path.to_owned())),
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let (index, report, found_header) = read(path, &mut file, true)?;
+        match &found_header {
+            Some(found) => check_header(path, found, header)?,
+            None => {
+                let mut line =
+                    serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
+                line.push(b'\n');
+                file.write_all(&line)
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)?;
+            }
+        }
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(file, jobs))
+            .map_err(io)?;
+        let mut index = index;
+        if found_header.is_none() {
+            index.lines = 1;
+        }
+        Ok((
+            Ledger {
+                path: path.to_owned(),
+                queue: Some(queue),
+                writer: Some(writer),
+            },
+            index,
+            report,
+        ))
+    }
+
+    /// Reads a ledger without locking or changing it (for `validate` and `status`); `None` if there is none.
+    pub fn inspect(path: &Path) -> Result<Option<(Header, Index, OpenReport)>, LedgerError> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let (index, report, header) = read(path, &mut file, false)?;
+        Ok(header.map(|h| (h, index, report)))
+    }
+
+    /// Appends an event and returns once it is on disk.
+    pub async fn append(&self, event: &Event) -> Result<(), LedgerError> {
+        let io = |source| LedgerError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(event).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
+        let (done, wait) = oneshot::channel();
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
+        queue
+            .send((line, done))
+            .map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
+        wait.await
+            .map_err(|_| io(std::io::Error::other("ledger writer stopped")))?
+            .map_err(io)
+    }
+
+    /// The ledger's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what it holds, then the file (and its lock) closes.
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Group commit: take every waiting event, write them, one fsync, then acknowledge them all.
+fn write_loop(mut file: File, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let mut bytes = Vec::with_capacity(batch.iter().map(|(b, _)| b.len()).sum());
+        for (line, _) in &batch {
+            bytes.extend_from_slice(line);
+        }
+        let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+        for (_, done) in batch {
+            let _ = done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}
+
+fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), LedgerError> {
+    let mismatch = |what: String, now: String| {
+        Err(LedgerError::Mismatch {
+            path: path.to_owned(),
+            what,
+            now,
+        })
+    };
+    if found.api != wanted.api {
+        return mismatch(
+            format!("the {} API", found.api),
+            format!("the {} API", wanted.api),
+        );
+    }
+    if found.mode != wanted.mode {
+        return mismatch(
+            format!("a {}-mode key", found.mode),
+            format!("a {}-mode key", wanted.mode),
+        );
+    }
+    if found.key_hash != wanted.key_hash {
+        return mismatch(
+            "a different secret key (another account)".into(),
+            "this key".into(),
+        );
+    }
+    if found.base_url != wanted.base_url {
+        return mismatch(
+            format!("base URL {}", found.base_url),
+            format!("base URL {}", wanted.base_url),
+        );
+    }
+    Ok(())
+}
+
+/// Reads every line; cuts a torn last line; refuses a corrupt line anywhere else.
+fn read(
+    path: &Path,
+    file: &mut File,
+    repair: bool,
+) -> Result<(Index, OpenReport, Option<Header>), LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut reader = BufReader::new(&*file);
+    let mut index = Index::default();
+    let mut report = OpenReport::default();
+    let mut header = None;
+    let mut buffer = Vec::new();
+    let mut offset: u64 = 0;
+    let mut line: u64 = 0;
+    loop {
+        buffer.clear();
+        let read = reader.read_until(b'\n', &mut buffer).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        line += 1;
+        // A last line cut short by a crash mid-write was never acknowledged, so its event never
+        // happened: an intent's request was not sent, a lost outcome is found again by reconciliation.
+        if buffer.last() != Some(&b'\n') {
+            drop(reader);
+            if repair {
+                file.set_len(offset).map_err(io)?;
+                file.sync_all().map_err(io)?;
+            }
+            report.torn_tail = Some(buffer.len());
+            return Ok((index, report, header));
+        }
+        let event = serde_json::from_slice::<Event>(&buffer).map_err(|e| LedgerError::Corrupt {
+            path: path.to_owned(),
+            line,
+            reason: e.to_string(),
+        })?;
+        if line == 1 {
+            let Event::Header(found) = &event else {
+                return Err(LedgerError::Corrupt {
+                    path: path.to_owned(),
+                    line,
+                    reason: "the first line is not a linkbatch ledger header".into(),
+                });
+            };
+            header = Some(found.clone());
+        }
+        index.apply(event, line);
+        offset += read as u64;
+    }
+    Ok((index, report, header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ClassicRequest;
+
+    fn header() -> Header {
+        Header {
+            version: VERSION,
+            api: "links".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            mode: "test".into(),
+            key_hash: "h".into(),
+        }
+    }
+
+    fn intent(key: &str) -> Event {
+        let request = LinkRequest::Classic(ClassicRequest {
+            amount: 100,
+            currency: "thb".into(),
+            title: "t".into(),
+            description: "d".into(),
+            multiple: false,
+        });
+        Event::Intent {
+            key: key.into(),
+            fingerprint: request.fingerprint(),
+            at: now(),
+            request,
+        }
+    }
+
+    #[tokio::test]
+    async fn reopens_with_intents_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        {
+            let (ledger, _, _) = Ledger::open(&path, &header()).unwrap();
+            ledger.append(&intent("a")).await.unwrap();
+            ledger.append(&intent("b")).await.unwrap();
+            ledger
+                .append(&Event::Created {
+                    key: "a".into(),
+                    link_id: "link_1".into(),
+                    payment_uri: "u".into(),
+                    fingerprint: "f".into(),
+                    at: now(),
+                })
+                .await
+                .unwrap();
+        }
+        let (_ledger, index, _) = Ledger::open(&path, &header()).unwrap();
+        assert_eq!(index.keys["a"].link.as_ref().unwrap().link_id, "link_1");
+        assert!(index.keys["a"].open.is_none());
+        assert!(index.keys["b"].open.is_some());
+        assert!(index.claimed.contains("link_1"));
+        assert_eq!(index.lines, 4);
+    }
+
+    #[test]
+    fn second_open_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        let _first = Ledger::open(&path, &header()).unwrap();
+        assert!(matches!(
+            Ledger::open(&path, &header()),
+            Err(LedgerError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_corrupt_middle_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        drop(Ledger::open(&path, &header()).unwrap());
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(r#"{"type":"intent","key":"a","#);
+        std::fs::write(&path, &text).unwrap();
+        let (_, _, report) = Ledger::open(&path, &header()).unwrap();
+        assert!(report.torn_tail.is_some());
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("garbage\n{\"type\":\"failed\",\"key\":\"a\",\"fingerprint\":\"f\",\"code\":\"c\",\"message\":\"m\",\"at\":\"x\"}\n");
+        std::fs::write(&path, &text).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            Ledger::open(&path, &header()),
+            Err(LedgerError::Corrupt { line: 2, .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn refuses_another_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        drop(Ledger::open(&path, &header()).unwrap());
+        let live = Header {
+            mode: "live".into(),
+            ..header()
+        };
+        assert!(matches!(
+            Ledger::open(&path, &live),
+            Err(LedgerError::Mismatch { .. })
+        ));
+    }
+}

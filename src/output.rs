@@ -1,0 +1,191 @@
+//! The output CSV: one row per input row, in input order, with each row's payment URI or why it has none.
+//!
+//! The column list lives here and nowhere else. The file is written to a temporary name and renamed into
+//! place, so a reader never sees half of it; cells a spreadsheet would run as a formula are neutralised.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+/// The fixed columns, in order; the job's extra input columns follow.
+pub const COLUMNS: [&str; 10] = [
+    "line",
+    "key",
+    "status",
+    "link_id",
+    "payment_uri",
+    "amount",
+    "currency",
+    "title",
+    "error_code",
+    "error_message",
+];
+
+/// Where a row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Link made by this run.
+    Created,
+    /// Link made by an earlier run (no request this time).
+    Existing,
+    /// The server refused it, or retries ran out, or the outcome stayed unknown.
+    Failed,
+    /// The row itself is wrong (nothing sent).
+    Rejected,
+    /// The row changed after its link was made (not re-created).
+    Conflict,
+    /// Not reached (interrupted).
+    Pending,
+}
+
+impl Status {
+    /// The word in the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Existing => "existing",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+            Status::Conflict => "conflict",
+            Status::Pending => "pending",
+        }
+    }
+}
+
+/// One output row.
+#[derive(Debug, Clone, Default)]
+pub struct OutputRow {
+    /// Input line.
+    pub line: u64,
+    /// Row key.
+    pub key: String,
+    /// Status.
+    pub status: Option<Status>,
+    /// Link id.
+    pub link_id: String,
+    /// Payment URI.
+    pub payment_uri: String,
+    /// Amount in minor units.
+    pub amount: String,
+    /// Currency.
+    pub currency: String,
+    /// Title (Links+: name).
+    pub title: String,
+    /// Error code.
+    pub error_code: String,
+    /// Error message.
+    pub error_message: String,
+    /// The job's extra columns.
+    pub extra: Vec<String>,
+}
+
+/// Prefixes a cell that a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return) with `'`.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Writes the output CSV atomically.
+pub struct OutputWriter {
+    path: PathBuf,
+    extra_columns: usize,
+    temporary: PathBuf,
+    csv: csv::Writer<BufWriter<File>>,
+}
+
+impl std::fmt::Debug for OutputWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OutputWriter {
+    /// Starts a new output at a temporary name beside `path`.
+    pub fn create(path: &Path, extra_columns: &[String]) -> std::io::Result<OutputWriter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("output.csv");
+        let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&temporary)?));
+        let header = COLUMNS
+            .iter()
+            .copied()
+            .chain(extra_columns.iter().map(String::as_str))
+            .map(neutralise);
+        csv.write_record(header.map(|c| c.into_owned()))?;
+        Ok(OutputWriter {
+            path: path.to_owned(),
+            extra_columns: extra_columns.len(),
+            temporary,
+            csv,
+        })
+    }
+
+    /// Appends a row.
+    pub fn write(&mut self, row: &OutputRow) -> std::io::Result<()> {
+        let line = row.line.to_string();
+        let status = row.status.map_or("", Status::name);
+        let fixed = [
+            line.as_str(),
+            &row.key,
+            status,
+            &row.link_id,
+            &row.payment_uri,
+            &row.amount,
+            &row.currency,
+            &row.title,
+            &row.error_code,
+            &row.error_message,
+        ];
+        // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
+        let extra = row
+            .extra
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::repeat(""));
+        let cells = fixed
+            .into_iter()
+            .chain(extra.take(self.extra_columns))
+            .map(neutralise);
+        self.csv.write_record(cells.map(|c| c.into_owned()))?;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub fn finish(self) -> std::io::Result<PathBuf> {
+        let file = self
+            .csv
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.temporary, &self.path)?;
+        Ok(self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_are_neutralised() {
+        assert_eq!(neutralise("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(neutralise("-5"), "'-5");
+        assert_eq!(neutralise("@SUM"), "'@SUM");
+        assert_eq!(neutralise("Gold plan"), "Gold plan");
+    }
+}

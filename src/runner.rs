@@ -1,0 +1,752 @@
+//! Running a [`Plan`]: survey the rows against the ledger, send the new ones under the throttle, reconcile
+//! every uncertain outcome before anything is sent twice, and write the output CSV from input and ledger.
+//!
+//! The exactly-once rule lives here (SPEC section 3): an `intent` is durable before its request leaves; a
+//! request whose fate is unknown is looked for on the server (and adopted) before it is ever sent again; a
+//! row whose link exists is never sent; a row that changed since is a conflict, never a second link.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, RwLock};
+
+use crate::api::{ApiError, Client, RemoteLink};
+use crate::input::InputReader;
+use crate::ledger::{Event, Index, KeyState, Ledger, OpenIntent};
+use crate::output::{OutputRow, OutputWriter, Status};
+use crate::plan::{KeyGuard, LinkRequest, Plan, PlannedRow, RowError};
+use crate::progress::Progress;
+use crate::throttle::Throttle;
+
+/// How far before an intent's time reconciliation looks, for clocks that disagree.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// Where one row stands before anything is sent.
+#[derive(Debug, Clone)]
+pub enum Disposition {
+    /// Nothing to do: its link exists and the row is unchanged.
+    Existing(crate::ledger::LinkRecord),
+    /// Its link exists but the row changed since.
+    Conflict {
+        /// The existing link.
+        link_id: String,
+        /// What changed.
+        changes: String,
+    },
+    /// An earlier request's outcome is unknown: reconcile first.
+    Uncertain(OpenIntent),
+    /// Never sent, or failed before: send.
+    New,
+}
+
+/// What the ledger makes of a planned row. One rule, used by the run, `validate`, `status` and the output.
+pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
+    let Some(state) = state else {
+        return Disposition::New;
+    };
+    if let Some(link) = &state.link {
+        if link.fingerprint == row.fingerprint {
+            return Disposition::Existing(link.clone());
+        }
+        let changes = state.request.as_ref().map_or_else(
+            || "the link's parameters".into(),
+            |before| row.request.changes_from(before),
+        );
+        return Disposition::Conflict {
+            link_id: link.link_id.clone(),
+            changes,
+        };
+    }
+    match &state.open {
+        Some(open) => Disposition::Uncertain(open.clone()),
+        None => Disposition::New,
+    }
+}
+
+/// Counts of a survey: what a run would do, with no request sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// Rows read (good and bad).
+    pub rows: u64,
+    /// Rows to send.
+    pub new: u64,
+    /// Rows whose link exists.
+    pub existing: u64,
+    /// Rows whose outcome is unknown (reconciled first on the next run).
+    pub uncertain: u64,
+    /// Rows that failed on an earlier run (sent again).
+    pub failed_before: u64,
+    /// Rows changed since their link was made.
+    pub conflict: u64,
+    /// Bad rows.
+    pub rejected: u64,
+}
+
+/// Streams every row of `reader` through the plan, the duplicate-key check and the ledger.
+pub fn for_each_row(
+    plan: &Plan,
+    reader: &mut InputReader,
+    mut visit: impl FnMut(Result<PlannedRow, RowError>) -> bool,
+) {
+    let mut keys = KeyGuard::default();
+    while let Some(record) = reader.next_record() {
+        let row = match record {
+            Err(rejection) => Err(RowError {
+                line: rejection.line,
+                key: None,
+                field: "input",
+                reason: rejection.reason,
+                extra: Vec::new(),
+            }),
+            Ok(record) => plan.row(&record).and_then(|row| {
+                if keys.first(&row.key) {
+                    Ok(row)
+                } else {
+                    Err(RowError {
+                        line: row.line,
+                        key: Some(row.key.clone()),
+                        field: "key",
+                        reason: format!(
+                            "duplicate key `{}`: an earlier row has the same key",
+                            row.key
+                        ),
+                        extra: row.extra,
+                    })
+                }
+            }),
+        };
+        if !visit(row) {
+            break;
+        }
+    }
+}
+
+/// Counts what a run would do, without sending anything.
+pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, Vec<RowError>) {
+    let mut survey = Survey::default();
+    let mut rejections = Vec::new();
+    for_each_row(plan, reader, |row| {
+        survey.rows += 1;
+        match row {
+            Err(e) => {
+                survey.rejected += 1;
+                if rejections.len() < 1000 {
+                    rejections.push(e);
+                }
+            }
+            Ok(row) => {
+                let state = index.keys.get(&row.key);
+                match disposition(&row, state) {
+                    Disposition::Existing(_) => survey.existing += 1,
+                    Disposition::Conflict { .. } => survey.conflict += 1,
+                    Disposition::Uncertain(_) => survey.uncertain += 1,
+                    Disposition::New => {
+                        survey.new += 1;
+                        if state.is_some_and(|s| s.failed.is_some()) {
+                            survey.failed_before += 1;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    });
+    (survey, rejections)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Rows per output status.
+    pub counts: BTreeMap<Status, u64>,
+    /// The output CSV.
+    pub output: PathBuf,
+    /// Why the run stopped early (401), if it did.
+    pub aborted: Option<String>,
+    /// Stopped by a signal.
+    pub interrupted: bool,
+    /// Requests sent (creates and lists).
+    pub requests: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// The process exit code (SPEC section 6).
+    pub fn exit_code(&self) -> u8 {
+        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
+        if self.aborted.is_some() {
+            3
+        } else if self.interrupted {
+            130
+        } else if count(Status::Failed)
+            + count(Status::Rejected)
+            + count(Status::Conflict)
+            + count(Status::Pending)
+            > 0
+        {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// One line for the end of a run.
+    pub fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(s, n)| format!("{n} {}", s.name()))
+            .collect();
+        format!(
+            "{} rows: {} in {:.1}s ({} requests); output {}",
+            self.counts.values().sum::<u64>(),
+            if parts.is_empty() {
+                "none".to_owned()
+            } else {
+                parts.join(", ")
+            },
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.output.display()
+        )
+    }
+}
+
+/// Signals that stop a run: the first stops dispatch, the caller handles a second.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Asks the run to stop dispatching.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether a stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `wait`, or less if a stop comes first; false when stopped.
+    async fn sleep(&self, wait: Duration) -> bool {
+        if self.is_stopped() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => !self.is_stopped(),
+            () = self.notify.notified() => false,
+        }
+    }
+}
+
+/// What the workers share.
+struct Shared {
+    plan: Plan,
+    client: Client,
+    throttle: Throttle,
+    ledger: Ledger,
+    index: Mutex<Index>,
+    /// Creates hold a shard for reading, reconciliation for writing: a reconcile never runs while a create
+    /// of the same content is in flight, so it can never adopt a link another key is about to record.
+    content: Vec<RwLock<()>>,
+    stop: Arc<Stop>,
+    aborted: Mutex<Option<String>>,
+    requests: AtomicU64,
+    progress: Progress,
+}
+
+impl Shared {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // Updates are single inserts; a panic elsewhere cannot leave the index half-written.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn content_lock(&self, request: &LinkRequest) -> &RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (request.title(), request.amount()).hash(&mut hasher);
+        &self.content[(hasher.finish() % self.content.len() as u64) as usize]
+    }
+
+    async fn record(&self, event: Event) -> Result<(), ApiError> {
+        self.ledger.append(&event).await.map_err(|e| {
+            // A ledger that cannot be written makes every further request unsafe: stop the run.
+            let message = e.to_string();
+            self.abort(message.clone());
+            ApiError::Fatal {
+                code: "ledger".into(),
+                message,
+            }
+        })?;
+        self.index().record(&event);
+        Ok(())
+    }
+
+    fn abort(&self, reason: String) {
+        let mut aborted = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        aborted.get_or_insert(reason);
+        self.stop.stop();
+    }
+
+    /// Waits its turn under the limits, then sends.
+    async fn throttled<T>(
+        &self,
+        send: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.throttle.acquire().await;
+        self.sent(send).await
+    }
+
+    /// Sends a request that already has its turn, counting it; a 429 pauses every worker, not only this one.
+    async fn sent<T>(
+        &self,
+        send: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = send.await;
+        if let Err(ApiError::Retryable {
+            rate_limited: true,
+            retry_after,
+            ..
+        }) = &result
+        {
+            self.throttle
+                .pause(retry_after.unwrap_or(self.plan.retry.base_delay));
+        }
+        result
+    }
+}
+
+/// Options of `run` beyond the plan.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Show a progress bar (on a terminal) or periodic log lines.
+    pub progress: bool,
+}
+
+/// Runs a plan to the end (or to a stop), then writes the output.
+pub async fn run(
+    plan: Plan,
+    client: Client,
+    ledger: Ledger,
+    index: Index,
+    stop: Arc<Stop>,
+    options: RunOptions,
+) -> Result<Summary, anyhow::Error> {
+    let started = Instant::now();
+    let start_line = index.lines;
+    let mut reader = plan.reader()?;
+    let (survey, _) = survey(&plan, &mut reader, &index);
+    let throttle = Throttle::new(&plan.rates);
+    throttle.seed(&index.sent);
+    tracing::info!(
+        job = %plan.name,
+        rows = survey.rows,
+        new = survey.new,
+        existing = survey.existing,
+        uncertain = survey.uncertain,
+        conflict = survey.conflict,
+        rejected = survey.rejected,
+        "starting"
+    );
+    let progress = Progress::new(options.progress, survey.new + survey.uncertain);
+    let concurrency = plan.concurrency;
+    let shared = Arc::new(Shared {
+        plan,
+        client,
+        throttle,
+        ledger,
+        index: Mutex::new(index),
+        content: (0..64).map(|_| RwLock::new(())).collect(),
+        stop,
+        aborted: Mutex::new(None),
+        requests: AtomicU64::new(0),
+        progress,
+    });
+    let ticker = shared.progress.start_ticker({
+        let shared = shared.clone();
+        move |remaining| shared.throttle.eta(remaining)
+    });
+
+    let (queue, work) = async_channel(concurrency * 2);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let shared = shared.clone();
+            let work = work.clone();
+            tokio::spawn(async move {
+                while let Some(job) = work.recv().await {
+                    if shared.stop.is_stopped() {
+                        break;
+                    }
+                    process(&shared, job).await;
+                }
+            })
+        })
+        .collect();
+    drop(work);
+
+    // Dispatch from a blocking thread: the input is read as a stream and `blocking_send` waits for a free
+    // worker, so memory does not grow with the input.
+    let producer = tokio::task::spawn_blocking({
+        let shared = shared.clone();
+        move || -> anyhow::Result<()> {
+            let mut reader = shared.plan.reader()?;
+            for_each_row(&shared.plan, &mut reader, |row| {
+                let Ok(row) = row else {
+                    return !shared.stop.is_stopped();
+                };
+                let open = match disposition(&row, shared.index().keys.get(&row.key)) {
+                    Disposition::New => None,
+                    Disposition::Uncertain(open) => Some(open),
+                    Disposition::Existing(_) | Disposition::Conflict { .. } => return true,
+                };
+                !shared.stop.is_stopped() && queue.blocking_send(Job { row, open }).is_ok()
+            });
+            Ok(())
+        }
+    });
+    producer.await??;
+    for worker in workers {
+        let _ = worker.await;
+    }
+    ticker.abort();
+    // An aborted task lets go of what it holds only once awaited.
+    let _ = ticker.await;
+    shared.progress.finish();
+
+    let shared =
+        Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
+    let aborted = shared
+        .aborted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let interrupted = shared.stop.is_stopped() && aborted.is_none();
+    let index = shared.index.into_inner().unwrap_or_else(|p| p.into_inner());
+    let counts = write_output(&shared.plan, &index, Some(start_line))?;
+    Ok(Summary {
+        counts,
+        output: shared.plan.output_path.clone(),
+        aborted,
+        interrupted,
+        requests: shared.requests.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One row to send, with the earlier request whose outcome is unknown, if any.
+#[derive(Debug)]
+struct Job {
+    row: PlannedRow,
+    open: Option<OpenIntent>,
+}
+
+fn async_channel(capacity: usize) -> (tokio::sync::mpsc::Sender<Job>, SharedReceiver) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    (tx, SharedReceiver(Arc::new(tokio::sync::Mutex::new(rx))))
+}
+
+/// A receiver several workers pull from.
+#[derive(Clone)]
+struct SharedReceiver(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>);
+
+impl SharedReceiver {
+    async fn recv(&self) -> Option<Job> {
+        self.0.lock().await.recv().await
+    }
+}
+
+/// Sends one row until it has a link, fails for good, or the run stops.
+async fn process(shared: &Shared, job: Job) {
+    let Job { row, mut open } = job;
+    let mut delays = shared.plan.retry.delays();
+    let mut give_up = |reason: &str| -> Option<Duration> {
+        let delay = delays.next();
+        if delay.is_none() {
+            tracing::warn!(line = row.line, key = %row.key, "giving up after {} attempts: {reason}", shared.plan.retry.attempts);
+        }
+        delay
+    };
+    loop {
+        if shared.stop.is_stopped() {
+            return;
+        }
+        if let Some(intent) = &open {
+            match reconcile(shared, &row, intent).await {
+                Ok(true) => return,
+                Ok(false) => open = None,
+                Err(ApiError::Fatal { code, message }) => {
+                    shared.abort(format!("{code}: {message}"));
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
+                    match give_up(&e.to_string()) {
+                        Some(delay) if shared.stop.sleep(delay).await => continue,
+                        // The intent stays open: the next run reconciles it.
+                        _ => {
+                            shared.progress.failed();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let content = shared.content_lock(&row.request).read().await;
+        let at = SystemTime::now();
+        let intent = Event::Intent {
+            key: row.key.clone(),
+            fingerprint: row.fingerprint.clone(),
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            request: row.request.clone(),
+        };
+        // Throttle first, then the intent: its time is the time the request leaves.
+        shared.throttle.acquire().await;
+        if shared.record(intent).await.is_err() {
+            return;
+        }
+        let outcome = shared.sent(shared.client.create(&row.request)).await;
+        let failure = match outcome {
+            Ok(link) => {
+                let _ = shared
+                    .record(Event::Created {
+                        key: row.key.clone(),
+                        link_id: link.id,
+                        payment_uri: link.payment_uri,
+                        fingerprint: row.fingerprint.clone(),
+                        at: crate::ledger::now(),
+                    })
+                    .await;
+                shared.progress.created();
+                return;
+            }
+            Err(e) => e,
+        };
+        drop(content);
+        match failure {
+            ApiError::Retryable {
+                retry_after,
+                reason,
+                ..
+            } => {
+                tracing::debug!(line = row.line, key = %row.key, "retrying: {reason}");
+                let Some(delay) = give_up(&reason) else {
+                    fail(
+                        shared,
+                        &row,
+                        "retries_exhausted",
+                        &format!(
+                            "gave up after {} attempts: {reason}",
+                            shared.plan.retry.attempts
+                        ),
+                    )
+                    .await;
+                    return;
+                };
+                if !shared
+                    .stop
+                    .sleep(delay.max(retry_after.unwrap_or_default()))
+                    .await
+                {
+                    return;
+                }
+            }
+            ApiError::Uncertain { reason } => {
+                tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
+                let earliest = open.as_ref().map_or(at, |o| o.at.min(at));
+                open = Some(OpenIntent {
+                    at: earliest,
+                    request: row.request.clone(),
+                    fingerprint: row.fingerprint.clone(),
+                });
+                // A request still in the server's hands could land after a list that missed it: give it time.
+                let grace = shared.plan.timeout.min(Duration::from_secs(2));
+                let Some(delay) = give_up(&reason) else {
+                    shared.progress.failed();
+                    return;
+                };
+                if !shared.stop.sleep(delay.max(grace)).await {
+                    return;
+                }
+            }
+            ApiError::Permanent { code, message, .. } => {
+                fail(shared, &row, &code, &message).await;
+                return;
+            }
+            ApiError::Fatal { code, message } => {
+                fail(shared, &row, &code, &message).await;
+                shared.abort(format!("{code}: {message}"));
+                return;
+            }
+        }
+    }
+}
+
+async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
+    tracing::warn!(line = row.line, key = %row.key, code, "failed: {message}");
+    let _ = shared
+        .record(Event::Failed {
+            key: row.key.clone(),
+            fingerprint: row.fingerprint.clone(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            at: crate::ledger::now(),
+        })
+        .await;
+    shared.progress.failed();
+}
+
+/// Looks for the link an uncertain request may have made; adopts it (ledger `adopted`) when found.
+async fn reconcile(
+    shared: &Shared,
+    row: &PlannedRow,
+    intent: &OpenIntent,
+) -> Result<bool, ApiError> {
+    let _exclusive = shared.content_lock(&intent.request).write().await;
+    let since = intent
+        .at
+        .checked_sub(CLOCK_SKEW)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let team = match &intent.request {
+        LinkRequest::Plus(r) => Some(r.team_id),
+        LinkRequest::Classic(_) => None,
+    };
+    let mut offset = 0;
+    loop {
+        let page = shared
+            .throttled(shared.client.list(since, offset, team))
+            .await?;
+        let found: Option<RemoteLink> = {
+            let index = shared.index();
+            page.links
+                .iter()
+                .find(|l| l.matches(&intent.request) && !index.claimed.contains(&l.id))
+                .cloned()
+        };
+        if let Some(link) = found {
+            tracing::info!(line = row.line, key = %row.key, link = %link.id, "adopted the link an uncertain request made");
+            shared
+                .record(Event::Adopted {
+                    key: row.key.clone(),
+                    link_id: link.id,
+                    payment_uri: link.payment_uri,
+                    fingerprint: intent.fingerprint.clone(),
+                    at: crate::ledger::now(),
+                })
+                .await?;
+            shared.progress.created();
+            return Ok(true);
+        }
+        offset += page.links.len();
+        if page.links.is_empty() || offset >= page.total {
+            return Ok(false);
+        }
+    }
+}
+
+/// Writes the output CSV from the input and the ledger. `run_start`: ledger lines before this run (links
+/// after it are `created`, before it `existing`); `None` reports every link as `created`.
+pub fn write_output(
+    plan: &Plan,
+    index: &Index,
+    run_start: Option<u64>,
+) -> anyhow::Result<BTreeMap<Status, u64>> {
+    let mut writer = OutputWriter::create(&plan.output_path, &plan.extra_columns)
+        .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
+    let mut counts = BTreeMap::new();
+    let mut reader = plan.reader()?;
+    let mut error = None;
+    for_each_row(plan, &mut reader, |row| {
+        let out = output_row(row, index, run_start);
+        *counts
+            .entry(out.status.unwrap_or(Status::Pending))
+            .or_insert(0) += 1;
+        match writer.write(&out) {
+            Ok(()) => true,
+            Err(e) => {
+                error = Some(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = error {
+        anyhow::bail!("cannot write output {}: {e}", plan.output_path.display());
+    }
+    writer
+        .finish()
+        .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
+    Ok(counts)
+}
+
+fn output_row(
+    row: Result<PlannedRow, RowError>,
+    index: &Index,
+    run_start: Option<u64>,
+) -> OutputRow {
+    let row = match row {
+        Err(e) => {
+            return OutputRow {
+                line: e.line,
+                key: e.key.unwrap_or_default(),
+                status: Some(Status::Rejected),
+                error_code: format!("invalid_{}", e.field),
+                error_message: e.reason,
+                extra: e.extra,
+                ..OutputRow::default()
+            };
+        }
+        Ok(row) => row,
+    };
+    let mut out = OutputRow {
+        line: row.line,
+        key: row.key.clone(),
+        amount: row.request.amount().to_string(),
+        currency: row.request.currency().unwrap_or_default().to_owned(),
+        title: row.request.title().to_owned(),
+        extra: row.extra.clone(),
+        ..OutputRow::default()
+    };
+    let state = index.keys.get(&row.key);
+    match disposition(&row, state) {
+        Disposition::Existing(link) => {
+            let fresh = run_start.is_none_or(|start| link.line > start);
+            out.status = Some(if fresh {
+                Status::Created
+            } else {
+                Status::Existing
+            });
+            out.link_id = link.link_id;
+            out.payment_uri = link.payment_uri;
+        }
+        Disposition::Conflict { link_id, changes } => {
+            out.status = Some(Status::Conflict);
+            out.error_code = "conflict".into();
+            out.error_message =
+                format!("row changed after link {link_id} was made ({changes}); not re-created");
+            out.link_id = link_id;
+        }
+        Disposition::Uncertain(_) => {
+            out.status = Some(Status::Failed);
+            out.error_code = "uncertain".into();
+            out.error_message =
+                "the outcome of the last request is unknown; run again to reconcile".into();
+        }
+        Disposition::New => match state.and_then(|s| s.failed.clone()) {
+            Some((code, message)) => {
+                out.status = Some(Status::Failed);
+                out.error_code = code;
+                out.error_message = message;
+            }
+            None => out.status = Some(Status::Pending),
+        },
+    }
+    out
+}
