@@ -42,19 +42,13 @@ impl Mode {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// `pkey_…`.
-    #[error(
-        "the key in ${0} is a public key (pkey_…); link creation needs the secret key (skey_…)"
-    )]
+    #[error("the key in ${0} is a public key (pkey_…); link creation needs the secret key (skey_…)")]
     Public(String),
     /// Not an Omise secret key.
-    #[error(
-        "the key in ${0} is not an Omise secret key (it should start with skey_test_ or skey_live_)"
-    )]
+    #[error("the key in ${0} is not an Omise secret key (it should start with skey_test_ or skey_live_)")]
     Malformed(String),
     /// Unset or empty.
-    #[error(
-        "no secret key: set the environment variable ${0} (or use --sandbox to try the job without an account)"
-    )]
+    #[error("no secret key: set the environment variable ${0} (or use --sandbox to try the job without an account)")]
     Missing(String),
 }
 
@@ -68,9 +62,7 @@ impl SecretKey {
         if key.starts_with("pkey_") {
             return Err(KeyError::Public(variable.to_owned()));
         }
-        let valid = ["skey_test_", "skey_live_"]
-            .iter()
-            .any(|p| key.strip_prefix(p).is_some_and(|r| !r.is_empty()))
+        let valid = ["skey_test_", "skey_live_"].iter().any(|p| key.strip_prefix(p).is_some_and(|r| !r.is_empty()))
             && key.bytes().all(|b| b.is_ascii_graphic());
         if !valid {
             return Err(KeyError::Malformed(variable.to_owned()));
@@ -80,11 +72,7 @@ impl SecretKey {
 
     /// Test or live.
     pub fn mode(&self) -> Mode {
-        if self.0.starts_with("skey_live_") {
-            Mode::Live
-        } else {
-            Mode::Test
-        }
+        if self.0.starts_with("skey_live_") { Mode::Live } else { Mode::Test }
     }
 
     /// A short one-way hash that tells keys apart in the ledger header without revealing them.
@@ -100,15 +88,7 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SecretKey({}…redacted)",
-            if self.mode() == Mode::Live {
-                "skey_live_"
-            } else {
-                "skey_test_"
-            }
-        )
+        write!(f, "SecretKey({}…redacted)", if self.mode() == Mode::Live { "skey_live_" } else { "skey_test_" })
     }
 }
 
@@ -223,9 +203,7 @@ impl RemoteLink {
             }
             LinkRequest::Plus(r) => {
                 self.amount == r.amount
-                    && r.currency
-                        .as_ref()
-                        .is_none_or(|c| self.currency.eq_ignore_ascii_case(c))
+                    && r.currency.as_ref().is_none_or(|c| self.currency.eq_ignore_ascii_case(c))
                     && self.title == r.name
                     && self.multiple == r.multiple_usage
                     && self.team_template == Some((r.team_id, r.template_id))
@@ -258,11 +236,7 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("base", &self.base)
-            .field("api", &self.api)
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("Client").field("base", &self.base).field("api", &self.api).field("key", &self.key).finish()
     }
 }
 
@@ -287,29 +261,17 @@ impl Client {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Client {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            api,
-            auth,
-        })
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key, api, auth })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
         let key = self.key.expose();
         match (self.api, self.auth) {
-            (ApiKind::Links, _) => builder
-                .basic_auth(key, Some(""))
-                .header("Omise-Version", OMISE_VERSION),
+            (ApiKind::Links, _) => builder.basic_auth(key, Some("")).header("Omise-Version", OMISE_VERSION),
             (ApiKind::LinksPlus, AuthScheme::Basic) => builder.basic_auth(key, Some("")),
             (ApiKind::LinksPlus, scheme) => {
-                let value = if scheme == AuthScheme::Bearer {
-                    format!("Bearer {key}")
-                } else {
-                    key.to_owned()
-                };
+                let value = if scheme == AuthScheme::Bearer { format!("Bearer {key}") } else { key.to_owned() };
                 match HeaderValue::from_str(&value) {
                     Ok(mut value) => {
                         value.set_sensitive(true);
@@ -323,20 +285,12 @@ impl Client {
     }
 
     /// Sends and classifies. `mutating`: a create, whose lost answer is uncertain rather than retryable.
-    async fn send(
-        &self,
-        builder: reqwest::RequestBuilder,
-        mutating: bool,
-    ) -> Result<Value, ApiError> {
+    async fn send(&self, builder: reqwest::RequestBuilder, mutating: bool) -> Result<Value, ApiError> {
         let transport = |e: reqwest::Error| {
             let reason = describe(&e);
             if e.is_connect() || !mutating {
                 // Connection refused or never established: the request never reached a server.
-                ApiError::Retryable {
-                    retry_after: None,
-                    rate_limited: false,
-                    reason,
-                }
+                ApiError::Retryable { retry_after: None, rate_limited: false, reason }
             } else {
                 ApiError::Uncertain { reason }
             }
@@ -351,33 +305,19 @@ impl Client {
             .map(Duration::from_secs);
         let body = response.bytes().await.map_err(|e| {
             if mutating {
-                ApiError::Uncertain {
-                    reason: describe(&e),
-                }
+                ApiError::Uncertain { reason: describe(&e) }
             } else {
-                ApiError::Retryable {
-                    retry_after: None,
-                    rate_limited: false,
-                    reason: describe(&e),
-                }
+                ApiError::Retryable { retry_after: None, rate_limited: false, reason: describe(&e) }
             }
         })?;
         let json = serde_json::from_slice::<Value>(&body).ok();
-        let field = |name: &str| {
-            json.as_ref()
-                .and_then(|j| j.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let field = |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(str::to_owned);
         let code = field("code").unwrap_or_else(|| format!("http_{status}"));
-        let message =
-            field("message").unwrap_or_else(|| format!("HTTP {status} with no Omise error object"));
+        let message = field("message").unwrap_or_else(|| format!("HTTP {status} with no Omise error object"));
         match status {
             200..=299 => match json {
                 Some(value) if field("object").as_deref() != Some("error") => Ok(value),
-                _ if mutating => Err(ApiError::Uncertain {
-                    reason: format!("HTTP {status} with an unreadable body"),
-                }),
+                _ if mutating => Err(ApiError::Uncertain { reason: format!("HTTP {status} with an unreadable body") }),
                 _ => Err(ApiError::Retryable {
                     retry_after: None,
                     rate_limited: false,
@@ -390,47 +330,33 @@ impl Client {
                 reason: format!("rate limited (429): {message}"),
             }),
             401 => Err(ApiError::Fatal { code, message }),
-            500..=599 if mutating => Err(ApiError::Uncertain {
-                reason: format!("HTTP {status}: {message}"),
-            }),
+            500..=599 if mutating => Err(ApiError::Uncertain { reason: format!("HTTP {status}: {message}") }),
             500..=599 => Err(ApiError::Retryable {
                 retry_after,
                 rate_limited: false,
                 reason: format!("HTTP {status}: {message}"),
             }),
-            _ => Err(ApiError::Permanent {
-                status,
-                code,
-                message,
-            }),
+            _ => Err(ApiError::Permanent { status, code, message }),
         }
     }
 
     fn link(&self, value: &Value) -> Result<RemoteLink, ApiError> {
-        RemoteLink::from_json(self.api, value).ok_or_else(|| ApiError::Uncertain {
-            reason: "the server's answer is not a link object".into(),
-        })
+        RemoteLink::from_json(self.api, value)
+            .ok_or_else(|| ApiError::Uncertain { reason: "the server's answer is not a link object".into() })
     }
 
     /// Creates one link.
     pub async fn create(&self, request: &LinkRequest) -> Result<RemoteLink, ApiError> {
         let builder = match request {
             LinkRequest::Classic(r) => self.request(reqwest::Method::POST, "/links").form(r),
-            LinkRequest::Plus(r) => self
-                .request(reqwest::Method::POST, "/external/links")
-                .json(r),
+            LinkRequest::Plus(r) => self.request(reqwest::Method::POST, "/external/links").json(r),
         };
         let value = self.send(builder, true).await?;
         self.link(&value)
     }
 
     /// One page of links created at or after `since`, oldest first. Links+ lists one team.
-    pub async fn list(
-        &self,
-        since: SystemTime,
-        offset: usize,
-        team_id: Option<u64>,
-    ) -> Result<LinkPage, ApiError> {
+    pub async fn list(&self, since: SystemTime, offset: usize, team_id: Option<u64>) -> Result<LinkPage, ApiError> {
         let path = match (self.api, team_id) {
             (ApiKind::LinksPlus, Some(team)) => format!("/external/{team}/links"),
             _ => "/links".to_owned(),
@@ -442,44 +368,25 @@ impl Client {
             ("limit", PAGE.to_string()),
             ("order", "chronological".into()),
         ];
-        let value = self
-            .send(
-                self.request(reqwest::Method::GET, &path).query(&query),
-                false,
-            )
-            .await?;
+        let value = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
         let total = value.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
         let links = value
             .get("data")
             .and_then(Value::as_array)
-            .map(|data| {
-                data.iter()
-                    .filter_map(|v| RemoteLink::from_json(self.api, v))
-                    .collect()
-            })
+            .map(|data| data.iter().filter_map(|v| RemoteLink::from_json(self.api, v)).collect())
             .unwrap_or_default();
         Ok(LinkPage { links, total })
     }
 
     /// `GET /external/templates/{id}`: the template's team id.
     pub async fn template_team(&self, template_id: u64) -> Result<u64, ApiError> {
-        let value = self
-            .send(
-                self.request(
-                    reqwest::Method::GET,
-                    &format!("/external/templates/{template_id}"),
-                ),
-                false,
-            )
-            .await?;
-        value
-            .get("team_id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| ApiError::Permanent {
-                status: 200,
-                code: "bad_template".into(),
-                message: format!("template {template_id} has no team_id"),
-            })
+        let value =
+            self.send(self.request(reqwest::Method::GET, &format!("/external/templates/{template_id}")), false).await?;
+        value.get("team_id").and_then(Value::as_u64).ok_or_else(|| ApiError::Permanent {
+            status: 200,
+            code: "bad_template".into(),
+            message: format!("template {template_id} has no team_id"),
+        })
     }
 }
 
@@ -498,11 +405,7 @@ fn describe(e: &reqwest::Error) -> String {
         cause = s.to_string();
         source = s.source();
     }
-    if cause.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {cause}")
-    }
+    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
 }
 
 #[cfg(test)]
@@ -511,24 +414,12 @@ mod tests {
 
     #[test]
     fn keys_are_checked_and_never_printed() {
-        assert_eq!(
-            SecretKey::new("pkey_test_abc".into(), "K").unwrap_err(),
-            KeyError::Public("K".into())
-        );
-        assert_eq!(
-            SecretKey::new(" ".into(), "K").unwrap_err(),
-            KeyError::Missing("K".into())
-        );
-        assert!(matches!(
-            SecretKey::new("hello".into(), "K"),
-            Err(KeyError::Malformed(_))
-        ));
+        assert_eq!(SecretKey::new("pkey_test_abc".into(), "K").unwrap_err(), KeyError::Public("K".into()));
+        assert_eq!(SecretKey::new(" ".into(), "K").unwrap_err(), KeyError::Missing("K".into()));
+        assert!(matches!(SecretKey::new("hello".into(), "K"), Err(KeyError::Malformed(_))));
         let key = SecretKey::new("skey_test_Secret123".into(), "K").unwrap();
         assert!(!format!("{key:?}").contains("Secret123"));
         assert_eq!(key.mode(), Mode::Test);
-        assert_eq!(
-            SecretKey::new("skey_live_x".into(), "K").unwrap().mode(),
-            Mode::Live
-        );
+        assert_eq!(SecretKey::new("skey_live_x".into(), "K").unwrap().mode(), Mode::Live);
     }
 }

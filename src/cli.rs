@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::{Client, Mode, SecretKey};
+use crate::api::{ApiError, Client, Mode, SecretKey};
 use crate::job::JobSpec;
 use crate::ledger::{Header, Ledger, LedgerError, VERSION};
 use crate::plan::{Overrides, Plan, PlanError};
@@ -154,17 +154,11 @@ struct Failure {
 }
 
 fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code: 2,
-        error: error.into(),
-    }
+    Failure { code: 2, error: error.into() }
 }
 
 fn aborted(error: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code: 3,
-        error: error.into(),
-    }
+    Failure { code: 3, error: error.into() }
 }
 
 impl From<PlanError> for Failure {
@@ -186,10 +180,7 @@ impl From<LedgerError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -226,12 +217,9 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_env("LINKBATCH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("linkbatch={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| LogWriter)
-        .with_target(false);
+    let filter =
+        EnvFilter::try_from_env("LINKBATCH_LOG").unwrap_or_else(|_| EnvFilter::new(format!("linkbatch={level}")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).with_target(false);
     let _ = match cli.log_format {
         LogFormat::Text => builder.with_ansi(crate::progress::interactive()).try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -247,10 +235,7 @@ fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Failure> {
     }
     limits
         .iter()
-        .map(|l| {
-            l.parse::<Rate>()
-                .map_err(|e| usage(anyhow::anyhow!("--limit: {e}")))
-        })
+        .map(|l| l.parse::<Rate>().map_err(|e| usage(anyhow::anyhow!("--limit: {e}"))))
         .collect::<Result<_, _>>()
         .map(Some)
 }
@@ -258,9 +243,7 @@ fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Failure> {
 fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Failure> {
     vars.iter()
         .map(|v| match v.split_once('=') {
-            Some((name, value)) if !name.trim().is_empty() => {
-                Ok((name.trim().to_owned(), value.to_owned()))
-            }
+            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
             _ => Err(usage(anyhow::anyhow!("--var `{v}` is not NAME=VALUE"))),
         })
         .collect()
@@ -268,19 +251,10 @@ fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Failure> {
 
 /// `out/x.csv` → `out/x.sandbox.csv`: sandbox trials never share a ledger with real runs.
 fn sandbox_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("linkbatch");
-    let ext = path
-        .extension()
-        .and_then(|s| s.to_str())
-        .map(|e| format!(".{e}"))
-        .unwrap_or_default();
-    let stem = stem.strip_suffix(".ledger").map_or_else(
-        || format!("{stem}.sandbox"),
-        |s| format!("{s}.sandbox.ledger"),
-    );
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let stem =
+        stem.strip_suffix(".ledger").map_or_else(|| format!("{stem}.sandbox"), |s| format!("{s}.sandbox.ledger"));
     path.with_file_name(format!("{stem}{ext}"))
 }
 
@@ -333,21 +307,9 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 }
 
 async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
-    let extra = Overrides {
-        base_url: args.base_url.clone(),
-        concurrency: args.concurrency,
-        ..Overrides::default()
-    };
-    let mut plan = load_plan(
-        &args.job,
-        args.output.clone(),
-        &args.limits,
-        args.sandbox,
-        extra,
-    )?;
-    let raw_key = std::env::var(&plan.key_env)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
+    let extra = Overrides { base_url: args.base_url.clone(), concurrency: args.concurrency, ..Overrides::default() };
+    let mut plan = load_plan(&args.job, args.output.clone(), &args.limits, args.sandbox, extra)?;
+    let raw_key = std::env::var(&plan.key_env).ok().filter(|k| !k.trim().is_empty());
     let raw_key = match (raw_key, args.sandbox) {
         (Some(key), _) => key,
         (None, true) => SANDBOX_KEY.to_owned(),
@@ -364,10 +326,7 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
     // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
     let mut sandbox = None;
     let ledger_base = if args.sandbox {
-        let config = SandboxConfig {
-            seed: rand::random(),
-            ..SandboxConfig::default()
-        };
+        let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
         let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|e| usage(anyhow::anyhow!("cannot start the sandbox: {e}")))?;
@@ -379,26 +338,22 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
         plan.base_url.clone()
     };
 
-    let (ledger, index, report) =
-        Ledger::open(&plan.ledger_path, &header(&plan, &key, &ledger_base))?;
+    let (ledger, index, report) = Ledger::open(&plan.ledger_path, &header(&plan, &key, &ledger_base))?;
     if let Some(bytes) = report.torn_tail {
         tracing::warn!(ledger = %plan.ledger_path.display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
     }
-    let client = Client::new(plan.api, &plan.base_url, key, plan.auth, plan.timeout)
-        .map_err(|e| usage(anyhow::anyhow!(e)))?;
+    let client =
+        Client::new(plan.api, &plan.base_url, key, plan.auth, plan.timeout).map_err(|e| usage(anyhow::anyhow!(e)))?;
+
+    if let Some((team, template)) = plan.fixed_template() {
+        check_template(&client, team, template).await?;
+    }
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout));
-    let summary = runner::run(
-        plan,
-        client,
-        ledger,
-        index,
-        stop,
-        RunOptions { progress: !quiet },
-    )
-    .await
-    .map_err(|e| Failure { code: 2, error: e })?;
+    let summary = runner::run(plan, client, ledger, index, stop, RunOptions { progress: !quiet })
+        .await
+        .map_err(|e| Failure { code: 2, error: e })?;
     signals.abort();
     if let Some(server) = sandbox {
         server.shutdown().await;
@@ -408,9 +363,7 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
         eprintln!("aborted: {reason}");
     }
     if summary.interrupted {
-        eprintln!(
-            "interrupted: requests in flight were finished and recorded; run the same command again to resume"
-        );
+        eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
     }
     if !quiet || code != 0 {
         eprintln!("{}", summary.line());
@@ -418,11 +371,25 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
     Ok(code)
 }
 
+/// Links+: the job's template must exist and belong to its team, or nothing is created.
+async fn check_template(client: &Client, team: u64, template: u64) -> Result<(), Failure> {
+    match client.template_team(template).await {
+        Ok(owner) if owner == team => Ok(()),
+        Ok(owner) => Err(usage(anyhow::anyhow!(
+            "[link] template_id {template} belongs to team {owner}, not to team_id {team}; nothing was created"
+        ))),
+        Err(ApiError::Permanent { status: 404, .. }) => Err(usage(anyhow::anyhow!(
+            "[link] template_id {template} was not found (list your team's templates: GET /external/{team}/templates); nothing was created"
+        ))),
+        Err(e @ ApiError::Fatal { .. }) => Err(aborted(anyhow::anyhow!("checking template {template}: {e}"))),
+        Err(e) => Err(usage(anyhow::anyhow!("could not check template {template}: {e}; nothing was created"))),
+    }
+}
+
 /// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish (bounded). Second: exit now;
 /// every intent is already on disk, so the next run reconciles whatever was cut short.
 async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let next = async |terminate: &mut Option<tokio::signal::unix::Signal>| {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -430,9 +397,7 @@ async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
         }
     };
     next(&mut terminate).await;
-    tracing::warn!(
-        "stopping: finishing requests in flight (press Ctrl-C again to quit at once; the next run resumes)"
-    );
+    tracing::warn!("stopping: finishing requests in flight (press Ctrl-C again to quit at once; the next run resumes)");
     stop.stop();
     let grace = timeout + std::time::Duration::from_secs(5);
     tokio::select! {
@@ -443,13 +408,7 @@ async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
 }
 
 fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Failure> {
-    let plan = load_plan(
-        &args.job,
-        args.output.clone(),
-        &args.limits,
-        args.sandbox,
-        Overrides::default(),
-    )?;
+    let plan = load_plan(&args.job, args.output.clone(), &args.limits, args.sandbox, Overrides::default())?;
     let index = Ledger::inspect(&plan.ledger_path)?.map(|(_, index, report)| {
         if report.torn_tail.is_some() {
             tracing::warn!("the ledger ends with a torn line; the next run will drop it");
@@ -469,52 +428,26 @@ fn validate(args: InspectArgs) -> Result<u8, Failure> {
     let limits = if plan.rates.is_empty() {
         "no limits".to_owned()
     } else {
-        plan.rates
-            .iter()
-            .map(Rate::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        plan.rates.iter().map(Rate::to_string).collect::<Vec<_>>().join(", ")
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}: {} rows in {}",
-        plan.name,
-        survey.rows,
-        plan.input_path.display()
-    );
+    let _ = writeln!(out, "{}: {} rows in {}", plan.name, survey.rows, plan.input_path.display());
     let _ = writeln!(out, "  new:              {}", survey.new);
     if survey.failed_before > 0 {
-        let _ = writeln!(
-            out,
-            "    (of which failed before: {})",
-            survey.failed_before
-        );
+        let _ = writeln!(out, "    (of which failed before: {})", survey.failed_before);
     }
     let _ = writeln!(out, "  already created:  {}", survey.existing);
-    let _ = writeln!(
-        out,
-        "  uncertain:        {} (reconciled before any resend)",
-        survey.uncertain
-    );
+    let _ = writeln!(out, "  uncertain:        {} (reconciled before any resend)", survey.uncertain);
     let _ = writeln!(out, "  conflicts:        {}", survey.conflict);
     let _ = writeln!(out, "  rejected:         {}", survey.rejected);
-    let _ = writeln!(
-        out,
-        "  ETA under {limits}: {} for {to_send} requests",
-        crate::progress::human(eta)
-    );
+    let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
     for e in rejections.iter().take(20) {
         let _ = writeln!(out, "  line {}: {}: {}", e.line, e.field, e.reason);
     }
     if rejections.len() > 20 {
         let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
     }
-    Ok(if survey.rejected + survey.conflict > 0 {
-        1
-    } else {
-        0
-    })
+    Ok(if survey.rejected + survey.conflict > 0 { 1 } else { 0 })
 }
 
 fn status(args: InspectArgs) -> Result<u8, Failure> {
@@ -524,13 +457,7 @@ fn status(args: InspectArgs) -> Result<u8, Failure> {
     let (survey, _) = runner::survey(&plan, &mut reader, &index);
     let failed = survey.failed_before;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}: {} rows, ledger {}",
-        plan.name,
-        survey.rows,
-        plan.ledger_path.display()
-    );
+    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name, survey.rows, plan.ledger_path.display());
     let _ = writeln!(out, "  created:   {}", survey.existing);
     let _ = writeln!(out, "  uncertain: {}", survey.uncertain);
     let _ = writeln!(out, "  failed:    {failed}");
@@ -545,14 +472,9 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
     let faults = args
         .faults
         .iter()
-        .map(|f| {
-            f.parse::<FaultSpec>()
-                .map_err(|e| usage(anyhow::anyhow!("--fault: {e}")))
-        })
+        .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(anyhow::anyhow!("--fault: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let duration = |flag: &str, text: &str| {
-        parse_duration(text).map_err(|e| usage(anyhow::anyhow!("{flag}: {e}")))
-    };
+    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(anyhow::anyhow!("{flag}: {e}")));
     let config = SandboxConfig {
         limits,
         faults,
@@ -561,9 +483,7 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
         slow_delay: duration("--slow-delay", &args.slow_delay)?,
         ..SandboxConfig::default()
     };
-    config
-        .validate()
-        .map_err(|e| usage(anyhow::anyhow!("--fault: {e}")))?;
+    config.validate().map_err(|e| usage(anyhow::anyhow!("--fault: {e}")))?;
     let teams: Vec<String> = config
         .teams
         .iter()
@@ -571,11 +491,7 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
             format!(
                 "team {} (templates {})",
                 t.id,
-                t.templates
-                    .iter()
-                    .map(|x| x.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                t.templates.iter().map(|x| x.id.to_string()).collect::<Vec<_>>().join(", ")
             )
         })
         .collect();
@@ -588,24 +504,16 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
     let _ = writeln!(out, "linkbatch sandbox listening on {base}");
     let _ = writeln!(out, "  test key:  {}", Sandbox::test_key());
     let _ = writeln!(out, "  classic:   {base}/links");
-    let _ = writeln!(
-        out,
-        "  Links+:    {base}/external/links  ({})",
-        teams.join("; ")
-    );
+    let _ = writeln!(out, "  Links+:    {base}/external/links  ({})", teams.join("; "));
     let _ = writeln!(out, "  stats:     {base}/__sandbox/stats");
-    let _ = writeln!(
-        out,
-        "  seed:      {seed}   (--seed {seed} replays the same ids and faults)"
-    );
+    let _ = writeln!(out, "  seed:      {seed}   (--seed {seed} replays the same ids and faults)");
     let _ = writeln!(
         out,
         "  try:       linkbatch run JOB --base-url {base}   (with OMISE_SECRET_KEY set to the key above)"
     );
     let _ = out.flush();
     drop(out);
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         Some(_) = async { match &mut terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
@@ -620,14 +528,8 @@ mod tests {
 
     #[test]
     fn sandbox_paths_sit_beside_the_real_ones() {
-        assert_eq!(
-            sandbox_path(Path::new("out/x.csv")),
-            PathBuf::from("out/x.sandbox.csv")
-        );
-        assert_eq!(
-            sandbox_path(Path::new("out/x.ledger.jsonl")),
-            PathBuf::from("out/x.sandbox.ledger.jsonl")
-        );
+        assert_eq!(sandbox_path(Path::new("out/x.csv")), PathBuf::from("out/x.sandbox.csv"));
+        assert_eq!(sandbox_path(Path::new("out/x.ledger.jsonl")), PathBuf::from("out/x.sandbox.ledger.jsonl"));
     }
 
     #[test]

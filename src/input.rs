@@ -61,12 +61,7 @@ pub fn detect_format(path: &Path, format: Option<InputFormat>) -> Result<InputFo
     if let Some(format) = format {
         return Ok(format);
     }
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("csv") => Ok(InputFormat::Csv),
         Some("jsonl" | "ndjson") => Ok(InputFormat::Jsonl),
         _ => Err(InputError::UnknownFormat(path.to_owned())),
@@ -74,16 +69,8 @@ pub fn detect_format(path: &Path, format: Option<InputFormat>) -> Result<InputFo
 }
 
 enum Source {
-    Csv {
-        reader: csv::Reader<File>,
-        record: csv::ByteRecord,
-        positions: Vec<Option<usize>>,
-    },
-    Jsonl {
-        reader: BufReader<File>,
-        line: u64,
-        buffer: Vec<u8>,
-    },
+    Csv { reader: csv::Reader<File>, record: csv::ByteRecord, positions: Vec<Option<usize>> },
+    Jsonl { reader: BufReader<File>, line: u64, buffer: Vec<u8> },
 }
 
 /// A streaming reader over an input file.
@@ -96,55 +83,34 @@ pub struct InputReader {
 
 impl std::fmt::Debug for InputReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InputReader")
-            .field("path", &self.path)
-            .field("columns", &self.columns)
-            .finish()
+        f.debug_struct("InputReader").field("path", &self.path).field("columns", &self.columns).finish()
     }
 }
 
 impl InputReader {
     /// Opens the file and reads its header (CSV) or the keys of its first object (JSONL).
     pub fn open(path: &Path, format: InputFormat) -> Result<InputReader, InputError> {
-        let io = |source| InputError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let header = |message: String| InputError::Header {
-            path: path.to_owned(),
-            message,
-        };
+        let io = |source| InputError::Io { path: path.to_owned(), source };
+        let header = |message: String| InputError::Header { path: path.to_owned(), message };
         let file = File::open(path).map_err(io)?;
         let (columns, source) = match format {
             InputFormat::Csv => {
                 // `\n` as the terminator keeps line numbers right for CRLF files too (csv starts a CRLF record
                 // at the previous line's `\n`); the `\r` left on each last field is cut in `field`.
-                let mut reader = csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .terminator(csv::Terminator::Any(b'\n'))
-                    .from_reader(file);
-                let raw = reader
-                    .byte_headers()
-                    .map_err(|e| header(format!("cannot read the header line: {e}")))?;
+                let mut reader =
+                    csv::ReaderBuilder::new().flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(file);
+                let raw = reader.byte_headers().map_err(|e| header(format!("cannot read the header line: {e}")))?;
                 let mut columns = Vec::with_capacity(raw.len());
                 let last = raw.len().saturating_sub(1);
                 for (i, name) in raw.iter().enumerate() {
-                    let name = std::str::from_utf8(field(name, i == last)).map_err(|_| {
-                        header(format!("header column {} is not valid UTF-8", i + 1))
-                    })?;
+                    let name = std::str::from_utf8(field(name, i == last))
+                        .map_err(|_| header(format!("header column {} is not valid UTF-8", i + 1)))?;
                     columns.push(name.trim_start_matches('\u{feff}').trim().to_owned());
                 }
                 if columns.iter().all(String::is_empty) {
                     return Err(header("the header line is empty".into()));
                 }
-                (
-                    columns,
-                    Source::Csv {
-                        reader,
-                        record: csv::ByteRecord::new(),
-                        positions: Vec::new(),
-                    },
-                )
+                (columns, Source::Csv { reader, record: csv::ByteRecord::new(), positions: Vec::new() })
             }
             InputFormat::Jsonl => {
                 let mut first = BufReader::new(file);
@@ -152,22 +118,10 @@ impl InputReader {
                     header("no JSON object found: the first non-blank line must be an object, e.g. {\"id\": 1}".into())
                 })?;
                 let file = File::open(path).map_err(io)?;
-                (
-                    columns,
-                    Source::Jsonl {
-                        reader: BufReader::new(file),
-                        line: 0,
-                        buffer: Vec::new(),
-                    },
-                )
+                (columns, Source::Jsonl { reader: BufReader::new(file), line: 0, buffer: Vec::new() })
             }
         };
-        Ok(InputReader {
-            path: path.to_owned(),
-            columns,
-            wanted: Vec::new(),
-            source,
-        })
+        Ok(InputReader { path: path.to_owned(), columns, wanted: Vec::new(), source })
     }
 
     /// The columns the file has (CSV header, or the first JSONL object's keys).
@@ -178,10 +132,7 @@ impl InputReader {
     /// Chooses which columns each [`Record`] carries, in this order. Every name must be in [`Self::columns`].
     pub fn select(&mut self, wanted: Vec<String>) {
         if let Source::Csv { positions, .. } = &mut self.source {
-            *positions = wanted
-                .iter()
-                .map(|w| self.columns.iter().position(|c| c == w))
-                .collect();
+            *positions = wanted.iter().map(|w| self.columns.iter().position(|c| c == w)).collect();
         }
         self.wanted = wanted;
     }
@@ -189,28 +140,19 @@ impl InputReader {
     /// The next row, or `None` at the end of the file.
     pub fn next_record(&mut self) -> Option<Result<Record, Rejection>> {
         match &mut self.source {
-            Source::Csv {
-                reader,
-                record,
-                positions,
-            } => {
+            Source::Csv { reader, record, positions } => {
                 let line_of = |r: &csv::ByteRecord| r.position().map_or(0, |p| p.line());
                 match reader.read_byte_record(record) {
                     Ok(false) => None,
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line());
                         // An I/O error mid-file ends the stream; csv reports it once.
-                        Some(Err(Rejection {
-                            line,
-                            reason: format!("unreadable CSV: {e}"),
-                        }))
+                        Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}") }))
                     }
                     Ok(true) => {
                         let line = line_of(record);
                         if record.len() != self.columns.len() {
-                            if record.len() == 1
-                                && record.get(0).is_some_and(|f| field(f, true).is_empty())
-                            {
+                            if record.len() == 1 && record.get(0).is_some_and(|f| field(f, true).is_empty()) {
                                 return self.next_record();
                             }
                             return Some(Err(Rejection {
@@ -225,9 +167,7 @@ impl InputReader {
                         let mut cells = Vec::with_capacity(positions.len());
                         let last = record.len().saturating_sub(1);
                         for (name, position) in self.wanted.iter().zip(positions.iter()) {
-                            let cell = match position
-                                .and_then(|p| record.get(p).map(|f| field(f, p == last)))
-                            {
+                            let cell = match position.and_then(|p| record.get(p).map(|f| field(f, p == last))) {
                                 None => None,
                                 Some(bytes) => match std::str::from_utf8(bytes) {
                                     Ok(text) => Some(text.to_owned()),
@@ -245,28 +185,18 @@ impl InputReader {
                     }
                 }
             }
-            Source::Jsonl {
-                reader,
-                line,
-                buffer,
-            } => loop {
+            Source::Jsonl { reader, line, buffer } => loop {
                 buffer.clear();
                 match reader.read_until(b'\n', buffer) {
                     Ok(0) => return None,
                     Err(e) => {
-                        return Some(Err(Rejection {
-                            line: *line + 1,
-                            reason: format!("unreadable line: {e}"),
-                        }));
+                        return Some(Err(Rejection { line: *line + 1, reason: format!("unreadable line: {e}") }));
                     }
                     Ok(_) => {}
                 }
                 *line += 1;
                 let Ok(text) = std::str::from_utf8(buffer) else {
-                    return Some(Err(Rejection {
-                        line: *line,
-                        reason: "line is not valid UTF-8".into(),
-                    }));
+                    return Some(Err(Rejection { line: *line, reason: "line is not valid UTF-8".into() }));
                 };
                 let text = text.trim();
                 if text.is_empty() {
@@ -275,25 +205,16 @@ impl InputReader {
                 let object = match serde_json::from_str::<Value>(text) {
                     Ok(Value::Object(object)) => object,
                     Ok(_) => {
-                        return Some(Err(Rejection {
-                            line: *line,
-                            reason: "line is not a JSON object".into(),
-                        }));
+                        return Some(Err(Rejection { line: *line, reason: "line is not a JSON object".into() }));
                     }
                     Err(e) => {
-                        return Some(Err(Rejection {
-                            line: *line,
-                            reason: format!("malformed JSON: {e}"),
-                        }));
+                        return Some(Err(Rejection { line: *line, reason: format!("malformed JSON: {e}") }));
                     }
                 };
                 return Some(
                     json_cells(&object, &self.wanted)
                         .map(|cells| Record { line: *line, cells })
-                        .map_err(|reason| Rejection {
-                            line: *line,
-                            reason,
-                        }),
+                        .map_err(|reason| Rejection { line: *line, reason }),
                 );
             },
         }
@@ -302,11 +223,7 @@ impl InputReader {
 
 /// A CSV field with the `\r` of a CRLF line end removed from the record's last field.
 fn field(bytes: &[u8], last: bool) -> &[u8] {
-    if last {
-        bytes.strip_suffix(b"\r").unwrap_or(bytes)
-    } else {
-        bytes
-    }
+    if last { bytes.strip_suffix(b"\r").unwrap_or(bytes) } else { bytes }
 }
 
 fn first_object_keys(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<String>>> {
@@ -327,10 +244,7 @@ fn first_object_keys(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<St
     }
 }
 
-fn json_cells(
-    object: &Map<String, Value>,
-    wanted: &[String],
-) -> Result<Vec<Option<String>>, String> {
+fn json_cells(object: &Map<String, Value>, wanted: &[String]) -> Result<Vec<Option<String>>, String> {
     wanted
         .iter()
         .map(|name| match object.get(name) {
@@ -338,7 +252,9 @@ fn json_cells(
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used")),
+            Some(_) => {
+                Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used"))
+            }
         })
         .collect()
 }
@@ -360,49 +276,32 @@ mod tests {
 
     #[test]
     fn csv_with_bom_crlf_quotes_and_a_bad_row() {
-        let f = file(b"\xef\xbb\xbfid,title\r\n1,\"Hello, \"\"world\"\"\"\r\n2\r\n3,\xff\r\n\r\n4,\"two\r\nlines\"\r\n5,x\r\n", ".csv");
+        let f = file(
+            b"\xef\xbb\xbfid,title\r\n1,\"Hello, \"\"world\"\"\"\r\n2\r\n3,\xff\r\n\r\n4,\"two\r\nlines\"\r\n5,x\r\n",
+            ".csv",
+        );
         let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
         assert_eq!(r.columns(), ["id", "title"]);
         r.select(vec!["title".into(), "id".into()]);
         let rows = all(&mut r);
-        assert_eq!(
-            rows[0],
-            Ok(Record {
-                line: 2,
-                cells: vec![Some("Hello, \"world\"".into()), Some("1".into())]
-            })
-        );
+        assert_eq!(rows[0], Ok(Record { line: 2, cells: vec![Some("Hello, \"world\"".into()), Some("1".into())] }));
         assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
-        assert!(
-            rows[2]
-                .as_ref()
-                .unwrap_err()
-                .reason
-                .contains("`title` is not valid UTF-8")
-        );
-        assert_eq!(
-            rows[3],
-            Ok(Record {
-                line: 6,
-                cells: vec![Some("two\r\nlines".into()), Some("4".into())]
-            })
-        );
+        assert!(rows[2].as_ref().unwrap_err().reason.contains("`title` is not valid UTF-8"));
+        assert_eq!(rows[3], Ok(Record { line: 6, cells: vec![Some("two\r\nlines".into()), Some("4".into())] }));
         assert_eq!(rows[4].as_ref().unwrap().line, 8);
         assert_eq!(rows.len(), 5);
     }
 
     #[test]
     fn jsonl_types_and_malformed_lines() {
-        let f = file(b"{\"id\": 7, \"ok\": true, \"amt\": 19.99}\n\n{broken\n{\"id\": \"x\", \"amt\": [1]}\n", ".jsonl");
+        let f =
+            file(b"{\"id\": 7, \"ok\": true, \"amt\": 19.99}\n\n{broken\n{\"id\": \"x\", \"amt\": [1]}\n", ".jsonl");
         let mut r = InputReader::open(f.path(), detect_format(f.path(), None).unwrap()).unwrap();
         r.select(vec!["id".into(), "ok".into(), "amt".into()]);
         let rows = all(&mut r);
         assert_eq!(
             rows[0],
-            Ok(Record {
-                line: 1,
-                cells: vec![Some("7".into()), Some("true".into()), Some("19.99".into())]
-            })
+            Ok(Record { line: 1, cells: vec![Some("7".into()), Some("true".into()), Some("19.99".into())] })
         );
         assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
         assert!(rows[2].as_ref().unwrap_err().reason.contains("`amt`"));

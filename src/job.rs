@@ -217,20 +217,13 @@ fn default_max_delay() -> String {
 
 impl Default for LimitsSpec {
     fn default() -> Self {
-        LimitsSpec {
-            rates: default_rates(),
-            concurrency: default_concurrency(),
-        }
+        LimitsSpec { rates: default_rates(), concurrency: default_concurrency() }
     }
 }
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec {
-            attempts: default_attempts(),
-            base_delay: default_base_delay(),
-            max_delay: default_max_delay(),
-        }
+        RetrySpec { attempts: default_attempts(), base_delay: default_base_delay(), max_delay: default_max_delay() }
     }
 }
 
@@ -258,14 +251,8 @@ pub enum JobError {
 impl JobSpec {
     /// Reads and parses a job file.
     pub fn load(path: &Path) -> Result<JobSpec, JobError> {
-        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| JobError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| JobError::Parse { path: path.to_owned(), message })
     }
 
     /// Parses job TOML; the error names line and column.
@@ -304,8 +291,7 @@ multiple = true
 
     #[test]
     fn unknown_fields_are_errors_with_a_line() {
-        let err =
-            JobSpec::parse(&MINIMAL.replace("multiple = true", "multipel = true")).unwrap_err();
+        let err = JobSpec::parse(&MINIMAL.replace("multiple = true", "multipel = true")).unwrap_err();
         assert!(err.contains("multipel") && err.contains("line"), "{err}");
     }
 }

@@ -157,54 +157,22 @@ impl Index {
     fn apply(&mut self, event: Event, line: u64) {
         match event {
             Event::Header(_) => {}
-            Event::Intent {
-                key,
-                fingerprint,
-                at,
-                request,
-            } => {
+            Event::Intent { key, fingerprint, at, request } => {
                 let at = parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
                 self.sent.push(at);
                 let state = self.keys.entry(key).or_default();
                 let earliest = state.open.as_ref().map_or(at, |o| o.at.min(at));
-                state.open = Some(OpenIntent {
-                    at: earliest,
-                    request,
-                    fingerprint,
-                });
+                state.open = Some(OpenIntent { at: earliest, request, fingerprint });
             }
-            Event::Created {
-                key,
-                link_id,
-                payment_uri,
-                fingerprint,
-                ..
-            }
-            | Event::Adopted {
-                key,
-                link_id,
-                payment_uri,
-                fingerprint,
-                ..
-            } => {
+            Event::Created { key, link_id, payment_uri, fingerprint, .. }
+            | Event::Adopted { key, link_id, payment_uri, fingerprint, .. } => {
                 self.claimed.insert(link_id.clone());
                 let state = self.keys.entry(key).or_default();
-                state.request = state
-                    .open
-                    .take()
-                    .map(|o| o.request)
-                    .or(state.request.take());
+                state.request = state.open.take().map(|o| o.request).or(state.request.take());
                 state.failed = None;
-                state.link = Some(LinkRecord {
-                    link_id,
-                    payment_uri,
-                    fingerprint,
-                    line,
-                });
+                state.link = Some(LinkRecord { link_id, payment_uri, fingerprint, line });
             }
-            Event::Failed {
-                key, code, message, ..
-            } => {
+            Event::Failed { key, code, message, .. } => {
                 let state = self.keys.entry(key).or_default();
                 state.open = None;
                 state.failed = Some((code, message));
@@ -232,9 +200,7 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     /// Another run holds the lock.
-    #[error(
-        "ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish"
-    )]
+    #[error("ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish")]
     Locked(PathBuf),
     /// A line other than the last cannot be read: the file is left untouched.
     #[error(
@@ -282,19 +248,11 @@ pub struct OpenReport {
 impl Ledger {
     /// Opens (or creates) and locks the ledger, checks its header against `header`, and reads it.
     pub fn open(path: &Path, header: &Header) -> Result<(Ledger, Index, OpenReport), LedgerError> {
-        let io = |source| LedgerError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| LedgerError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(path.to_owned())),
@@ -304,12 +262,9 @@ impl Ledger {
         match &found_header {
             Some(found) => check_header(path, found, header)?,
             None => {
-                let mut line =
-                    serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
+                let mut line = serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
                 line.push(b'\n');
-                file.write_all(&line)
-                    .and_then(|()| file.sync_all())
-                    .map_err(io)?;
+                file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
             }
         }
         let (queue, jobs) = mpsc::channel::<Job>();
@@ -321,15 +276,7 @@ impl Ledger {
         if found_header.is_none() {
             index.lines = 1;
         }
-        Ok((
-            Ledger {
-                path: path.to_owned(),
-                queue: Some(queue),
-                writer: Some(writer),
-            },
-            index,
-            report,
-        ))
+        Ok((Ledger { path: path.to_owned(), queue: Some(queue), writer: Some(writer) }, index, report))
     }
 
     /// Reads a ledger without locking or changing it (for `validate` and `status`); `None` if there is none.
@@ -338,10 +285,7 @@ impl Ledger {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(LedgerError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
+                return Err(LedgerError::Io { path: path.to_owned(), source });
             }
         };
         let (index, report, header) = read(path, &mut file, false)?;
@@ -350,23 +294,13 @@ impl Ledger {
 
     /// Appends an event and returns once it is on disk.
     pub async fn append(&self, event: &Event) -> Result<(), LedgerError> {
-        let io = |source| LedgerError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| LedgerError::Io { path: self.path.clone(), source };
         let mut line = serde_json::to_vec(event).map_err(|e| io(e.into()))?;
         line.push(b'\n');
         let (done, wait) = oneshot::channel();
-        let queue = self
-            .queue
-            .as_ref()
-            .ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
-        queue
-            .send((line, done))
-            .map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
-        wait.await
-            .map_err(|_| io(std::io::Error::other("ledger writer stopped")))?
-            .map_err(io)
+        let queue = self.queue.as_ref().ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
+        queue.send((line, done)).map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
+        wait.await.map_err(|_| io(std::io::Error::other("ledger writer stopped")))?.map_err(io)
     }
 
     /// The ledger's path.
@@ -405,50 +339,25 @@ fn write_loop(mut file: File, jobs: mpsc::Receiver<Job>) {
 }
 
 fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), LedgerError> {
-    let mismatch = |what: String, now: String| {
-        Err(LedgerError::Mismatch {
-            path: path.to_owned(),
-            what,
-            now,
-        })
-    };
+    let mismatch = |what: String, now: String| Err(LedgerError::Mismatch { path: path.to_owned(), what, now });
     if found.api != wanted.api {
-        return mismatch(
-            format!("the {} API", found.api),
-            format!("the {} API", wanted.api),
-        );
+        return mismatch(format!("the {} API", found.api), format!("the {} API", wanted.api));
     }
     if found.mode != wanted.mode {
-        return mismatch(
-            format!("a {}-mode key", found.mode),
-            format!("a {}-mode key", wanted.mode),
-        );
+        return mismatch(format!("a {}-mode key", found.mode), format!("a {}-mode key", wanted.mode));
     }
     if found.key_hash != wanted.key_hash {
-        return mismatch(
-            "a different secret key (another account)".into(),
-            "this key".into(),
-        );
+        return mismatch("a different secret key (another account)".into(), "this key".into());
     }
     if found.base_url != wanted.base_url {
-        return mismatch(
-            format!("base URL {}", found.base_url),
-            format!("base URL {}", wanted.base_url),
-        );
+        return mismatch(format!("base URL {}", found.base_url), format!("base URL {}", wanted.base_url));
     }
     Ok(())
 }
 
 /// Reads every line; cuts a torn last line; refuses a corrupt line anywhere else.
-fn read(
-    path: &Path,
-    file: &mut File,
-    repair: bool,
-) -> Result<(Index, OpenReport, Option<Header>), LedgerError> {
-    let io = |source| LedgerError::Io {
-        path: path.to_owned(),
-        source,
-    };
+fn read(path: &Path, file: &mut File, repair: bool) -> Result<(Index, OpenReport, Option<Header>), LedgerError> {
+    let io = |source| LedgerError::Io { path: path.to_owned(), source };
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut reader = BufReader::new(&*file);
     let mut index = Index::default();
@@ -519,12 +428,7 @@ mod tests {
             description: "d".into(),
             multiple: false,
         });
-        Event::Intent {
-            key: key.into(),
-            fingerprint: request.fingerprint(),
-            at: now(),
-            request,
-        }
+        Event::Intent { key: key.into(), fingerprint: request.fingerprint(), at: now(), request }
     }
 
     #[tokio::test]
@@ -559,10 +463,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.jsonl");
         let _first = Ledger::open(&path, &header()).unwrap();
-        assert!(matches!(
-            Ledger::open(&path, &header()),
-            Err(LedgerError::Locked(_))
-        ));
+        assert!(matches!(Ledger::open(&path, &header()), Err(LedgerError::Locked(_))));
     }
 
     #[test]
@@ -579,10 +480,7 @@ mod tests {
         text.push_str("garbage\n{\"type\":\"failed\",\"key\":\"a\",\"fingerprint\":\"f\",\"code\":\"c\",\"message\":\"m\",\"at\":\"x\"}\n");
         std::fs::write(&path, &text).unwrap();
         let before = std::fs::read(&path).unwrap();
-        assert!(matches!(
-            Ledger::open(&path, &header()),
-            Err(LedgerError::Corrupt { line: 2, .. })
-        ));
+        assert!(matches!(Ledger::open(&path, &header()), Err(LedgerError::Corrupt { line: 2, .. })));
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 
@@ -591,13 +489,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.jsonl");
         drop(Ledger::open(&path, &header()).unwrap());
-        let live = Header {
-            mode: "live".into(),
-            ..header()
-        };
-        assert!(matches!(
-            Ledger::open(&path, &live),
-            Err(LedgerError::Mismatch { .. })
-        ));
+        let live = Header { mode: "live".into(), ..header() };
+        assert!(matches!(Ledger::open(&path, &live), Err(LedgerError::Mismatch { .. })));
     }
 }

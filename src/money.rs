@@ -14,45 +14,23 @@ pub struct Currency {
 
 /// The documented currencies (seed 001).
 pub const CURRENCIES: &[Currency] = &[
-    Currency {
-        code: "thb",
-        exponent: 2,
-    },
-    Currency {
-        code: "jpy",
-        exponent: 0,
-    },
-    Currency {
-        code: "sgd",
-        exponent: 2,
-    },
-    Currency {
-        code: "myr",
-        exponent: 2,
-    },
-    Currency {
-        code: "usd",
-        exponent: 2,
-    },
+    Currency { code: "thb", exponent: 2 },
+    Currency { code: "jpy", exponent: 0 },
+    Currency { code: "sgd", exponent: 2 },
+    Currency { code: "myr", exponent: 2 },
+    Currency { code: "usd", exponent: 2 },
 ];
 
 impl Currency {
     /// Looks a code up, ignoring case (`THB` and `thb` are the same currency).
     pub fn find(code: &str) -> Option<Currency> {
         let code = code.trim();
-        CURRENCIES
-            .iter()
-            .copied()
-            .find(|c| c.code.eq_ignore_ascii_case(code))
+        CURRENCIES.iter().copied().find(|c| c.code.eq_ignore_ascii_case(code))
     }
 
     /// The codes, for error messages.
     pub fn list() -> String {
-        CURRENCIES
-            .iter()
-            .map(|c| c.code)
-            .collect::<Vec<_>>()
-            .join(", ")
+        CURRENCIES.iter().map(|c| c.code).collect::<Vec<_>>().join(", ")
     }
 
     /// Renders a minor-unit amount in major units (`150000` THB → `1500.00`).
@@ -61,12 +39,7 @@ impl Currency {
             return minor.to_string();
         }
         let scale = 10u64.pow(self.exponent);
-        format!(
-            "{}.{:0width$}",
-            minor / scale,
-            minor % scale,
-            width = self.exponent as usize
-        )
+        format!("{}.{:0width$}", minor / scale, minor % scale, width = self.exponent as usize)
     }
 }
 
@@ -88,14 +61,10 @@ pub enum AmountError {
     #[error("amount is empty")]
     Empty,
     /// Not a plain non-negative number (thousands separators, signs, letters).
-    #[error(
-        "amount `{0}` is not a plain non-negative number (no signs, spaces or thousands separators)"
-    )]
+    #[error("amount `{0}` is not a plain non-negative number (no signs, spaces or thousands separators)")]
     NotANumber(String),
     /// More decimals than the currency has.
-    #[error(
-        "amount `{value}` has more decimals than {currency} allows ({exponent}); it is never rounded"
-    )]
+    #[error("amount `{value}` has more decimals than {currency} allows ({exponent}); it is never rounded")]
     TooPrecise {
         /// The amount as given.
         value: String,
@@ -105,9 +74,7 @@ pub enum AmountError {
         exponent: u32,
     },
     /// A minor-unit amount written with a decimal point.
-    #[error(
-        "amount `{0}` has a decimal point but the job says amounts are in minor units (amount_unit = \"minor\")"
-    )]
+    #[error("amount `{0}` has a decimal point but the job says amounts are in minor units (amount_unit = \"minor\")")]
     FractionInMinor(String),
     /// Too large to be an amount.
     #[error("amount `{0}` is too large")]
@@ -133,9 +100,7 @@ pub fn parse_amount(text: &str, unit: AmountUnit, currency: Currency) -> Result<
     match unit {
         AmountUnit::Minor => match fraction {
             // "1500.00" in minor units only makes sense as a whole number of minor units.
-            Some(f) if f.bytes().any(|b| b != b'0') => {
-                Err(AmountError::FractionInMinor(value.to_owned()))
-            }
+            Some(f) if f.bytes().any(|b| b != b'0') => Err(AmountError::FractionInMinor(value.to_owned())),
             _ => Ok(whole),
         },
         AmountUnit::Major => {
@@ -153,10 +118,7 @@ pub fn parse_amount(text: &str, unit: AmountUnit, currency: Currency) -> Result<
             for (i, b) in significant.bytes().enumerate() {
                 minor_part += u64::from(b - b'0') * 10u64.pow(currency.exponent - 1 - i as u32);
             }
-            whole
-                .checked_mul(scale)
-                .and_then(|m| m.checked_add(minor_part))
-                .ok_or_else(too_large)
+            whole.checked_mul(scale).and_then(|m| m.checked_add(minor_part)).ok_or_else(too_large)
         }
     }
 }
@@ -171,51 +133,24 @@ mod tests {
 
     #[test]
     fn major_units_convert_exactly_by_exponent() {
-        assert_eq!(
-            parse_amount("1500.00", AmountUnit::Major, thb()),
-            Ok(150_000)
-        );
-        assert_eq!(
-            parse_amount("1500.5", AmountUnit::Major, thb()),
-            Ok(150_050)
-        );
+        assert_eq!(parse_amount("1500.00", AmountUnit::Major, thb()), Ok(150_000));
+        assert_eq!(parse_amount("1500.5", AmountUnit::Major, thb()), Ok(150_050));
         assert_eq!(parse_amount("0.07", AmountUnit::Major, thb()), Ok(7));
-        assert_eq!(
-            parse_amount("1500", AmountUnit::Major, Currency::find("jpy").unwrap()),
-            Ok(1500)
-        );
-        assert_eq!(
-            parse_amount("1500.0", AmountUnit::Major, Currency::find("jpy").unwrap()),
-            Ok(1500)
-        );
+        assert_eq!(parse_amount("1500", AmountUnit::Major, Currency::find("jpy").unwrap()), Ok(1500));
+        assert_eq!(parse_amount("1500.0", AmountUnit::Major, Currency::find("jpy").unwrap()), Ok(1500));
     }
 
     #[test]
     fn never_rounds_and_refuses_separators() {
-        assert!(matches!(
-            parse_amount("1.005", AmountUnit::Major, thb()),
-            Err(AmountError::TooPrecise { .. })
-        ));
+        assert!(matches!(parse_amount("1.005", AmountUnit::Major, thb()), Err(AmountError::TooPrecise { .. })));
         assert!(matches!(
             parse_amount("1500.5", AmountUnit::Major, Currency::find("jpy").unwrap()),
             Err(AmountError::TooPrecise { .. })
         ));
-        assert!(matches!(
-            parse_amount("1,500.00", AmountUnit::Major, thb()),
-            Err(AmountError::NotANumber(_))
-        ));
-        assert!(matches!(
-            parse_amount("-5", AmountUnit::Minor, thb()),
-            Err(AmountError::NotANumber(_))
-        ));
-        assert!(matches!(
-            parse_amount("12.5", AmountUnit::Minor, thb()),
-            Err(AmountError::FractionInMinor(_))
-        ));
-        assert_eq!(
-            parse_amount("", AmountUnit::Minor, thb()),
-            Err(AmountError::Empty)
-        );
+        assert!(matches!(parse_amount("1,500.00", AmountUnit::Major, thb()), Err(AmountError::NotANumber(_))));
+        assert!(matches!(parse_amount("-5", AmountUnit::Minor, thb()), Err(AmountError::NotANumber(_))));
+        assert!(matches!(parse_amount("12.5", AmountUnit::Minor, thb()), Err(AmountError::FractionInMinor(_))));
+        assert_eq!(parse_amount("", AmountUnit::Minor, thb()), Err(AmountError::Empty));
         assert!(matches!(
             parse_amount("99999999999999999999", AmountUnit::Minor, thb()),
             Err(AmountError::TooLarge(_))

@@ -9,18 +9,8 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// The fixed columns, in order; the job's extra input columns follow.
-pub const COLUMNS: [&str; 10] = [
-    "line",
-    "key",
-    "status",
-    "link_id",
-    "payment_uri",
-    "amount",
-    "currency",
-    "title",
-    "error_code",
-    "error_message",
-];
+pub const COLUMNS: [&str; 10] =
+    ["line", "key", "status", "link_id", "payment_uri", "amount", "currency", "title", "error_code", "error_message"];
 
 /// Where a row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -100,9 +90,7 @@ pub struct OutputWriter {
 
 impl std::fmt::Debug for OutputWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputWriter")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("OutputWriter").field("path", &self.path).finish()
     }
 }
 
@@ -112,24 +100,12 @@ impl OutputWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("output.csv");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output.csv");
         let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&temporary)?));
-        let header = COLUMNS
-            .iter()
-            .copied()
-            .chain(extra_columns.iter().map(String::as_str))
-            .map(neutralise);
+        let header = COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str)).map(neutralise);
         csv.write_record(header.map(|c| c.into_owned()))?;
-        Ok(OutputWriter {
-            path: path.to_owned(),
-            extra_columns: extra_columns.len(),
-            temporary,
-            csv,
-        })
+        Ok(OutputWriter { path: path.to_owned(), extra_columns: extra_columns.len(), temporary, csv })
     }
 
     /// Appends a row.
@@ -149,27 +125,15 @@ impl OutputWriter {
             &row.error_message,
         ];
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
-        let extra = row
-            .extra
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::repeat(""));
-        let cells = fixed
-            .into_iter()
-            .chain(extra.take(self.extra_columns))
-            .map(neutralise);
+        let extra = row.extra.iter().map(String::as_str).chain(std::iter::repeat(""));
+        let cells = fixed.into_iter().chain(extra.take(self.extra_columns)).map(neutralise);
         self.csv.write_record(cells.map(|c| c.into_owned()))?;
         Ok(())
     }
 
     /// Flushes, syncs and renames into place.
     pub fn finish(self) -> std::io::Result<PathBuf> {
-        let file = self
-            .csv
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
+        let file = self.csv.into_inner().map_err(|e| e.into_error())?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path)?;

@@ -161,11 +161,7 @@ impl LinkRequest {
         for field in then.keys().filter(|f| !now.contains_key(*f)) {
             changes.push(format!("{field} removed"));
         }
-        if changes.is_empty() {
-            "the link's parameters".into()
-        } else {
-            changes.join(", ")
-        }
+        if changes.is_empty() { "the link's parameters".into() } else { changes.join(", ") }
     }
 }
 
@@ -285,16 +281,10 @@ fn template(field: &str, source: &str) -> Result<Template, PlanError> {
 }
 
 fn required<'a>(name: &str, value: &'a Option<String>) -> Result<&'a str, PlanError> {
-    value
-        .as_deref()
-        .ok_or_else(|| job_error(format!("[link] {name} is required for classic links")))
+    value.as_deref().ok_or_else(|| job_error(format!("[link] {name} is required for classic links")))
 }
 
-fn field_source<T: Clone>(
-    name: &str,
-    field: &Option<Field<T>>,
-    default: T,
-) -> Result<FieldSource<T>, PlanError> {
+fn field_source<T: Clone>(name: &str, field: &Option<Field<T>>, default: T) -> Result<FieldSource<T>, PlanError> {
     Ok(match field {
         None => FieldSource::Fixed(default),
         Some(Field::Fixed(v)) => FieldSource::Fixed(v.clone()),
@@ -304,8 +294,7 @@ fn field_source<T: Clone>(
 
 /// Checks a base URL: https anywhere, plain http only on a loopback address (the sandbox).
 pub fn check_base_url(url: &str) -> Result<String, String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("base URL `{url}` is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("base URL `{url}` is not a URL: {e}"))?;
     let loopback = match parsed.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -316,20 +305,14 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
         "https" => {}
         "http" if loopback => {}
         "http" => {
-            return Err(format!(
-                "base URL `{url}` must use https:// (plain http is allowed on loopback only)"
-            ));
+            return Err(format!("base URL `{url}` must use https:// (plain http is allowed on loopback only)"));
         }
         other => {
-            return Err(format!(
-                "base URL `{url}` has scheme `{other}`; use https://"
-            ));
+            return Err(format!("base URL `{url}` has scheme `{other}`; use https://"));
         }
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(
-            "base URL must not carry credentials; the key comes from the environment".into(),
-        );
+        return Err("base URL must not carry credentials; the key comes from the environment".into());
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -355,8 +338,7 @@ impl Plan {
             vars.insert(name.clone(), value.clone());
         }
 
-        let key =
-            Template::parse(&spec.input.key).map_err(|e| job_error(format!("[input] key: {e}")))?;
+        let key = Template::parse(&spec.input.key).map_err(|e| job_error(format!("[input] key: {e}")))?;
         let amount = template("amount", &spec.link.amount)?;
         let l = &spec.link;
         let link = match spec.api.kind {
@@ -400,56 +382,32 @@ impl Plan {
                     )));
                 }
                 let id = |name: &str, v: &Option<Field<u64>>| {
-                    v.clone().ok_or_else(|| {
-                        job_error(format!("[link] {name} is required for Links+ links"))
-                    })
+                    v.clone().ok_or_else(|| job_error(format!("[link] {name} is required for Links+ links")))
                 };
                 if let Some(hook) = &l.custom_webhook
                     && Template::parse(hook).is_ok_and(|t| t.is_literal())
                     && !hook.starts_with("https://")
                 {
-                    return Err(job_error(format!(
-                        "[link] custom_webhook `{hook}` must be an https:// URL"
-                    )));
+                    return Err(job_error(format!("[link] custom_webhook `{hook}` must be an https:// URL")));
                 }
                 LinkTemplates::Plus {
                     team_id: field_source("team_id", &Some(id("team_id", &l.team_id)?), 0)?,
-                    template_id: field_source(
-                        "template_id",
-                        &Some(id("template_id", &l.template_id)?),
-                        0,
-                    )?,
+                    template_id: field_source("template_id", &Some(id("template_id", &l.template_id)?), 0)?,
                     name: template(
                         "name",
-                        l.name
-                            .as_deref()
-                            .ok_or_else(|| job_error("[link] name is required for Links+ links"))?,
+                        l.name.as_deref().ok_or_else(|| job_error("[link] name is required for Links+ links"))?,
                     )?,
-                    currency: l
-                        .currency
-                        .as_deref()
-                        .map(|c| template("currency", c))
-                        .transpose()?,
+                    currency: l.currency.as_deref().map(|c| template("currency", c)).transpose()?,
                     multiple_usage: field_source("multiple_usage", &l.multiple_usage, false)?,
-                    custom_webhook: l
-                        .custom_webhook
-                        .as_deref()
-                        .map(|c| template("custom_webhook", c))
-                        .transpose()?,
+                    custom_webhook: l.custom_webhook.as_deref().map(|c| template("custom_webhook", c)).transpose()?,
                 }
             }
         };
 
         // Every placeholder must name a column or a --var: checked once, here, not on the first row.
-        let mut templates: Vec<(&str, &Template)> =
-            vec![("[input] key", &key), ("[link] amount", &amount)];
+        let mut templates: Vec<(&str, &Template)> = vec![("[input] key", &key), ("[link] amount", &amount)];
         match &link {
-            LinkTemplates::Classic {
-                currency,
-                title,
-                description,
-                multiple,
-            } => {
+            LinkTemplates::Classic { currency, title, description, multiple } => {
                 templates.extend([
                     ("[link] currency", currency),
                     ("[link] title", title),
@@ -459,19 +417,9 @@ impl Plan {
                     templates.push(("[link] multiple", t));
                 }
             }
-            LinkTemplates::Plus {
-                team_id,
-                template_id,
-                name,
-                currency,
-                multiple_usage,
-                custom_webhook,
-            } => {
+            LinkTemplates::Plus { team_id, template_id, name, currency, multiple_usage, custom_webhook } => {
                 templates.push(("[link] name", name));
-                for (f, t) in [
-                    ("[link] team_id", team_id),
-                    ("[link] template_id", template_id),
-                ] {
+                for (f, t) in [("[link] team_id", team_id), ("[link] template_id", template_id)] {
                     if let FieldSource::Template(t) = t {
                         templates.push((f, t));
                     }
@@ -504,12 +452,7 @@ impl Plan {
                 reader.columns().join(", ")
             )));
         }
-        if let Some(missing) = spec
-            .output
-            .columns
-            .iter()
-            .find(|c| !reader.columns().contains(c))
-        {
+        if let Some(missing) = spec.output.columns.iter().find(|c| !reader.columns().contains(c)) {
             return Err(job_error(format!(
                 "[output] columns names `{missing}`, which is not an input column (columns: {})",
                 reader.columns().join(", ")
@@ -526,10 +469,7 @@ impl Plan {
             && currency.is_literal()
             && Currency::find(&currency.to_string()).is_none()
         {
-            return Err(job_error(format!(
-                "[link] currency `{currency}` is not supported ({})",
-                Currency::list()
-            )));
+            return Err(job_error(format!("[link] currency `{currency}` is not supported ({})", Currency::list())));
         }
 
         let rates = match &overrides.limits {
@@ -538,19 +478,15 @@ impl Plan {
                 .limits
                 .rates
                 .iter()
-                .map(|r| {
-                    r.parse::<Rate>()
-                        .map_err(|e| job_error(format!("[limits] rates: {e}")))
-                })
+                .map(|r| r.parse::<Rate>().map_err(|e| job_error(format!("[limits] rates: {e}"))))
                 .collect::<Result<_, _>>()?,
         };
         let concurrency = overrides.concurrency.unwrap_or(spec.limits.concurrency);
         if concurrency == 0 {
             return Err(job_error("concurrency must be at least 1"));
         }
-        let duration = |section: &str, text: &str| {
-            parse_duration(text).map_err(|e| job_error(format!("{section}: {e}")))
-        };
+        let duration =
+            |section: &str, text: &str| parse_duration(text).map_err(|e| job_error(format!("{section}: {e}")));
         let retry = RetryPolicy {
             attempts: spec.retry.attempts.max(1),
             base_delay: duration("[retry] base_delay", &spec.retry.base_delay)?,
@@ -570,17 +506,10 @@ impl Plan {
             .clone()
             .or(spec.output.path.clone())
             .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
-        let ledger_path = overrides
-            .ledger
-            .clone()
-            .or(spec.output.ledger.clone())
-            .unwrap_or_else(|| {
-                let stem = output_path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("linkbatch");
-                output_path.with_file_name(format!("{stem}.ledger.jsonl"))
-            });
+        let ledger_path = overrides.ledger.clone().or(spec.output.ledger.clone()).unwrap_or_else(|| {
+            let stem = output_path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+            output_path.with_file_name(format!("{stem}.ledger.jsonl"))
+        });
 
         let plan = Plan {
             name: spec.name,
@@ -606,6 +535,18 @@ impl Plan {
             link,
         };
         Ok((plan, reader))
+    }
+
+    /// Links+ with a fixed team and template: `(team_id, template_id)`, checked before the first create.
+    pub fn fixed_template(&self) -> Option<(u64, u64)> {
+        match &self.link {
+            LinkTemplates::Plus {
+                team_id: FieldSource::Fixed(team),
+                template_id: FieldSource::Fixed(template),
+                ..
+            } => Some((*team, *template)),
+            _ => None,
+        }
     }
 
     /// Opens the input afresh, reading the columns this plan uses.
@@ -640,13 +581,7 @@ impl Plan {
             extra: extra.clone(),
         };
         let render = |field: &'static str, t: &Template, key: &Option<String>| {
-            t.render(lookup).map_err(|missing| {
-                fail(
-                    field,
-                    format!("no value for `{missing}` (empty or missing)"),
-                    key,
-                )
-            })
+            t.render(lookup).map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key))
         };
         let key = render("key", &self.key, &key_text)?;
         key_text = Some(key.clone());
@@ -655,17 +590,12 @@ impl Plan {
         let currency_of = |t: &Template| -> Result<Currency, RowError> {
             let code = render("currency", t, key_ref)?;
             Currency::find(&code).ok_or_else(|| {
-                fail(
-                    "currency",
-                    format!("currency `{code}` is not supported ({})", Currency::list()),
-                    key_ref,
-                )
+                fail("currency", format!("currency `{code}` is not supported ({})", Currency::list()), key_ref)
             })
         };
         let amount_in = |currency: Currency| -> Result<u64, RowError> {
             let text = render("amount", &self.amount, key_ref)?;
-            parse_amount(&text, self.amount_unit, currency)
-                .map_err(|e| fail("amount", e.to_string(), key_ref))
+            parse_amount(&text, self.amount_unit, currency).map_err(|e| fail("amount", e.to_string(), key_ref))
         };
         let boolean = |field: &'static str, source: &FieldSource<bool>| -> Result<bool, RowError> {
             match source {
@@ -675,11 +605,7 @@ impl Plan {
                     match text.trim().to_ascii_lowercase().as_str() {
                         "true" | "yes" | "1" => Ok(true),
                         "false" | "no" | "0" => Ok(false),
-                        _ => Err(fail(
-                            field,
-                            format!("`{text}` is not true or false"),
-                            key_ref,
-                        )),
+                        _ => Err(fail(field, format!("`{text}` is not true or false"), key_ref)),
                     }
                 }
             }
@@ -689,9 +615,7 @@ impl Plan {
                 FieldSource::Fixed(n) => Ok(*n),
                 FieldSource::Template(t) => {
                     let text = render(field, t, key_ref)?;
-                    text.trim().parse().map_err(|_| {
-                        fail(field, format!("`{text}` is not a whole number"), key_ref)
-                    })
+                    text.trim().parse().map_err(|_| fail(field, format!("`{text}` is not a whole number"), key_ref))
                 }
             }
         };
@@ -699,22 +623,13 @@ impl Plan {
             let text = render(field, t, key_ref)?;
             let length = text.chars().count();
             if length > max {
-                return Err(fail(
-                    field,
-                    format!("{field} is {length} characters, at most {max} are allowed"),
-                    key_ref,
-                ));
+                return Err(fail(field, format!("{field} is {length} characters, at most {max} are allowed"), key_ref));
             }
             Ok(text)
         };
 
         let request = match &self.link {
-            LinkTemplates::Classic {
-                currency,
-                title,
-                description,
-                multiple,
-            } => {
+            LinkTemplates::Classic { currency, title, description, multiple } => {
                 let currency = currency_of(currency)?;
                 LinkRequest::Classic(ClassicRequest {
                     amount: amount_in(currency)?,
@@ -724,14 +639,7 @@ impl Plan {
                     multiple: boolean("multiple", multiple)?,
                 })
             }
-            LinkTemplates::Plus {
-                team_id,
-                template_id,
-                name,
-                currency,
-                multiple_usage,
-                custom_webhook,
-            } => {
+            LinkTemplates::Plus { team_id, template_id, name, currency, multiple_usage, custom_webhook } => {
                 let currency = currency.as_ref().map(currency_of).transpose()?;
                 // Without a currency the template's applies; amounts are then read with two decimals
                 // unless they are minor units, which need no exponent.
@@ -744,20 +652,13 @@ impl Plan {
                             key_ref,
                         ));
                     }
-                    None => amount_in(Currency {
-                        code: "",
-                        exponent: 0,
-                    })?,
+                    None => amount_in(Currency { code: "", exponent: 0 })?,
                 };
                 let custom_webhook = match custom_webhook {
                     Some(t) => {
                         let hook = render("custom_webhook", t, key_ref)?;
                         if !hook.starts_with("https://") {
-                            return Err(fail(
-                                "custom_webhook",
-                                format!("`{hook}` must be an https:// URL"),
-                                key_ref,
-                            ));
+                            return Err(fail("custom_webhook", format!("`{hook}` must be an https:// URL"), key_ref));
                         }
                         Some(hook)
                     }
@@ -775,13 +676,7 @@ impl Plan {
             }
         };
         let fingerprint = request.fingerprint();
-        Ok(PlannedRow {
-            line: record.line,
-            key,
-            request,
-            fingerprint,
-            extra,
-        })
+        Ok(PlannedRow { line: record.line, key, request, fingerprint, extra })
     }
 }
 

@@ -42,9 +42,7 @@ pub struct Progress(Arc<Counters>);
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Progress")
-            .field("total", &self.0.total)
-            .finish()
+        f.debug_struct("Progress").field("total", &self.0.total).finish()
     }
 }
 
@@ -91,36 +89,24 @@ impl Progress {
     }
 
     /// Refreshes the bar every second (or logs every ten); `eta` gives the throttle's bound for n rows.
-    pub fn start_ticker(
-        &self,
-        eta: impl Fn(u64) -> Option<Duration> + Send + 'static,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn start_ticker(&self, eta: impl Fn(u64) -> Option<Duration> + Send + 'static) -> tokio::task::JoinHandle<()> {
         let counters = self.0.clone();
         tokio::spawn(async move {
             let mut tick = 0u64;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 tick += 1;
-                let (created, failed) = (
-                    counters.created.load(Ordering::Relaxed),
-                    counters.failed.load(Ordering::Relaxed),
-                );
+                let (created, failed) =
+                    (counters.created.load(Ordering::Relaxed), counters.failed.load(Ordering::Relaxed));
                 let done = created + failed;
                 let elapsed = counters.started.elapsed().as_secs_f64().max(0.001);
                 let rate = done as f64 / elapsed;
                 let remaining = counters.total.saturating_sub(done);
                 // The slower of the limits' bound and what the server has actually sustained.
                 let bound = eta(remaining).unwrap_or_default();
-                let observed = if done >= 5 {
-                    Duration::from_secs_f64(remaining as f64 / rate)
-                } else {
-                    bound
-                };
+                let observed = if done >= 5 { Duration::from_secs_f64(remaining as f64 / rate) } else { bound };
                 let eta = bound.max(observed);
-                let message = format!(
-                    "{created} created, {failed} failed, {rate:.1}/s, ETA {}",
-                    human(eta)
-                );
+                let message = format!("{created} created, {failed} failed, {rate:.1}/s, ETA {}", human(eta));
                 if let Some(bar) = &counters.bar {
                     bar.set_message(message);
                 } else if counters.log_lines && tick.is_multiple_of(10) {

@@ -42,14 +42,8 @@ impl FromStr for Rate {
     type Err = RateError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (count, period) = text
-            .trim()
-            .split_once('/')
-            .ok_or_else(|| RateError::Shape(text.to_owned()))?;
-        let count: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| RateError::Shape(text.to_owned()))?;
+        let (count, period) = text.trim().split_once('/').ok_or_else(|| RateError::Shape(text.to_owned()))?;
+        let count: u32 = count.trim().parse().map_err(|_| RateError::Shape(text.to_owned()))?;
         let period = period.trim();
         // "60/min" means one minute; "5/10s" means ten seconds: a bare unit gets an implicit 1.
         let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
@@ -71,9 +65,7 @@ impl fmt::Display for Rate {
             3600 if self.period.subsec_nanos() == 0 => "h".to_owned(),
             60 if self.period.subsec_nanos() == 0 => "min".to_owned(),
             1 if self.period.subsec_nanos() == 0 => "s".to_owned(),
-            _ => humantime::format_duration(self.period)
-                .to_string()
-                .replace(' ', ""),
+            _ => humantime::format_duration(self.period).to_string().replace(' ', ""),
         };
         write!(f, "{}/{}", self.count, period)
     }
@@ -105,10 +97,7 @@ where
 {
     /// An empty window for `rate`.
     pub fn new(rate: Rate) -> Self {
-        SlidingWindow {
-            rate,
-            admitted: VecDeque::with_capacity(rate.count.min(4096) as usize),
-        }
+        SlidingWindow { rate, admitted: VecDeque::with_capacity(rate.count.min(4096) as usize) }
     }
 
     /// The rate this window enforces.
@@ -162,31 +151,13 @@ mod tests {
 
     #[test]
     fn parses_the_forms_the_spec_names() {
-        assert_eq!(
-            "60/min".parse::<Rate>().unwrap(),
-            Rate {
-                count: 60,
-                period: Duration::from_secs(60)
-            }
-        );
-        assert_eq!(
-            "1000/h".parse::<Rate>().unwrap().period,
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            "5/10s".parse::<Rate>().unwrap().period,
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            "2000/2min".parse::<Rate>().unwrap().period,
-            Duration::from_secs(120)
-        );
+        assert_eq!("60/min".parse::<Rate>().unwrap(), Rate { count: 60, period: Duration::from_secs(60) });
+        assert_eq!("1000/h".parse::<Rate>().unwrap().period, Duration::from_secs(3600));
+        assert_eq!("5/10s".parse::<Rate>().unwrap().period, Duration::from_secs(10));
+        assert_eq!("2000/2min".parse::<Rate>().unwrap().period, Duration::from_secs(120));
         assert!(matches!("0/min".parse::<Rate>(), Err(RateError::Zero(_))));
         assert!(matches!("60".parse::<Rate>(), Err(RateError::Shape(_))));
-        assert!(matches!(
-            "60/fortnightly".parse::<Rate>(),
-            Err(RateError::Duration(_))
-        ));
+        assert!(matches!("60/fortnightly".parse::<Rate>(), Err(RateError::Duration(_))));
     }
 
     #[test]
@@ -207,14 +178,8 @@ mod tests {
             window.record(at);
         }
         let t3 = t0 + Duration::from_secs(3);
-        assert_eq!(
-            window.next_free(t3, Duration::ZERO),
-            t0 + Duration::from_secs(10)
-        );
-        assert_eq!(
-            window.next_free(t3, Duration::from_millis(50)),
-            t0 + Duration::from_millis(10_050)
-        );
+        assert_eq!(window.next_free(t3, Duration::ZERO), t0 + Duration::from_secs(10));
+        assert_eq!(window.next_free(t3, Duration::from_millis(50)), t0 + Duration::from_millis(10_050));
         assert_eq!(window.count_at(t0 + Duration::from_secs(10)), 2);
     }
 }

@@ -51,14 +51,11 @@ pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
         if link.fingerprint == row.fingerprint {
             return Disposition::Existing(link.clone());
         }
-        let changes = state.request.as_ref().map_or_else(
-            || "the link's parameters".into(),
-            |before| row.request.changes_from(before),
-        );
-        return Disposition::Conflict {
-            link_id: link.link_id.clone(),
-            changes,
-        };
+        let changes = state
+            .request
+            .as_ref()
+            .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(before));
+        return Disposition::Conflict { link_id: link.link_id.clone(), changes };
     }
     match &state.open {
         Some(open) => Disposition::Uncertain(open.clone()),
@@ -109,10 +106,7 @@ pub fn for_each_row(
                         line: row.line,
                         key: Some(row.key.clone()),
                         field: "key",
-                        reason: format!(
-                            "duplicate key `{}`: an earlier row has the same key",
-                            row.key
-                        ),
+                        reason: format!("duplicate key `{}`: an earlier row has the same key", row.key),
                         extra: row.extra,
                     })
                 }
@@ -182,11 +176,7 @@ impl Summary {
             3
         } else if self.interrupted {
             130
-        } else if count(Status::Failed)
-            + count(Status::Rejected)
-            + count(Status::Conflict)
-            + count(Status::Pending)
-            > 0
+        } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0
         {
             1
         } else {
@@ -196,19 +186,11 @@ impl Summary {
 
     /// One line for the end of a run.
     pub fn line(&self) -> String {
-        let parts: Vec<String> = self
-            .counts
-            .iter()
-            .map(|(s, n)| format!("{n} {}", s.name()))
-            .collect();
+        let parts: Vec<String> = self.counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
         format!(
             "{} rows: {} in {:.1}s ({} requests); output {}",
             self.counts.values().sum::<u64>(),
-            if parts.is_empty() {
-                "none".to_owned()
-            } else {
-                parts.join(", ")
-            },
+            if parts.is_empty() { "none".to_owned() } else { parts.join(", ") },
             self.elapsed.as_secs_f64(),
             self.requests,
             self.output.display()
@@ -261,6 +243,15 @@ struct Shared {
     aborted: Mutex<Option<String>>,
     requests: AtomicU64,
     progress: Progress,
+    /// Until one request has been answered without a fatal error (a wrong key's 401), requests go one at
+    /// a time: a wrong key costs one request, not one per worker.
+    probe: tokio::sync::Mutex<()>,
+    verified: AtomicBool,
+}
+
+/// Permission to send one request: its place under the limits, and the probe while the key is unproven.
+struct Turn<'a> {
+    _probe: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl Shared {
@@ -281,10 +272,7 @@ impl Shared {
             // A ledger that cannot be written makes every further request unsafe: stop the run.
             let message = e.to_string();
             self.abort(message.clone());
-            ApiError::Fatal {
-                code: "ledger".into(),
-                message,
-            }
+            ApiError::Fatal { code: "ledger".into(), message }
         })?;
         self.index().record(&event);
         Ok(())
@@ -296,30 +284,36 @@ impl Shared {
         self.stop.stop();
     }
 
-    /// Waits its turn under the limits, then sends.
-    async fn throttled<T>(
-        &self,
-        send: impl std::future::Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
+    /// Waits for the probe (while the key is unproven) and a place under the limits; `None` once stopped.
+    async fn turn(&self) -> Option<Turn<'_>> {
+        let probe = if self.verified.load(Ordering::SeqCst) {
+            None
+        } else {
+            let guard = self.probe.lock().await;
+            (!self.verified.load(Ordering::SeqCst)).then_some(guard)
+        };
+        if self.stop.is_stopped() {
+            return None;
+        }
         self.throttle.acquire().await;
-        self.sent(send).await
+        (!self.stop.is_stopped()).then_some(Turn { _probe: probe })
     }
 
-    /// Sends a request that already has its turn, counting it; a 429 pauses every worker, not only this one.
+    /// Sends a request that has its turn, counting it; a 429 pauses every worker, not only this one.
     async fn sent<T>(
         &self,
+        _turn: Turn<'_>,
         send: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = send.await;
-        if let Err(ApiError::Retryable {
-            rate_limited: true,
-            retry_after,
-            ..
-        }) = &result
-        {
-            self.throttle
-                .pause(retry_after.unwrap_or(self.plan.retry.base_delay));
+        match &result {
+            Err(ApiError::Fatal { .. }) => {}
+            Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
+                self.verified.store(true, Ordering::SeqCst);
+                self.throttle.pause(retry_after.unwrap_or(self.plan.retry.base_delay));
+            }
+            _ => self.verified.store(true, Ordering::SeqCst),
         }
         result
     }
@@ -370,6 +364,8 @@ pub async fn run(
         aborted: Mutex::new(None),
         requests: AtomicU64::new(0),
         progress,
+        probe: tokio::sync::Mutex::new(()),
+        verified: AtomicBool::new(false),
     });
     let ticker = shared.progress.start_ticker({
         let shared = shared.clone();
@@ -422,13 +418,8 @@ pub async fn run(
     let _ = ticker.await;
     shared.progress.finish();
 
-    let shared =
-        Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
-    let aborted = shared
-        .aborted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
+    let aborted = shared.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     let index = shared.index.into_inner().unwrap_or_else(|p| p.into_inner());
     let counts = write_output(&shared.plan, &index, Some(start_line))?;
@@ -501,6 +492,10 @@ async fn process(shared: &Shared, job: Job) {
             }
         }
         let content = shared.content_lock(&row.request).read().await;
+        // The turn first, then the intent: its time is the time the request leaves, and a run stopped while
+        // waiting leaves no intent behind (the row stays pending, not uncertain). Lock order everywhere:
+        // content shard, then probe, then throttle; nothing holding the probe waits for a shard.
+        let Some(turn) = shared.turn().await else { return };
         let at = SystemTime::now();
         let intent = Event::Intent {
             key: row.key.clone(),
@@ -508,12 +503,10 @@ async fn process(shared: &Shared, job: Job) {
             at: humantime::format_rfc3339_millis(at).to_string(),
             request: row.request.clone(),
         };
-        // Throttle first, then the intent: its time is the time the request leaves.
-        shared.throttle.acquire().await;
         if shared.record(intent).await.is_err() {
             return;
         }
-        let outcome = shared.sent(shared.client.create(&row.request)).await;
+        let outcome = shared.sent(turn, shared.client.create(&row.request)).await;
         let failure = match outcome {
             Ok(link) => {
                 let _ = shared
@@ -532,30 +525,19 @@ async fn process(shared: &Shared, job: Job) {
         };
         drop(content);
         match failure {
-            ApiError::Retryable {
-                retry_after,
-                reason,
-                ..
-            } => {
+            ApiError::Retryable { retry_after, reason, .. } => {
                 tracing::debug!(line = row.line, key = %row.key, "retrying: {reason}");
                 let Some(delay) = give_up(&reason) else {
                     fail(
                         shared,
                         &row,
                         "retries_exhausted",
-                        &format!(
-                            "gave up after {} attempts: {reason}",
-                            shared.plan.retry.attempts
-                        ),
+                        &format!("gave up after {} attempts: {reason}", shared.plan.retry.attempts),
                     )
                     .await;
                     return;
                 };
-                if !shared
-                    .stop
-                    .sleep(delay.max(retry_after.unwrap_or_default()))
-                    .await
-                {
+                if !shared.stop.sleep(delay.max(retry_after.unwrap_or_default())).await {
                     return;
                 }
             }
@@ -605,31 +587,26 @@ async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
 }
 
 /// Looks for the link an uncertain request may have made; adopts it (ledger `adopted`) when found.
-async fn reconcile(
-    shared: &Shared,
-    row: &PlannedRow,
-    intent: &OpenIntent,
-) -> Result<bool, ApiError> {
+async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Result<bool, ApiError> {
     let _exclusive = shared.content_lock(&intent.request).write().await;
-    let since = intent
-        .at
-        .checked_sub(CLOCK_SKEW)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let since = intent.at.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH);
     let team = match &intent.request {
         LinkRequest::Plus(r) => Some(r.team_id),
         LinkRequest::Classic(_) => None,
     };
     let mut offset = 0;
     loop {
-        let page = shared
-            .throttled(shared.client.list(since, offset, team))
-            .await?;
+        let Some(turn) = shared.turn().await else {
+            return Err(ApiError::Retryable {
+                retry_after: None,
+                rate_limited: false,
+                reason: "the run is stopping".into(),
+            });
+        };
+        let page = shared.sent(turn, shared.client.list(since, offset, team)).await?;
         let found: Option<RemoteLink> = {
             let index = shared.index();
-            page.links
-                .iter()
-                .find(|l| l.matches(&intent.request) && !index.claimed.contains(&l.id))
-                .cloned()
+            page.links.iter().find(|l| l.matches(&intent.request) && !index.claimed.contains(&l.id)).cloned()
         };
         if let Some(link) = found {
             tracing::info!(line = row.line, key = %row.key, link = %link.id, "adopted the link an uncertain request made");
@@ -654,11 +631,7 @@ async fn reconcile(
 
 /// Writes the output CSV from the input and the ledger. `run_start`: ledger lines before this run (links
 /// after it are `created`, before it `existing`); `None` reports every link as `created`.
-pub fn write_output(
-    plan: &Plan,
-    index: &Index,
-    run_start: Option<u64>,
-) -> anyhow::Result<BTreeMap<Status, u64>> {
+pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>) -> anyhow::Result<BTreeMap<Status, u64>> {
     let mut writer = OutputWriter::create(&plan.output_path, &plan.extra_columns)
         .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
     let mut counts = BTreeMap::new();
@@ -666,9 +639,7 @@ pub fn write_output(
     let mut error = None;
     for_each_row(plan, &mut reader, |row| {
         let out = output_row(row, index, run_start);
-        *counts
-            .entry(out.status.unwrap_or(Status::Pending))
-            .or_insert(0) += 1;
+        *counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
         match writer.write(&out) {
             Ok(()) => true,
             Err(e) => {
@@ -680,17 +651,11 @@ pub fn write_output(
     if let Some(e) = error {
         anyhow::bail!("cannot write output {}: {e}", plan.output_path.display());
     }
-    writer
-        .finish()
-        .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
+    writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
     Ok(counts)
 }
 
-fn output_row(
-    row: Result<PlannedRow, RowError>,
-    index: &Index,
-    run_start: Option<u64>,
-) -> OutputRow {
+fn output_row(row: Result<PlannedRow, RowError>, index: &Index, run_start: Option<u64>) -> OutputRow {
     let row = match row {
         Err(e) => {
             return OutputRow {
@@ -718,26 +683,20 @@ fn output_row(
     match disposition(&row, state) {
         Disposition::Existing(link) => {
             let fresh = run_start.is_none_or(|start| link.line > start);
-            out.status = Some(if fresh {
-                Status::Created
-            } else {
-                Status::Existing
-            });
+            out.status = Some(if fresh { Status::Created } else { Status::Existing });
             out.link_id = link.link_id;
             out.payment_uri = link.payment_uri;
         }
         Disposition::Conflict { link_id, changes } => {
             out.status = Some(Status::Conflict);
             out.error_code = "conflict".into();
-            out.error_message =
-                format!("row changed after link {link_id} was made ({changes}); not re-created");
+            out.error_message = format!("row changed after link {link_id} was made ({changes}); not re-created");
             out.link_id = link_id;
         }
         Disposition::Uncertain(_) => {
             out.status = Some(Status::Failed);
             out.error_code = "uncertain".into();
-            out.error_message =
-                "the outcome of the last request is unknown; run again to reconcile".into();
+            out.error_message = "the outcome of the last request is unknown; run again to reconcile".into();
         }
         Disposition::New => match state.and_then(|s| s.failed.clone()) {
             Some((code, message)) => {

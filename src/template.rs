@@ -73,10 +73,7 @@ impl Template {
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
-        Ok(Template {
-            source: source.to_owned(),
-            parts,
-        })
+        Ok(Template { source: source.to_owned(), parts })
     }
 
     /// The placeholder names, in order of appearance.
@@ -93,10 +90,7 @@ impl Template {
     }
 
     /// Renders with `lookup`; the first placeholder it has no value for is returned as the error.
-    pub fn render<'v>(
-        &self,
-        mut lookup: impl FnMut(&str) -> Option<&'v str>,
-    ) -> Result<String, String> {
+    pub fn render<'v>(&self, mut lookup: impl FnMut(&str) -> Option<&'v str>) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {

@@ -32,9 +32,7 @@ pub struct Throttle {
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Throttle")
-            .field("rates", &self.rates)
-            .finish()
+        f.debug_struct("Throttle").field("rates", &self.rates).finish()
     }
 }
 
@@ -46,14 +44,7 @@ impl Throttle {
             .and_then(Quota::with_period)
             .map(|quota| RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN)));
         let windows = rates.iter().map(|&r| SlidingWindow::new(r)).collect();
-        Throttle {
-            pace,
-            rates: rates.to_vec(),
-            state: Mutex::new(State {
-                windows,
-                paused_until: None,
-            }),
-        }
+        Throttle { pace, rates: rates.to_vec(), state: Mutex::new(State { windows, paused_until: None }) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,12 +55,7 @@ impl Throttle {
     /// Counts requests an earlier run sent (from the ledger) against the windows they still fall in.
     pub fn seed(&self, sent: &[SystemTime]) {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let longest = self
-            .rates
-            .iter()
-            .map(|r| r.period)
-            .max()
-            .unwrap_or_default();
+        let longest = self.rates.iter().map(|r| r.period).max().unwrap_or_default();
         let mut recent: Vec<Instant> = sent
             .iter()
             .filter_map(|&at| wall.duration_since(at).ok())
@@ -86,10 +72,7 @@ impl Throttle {
     /// Waits until one more request may be sent, and counts it.
     pub async fn acquire(&self) {
         loop {
-            let paused = self
-                .state()
-                .paused_until
-                .filter(|&until| until > Instant::now());
+            let paused = self.state().paused_until.filter(|&until| until > Instant::now());
             if let Some(until) = paused {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
@@ -103,12 +86,7 @@ impl Throttle {
                 if state.paused_until.is_some_and(|until| until > now) {
                     continue;
                 }
-                let free = state
-                    .windows
-                    .iter_mut()
-                    .map(|w| w.next_free(now, margin(w.rate())))
-                    .max()
-                    .unwrap_or(now);
+                let free = state.windows.iter_mut().map(|w| w.next_free(now, margin(w.rate()))).max().unwrap_or(now);
                 if free <= now {
                     state.windows.iter_mut().for_each(|w| w.record(now));
                     return;
@@ -153,12 +131,7 @@ pub fn fastest_schedule(n: u64, rates: &[Rate]) -> Duration {
     schedule(n, rates, windows, now)
 }
 
-fn schedule(
-    n: u64,
-    rates: &[Rate],
-    mut windows: Vec<SlidingWindow<Instant>>,
-    start: Instant,
-) -> Duration {
+fn schedule(n: u64, rates: &[Rate], mut windows: Vec<SlidingWindow<Instant>>, start: Instant) -> Duration {
     let interval = pacing_interval(rates).unwrap_or_default();
     let mut t = start;
     let mut last: Option<Instant> = None;
@@ -166,11 +139,7 @@ fn schedule(
         if let Some(last) = last {
             t = t.max(last + interval);
         }
-        t = windows
-            .iter_mut()
-            .map(|w| w.next_free(t, Duration::ZERO))
-            .max()
-            .unwrap_or(t);
+        t = windows.iter_mut().map(|w| w.next_free(t, Duration::ZERO)).max().unwrap_or(t);
         windows.iter_mut().for_each(|w| w.record(t));
         last = Some(t);
     }
@@ -194,10 +163,7 @@ mod tests {
         assert_eq!(fastest_schedule(1001, &default), Duration::from_secs(3600));
         // Issue 6: 6000/min with 2000 per 2 min, 3000 rows: about 130 s.
         let scaled = fastest_schedule(3000, &rates(&["6000/min", "2000/2min"]));
-        assert!(
-            scaled > Duration::from_secs(129) && scaled < Duration::from_secs(131),
-            "{scaled:?}"
-        );
+        assert!(scaled > Duration::from_secs(129) && scaled < Duration::from_secs(131), "{scaled:?}");
     }
 
     #[tokio::test]
@@ -208,10 +174,6 @@ mod tests {
             throttle.acquire().await;
         }
         // Six requests at 20 ms spacing: the last leaves about 100 ms after the first.
-        assert!(
-            start.elapsed() >= Duration::from_millis(95),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() >= Duration::from_millis(95), "{:?}", start.elapsed());
     }
 }

@@ -62,10 +62,7 @@ impl FaultKind {
 
     /// Whether the fault needs a stored link, and so only applies to create requests.
     fn after_commit(self) -> bool {
-        matches!(
-            self,
-            FaultKind::ServerErrorAfter | FaultKind::SlowAfter | FaultKind::DropAfterCommit
-        )
+        matches!(self, FaultKind::ServerErrorAfter | FaultKind::SlowAfter | FaultKind::DropAfterCommit)
     }
 }
 
@@ -88,28 +85,17 @@ impl FromStr for FaultSpec {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let names = || {
-            FaultKind::ALL
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (kind, probability) = text
-            .split_once('=')
-            .ok_or_else(|| format!("fault `{text}` is not KIND=PROB (kinds: {})", names()))?;
+        let names = || FaultKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+        let (kind, probability) =
+            text.split_once('=').ok_or_else(|| format!("fault `{text}` is not KIND=PROB (kinds: {})", names()))?;
         let kind = FaultKind::ALL
             .into_iter()
             .find(|k| k.name() == kind.trim())
             .ok_or_else(|| format!("unknown fault kind `{kind}` (kinds: {})", names()))?;
-        let probability: f64 = probability
-            .trim()
-            .parse()
-            .map_err(|_| format!("fault probability `{probability}` is not a number"))?;
+        let probability: f64 =
+            probability.trim().parse().map_err(|_| format!("fault probability `{probability}` is not a number"))?;
         if !(0.0..=1.0).contains(&probability) {
-            return Err(format!(
-                "fault probability {probability} is outside 0.0–1.0"
-            ));
+            return Err(format!("fault probability {probability} is outside 0.0–1.0"));
         }
         Ok(FaultSpec { kind, probability })
     }
@@ -150,9 +136,7 @@ impl SandboxConfig {
     pub fn validate(&self) -> Result<(), String> {
         let total: f64 = self.faults.iter().map(|f| f.probability).sum();
         if total > 1.0 + 1e-9 {
-            return Err(format!(
-                "fault probabilities add up to {total}, more than 1.0"
-            ));
+            return Err(format!("fault probabilities add up to {total}, more than 1.0"));
         }
         Ok(())
     }
@@ -168,9 +152,7 @@ impl Shared {
     /// The store. A poisoned lock (a panic mid-update) still holds consistent data: every update is a
     /// single push or flag set, so the sandbox keeps serving.
     fn store(&self) -> MutexGuard<'_, store::Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -185,9 +167,7 @@ pub struct Sandbox {
 
 impl fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sandbox")
-            .field("base_url", &self.base_url)
-            .finish()
+        f.debug_struct("Sandbox").field("base_url", &self.base_url).finish()
     }
 }
 
@@ -202,25 +182,13 @@ impl Sandbox {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
-        let mut store = store::Store::new(
-            config.teams.clone(),
-            config.limits.clone(),
-            StdRng::seed_from_u64(config.seed),
-        );
+        let mut store =
+            store::Store::new(config.teams.clone(), config.limits.clone(), StdRng::seed_from_u64(config.seed));
         store.set_base_url(base_url.clone());
-        let shared = Arc::new(Shared {
-            store: Mutex::new(store),
-            config,
-        });
+        let shared = Arc::new(Shared { store: Mutex::new(store), config });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));
-        Ok(Sandbox {
-            addr,
-            base_url,
-            shared,
-            stop,
-            task,
-        })
+        Ok(Sandbox { addr, base_url, shared, stop, task })
     }
 
     /// `http://127.0.0.1:PORT`, the base URL of both APIs.
@@ -268,20 +236,11 @@ async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::
         let mut stopped = stopped.clone();
         connections.spawn(async move {
             let handler_kill = ConnectionKill(kill.clone());
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(handler_kill.clone());
-                    let mut router = router.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            router
-                                .call(request)
-                                .await
-                                .unwrap_or_else(|never| match never {}),
-                        )
-                    }
-                },
-            );
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(handler_kill.clone());
+                let mut router = router.clone();
+                async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|never| match never {})) }
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             // Dropping the connection future closes the socket: the client sees no answer at all.

@@ -36,10 +36,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/pay/{id}", get(payment_page))
         .route("/pay/plus/{id}", get(payment_page))
         .fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            count_answers,
-        ))
+        .layer(middleware::from_fn_with_state(shared.clone(), count_answers))
         .with_state(shared)
 }
 
@@ -68,14 +65,8 @@ fn refuse(fault: ApiFault) -> Response {
 }
 
 fn too_many(retry_after: u64) -> Response {
-    let mut response = refuse(ApiFault::new(
-        429,
-        "too_many_requests",
-        "rate limit exceeded, retry later",
-    ));
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    let mut response = refuse(ApiFault::new(429, "too_many_requests", "rate limit exceeded, retry later"));
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }
 
@@ -101,28 +92,16 @@ fn secret_key(headers: &HeaderMap, api: Api) -> Result<String, ApiFault> {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or_else(|| unauthorized("authentication failed: malformed Basic credentials"))?;
-        decoded
-            .split_once(':')
-            .map_or(decoded.clone(), |(user, _)| user.to_owned())
+        decoded.split_once(':').map_or(decoded.clone(), |(user, _)| user.to_owned())
     } else if api == Api::Plus {
-        value
-            .strip_prefix("Bearer ")
-            .unwrap_or(value)
-            .trim()
-            .to_owned()
+        value.strip_prefix("Bearer ").unwrap_or(value).trim().to_owned()
     } else {
-        return Err(unauthorized(
-            "authentication failed: use HTTP Basic with your secret key as the user name",
-        ));
+        return Err(unauthorized("authentication failed: use HTTP Basic with your secret key as the user name"));
     };
     if key.starts_with("pkey_") {
-        return Err(unauthorized(
-            "authentication failed: a public key cannot be used here, use your secret key",
-        ));
+        return Err(unauthorized("authentication failed: a public key cannot be used here, use your secret key"));
     }
-    let known = ["skey_test_", "skey_live_"]
-        .iter()
-        .any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    let known = ["skey_test_", "skey_live_"].iter().any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
     if !known {
         return Err(unauthorized("authentication failed: unknown secret key"));
     }
@@ -130,12 +109,7 @@ fn secret_key(headers: &HeaderMap, api: Api) -> Result<String, ApiFault> {
 }
 
 /// Authentication, then the key's windows, then the fault draw, then the configured latency.
-async fn gate(
-    shared: &Shared,
-    headers: &HeaderMap,
-    api: Api,
-    create: bool,
-) -> Result<Admitted, Response> {
+async fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<Admitted, Response> {
     let key = secret_key(headers, api).map_err(refuse)?;
     let fault = {
         let mut store = shared.store();
@@ -157,11 +131,7 @@ async fn gate(
         match fault {
             Some(FaultKind::ServerErrorBefore) => {
                 store.count_fault(FaultKind::ServerErrorBefore.name());
-                return Err(refuse(ApiFault::new(
-                    500,
-                    "internal_error",
-                    "injected fault: 500 before commit",
-                )));
+                return Err(refuse(ApiFault::new(500, "internal_error", "injected fault: 500 before commit")));
             }
             Some(FaultKind::RateLimited) => {
                 store.count_fault(FaultKind::RateLimited.name());
@@ -173,10 +143,8 @@ async fn gate(
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
     }
-    let legacy = headers
-        .get("omise-version")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|version| version.trim() < "2019-05-29");
+    let legacy =
+        headers.get("omise-version").and_then(|v| v.to_str().ok()).is_some_and(|version| version.trim() < "2019-05-29");
     Ok(Admitted { key, fault, legacy })
 }
 
@@ -192,11 +160,7 @@ async fn after_commit(
     };
     shared.store().count_fault(kind.name());
     match kind {
-        FaultKind::ServerErrorAfter => refuse(ApiFault::new(
-            500,
-            "internal_error",
-            "injected fault: 500 after commit",
-        )),
+        FaultKind::ServerErrorAfter => refuse(ApiFault::new(500, "internal_error", "injected fault: 500 after commit")),
         FaultKind::SlowAfter => {
             tokio::time::sleep(shared.config.slow_delay).await;
             answer(200, body.clone())
@@ -226,10 +190,7 @@ fn fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiFa
     } else {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
             .map_err(|e| ApiFault::bad_request(format!("malformed form body: {e}")))?;
-        Ok(pairs
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect())
+        Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
     }
 }
 
@@ -255,39 +216,24 @@ async fn create_classic(
     body: Bytes,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Classic, true);
-    let outcome = fields(&headers, &body).and_then(|f| {
-        s.store()
-            .create_classic(&gate.key, &f, gate.legacy, SystemTime::now())
-    });
+    let outcome =
+        fields(&headers, &body).and_then(|f| s.store().create_classic(&gate.key, &f, gate.legacy, SystemTime::now()));
     after_commit(&s, gate.fault, outcome, kill).await
 }
 
-async fn list_classic(
-    State(s): Sandbox,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
+async fn list_classic(State(s): Sandbox, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(list_query(query).map(|q| {
-        s.store()
-            .list_classic(&gate.key, &q, gate.legacy, SystemTime::now())
-    }))
+    result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.legacy, SystemTime::now())))
 }
 
 async fn get_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(
-        s.store()
-            .get_classic(&gate.key, &id, gate.legacy, SystemTime::now()),
-    )
+    result(s.store().get_classic(&gate.key, &id, gate.legacy, SystemTime::now()))
 }
 
 async fn delete_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(
-        s.store()
-            .delete_classic(&gate.key, &id, gate.legacy, SystemTime::now()),
-    )
+    result(s.store().delete_classic(&gate.key, &id, gate.legacy, SystemTime::now()))
 }
 
 async fn create_plus(
@@ -297,8 +243,7 @@ async fn create_plus(
     body: Bytes,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Plus, true);
-    let outcome = fields(&headers, &body)
-        .and_then(|f| s.store().create_plus(&gate.key, &f, SystemTime::now()));
+    let outcome = fields(&headers, &body).and_then(|f| s.store().create_plus(&gate.key, &f, SystemTime::now()));
     after_commit(&s, gate.fault, outcome, kill).await
 }
 
@@ -314,10 +259,7 @@ async fn list_plus(
     RawQuery(query): RawQuery,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Plus, false);
-    result(
-        list_query(query)
-            .and_then(|q| s.store().list_plus(&gate.key, &team, &q, SystemTime::now())),
-    )
+    result(list_query(query).and_then(|q| s.store().list_plus(&gate.key, &team, &q, SystemTime::now())))
 }
 
 async fn get_template(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -325,11 +267,7 @@ async fn get_template(State(s): Sandbox, headers: HeaderMap, Path(id): Path<Stri
     result(s.store().get_template(&id))
 }
 
-async fn list_templates(
-    State(s): Sandbox,
-    headers: HeaderMap,
-    Path(team): Path<String>,
-) -> Response {
+async fn list_templates(State(s): Sandbox, headers: HeaderMap, Path(team): Path<String>) -> Response {
     admitted!(s, headers, Api::Plus, false);
     result(s.store().list_templates(&team))
 }
@@ -343,10 +281,7 @@ async fn pay(State(s): Sandbox, Path(id): Path<String>) -> Response {
 }
 
 async fn payment_page(Path(id): Path<String>) -> Html<String> {
-    let id: String = id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
+    let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     Html(format!(
         "<!doctype html><title>linkbatch sandbox</title><p>Sandbox payment page for link <code>{id}</code>. \
          Simulate a payment with <code>POST /__sandbox/links/{id}/pay</code>.</p>"

@@ -32,11 +32,7 @@ pub struct ApiFault {
 
 impl ApiFault {
     pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiFault {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiFault { status, code, message: message.into() }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -80,23 +76,13 @@ pub struct Template {
 
 /// The teams a fresh sandbox knows: the ids used by seed 000's examples and the project's sample jobs.
 pub fn default_teams() -> Vec<Team> {
-    let template = |id, name: &str, currency: &str| Template {
-        id,
-        name: name.into(),
-        currency: currency.into(),
-    };
+    let template = |id, name: &str, currency: &str| Template { id, name: name.into(), currency: currency.into() };
     vec![
         Team {
             id: 456,
-            templates: vec![
-                template(123, "Standard checkout", "thb"),
-                template(124, "International", "usd"),
-            ],
+            templates: vec![template(123, "Standard checkout", "thb"), template(124, "International", "usd")],
         },
-        Team {
-            id: 789,
-            templates: vec![template(321, "Tokyo events", "jpy")],
-        },
+        Team { id: 789, templates: vec![template(321, "Tokyo events", "jpy")] },
     ]
 }
 
@@ -186,11 +172,7 @@ fn iso(at: SystemTime) -> String {
 }
 
 /// Reads a field as a non-negative integer, from a JSON number or a form string.
-fn integer(
-    fields: &Map<String, Value>,
-    name: &str,
-    code: &'static str,
-) -> Result<Option<u64>, ApiFault> {
+fn integer(fields: &Map<String, Value>, name: &str, code: &'static str) -> Result<Option<u64>, ApiFault> {
     let bad = || ApiFault::new(400, code, format!("{name} must be a non-negative integer"));
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -218,23 +200,15 @@ fn boolean(fields: &Map<String, Value>, name: &str) -> Result<bool, ApiFault> {
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "on" => Ok(true),
             "false" | "0" | "off" | "" => Ok(false),
-            _ => Err(ApiFault::bad_request(format!(
-                "{name} must be true or false"
-            ))),
+            _ => Err(ApiFault::bad_request(format!("{name} must be true or false"))),
         },
-        Some(_) => Err(ApiFault::bad_request(format!(
-            "{name} must be true or false"
-        ))),
+        Some(_) => Err(ApiFault::bad_request(format!("{name} must be true or false"))),
     }
 }
 
 fn currency(value: &str) -> Result<&'static str, ApiFault> {
     Currency::find(value).map(|c| c.code).ok_or_else(|| {
-        ApiFault::new(
-            400,
-            "invalid_currency",
-            format!("currency `{value}` is not supported ({})", Currency::list()),
-        )
+        ApiFault::new(400, "invalid_currency", format!("currency `{value}` is not supported ({})", Currency::list()))
     })
 }
 
@@ -243,11 +217,7 @@ fn require_all(missing: Vec<&str>) -> Result<(), ApiFault> {
     if missing.is_empty() {
         return Ok(());
     }
-    let fields = missing
-        .iter()
-        .map(|m| format!("{m} is required"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let fields = missing.iter().map(|m| format!("{m} is required")).collect::<Vec<_>>().join(", ");
     Err(ApiFault::bad_request(fields))
 }
 
@@ -291,22 +261,14 @@ pub struct ListQuery {
 impl ListQuery {
     /// Reads Omise's list parameters; a malformed one is a `bad_request`, never ignored.
     pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiFault> {
-        let mut query = ListQuery {
-            from: None,
-            to: None,
-            offset: 0,
-            limit: 20,
-            reverse: false,
-        };
+        let mut query = ListQuery { from: None, to: None, offset: 0, limit: 20, reverse: false };
         for (name, value) in pairs {
             let time = |v: &str| {
                 humantime::parse_rfc3339_weak(v)
                     .map_err(|_| ApiFault::bad_request(format!("{name} must be an ISO 8601 time")))
             };
             let number = |v: &str| {
-                v.parse::<usize>().map_err(|_| {
-                    ApiFault::bad_request(format!("{name} must be a non-negative integer"))
-                })
+                v.parse::<usize>().map_err(|_| ApiFault::bad_request(format!("{name} must be a non-negative integer")))
             };
             match name.as_str() {
                 "from" => query.from = Some(time(value)?),
@@ -318,9 +280,7 @@ impl ListQuery {
                         "chronological" => false,
                         "reverse_chronological" => true,
                         _ => {
-                            return Err(ApiFault::bad_request(
-                                "order must be chronological or reverse_chronological",
-                            ));
+                            return Err(ApiFault::bad_request("order must be chronological or reverse_chronological"));
                         }
                     }
                 }
@@ -342,20 +302,10 @@ impl ListQuery {
             let at = created(item);
             self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
         };
-        let matching: Vec<&T> = if self.reverse {
-            all.rev().filter(keep).collect()
-        } else {
-            all.filter(keep).collect()
-        };
+        let matching: Vec<&T> =
+            if self.reverse { all.rev().filter(keep).collect() } else { all.filter(keep).collect() };
         let total = matching.len();
-        (
-            total,
-            matching
-                .into_iter()
-                .skip(self.offset)
-                .take(self.limit)
-                .collect(),
-        )
+        (total, matching.into_iter().skip(self.offset).take(self.limit).collect())
     }
 
     fn envelope(&self, location: &str, total: usize, data: Vec<Value>, now: SystemTime) -> Value {
@@ -405,22 +355,16 @@ impl Store {
 
     fn account(&mut self, key: &str) -> &mut Account {
         let limits = &self.limits;
-        self.accounts
-            .entry(key.to_owned())
-            .or_insert_with(|| Account {
-                live: key.starts_with("skey_live_"),
-                links: Vec::new(),
-                by_id: HashMap::new(),
-                plus: Vec::new(),
-                windows: limits
-                    .iter()
-                    .map(|&rate| KeyWindow {
-                        admitted: SlidingWindow::new(rate),
-                        seen: Default::default(),
-                        max_seen: 0,
-                    })
-                    .collect(),
-            })
+        self.accounts.entry(key.to_owned()).or_insert_with(|| Account {
+            live: key.starts_with("skey_live_"),
+            links: Vec::new(),
+            by_id: HashMap::new(),
+            plus: Vec::new(),
+            windows: limits
+                .iter()
+                .map(|&rate| KeyWindow { admitted: SlidingWindow::new(rate), seen: Default::default(), max_seen: 0 })
+                .collect(),
+        })
     }
 
     /// Counts a request against every window of `key`; refuses it when any window is full.
@@ -444,19 +388,13 @@ impl Store {
             self.counters.rate_limited += 1;
             // Whole seconds, rounded up: a client that waits exactly this long is inside the window.
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            Admission::Limited {
-                retry_after: retry_after.max(1),
-            }
+            Admission::Limited { retry_after: retry_after.max(1) }
         }
     }
 
     /// Tallies an answer for the stats.
     pub fn count_response(&mut self, status: &str) {
-        *self
-            .counters
-            .by_status
-            .entry(status.to_owned())
-            .or_default() += 1;
+        *self.counters.by_status.entry(status.to_owned()).or_default() += 1;
     }
 
     /// Tallies a fault served.
@@ -467,19 +405,11 @@ impl Store {
     fn new_id(&mut self, prefix: &str, live: bool) -> String {
         const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
         let mode = if live { "" } else { "test_" };
-        let tail: String = (0..19)
-            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
-            .collect();
+        let tail: String = (0..19).map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char).collect();
         format!("{prefix}_{mode}{tail}")
     }
 
-    fn classic_json(
-        &self,
-        live: bool,
-        link: &ClassicLink,
-        legacy_created: bool,
-        now: SystemTime,
-    ) -> Value {
+    fn classic_json(&self, live: bool, link: &ClassicLink, legacy_created: bool, now: SystemTime) -> Value {
         let location = format!("/links/{}", link.id);
         let mut body = json!({
             "object": "link",
@@ -496,11 +426,7 @@ impl Store {
             "payment_uri": classic_payment_uri(&self.base_url, &link.id),
             "deleted": link.deleted,
         });
-        let created_field = if legacy_created {
-            "created"
-        } else {
-            "created_at"
-        };
+        let created_field = if legacy_created { "created" } else { "created_at" };
         body[created_field] = Value::String(iso(link.created));
         body
     }
@@ -530,16 +456,11 @@ impl Store {
         }
         require_all(missing)?;
         // Proven just above: each of these is Some.
-        let (amount, title, description) = (
-            amount.unwrap_or(0),
-            title.unwrap_or_default(),
-            description.unwrap_or_default(),
-        );
+        let (amount, title, description) =
+            (amount.unwrap_or(0), title.unwrap_or_default(), description.unwrap_or_default());
         let currency = currency(&currency_code.unwrap_or_default())?;
         if title.chars().count() > MAX_TITLE {
-            return Err(ApiFault::bad_request(format!(
-                "title is too long (maximum is {MAX_TITLE} characters)"
-            )));
+            return Err(ApiFault::bad_request(format!("title is too long (maximum is {MAX_TITLE} characters)")));
         }
         if description.chars().count() > MAX_DESCRIPTION {
             return Err(ApiFault::bad_request(format!(
@@ -574,36 +495,18 @@ impl Store {
     }
 
     /// `GET /links/{id}`.
-    pub fn get_classic(
-        &mut self,
-        key: &str,
-        id: &str,
-        legacy: bool,
-        now: SystemTime,
-    ) -> Result<Value, ApiFault> {
+    pub fn get_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
         let account = self.account(key);
         let live = account.live;
-        let link = account
-            .by_id
-            .get(id)
-            .map(|&i| account.links[i].clone())
-            .ok_or_else(|| ApiFault::not_found("link"))?;
+        let link =
+            account.by_id.get(id).map(|&i| account.links[i].clone()).ok_or_else(|| ApiFault::not_found("link"))?;
         Ok(self.classic_json(live, &link, legacy, now))
     }
 
     /// `DELETE /links/{id}`: marks the link deleted; it leaves the list and can no longer be paid.
-    pub fn delete_classic(
-        &mut self,
-        key: &str,
-        id: &str,
-        legacy: bool,
-        now: SystemTime,
-    ) -> Result<Value, ApiFault> {
+    pub fn delete_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
         let account = self.account(key);
-        let index = *account
-            .by_id
-            .get(id)
-            .ok_or_else(|| ApiFault::not_found("link"))?;
+        let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
         if account.links[index].deleted {
             return Err(ApiFault::not_found("link"));
         }
@@ -614,45 +517,23 @@ impl Store {
     }
 
     /// `GET /links`: the Omise list object over the key's links that are not deleted.
-    pub fn list_classic(
-        &mut self,
-        key: &str,
-        query: &ListQuery,
-        legacy: bool,
-        now: SystemTime,
-    ) -> Value {
+    pub fn list_classic(&mut self, key: &str, query: &ListQuery, legacy: bool, now: SystemTime) -> Value {
         let account = self.account(key);
         let live = account.live;
-        let links: Vec<ClassicLink> = account
-            .links
-            .iter()
-            .filter(|l| !l.deleted)
-            .cloned()
-            .collect();
+        let links: Vec<ClassicLink> = account.links.iter().filter(|l| !l.deleted).cloned().collect();
         let (total, page) = query.page(links.iter(), |l| l.created);
-        let data = page
-            .into_iter()
-            .map(|l| self.classic_json(live, l, legacy, now))
-            .collect();
+        let data = page.into_iter().map(|l| self.classic_json(live, l, legacy, now)).collect();
         query.envelope("/links", total, data, now)
     }
 
     fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
-        self.teams
-            .iter()
-            .find(|t| t.id == team_id)
-            .ok_or_else(|| ApiFault::not_found(&format!("team {team_id}")))
+        self.teams.iter().find(|t| t.id == team_id).ok_or_else(|| ApiFault::not_found(&format!("team {team_id}")))
     }
 
     fn template(&self, template_id: u64) -> Result<(&Team, &Template), ApiFault> {
         self.teams
             .iter()
-            .find_map(|team| {
-                team.templates
-                    .iter()
-                    .find(|t| t.id == template_id)
-                    .map(|t| (team, t))
-            })
+            .find_map(|team| team.templates.iter().find(|t| t.id == template_id).map(|t| (team, t)))
             .ok_or_else(|| ApiFault::not_found(&format!("template {template_id}")))
     }
 
@@ -688,12 +569,7 @@ impl Store {
     }
 
     /// `POST /external/links`.
-    pub fn create_plus(
-        &mut self,
-        key: &str,
-        fields: &Map<String, Value>,
-        now: SystemTime,
-    ) -> Result<Value, ApiFault> {
+    pub fn create_plus(&mut self, key: &str, fields: &Map<String, Value>, now: SystemTime) -> Result<Value, ApiFault> {
         let template_id = integer(fields, "template_id", "bad_request")?;
         let team_id = integer(fields, "team_id", "bad_request")?;
         let name = text(fields, "name")?;
@@ -711,34 +587,23 @@ impl Store {
         }
         require_all(missing)?;
         // Proven just above: each of these is Some.
-        let (template_id, team_id, name, amount) = (
-            template_id.unwrap_or(0),
-            team_id.unwrap_or(0),
-            name.unwrap_or_default(),
-            amount.unwrap_or(0),
-        );
+        let (template_id, team_id, name, amount) =
+            (template_id.unwrap_or(0), team_id.unwrap_or(0), name.unwrap_or_default(), amount.unwrap_or(0));
         if name.chars().count() > MAX_TITLE {
-            return Err(ApiFault::bad_request(format!(
-                "name is too long (maximum is {MAX_TITLE} characters)"
-            )));
+            return Err(ApiFault::bad_request(format!("name is too long (maximum is {MAX_TITLE} characters)")));
         }
         let custom_webhook = text(fields, "custom_webhook")?;
         if let Some(hook) = &custom_webhook
             && (!hook.starts_with("https://") || hook.len() <= "https://".len())
         {
-            return Err(ApiFault::bad_request(format!(
-                "custom_webhook must be an https:// URL, got `{hook}`"
-            )));
+            return Err(ApiFault::bad_request(format!("custom_webhook must be an https:// URL, got `{hook}`")));
         }
         self.team(team_id)?;
         let (owner, template) = self.template(template_id)?;
         if owner.id != team_id {
-            return Err(ApiFault::not_found(&format!(
-                "template {template_id} in team {team_id}"
-            )));
+            return Err(ApiFault::not_found(&format!("template {template_id} in team {team_id}")));
         }
-        let currency =
-            currency(&text(fields, "currency")?.unwrap_or_else(|| template.currency.clone()))?;
+        let currency = currency(&text(fields, "currency")?.unwrap_or_else(|| template.currency.clone()))?;
         let multiple_usage = boolean(fields, "multiple_usage")?;
         let id = self.next_plus_id;
         self.next_plus_id += 1;
@@ -762,11 +627,7 @@ impl Store {
 
     fn plus_link(&mut self, key: &str, id: &str) -> Result<&mut PlusLink, ApiFault> {
         let id: u64 = id.parse().map_err(|_| ApiFault::not_found("link"))?;
-        self.account(key)
-            .plus
-            .iter_mut()
-            .find(|l| l.id == id)
-            .ok_or_else(|| ApiFault::not_found("link"))
+        self.account(key).plus.iter_mut().find(|l| l.id == id).ok_or_else(|| ApiFault::not_found("link"))
     }
 
     /// `GET /external/links/{id}`.
@@ -785,13 +646,7 @@ impl Store {
     ) -> Result<Value, ApiFault> {
         let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
         self.team(team_id)?;
-        let links: Vec<PlusLink> = self
-            .account(key)
-            .plus
-            .iter()
-            .filter(|l| l.team_id == team_id)
-            .cloned()
-            .collect();
+        let links: Vec<PlusLink> = self.account(key).plus.iter().filter(|l| l.team_id == team_id).cloned().collect();
         let (total, page) = query.page(links.iter(), |l| l.created);
         let data = page.into_iter().map(|l| self.plus_json(l)).collect();
         Ok(query.envelope(&format!("/external/{team_id}/links"), total, data, now))
@@ -808,11 +663,7 @@ impl Store {
     pub fn list_templates(&self, team_id: &str) -> Result<Value, ApiFault> {
         let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
         let team = self.team(team_id)?;
-        let data: Vec<Value> = team
-            .templates
-            .iter()
-            .map(|t| Self::template_json(team, t))
-            .collect();
+        let data: Vec<Value> = team.templates.iter().map(|t| Self::template_json(team, t)).collect();
         Ok(json!({ "object": "list", "total": data.len(), "data": data }))
     }
 
@@ -829,34 +680,19 @@ impl Store {
             }
         });
         let (key, classic) = found.ok_or_else(|| ApiFault::not_found("link"))?;
-        let used_fault = || {
-            ApiFault::new(
-                400,
-                "used_link",
-                "this single-use link has already been paid",
-            )
-        };
+        let used_fault = || ApiFault::new(400, "used_link", "this single-use link has already been paid");
         let body = match classic {
             Some(index) => {
                 let account = self.account(&key);
                 let live = account.live;
                 let link = &mut account.links[index];
                 if link.deleted {
-                    return Err(ApiFault::new(
-                        400,
-                        "invalid_link",
-                        "this link has been deleted",
-                    ));
+                    return Err(ApiFault::new(400, "invalid_link", "this link has been deleted"));
                 }
                 if !link.multiple && !link.charges.is_empty() {
                     return Err(used_fault());
                 }
-                link.charges.push(Charge {
-                    id: charge_id,
-                    amount: link.amount,
-                    currency: link.currency,
-                    created: now,
-                });
+                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
                 let link = link.clone();
                 self.classic_json(live, &link, false, now)
             }
@@ -865,12 +701,7 @@ impl Store {
                 if !link.multiple_usage && !link.charges.is_empty() {
                     return Err(used_fault());
                 }
-                link.charges.push(Charge {
-                    id: charge_id,
-                    amount: link.amount,
-                    currency: link.currency,
-                    created: now,
-                });
+                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
                 let link = link.clone();
                 self.plus_json(&link)
             }
@@ -891,22 +722,13 @@ impl Store {
                     continue;
                 }
                 classic += 1;
-                *identical
-                    .entry((
-                        "links",
-                        &link.title,
-                        &link.description,
-                        link.amount,
-                        link.currency,
-                    ))
-                    .or_default() += 1;
+                *identical.entry(("links", &link.title, &link.description, link.amount, link.currency)).or_default() +=
+                    1;
                 *per_title.entry(link.title.clone()).or_default() += 1;
             }
             for link in &account.plus {
                 plus += 1;
-                *identical
-                    .entry(("links_plus", &link.name, "", link.amount, link.currency))
-                    .or_default() += 1;
+                *identical.entry(("links_plus", &link.name, "", link.amount, link.currency)).or_default() += 1;
                 *per_title.entry(link.name.clone()).or_default() += 1;
             }
         }
@@ -916,12 +738,7 @@ impl Store {
             .enumerate()
             .map(|(i, rate)| WindowStats {
                 limit: rate.to_string(),
-                max_in_window: self
-                    .accounts
-                    .values()
-                    .map(|a| a.windows[i].max_seen)
-                    .max()
-                    .unwrap_or(0),
+                max_in_window: self.accounts.values().map(|a| a.windows[i].max_seen).max().unwrap_or(0),
             })
             .collect();
         Stats {
@@ -933,12 +750,7 @@ impl Store {
             payments: self.counters.payments,
             requests: self.counters.by_status.clone(),
             rate_limited: self.counters.rate_limited,
-            faults: self
-                .counters
-                .faults
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
+            faults: self.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             windows,
             identical_groups: identical.values().filter(|&&n| n > 1).count(),
             identical_extra: identical.values().map(|&n| n.saturating_sub(1)).sum(),
@@ -993,25 +805,16 @@ mod tests {
     use rand::SeedableRng;
 
     fn store() -> Store {
-        Store::new(
-            default_teams(),
-            vec!["2/10s".parse().unwrap()],
-            StdRng::seed_from_u64(1),
-        )
+        Store::new(default_teams(), vec!["2/10s".parse().unwrap()], StdRng::seed_from_u64(1))
     }
 
     fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
     }
 
     #[test]
     fn names_every_missing_field() {
-        let err = store()
-            .create_classic("skey_test_x", &Map::new(), false, SystemTime::now())
-            .unwrap_err();
+        let err = store().create_classic("skey_test_x", &Map::new(), false, SystemTime::now()).unwrap_err();
         assert_eq!(err.status, 400);
         for field in ["amount", "currency", "title", "description"] {
             assert!(err.message.contains(field), "{}", err.message);
@@ -1030,27 +833,10 @@ mod tests {
             ])
         };
         let now = SystemTime::now();
-        assert_eq!(
-            s.create_classic("k", &base(json!(-5), "thb"), false, now)
-                .unwrap_err()
-                .code,
-            "invalid_amount"
-        );
-        assert_eq!(
-            s.create_classic("k", &base(json!("12.5"), "thb"), false, now)
-                .unwrap_err()
-                .code,
-            "invalid_amount"
-        );
-        assert_eq!(
-            s.create_classic("k", &base(json!(100), "eur"), false, now)
-                .unwrap_err()
-                .code,
-            "invalid_currency"
-        );
-        let ok = s
-            .create_classic("skey_test_k", &base(json!("100"), "THB"), false, now)
-            .unwrap();
+        assert_eq!(s.create_classic("k", &base(json!(-5), "thb"), false, now).unwrap_err().code, "invalid_amount");
+        assert_eq!(s.create_classic("k", &base(json!("12.5"), "thb"), false, now).unwrap_err().code, "invalid_amount");
+        assert_eq!(s.create_classic("k", &base(json!(100), "eur"), false, now).unwrap_err().code, "invalid_currency");
+        let ok = s.create_classic("skey_test_k", &base(json!("100"), "THB"), false, now).unwrap();
         assert_eq!(ok["currency"], "thb");
         assert!(ok["id"].as_str().unwrap().starts_with("link_test_"));
     }
@@ -1061,14 +847,8 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.admit("k", t0), Admission::Admitted);
         assert_eq!(s.admit("k", t0), Admission::Admitted);
-        assert_eq!(
-            s.admit("k", t0 + std::time::Duration::from_millis(1500)),
-            Admission::Limited { retry_after: 9 }
-        );
-        assert_eq!(
-            s.admit("k", t0 + std::time::Duration::from_secs(10)),
-            Admission::Admitted
-        );
+        assert_eq!(s.admit("k", t0 + std::time::Duration::from_millis(1500)), Admission::Limited { retry_after: 9 });
+        assert_eq!(s.admit("k", t0 + std::time::Duration::from_secs(10)), Admission::Admitted);
         assert_eq!(s.stats().windows[0].max_in_window, 3);
         assert_eq!(s.stats().rate_limited, 1);
     }
@@ -1076,18 +856,9 @@ mod tests {
     #[test]
     fn plus_template_must_belong_to_team() {
         let mut s = store();
-        let f = fields(&[
-            ("template_id", json!(321)),
-            ("team_id", json!(456)),
-            ("name", json!("n")),
-            ("amount", json!(5)),
-        ]);
-        assert_eq!(
-            s.create_plus("k", &f, SystemTime::now())
-                .unwrap_err()
-                .status,
-            404
-        );
+        let f =
+            fields(&[("template_id", json!(321)), ("team_id", json!(456)), ("name", json!("n")), ("amount", json!(5))]);
+        assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 404);
         let f = fields(&[
             ("template_id", json!(123)),
             ("team_id", json!(456)),
@@ -1095,11 +866,6 @@ mod tests {
             ("amount", json!(5)),
             ("custom_webhook", json!("http://x")),
         ]);
-        assert_eq!(
-            s.create_plus("k", &f, SystemTime::now())
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 400);
     }
 }
