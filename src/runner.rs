@@ -308,7 +308,8 @@ impl Shared {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = send.await;
         match &result {
-            Err(ApiError::Fatal { .. }) => {}
+            // Abort before the turn is released: no other worker may send with a key the server refused.
+            Err(ApiError::Fatal { code, message }) => self.abort(format!("{code}: {message}")),
             Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
                 self.verified.store(true, Ordering::SeqCst);
                 self.throttle.pause(retry_after.unwrap_or(self.plan.retry.base_delay));

@@ -1,0 +1,9 @@
+//! One integration-test binary. Every test talks to a real sandbox over loopback (127.0.0.1, an ephemeral
+//! port) and, where it tests the product, runs the real `linkbatch` binary; assertions are on what a user
+//! sees: exit codes, the output CSV, and what the sandbox holds and served.
+
+mod compat;
+mod guards;
+mod run;
+mod sandbox_api;
+mod support;

@@ -1,0 +1,172 @@
+//! The test builder: a sandbox on an ephemeral port, a scratch directory, and the binary run against them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use linkbatch::sandbox::{Sandbox, SandboxConfig, Stats};
+
+/// A sandbox, a scratch directory and a key: one test's world.
+pub struct World {
+    pub rt: tokio::runtime::Runtime,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub key: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        World::with(SandboxConfig::default())
+    }
+
+    pub fn with(config: SandboxConfig) -> World {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let sandbox = rt.block_on(Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))).unwrap();
+        World { rt, sandbox, dir: tempfile::tempdir().unwrap(), key: Sandbox::test_key() }
+    }
+
+    pub fn base_url(&self) -> String {
+        self.sandbox.base_url().to_owned()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sandbox.stats()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `linkbatch ARGS` from the repository root (so the jobs' `samples/` paths resolve), with the key set.
+    pub fn linkbatch(&self, args: &[&str]) -> Cmd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_linkbatch"));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args(args).env("OMISE_SECRET_KEY", &self.key).env("CI", "true");
+        command.env_remove("LINKBATCH_LOG");
+        Cmd { command }
+    }
+
+    /// `linkbatch run JOB` against this sandbox, with output and ledger in the scratch directory.
+    pub fn run_job(&self, job: &str, extra: &[&str]) -> Cmd {
+        let output = self.path("out.csv");
+        let ledger = self.path("ledger.jsonl");
+        let base = self.base_url();
+        let mut args = vec!["run", job, "--base-url", &base];
+        let (output, ledger) = (output.to_str().unwrap().to_owned(), ledger.to_str().unwrap().to_owned());
+        args.extend(["--output", &output, "--ledger", &ledger]);
+        args.extend(extra);
+        self.linkbatch(&args)
+    }
+
+    pub fn output(&self) -> Vec<BTreeMap<String, String>> {
+        read_csv(&self.path("out.csv"))
+    }
+
+    /// A blocking HTTP call to the sandbox, for the API tests.
+    pub fn http(&self) -> Http<'_> {
+        Http { world: self, client: reqwest::Client::new() }
+    }
+}
+
+pub struct Http<'a> {
+    world: &'a World,
+    client: reqwest::Client,
+}
+
+/// Status and JSON body of one answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl Http<'_> {
+    pub fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        self.world.rt.block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let body = response.json().await.unwrap_or(serde_json::Value::Null);
+            Answer { status, retry_after, body }
+        })
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.world.base_url()))
+    }
+
+    /// A classic request with Basic auth as the official libraries send it.
+    pub fn classic(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path).basic_auth(&self.world.key, Some(""))
+    }
+
+    pub fn create(&self, form: &[(&str, &str)]) -> Answer {
+        self.send(self.classic(reqwest::Method::POST, "/links").form(form))
+    }
+}
+
+pub struct Cmd {
+    command: Command,
+}
+
+impl Cmd {
+    pub fn env(mut self, name: &str, value: &str) -> Cmd {
+        self.command.env(name, value);
+        self
+    }
+
+    pub fn env_remove(mut self, name: &str) -> Cmd {
+        self.command.env_remove(name);
+        self
+    }
+
+    pub fn run(mut self) -> Outcome {
+        let output = self.command.output().unwrap();
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and checks the exit code, showing stderr when it differs.
+    pub fn code(self, expected: i32) -> Outcome {
+        let outcome = self.run();
+        assert_eq!(outcome.code, expected, "exit code\n--- stdout\n{}\n--- stderr\n{}", outcome.stdout, outcome.stderr);
+        outcome
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect())
+        .collect()
+}
+
+/// How many rows of the output have each status.
+pub fn statuses(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts.entry(row["status"].clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn count(rows: &[BTreeMap<String, String>], status: &str) -> usize {
+    rows.iter().filter(|r| r["status"] == status).count()
+}
+
+pub fn requests(stats: &Stats) -> u64 {
+    stats.requests.values().sum()
+}
