@@ -7,3 +7,4 @@ mod guards;
 mod run;
 mod sandbox_api;
 mod support;
+mod torture;
