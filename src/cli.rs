@@ -345,13 +345,15 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
     let client =
         Client::new(plan.api, &plan.base_url, key, plan.auth, plan.timeout).map_err(|e| usage(anyhow::anyhow!(e)))?;
 
-    if let Some((team, template)) = plan.fixed_template() {
+    let mut reader = plan.reader()?;
+    let (survey, _) = runner::survey(&plan, &mut reader, &index);
+    for &(team, template) in &survey.templates {
         check_template(&client, team, template).await?;
     }
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout));
-    let summary = runner::run(plan, client, ledger, index, stop, RunOptions { progress: !quiet })
+    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet })
         .await
         .map_err(|e| Failure { code: 2, error: e })?;
     signals.abort();
@@ -458,7 +460,8 @@ fn status(args: InspectArgs) -> Result<u8, Failure> {
     let failed = survey.failed_before;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name, survey.rows, plan.ledger_path.display());
-    let _ = writeln!(out, "  created:   {}", survey.existing);
+    let _ = writeln!(out, "  created:   {}   (by the latest run)", survey.by_latest_run);
+    let _ = writeln!(out, "  existing:  {}   (by earlier runs)", survey.existing - survey.by_latest_run);
     let _ = writeln!(out, "  uncertain: {}", survey.uncertain);
     let _ = writeln!(out, "  failed:    {failed}");
     let _ = writeln!(out, "  pending:   {}", survey.new - failed);

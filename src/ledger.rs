@@ -41,6 +41,13 @@ pub struct Header {
 pub enum Event {
     /// The ledger's first line.
     Header(Header),
+    /// A run started (links recorded after it are that run's `created`, earlier ones `existing`).
+    Run {
+        /// When.
+        at: String,
+        /// linkbatch version.
+        version: String,
+    },
     /// Written before a create request is sent.
     Intent {
         /// Row key.
@@ -151,12 +158,15 @@ pub struct Index {
     pub sent: Vec<SystemTime>,
     /// Lines in the file.
     pub lines: u64,
+    /// Line of the latest `run` event (0: none).
+    pub last_run: u64,
 }
 
 impl Index {
     fn apply(&mut self, event: Event, line: u64) {
         match event {
             Event::Header(_) => {}
+            Event::Run { .. } => self.last_run = line,
             Event::Intent { key, fingerprint, at, request } => {
                 let at = parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
                 self.sent.push(at);

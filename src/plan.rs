@@ -280,6 +280,15 @@ fn template(field: &str, source: &str) -> Result<Template, PlanError> {
     Template::parse(source).map_err(|e| job_error(format!("[link] {field} = \"{source}\": {e}")))
 }
 
+/// Refuses `[link]` fields that belong to the other API: `belong_to` says which, and what to use instead.
+fn refuse_foreign(fields: &[(&str, bool)], belong_to: &str) -> Result<(), PlanError> {
+    let set: Vec<&str> = fields.iter().filter_map(|&(name, present)| present.then_some(name)).collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(job_error(format!("[link] {} belong to {belong_to}", set.join(", "))))
+}
+
 fn required<'a>(name: &str, value: &'a Option<String>) -> Result<&'a str, PlanError> {
     value.as_deref().ok_or_else(|| job_error(format!("[link] {name} is required for classic links")))
 }
@@ -343,22 +352,16 @@ impl Plan {
         let l = &spec.link;
         let link = match spec.api.kind {
             ApiKind::Links => {
-                let wrong: Vec<&str> = [
-                    ("team_id", l.team_id.is_some()),
-                    ("template_id", l.template_id.is_some()),
-                    ("name", l.name.is_some()),
-                    ("multiple_usage", l.multiple_usage.is_some()),
-                    ("custom_webhook", l.custom_webhook.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(f, set)| set.then_some(f))
-                .collect();
-                if !wrong.is_empty() {
-                    return Err(job_error(format!(
-                        "[link] {} belong to Links+ jobs (kind = \"links_plus\"); classic links use currency, title, description, multiple",
-                        wrong.join(", ")
-                    )));
-                }
+                refuse_foreign(
+                    &[
+                        ("team_id", l.team_id.is_some()),
+                        ("template_id", l.template_id.is_some()),
+                        ("name", l.name.is_some()),
+                        ("multiple_usage", l.multiple_usage.is_some()),
+                        ("custom_webhook", l.custom_webhook.is_some()),
+                    ],
+                    "Links+ jobs (kind = \"links_plus\"); classic links use currency, title, description, multiple",
+                )?;
                 LinkTemplates::Classic {
                     currency: template("currency", required("currency", &l.currency)?)?,
                     title: template("title", required("title", &l.title)?)?,
@@ -367,20 +370,14 @@ impl Plan {
                 }
             }
             ApiKind::LinksPlus => {
-                let wrong: Vec<&str> = [
-                    ("title", l.title.is_some()),
-                    ("description", l.description.is_some()),
-                    ("multiple", l.multiple.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(f, set)| set.then_some(f))
-                .collect();
-                if !wrong.is_empty() {
-                    return Err(job_error(format!(
-                        "[link] {} belong to classic jobs; Links+ links use team_id, template_id, name, multiple_usage",
-                        wrong.join(", ")
-                    )));
-                }
+                refuse_foreign(
+                    &[
+                        ("title", l.title.is_some()),
+                        ("description", l.description.is_some()),
+                        ("multiple", l.multiple.is_some()),
+                    ],
+                    "classic jobs; Links+ links use team_id, template_id, name, multiple_usage",
+                )?;
                 let id = |name: &str, v: &Option<Field<u64>>| {
                     v.clone().ok_or_else(|| job_error(format!("[link] {name} is required for Links+ links")))
                 };
@@ -535,18 +532,6 @@ impl Plan {
             link,
         };
         Ok((plan, reader))
-    }
-
-    /// Links+ with a fixed team and template: `(team_id, template_id)`, checked before the first create.
-    pub fn fixed_template(&self) -> Option<(u64, u64)> {
-        match &self.link {
-            LinkTemplates::Plus {
-                team_id: FieldSource::Fixed(team),
-                template_id: FieldSource::Fixed(template),
-                ..
-            } => Some((*team, *template)),
-            _ => None,
-        }
     }
 
     /// Opens the input afresh, reading the columns this plan uses.

@@ -72,6 +72,8 @@ pub struct Survey {
     pub new: u64,
     /// Rows whose link exists.
     pub existing: u64,
+    /// Of those, links the latest run made (the rest are from earlier runs).
+    pub by_latest_run: u64,
     /// Rows whose outcome is unknown (reconciled first on the next run).
     pub uncertain: u64,
     /// Rows that failed on an earlier run (sent again).
@@ -80,6 +82,8 @@ pub struct Survey {
     pub conflict: u64,
     /// Bad rows.
     pub rejected: u64,
+    /// Links+ (team, template) pairs the rows to send use, checked before the first create.
+    pub templates: std::collections::BTreeSet<(u64, u64)>,
 }
 
 /// Streams every row of `reader` through the plan, the duplicate-key check and the ledger.
@@ -133,8 +137,17 @@ pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, 
             }
             Ok(row) => {
                 let state = index.keys.get(&row.key);
-                match disposition(&row, state) {
-                    Disposition::Existing(_) => survey.existing += 1,
+                let disposition = disposition(&row, state);
+                if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
+                    (&disposition, &row.request)
+                {
+                    survey.templates.insert((r.team_id, r.template_id));
+                }
+                match disposition {
+                    Disposition::Existing(link) => {
+                        survey.existing += 1;
+                        survey.by_latest_run += u64::from(index.last_run > 0 && link.line > index.last_run);
+                    }
                     Disposition::Conflict { .. } => survey.conflict += 1,
                     Disposition::Uncertain(_) => survey.uncertain += 1,
                     Disposition::New => {
@@ -333,13 +346,16 @@ pub async fn run(
     client: Client,
     ledger: Ledger,
     index: Index,
+    survey: Survey,
     stop: Arc<Stop>,
     options: RunOptions,
 ) -> Result<Summary, anyhow::Error> {
     let started = Instant::now();
     let start_line = index.lines;
-    let mut reader = plan.reader()?;
-    let (survey, _) = survey(&plan, &mut reader, &index);
+    let mut index = index;
+    let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
+    ledger.append(&marker).await?;
+    index.record(&marker);
     let throttle = Throttle::new(&plan.rates);
     throttle.seed(&index.sent);
     tracing::info!(

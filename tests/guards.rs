@@ -128,9 +128,94 @@ fn status_counts_without_requests() {
             ledger.to_str().unwrap(),
         ])
         .code(0);
-    let counts: BTreeMap<&str, &str> =
-        status.stdout.lines().filter_map(|l| l.trim().split_once(':')).map(|(k, v)| (k.trim(), v.trim())).collect();
+    let counts: BTreeMap<&str, &str> = status
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.trim(), v.split_whitespace().next().unwrap_or("")))
+        .collect();
     assert_eq!((counts["created"], counts["rejected"], counts["pending"]), ("4", "9", "0"), "{}", status.stdout);
     assert_eq!(requests(&world.stats()), served);
     let _ = read_csv(&world.path("out.csv"));
+}
+
+#[test]
+fn a_changed_row_is_a_conflict_never_a_second_link() {
+    let world = World::new();
+    world.run_job("jobs/event-tickets.toml", &["--limit", "100/s"]).code(0);
+    let vip_link = world.output().iter().find(|r| r["tier"] == "VIP").unwrap()["link_id"].clone();
+    let changed = world.path("tickets.csv");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string("samples/tickets.csv")
+            .unwrap()
+            .replace("VIP,Bangkok Jazz Night 2026,4500.00", "VIP,Bangkok Jazz Night 2026,5000.00"),
+    )
+    .unwrap();
+    world.run_job("jobs/event-tickets.toml", &["--input", changed.to_str().unwrap()]).code(1);
+    let rows = world.output();
+    let vip = rows.iter().find(|r| r["tier"] == "VIP").unwrap();
+    assert_eq!((vip["status"].as_str(), vip["link_id"].as_str()), ("conflict", vip_link.as_str()));
+    assert!(vip["error_message"].contains("amount 450000 -> 500000"), "{}", vip["error_message"]);
+    assert_eq!(rows.iter().filter(|r| r["status"] == "existing").count(), 4);
+    assert_eq!(world.stats().creates, 5, "nothing re-created");
+}
+
+#[test]
+fn a_corrupt_ledger_line_stops_the_run_and_is_left_alone() {
+    let world = World::new();
+    world.run_job("jobs/event-tickets.toml", &["--limit", "100/s"]).code(0);
+    let path = world.path("ledger.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
+    lines[2] = "{not json".into();
+    let corrupt = lines.join("\n") + "\n";
+    std::fs::write(&path, &corrupt).unwrap();
+    let outcome = world.run_job("jobs/event-tickets.toml", &[]).code(3);
+    assert!(outcome.stderr.contains("line 3 is corrupt"), "{}", outcome.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), corrupt);
+    assert_eq!(world.stats().creates, 5);
+}
+
+#[test]
+fn a_torn_last_line_is_dropped_with_a_warning() {
+    let world = World::new();
+    world.run_job("jobs/event-tickets.toml", &["--limit", "100/s"]).code(0);
+    let path = world.path("ledger.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"type\":\"intent\",\"key\":\"Bang");
+    std::fs::write(&path, text).unwrap();
+    let outcome = world.run_job("jobs/event-tickets.toml", &[]).code(0);
+    assert!(outcome.stderr.contains("torn last line"), "{}", outcome.stderr);
+    assert_eq!(world.stats().creates, 5);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_writes_pending_and_resumes() {
+    let world = World::new();
+    let (base, output, ledger) = (world.base_url(), world.path("out.csv"), world.path("ledger.jsonl"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_linkbatch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "jobs/catalog-import.toml", "--base-url", &base, "--limit", "10/s"])
+        .args(["--output", output.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()])
+        .env("OMISE_SECRET_KEY", &world.key)
+        .env("CI", "true")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let rows = read_csv(&output);
+    let created = rows.iter().filter(|r| r["status"] == "created").count();
+    let pending = rows.iter().filter(|r| r["status"] == "pending").count();
+    assert!(created >= 5 && pending >= 30 && created + pending == 60, "created {created}, pending {pending}");
+    assert_eq!(world.stats().links_held, created, "every request in flight was recorded");
+    world.run_job("jobs/catalog-import.toml", &["--limit", "100/s"]).code(0);
+    let stats = world.stats();
+    assert_eq!((stats.links_held, stats.identical_extra), (60, 0));
+    let status = world.linkbatch(&["status", "jobs/catalog-import.toml", "--ledger", ledger.to_str().unwrap()]).code(0);
+    assert!(status.stdout.contains(&format!("created:   {}", 60 - created)), "{}", status.stdout);
+    assert!(status.stdout.contains(&format!("existing:  {created}")), "{}", status.stdout);
 }

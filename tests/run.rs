@@ -44,7 +44,7 @@ fn catalog_import_validate_run_and_run_again() {
     let status = world
         .linkbatch(&["status", "jobs/catalog-import.toml", "--ledger", world.path("ledger.jsonl").to_str().unwrap()])
         .code(0);
-    assert!(status.stdout.contains("created:   60"), "{}", status.stdout);
+    assert!(status.stdout.contains("created:   0") && status.stdout.contains("existing:  60"), "{}", status.stdout);
 }
 
 #[test]
@@ -169,4 +169,36 @@ fn a_429_pauses_every_worker() {
     assert_eq!(stats.links_held, 60);
     // Each pause can meet at most the requests already in flight (4); 60 rows at 10/s need about six windows.
     assert!(stats.rate_limited <= 4 * 7, "429s served: {}", stats.rate_limited);
+}
+
+#[test]
+fn links_plus_auth_schemes_and_templates_per_row() {
+    for auth in ["basic", "raw", "bearer"] {
+        let world = World::new();
+        let job = world.path("plus.toml");
+        let text = std::fs::read_to_string("jobs/event-tickets-plus.toml")
+            .unwrap()
+            .replace("auth = \"bearer\"", &format!("auth = \"{auth}\""));
+        std::fs::write(&job, text).unwrap();
+        world.run_job(job.to_str().unwrap(), &["--limit", "100/s"]).code(0);
+        assert_eq!(world.stats().plus_links, 3, "auth = {auth}");
+    }
+    // A template per row: every one is checked before the first create.
+    let world = World::new();
+    let input = world.path("tiers.csv");
+    std::fs::write(&input, "tier,price,template\nA,10.00,123\nB,20.00,124\nC,30.00,999\n").unwrap();
+    let job = world.path("per-row.toml");
+    let text = std::fs::read_to_string("jobs/event-tickets-plus.toml")
+        .unwrap()
+        .replace("template_id = 123", "template_id = \"{template}\"")
+        .replace("{event} - {tier}", "{tier}")
+        .replace("key = \"{event}/{tier}\"", "key = \"{tier}\"")
+        .replace("columns = [\"tier\", \"capacity\"]", "columns = [\"tier\"]");
+    std::fs::write(&job, text).unwrap();
+    let outcome = world.run_job(job.to_str().unwrap(), &["--input", input.to_str().unwrap()]).code(2);
+    assert!(outcome.stderr.contains("template_id 999 was not found"), "{}", outcome.stderr);
+    assert_eq!(world.stats().creates, 0);
+    std::fs::write(&input, "tier,price,template\nA,10.00,123\nB,20.00,124\n").unwrap();
+    world.run_job(job.to_str().unwrap(), &["--input", input.to_str().unwrap(), "--limit", "100/s"]).code(0);
+    assert_eq!(world.stats().plus_links, 2);
 }
