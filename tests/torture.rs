@@ -14,7 +14,15 @@ use reqwest::Method;
 use crate::support::{World, read_csv};
 
 const ROWS: usize = 300;
-const KILLS: usize = 24;
+/// Kills per test; `LINKBATCH_TORTURE_KILLS` raises it for a soak (CI uses the default).
+fn kills_wanted() -> usize {
+    std::env::var("LINKBATCH_TORTURE_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(24)
+}
+
+/// Seed of the sandbox's faults and of the kill times; `LINKBATCH_TORTURE_SEED` varies it for a soak.
+fn seed() -> u64 {
+    std::env::var("LINKBATCH_TORTURE_SEED").ok().and_then(|k| k.parse().ok()).unwrap_or(2026)
+}
 
 /// Every tenth row repeats the content of the row before it under another key: identical rows must still
 /// end with one link each.
@@ -55,13 +63,14 @@ fn torture(kind: &str) {
     ];
     let world = World::with(SandboxConfig {
         faults: faults.iter().map(|&(kind, probability)| FaultSpec { kind, probability }).collect(),
-        seed: 2026,
+        seed: seed(),
         slow_delay: Duration::from_secs(1),
         ..Default::default()
     });
     let per_title = write_input(&world);
     write_job(&world, kind);
-    let mut rng = StdRng::seed_from_u64(42);
+    let mut rng = StdRng::seed_from_u64(seed() ^ 42);
+    let wanted = kills_wanted();
     let started = Instant::now();
     let base = world.base_url();
     let (job, output, ledger) = (world.path("job.toml"), world.path("out.csv"), world.path("ledger.jsonl"));
@@ -78,7 +87,7 @@ fn torture(kind: &str) {
     };
 
     let mut kills = 0;
-    while kills < KILLS {
+    while kills < wanted {
         let mut child = command().spawn().unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(30..350)));
         if child.try_wait().unwrap().is_none() {
@@ -86,7 +95,7 @@ fn torture(kind: &str) {
             kills += 1;
         }
         child.wait().unwrap();
-        if world.stats().links_held >= ROWS && kills >= KILLS / 2 {
+        if world.stats().links_held >= ROWS && kills >= wanted / 2 {
             break;
         }
     }
