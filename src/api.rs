@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::job::{ApiKind, AuthScheme};
+use crate::ledger::Payment;
 use crate::plan::LinkRequest;
 
 /// A secret key. It is never printed: not by `Debug`, not in errors.
@@ -378,6 +379,25 @@ impl Client {
         Ok(LinkPage { links, total })
     }
 
+    /// A link's payment state: `GET /links/{id}` or `GET /external/links/{id}`.
+    pub async fn payment(&self, id: &str) -> Result<Payment, ApiError> {
+        let path = match self.api {
+            ApiKind::Links => format!("/links/{id}"),
+            ApiKind::LinksPlus => format!("/external/links/{id}"),
+        };
+        let value = self.send(self.request(reqwest::Method::GET, &path), false).await?;
+        Ok(payment_of(self.api, &value))
+    }
+
+    /// `DELETE /links/{id}`. Deleting is idempotent: a link already gone (404) counts as deleted, and a lost
+    /// answer is safe to send again.
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        match self.send(self.request(reqwest::Method::DELETE, &format!("/links/{id}")), false).await {
+            Ok(_) | Err(ApiError::Permanent { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /external/templates/{id}`: the template's team id.
     pub async fn template_team(&self, template_id: u64) -> Result<u64, ApiError> {
         let value =
@@ -387,6 +407,44 @@ impl Client {
             code: "bad_template".into(),
             message: format!("template {template_id} has no team_id"),
         })
+    }
+}
+
+/// Reads the payment state out of a link object of either API.
+fn payment_of(api: ApiKind, link: &Value) -> Payment {
+    let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_owned);
+    let currency = text(link, "currency").unwrap_or_default();
+    match api {
+        ApiKind::Links => {
+            let charges: Vec<&Value> = link
+                .pointer("/charges/data")
+                .and_then(Value::as_array)
+                .map(|data| {
+                    data.iter()
+                        .filter(|c| {
+                            c.get("paid").and_then(Value::as_bool).unwrap_or(false)
+                                || text(c, "status").as_deref() == Some("successful")
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Payment {
+                used: link.get("used").and_then(Value::as_bool),
+                charges: charges.len() as u64,
+                paid_amount: charges.iter().filter_map(|c| c.get("amount").and_then(Value::as_u64)).sum(),
+                currency,
+                last_paid_at: charges.iter().filter_map(|c| text(c, "created_at").or_else(|| text(c, "created"))).max(),
+                link_status: None,
+            }
+        }
+        ApiKind::LinksPlus => Payment {
+            used: None,
+            charges: link.get("payments").and_then(Value::as_u64).unwrap_or(0),
+            paid_amount: link.get("paid_amount").and_then(Value::as_u64).unwrap_or(0),
+            currency,
+            last_paid_at: None,
+            link_status: text(link, "status"),
+        },
     }
 }
 

@@ -17,7 +17,7 @@ use crate::job::JobSpec;
 use crate::ledger::{Header, Ledger, LedgerError, VERSION};
 use crate::plan::{Overrides, Plan, PlanError};
 use crate::rate::{Rate, parse_duration};
-use crate::runner::{self, RunOptions, Stop};
+use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{FaultSpec, Sandbox, SandboxConfig};
 
 /// The key `--sandbox` uses when the job's variable is unset: fixed, so a re-run finds its ledger.
@@ -61,13 +61,27 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a link for every new row of the job's input.
-    Run(RunArgs),
+    Run(RunCommand),
     /// Check every row and count what a run would do; nothing is sent.
     Validate(InspectArgs),
     /// Count rows per state from the input and the ledger; nothing is sent.
     Status(InspectArgs),
     /// Serve both Omise link APIs on localhost, in memory, for trying jobs without an account.
     Sandbox(SandboxArgs),
+    /// Read which links were paid (one request per link, within the limits; resumable) into the output.
+    Refresh(RunArgs),
+    /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
+    Export(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// For a row changed since its link was made (classic API): delete the old link, if unpaid, and create
+    /// the new one. A paid link is never replaced.
+    #[arg(long)]
+    replace_changed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -289,7 +303,11 @@ fn load_plan(
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Run(args) => run(args, quiet).await,
+        Command::Run(RunCommand { args, replace_changed }) => {
+            run(args, if replace_changed { Work::CreateReplacing } else { Work::Create }, quiet).await
+        }
+        Command::Refresh(args) => run(args, Work::Refresh, quiet).await,
+        Command::Export(args) => export(args),
         Command::Validate(args) => validate(args),
         Command::Status(args) => status(args),
         Command::Sandbox(args) => sandbox(args).await,
@@ -306,7 +324,8 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     }
 }
 
-async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
+/// `run` and `refresh`: the key, the sandbox, the ledger and the signals, then the runner.
+async fn run(args: RunArgs, work: Work, quiet: bool) -> Result<u8, Failure> {
     let extra = Overrides { base_url: args.base_url.clone(), concurrency: args.concurrency, ..Overrides::default() };
     let mut plan = load_plan(&args.job, args.output.clone(), &args.limits, args.sandbox, extra)?;
     let raw_key = std::env::var(&plan.key_env).ok().filter(|k| !k.trim().is_empty());
@@ -353,7 +372,7 @@ async fn run(args: RunArgs, quiet: bool) -> Result<u8, Failure> {
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout));
-    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet })
+    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet, work })
         .await
         .map_err(|e| Failure { code: 2, error: e })?;
     signals.abort();
@@ -450,6 +469,19 @@ fn validate(args: InspectArgs) -> Result<u8, Failure> {
         let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
     }
     Ok(if survey.rejected + survey.conflict > 0 { 1 } else { 0 })
+}
+
+fn export(args: InspectArgs) -> Result<u8, Failure> {
+    let (plan, index) = inspect_plan(&args)?;
+    let index = index.ok_or_else(|| {
+        usage(anyhow::anyhow!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path.display()))
+    })?;
+    let payments = index.keys.values().any(|s| s.payment.is_some());
+    let (counts, totals) = runner::write_output(&plan, &index, Some(index.last_run), payments).map_err(usage)?;
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
+    let totals = totals.map(|t| format!("; links: {}", t.line())).unwrap_or_default();
+    println!("{}: {}{totals}; output {}", plan.name, parts.join(", "), plan.output_path.display());
+    Ok(0)
 }
 
 fn status(args: InspectArgs) -> Result<u8, Failure> {

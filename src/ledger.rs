@@ -98,6 +98,79 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// `--replace-changed`: the row's old, unpaid link is about to be deleted.
+    ReplaceIntent {
+        /// Row key.
+        key: String,
+        /// The link to delete.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// The row's old link is deleted on the server; the row is new again.
+    Deleted {
+        /// Row key.
+        key: String,
+        /// The deleted link.
+        link_id: String,
+        /// When.
+        at: String,
+    },
+    /// `--replace-changed` refused to replace a link (it has been paid).
+    ReplaceRefused {
+        /// Row key.
+        key: String,
+        /// The link kept.
+        link_id: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: String,
+    },
+    /// `refresh` began (or resumed, when the last one has no `refresh_finished`).
+    RefreshStarted {
+        /// When.
+        at: String,
+    },
+    /// `refresh` retrieved every link.
+    RefreshFinished {
+        /// When.
+        at: String,
+    },
+    /// What `refresh` read of one link.
+    Refreshed {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Its payment state.
+        #[serde(flatten)]
+        payment: Payment,
+        /// When.
+        at: String,
+    },
+}
+
+/// A link's payment state, as `refresh` reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// Classic: single-use link already paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<bool>,
+    /// Successful charges.
+    pub charges: u64,
+    /// Sum of the successful charges, minor units.
+    pub paid_amount: u64,
+    /// Currency of the link.
+    pub currency: String,
+    /// Time of the latest charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_paid_at: Option<String>,
+    /// Links+: the link's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_status: Option<String>,
 }
 
 /// The current time as the ledger writes it.
@@ -145,6 +218,10 @@ pub struct KeyState {
     pub failed: Option<(String, String)>,
     /// The request the link was made with (for conflict messages).
     pub request: Option<LinkRequest>,
+    /// Why `--replace-changed` kept the link, when it refused.
+    pub replace_refused: Option<String>,
+    /// The last `refresh` reading, with the ledger line it is on.
+    pub payment: Option<(Payment, u64)>,
 }
 
 /// Everything a run needs from the ledger, read once at start.
@@ -160,6 +237,8 @@ pub struct Index {
     pub lines: u64,
     /// Line of the latest `run` event (0: none).
     pub last_run: u64,
+    /// Line of the latest `refresh_started`, while no `refresh_finished` follows it (a refresh to resume).
+    pub unfinished_refresh: Option<u64>,
 }
 
 impl Index {
@@ -186,6 +265,28 @@ impl Index {
                 let state = self.keys.entry(key).or_default();
                 state.open = None;
                 state.failed = Some((code, message));
+            }
+            Event::ReplaceIntent { .. } => {}
+            Event::Deleted { key, link_id, .. } => {
+                let state = self.keys.entry(key).or_default();
+                if state.link.as_ref().is_some_and(|l| l.link_id == link_id) {
+                    // The id stays claimed: reconciliation must never adopt a deleted link.
+                    state.link = None;
+                    state.request = None;
+                    state.payment = None;
+                    state.replace_refused = None;
+                }
+            }
+            Event::ReplaceRefused { key, reason, .. } => {
+                self.keys.entry(key).or_default().replace_refused = Some(reason)
+            }
+            Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
+            Event::RefreshFinished { .. } => self.unfinished_refresh = None,
+            Event::Refreshed { key, link_id, payment, .. } => {
+                let state = self.keys.entry(key).or_default();
+                if state.link.as_ref().is_some_and(|l| l.link_id == link_id) {
+                    state.payment = Some((payment, line));
+                }
             }
         }
         self.lines = line;

@@ -8,9 +8,37 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use crate::job::ApiKind;
+use crate::ledger::Payment;
+
 /// The fixed columns, in order; the job's extra input columns follow.
 pub const COLUMNS: [&str; 10] =
     ["line", "key", "status", "link_id", "payment_uri", "amount", "currency", "title", "error_code", "error_message"];
+
+/// Columns `refresh` adds, per API (`link_status` for Links+: the output already has a `status` column, the
+/// row's).
+pub fn refresh_columns(api: ApiKind) -> &'static [&'static str] {
+    match api {
+        ApiKind::Links => &["used", "charges", "paid_amount", "last_paid_at"],
+        ApiKind::LinksPlus => &["link_status", "charges", "paid_amount"],
+    }
+}
+
+/// The refresh cells of one row, in [`refresh_columns`] order; blank when the link was never read.
+pub fn refresh_cells(api: ApiKind, payment: Option<&Payment>) -> Vec<String> {
+    let Some(p) = payment else { return Vec::new() };
+    match api {
+        ApiKind::Links => vec![
+            p.used.map(|u| u.to_string()).unwrap_or_default(),
+            p.charges.to_string(),
+            p.paid_amount.to_string(),
+            p.last_paid_at.clone().unwrap_or_default(),
+        ],
+        ApiKind::LinksPlus => {
+            vec![p.link_status.clone().unwrap_or_default(), p.charges.to_string(), p.paid_amount.to_string()]
+        }
+    }
+}
 
 /// Where a row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -69,6 +97,8 @@ pub struct OutputRow {
     pub error_message: String,
     /// The job's extra columns.
     pub extra: Vec<String>,
+    /// The refresh columns, when written.
+    pub refresh: Vec<String>,
 }
 
 /// Prefixes a cell that a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return) with `'`.
@@ -84,6 +114,7 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 pub struct OutputWriter {
     path: PathBuf,
     extra_columns: usize,
+    refresh_columns: usize,
     temporary: PathBuf,
     csv: csv::Writer<BufWriter<File>>,
 }
@@ -96,16 +127,27 @@ impl std::fmt::Debug for OutputWriter {
 
 impl OutputWriter {
     /// Starts a new output at a temporary name beside `path`.
-    pub fn create(path: &Path, extra_columns: &[String]) -> std::io::Result<OutputWriter> {
+    pub fn create(path: &Path, extra_columns: &[String], refresh_columns: &[&str]) -> std::io::Result<OutputWriter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output.csv");
         let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&temporary)?));
-        let header = COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str)).map(neutralise);
+        let header = COLUMNS
+            .iter()
+            .copied()
+            .chain(extra_columns.iter().map(String::as_str))
+            .chain(refresh_columns.iter().copied())
+            .map(neutralise);
         csv.write_record(header.map(|c| c.into_owned()))?;
-        Ok(OutputWriter { path: path.to_owned(), extra_columns: extra_columns.len(), temporary, csv })
+        Ok(OutputWriter {
+            path: path.to_owned(),
+            extra_columns: extra_columns.len(),
+            refresh_columns: refresh_columns.len(),
+            temporary,
+            csv,
+        })
     }
 
     /// Appends a row.
@@ -126,7 +168,12 @@ impl OutputWriter {
         ];
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
         let extra = row.extra.iter().map(String::as_str).chain(std::iter::repeat(""));
-        let cells = fixed.into_iter().chain(extra.take(self.extra_columns)).map(neutralise);
+        let refresh = row.refresh.iter().map(String::as_str).chain(std::iter::repeat(""));
+        let cells = fixed
+            .into_iter()
+            .chain(extra.take(self.extra_columns))
+            .chain(refresh.take(self.refresh_columns))
+            .map(neutralise);
         self.csv.write_record(cells.map(|c| c.into_owned()))?;
         Ok(())
     }

@@ -34,6 +34,8 @@ struct Counters {
     created: AtomicU64,
     failed: AtomicU64,
     started: Instant,
+    /// What a finished row is called: `created`, `refreshed`.
+    done: &'static str,
 }
 
 /// Progress of one run.
@@ -53,7 +55,7 @@ pub fn human(d: Duration) -> String {
 
 impl Progress {
     /// `total` rows to send. With `enabled` false nothing is shown (tests, `-q`).
-    pub fn new(enabled: bool, total: u64) -> Progress {
+    pub fn new(enabled: bool, total: u64, done: &'static str) -> Progress {
         let bar = (enabled && interactive()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} rows  {msg}")
@@ -69,6 +71,7 @@ impl Progress {
             created: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             started: Instant::now(),
+            done,
         }))
     }
 
@@ -106,7 +109,7 @@ impl Progress {
                 let bound = eta(remaining).unwrap_or_default();
                 let observed = if done >= 5 { Duration::from_secs_f64(remaining as f64 / rate) } else { bound };
                 let eta = bound.max(observed);
-                let message = format!("{created} created, {failed} failed, {rate:.1}/s, ETA {}", human(eta));
+                let message = format!("{created} {}, {failed} failed, {rate:.1}/s, ETA {}", counters.done, human(eta));
                 if let Some(bar) = &counters.bar {
                     bar.set_message(message);
                 } else if counters.log_lines && tick.is_multiple_of(10) {

@@ -169,6 +169,8 @@ pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, 
 pub struct Summary {
     /// Rows per output status.
     pub counts: BTreeMap<Status, u64>,
+    /// Payment figures (`refresh` only).
+    pub payments: Option<PaymentTotals>,
     /// The output CSV.
     pub output: PathBuf,
     /// Why the run stopped early (401), if it did.
@@ -200,8 +202,9 @@ impl Summary {
     /// One line for the end of a run.
     pub fn line(&self) -> String {
         let parts: Vec<String> = self.counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
+        let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
         format!(
-            "{} rows: {} in {:.1}s ({} requests); output {}",
+            "{} rows: {} in {:.1}s ({} requests){payments}; output {}",
             self.counts.values().sum::<u64>(),
             if parts.is_empty() { "none".to_owned() } else { parts.join(", ") },
             self.elapsed.as_secs_f64(),
@@ -333,11 +336,25 @@ impl Shared {
     }
 }
 
+/// What a run does with the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Work {
+    /// `run`: create links for new rows.
+    #[default]
+    Create,
+    /// `run --replace-changed`: also replace the unpaid link of a changed row (classic API).
+    CreateReplacing,
+    /// `refresh`: read each created link's payment state.
+    Refresh,
+}
+
 /// Options of `run` beyond the plan.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Show a progress bar (on a terminal) or periodic log lines.
     pub progress: bool,
+    /// What to do.
+    pub work: Work,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -351,11 +368,36 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<Summary, anyhow::Error> {
     let started = Instant::now();
-    let start_line = index.lines;
     let mut index = index;
-    let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
-    ledger.append(&marker).await?;
-    index.record(&marker);
+    let work = options.work;
+    // Links recorded after `start_line` are this run's `created`; a refresh reports as of the last run.
+    let (start_line, refresh_since) = if work == Work::Refresh {
+        let since = match index.unfinished_refresh {
+            Some(line) => {
+                tracing::info!("resuming the refresh interrupted at ledger line {line}");
+                line
+            }
+            None => {
+                let marker = Event::RefreshStarted { at: crate::ledger::now() };
+                ledger.append(&marker).await?;
+                index.record(&marker);
+                index.lines
+            }
+        };
+        (index.last_run, since)
+    } else {
+        let start = index.lines;
+        let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
+        ledger.append(&marker).await?;
+        index.record(&marker);
+        (start, 0)
+    };
+    let replacing = work == Work::CreateReplacing && plan.api == crate::job::ApiKind::Links;
+    if work == Work::CreateReplacing && !replacing {
+        tracing::warn!(
+            "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
+        );
+    }
     let throttle = Throttle::new(&plan.rates);
     throttle.seed(&index.sent);
     tracing::info!(
@@ -368,7 +410,11 @@ pub async fn run(
         rejected = survey.rejected,
         "starting"
     );
-    let progress = Progress::new(options.progress, survey.new + survey.uncertain);
+    let total = match work {
+        Work::Refresh => survey.existing + survey.conflict,
+        _ => survey.new + survey.uncertain + if replacing { survey.conflict } else { 0 },
+    };
+    let progress = Progress::new(options.progress, total, if work == Work::Refresh { "refreshed" } else { "created" });
     let concurrency = plan.concurrency;
     let shared = Arc::new(Shared {
         plan,
@@ -389,22 +435,25 @@ pub async fn run(
         move |remaining| shared.throttle.eta(remaining)
     });
 
-    let (queue, work) = async_channel(concurrency * 2);
+    let (queue, tasks) = async_channel(concurrency * 2);
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let shared = shared.clone();
-            let work = work.clone();
+            let work = tasks.clone();
             tokio::spawn(async move {
-                while let Some(job) = work.recv().await {
+                while let Some(task) = work.recv().await {
                     if shared.stop.is_stopped() {
                         break;
                     }
-                    process(&shared, job).await;
+                    match task {
+                        Task::Create { row, open, replace } => process(&shared, row, open, replace).await,
+                        Task::Refresh { row, link_id } => refresh_one(&shared, &row, &link_id).await,
+                    }
                 }
             })
         })
         .collect();
-    drop(work);
+    drop(tasks);
 
     // Dispatch from a blocking thread: the input is read as a stream and `blocking_send` waits for a free
     // worker, so memory does not grow with the input.
@@ -416,12 +465,35 @@ pub async fn run(
                 let Ok(row) = row else {
                     return !shared.stop.is_stopped();
                 };
-                let open = match disposition(&row, shared.index().keys.get(&row.key)) {
-                    Disposition::New => None,
-                    Disposition::Uncertain(open) => Some(open),
-                    Disposition::Existing(_) | Disposition::Conflict { .. } => return true,
+                let task = {
+                    let index = shared.index();
+                    let state = index.keys.get(&row.key);
+                    match (work, disposition(&row, state)) {
+                        (Work::Refresh, Disposition::Existing(link)) => {
+                            let fresh =
+                                state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
+                            (!fresh).then_some(Task::Refresh { row, link_id: link.link_id })
+                        }
+                        (Work::Refresh, Disposition::Conflict { link_id, .. }) => {
+                            let fresh =
+                                state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
+                            (!fresh).then_some(Task::Refresh { row, link_id })
+                        }
+                        (Work::Refresh, _) => None,
+                        (_, Disposition::New) => Some(Task::Create { row, open: None, replace: None }),
+                        (_, Disposition::Uncertain(open)) => {
+                            Some(Task::Create { row, open: Some(open), replace: None })
+                        }
+                        (_, Disposition::Conflict { link_id, .. })
+                            if replacing && state.is_some_and(|s| s.replace_refused.is_none()) =>
+                        {
+                            Some(Task::Create { row, open: None, replace: Some(link_id) })
+                        }
+                        (_, Disposition::Existing(_) | Disposition::Conflict { .. }) => None,
+                    }
                 };
-                !shared.stop.is_stopped() && queue.blocking_send(Job { row, open }).is_ok()
+                let Some(task) = task else { return true };
+                !shared.stop.is_stopped() && queue.blocking_send(task).is_ok()
             });
             Ok(())
         }
@@ -438,10 +510,16 @@ pub async fn run(
     let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
     let aborted = shared.aborted.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
+    if work == Work::Refresh && !shared.stop.is_stopped() {
+        let marker = Event::RefreshFinished { at: crate::ledger::now() };
+        shared.ledger.append(&marker).await?;
+        shared.index().record(&marker);
+    }
     let index = shared.index.into_inner().unwrap_or_else(|p| p.into_inner());
-    let counts = write_output(&shared.plan, &index, Some(start_line))?;
+    let (counts, payments) = write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?;
     Ok(Summary {
         counts,
+        payments,
         output: shared.plan.output_path.clone(),
         aborted,
         interrupted,
@@ -450,31 +528,47 @@ pub async fn run(
     })
 }
 
-/// One row to send, with the earlier request whose outcome is unknown, if any.
+/// What a worker does with one row.
 #[derive(Debug)]
-struct Job {
-    row: PlannedRow,
-    open: Option<OpenIntent>,
+enum Task {
+    /// Create its link: `open` is an earlier request whose outcome is unknown, `replace` an unpaid link of
+    /// the row's earlier version to delete first.
+    Create { row: PlannedRow, open: Option<OpenIntent>, replace: Option<String> },
+    /// Read its link's payment state.
+    Refresh { row: PlannedRow, link_id: String },
 }
 
-fn async_channel(capacity: usize) -> (tokio::sync::mpsc::Sender<Job>, SharedReceiver) {
+fn async_channel(capacity: usize) -> (tokio::sync::mpsc::Sender<Task>, SharedReceiver) {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
     (tx, SharedReceiver(Arc::new(tokio::sync::Mutex::new(rx))))
 }
 
 /// A receiver several workers pull from.
 #[derive(Clone)]
-struct SharedReceiver(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>);
+struct SharedReceiver(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Task>>>);
 
 impl SharedReceiver {
-    async fn recv(&self) -> Option<Job> {
+    async fn recv(&self) -> Option<Task> {
         self.0.lock().await.recv().await
     }
 }
 
 /// Sends one row until it has a link, fails for good, or the run stops.
-async fn process(shared: &Shared, job: Job) {
-    let Job { row, mut open } = job;
+async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>, replace: Option<String>) {
+    if let Some(old) = replace {
+        match replace_link(shared, &row, &old).await {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.progress.failed();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(line = row.line, key = %row.key, link = %old, "could not replace the link: {e}");
+                shared.progress.failed();
+                return;
+            }
+        }
+    }
     let mut delays = shared.plan.retry.delays();
     let mut give_up = |reason: &str| -> Option<Duration> {
         let delay = delays.next();
@@ -589,6 +683,94 @@ async fn process(shared: &Shared, job: Job) {
     }
 }
 
+/// Sends an idempotent request (a read or a delete) with its turn and the retry policy. `Ok(None)` when the
+/// run stops first; an error when it is permanent, fatal, or the retries ran out.
+async fn with_retries<T, F, Fut>(shared: &Shared, mut send: F) -> Result<Option<T>, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delays = shared.plan.retry.delays();
+    loop {
+        let Some(turn) = shared.turn().await else { return Ok(None) };
+        let error = match shared.sent(turn, send()).await {
+            Ok(value) => return Ok(Some(value)),
+            Err(e @ (ApiError::Permanent { .. } | ApiError::Fatal { .. })) => return Err(e),
+            Err(e) => e,
+        };
+        let retry_after = match &error {
+            ApiError::Retryable { retry_after, .. } => retry_after.unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        match delays.next() {
+            Some(delay) if shared.stop.sleep(delay.max(retry_after)).await => {}
+            Some(_) => return Ok(None),
+            None => return Err(error),
+        }
+    }
+}
+
+/// `--replace-changed`: deletes a changed row's old link unless it has been paid; true once it is gone.
+/// Every step is in the ledger before the next: a crash after `replace_intent` repeats the (idempotent)
+/// delete; after `deleted` the row is simply new, and its new link is created exactly once like any other.
+async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bool, ApiError> {
+    let payment = match with_retries(shared, || shared.client.payment(old)).await {
+        Ok(Some(payment)) => Some(payment),
+        Ok(None) => return Ok(false),
+        // Already gone on the server: nothing left to check or delete.
+        Err(ApiError::Permanent { status: 404, .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(payment) = payment.filter(|p| p.used == Some(true) || p.charges > 0) {
+        let reason = format!(
+            "link {old} has been paid ({} charge(s), {} {}); it was not replaced",
+            payment.charges, payment.paid_amount, payment.currency
+        );
+        tracing::warn!(line = row.line, key = %row.key, "{reason}");
+        let event =
+            Event::ReplaceRefused { key: row.key.clone(), link_id: old.to_owned(), reason, at: crate::ledger::now() };
+        shared.record(event).await?;
+        return Ok(false);
+    }
+    let at = crate::ledger::now();
+    shared
+        .record(Event::ReplaceIntent {
+            key: row.key.clone(),
+            link_id: old.to_owned(),
+            fingerprint: row.fingerprint.clone(),
+            at,
+        })
+        .await?;
+    if with_retries(shared, || shared.client.delete(old)).await?.is_none() {
+        return Ok(false);
+    }
+    shared.record(Event::Deleted { key: row.key.clone(), link_id: old.to_owned(), at: crate::ledger::now() }).await?;
+    tracing::info!(line = row.line, key = %row.key, link = %old, "deleted the changed row's old link");
+    Ok(true)
+}
+
+/// `refresh`: reads one link's payment state into the ledger.
+async fn refresh_one(shared: &Shared, row: &PlannedRow, link_id: &str) {
+    match with_retries(shared, || shared.client.payment(link_id)).await {
+        Ok(Some(payment)) => {
+            let event = Event::Refreshed {
+                key: row.key.clone(),
+                link_id: link_id.to_owned(),
+                payment,
+                at: crate::ledger::now(),
+            };
+            if shared.record(event).await.is_ok() {
+                shared.progress.created();
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(line = row.line, key = %row.key, link = %link_id, "could not refresh: {e}");
+            shared.progress.failed();
+        }
+    }
+}
+
 async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
     tracing::warn!(line = row.line, key = %row.key, code, "failed: {message}");
     let _ = shared
@@ -646,16 +828,74 @@ async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Re
     }
 }
 
-/// Writes the output CSV from the input and the ledger. `run_start`: ledger lines before this run (links
-/// after it are `created`, before it `existing`); `None` reports every link as `created`.
-pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>) -> anyhow::Result<BTreeMap<Status, u64>> {
-    let mut writer = OutputWriter::create(&plan.output_path, &plan.extra_columns)
+/// Payment figures of a `refresh`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentTotals {
+    /// Links with at least one payment.
+    pub paid: u64,
+    /// Links with none.
+    pub unpaid: u64,
+    /// Links never read by a refresh.
+    pub unknown: u64,
+    /// Sum collected, per currency, in minor units.
+    pub collected: BTreeMap<String, u64>,
+}
+
+impl PaymentTotals {
+    fn add(&mut self, payment: Option<&crate::ledger::Payment>) {
+        match payment {
+            None => self.unknown += 1,
+            Some(p)
+                if p.charges > 0 || p.used == Some(true) || p.link_status.as_deref().is_some_and(|s| s != "active") =>
+            {
+                self.paid += 1;
+                *self.collected.entry(p.currency.clone()).or_default() += p.paid_amount;
+            }
+            Some(_) => self.unpaid += 1,
+        }
+    }
+
+    /// `12 paid, 3 unpaid; collected 1500.00 THB, 2000 JPY`.
+    pub fn line(&self) -> String {
+        let collected: Vec<String> = self
+            .collected
+            .iter()
+            .map(|(code, minor)| match crate::money::Currency::find(code) {
+                Some(c) => format!("{} {}", c.format_major(*minor), code.to_uppercase()),
+                None => format!("{minor} {code} (minor units)"),
+            })
+            .collect();
+        let unknown = if self.unknown > 0 { format!(", {} not read", self.unknown) } else { String::new() };
+        let collected = if collected.is_empty() { "nothing".to_owned() } else { collected.join(", ") };
+        format!("{} paid, {} unpaid{unknown}; collected {collected}", self.paid, self.unpaid)
+    }
+}
+
+/// Writes the output CSV from the input and the ledger. `run_start`: ledger lines before the run (links
+/// after it are `created`, before it `existing`); `None` reports every link as `created`. With `payments`,
+/// the refresh columns are added and the payment totals returned.
+pub fn write_output(
+    plan: &Plan,
+    index: &Index,
+    run_start: Option<u64>,
+    payments: bool,
+) -> anyhow::Result<(BTreeMap<Status, u64>, Option<PaymentTotals>)> {
+    let columns = if payments { crate::output::refresh_columns(plan.api) } else { &[] };
+    let mut writer = OutputWriter::create(&plan.output_path, &plan.extra_columns, columns)
         .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
     let mut counts = BTreeMap::new();
+    let mut totals = PaymentTotals::default();
     let mut reader = plan.reader()?;
     let mut error = None;
     for_each_row(plan, &mut reader, |row| {
-        let out = output_row(row, index, run_start);
+        let (out, payment) = output_row(row, index, run_start);
+        if payments && !out.link_id.is_empty() {
+            totals.add(payment);
+        }
+        let mut out = out;
+        if payments {
+            out.refresh = crate::output::refresh_cells(plan.api, payment);
+        }
         *counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
         match writer.write(&out) {
             Ok(()) => true,
@@ -669,13 +909,17 @@ pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>) -> anyho
         anyhow::bail!("cannot write output {}: {e}", plan.output_path.display());
     }
     writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
-    Ok(counts)
+    Ok((counts, payments.then_some(totals)))
 }
 
-fn output_row(row: Result<PlannedRow, RowError>, index: &Index, run_start: Option<u64>) -> OutputRow {
+fn output_row(
+    row: Result<PlannedRow, RowError>,
+    index: &Index,
+    run_start: Option<u64>,
+) -> (OutputRow, Option<&crate::ledger::Payment>) {
     let row = match row {
         Err(e) => {
-            return OutputRow {
+            let out = OutputRow {
                 line: e.line,
                 key: e.key.unwrap_or_default(),
                 status: Some(Status::Rejected),
@@ -684,6 +928,7 @@ fn output_row(row: Result<PlannedRow, RowError>, index: &Index, run_start: Optio
                 extra: e.extra,
                 ..OutputRow::default()
             };
+            return (out, None);
         }
         Ok(row) => row,
     };
@@ -706,8 +951,19 @@ fn output_row(row: Result<PlannedRow, RowError>, index: &Index, run_start: Optio
         }
         Disposition::Conflict { link_id, changes } => {
             out.status = Some(Status::Conflict);
-            out.error_code = "conflict".into();
-            out.error_message = format!("row changed after link {link_id} was made ({changes}); not re-created");
+            match state.and_then(|s| s.replace_refused.clone()) {
+                Some(reason) => {
+                    out.error_code = "conflict_paid".into();
+                    out.error_message = format!("row changed after link {link_id} was made ({changes}); {reason}");
+                }
+                None => {
+                    out.error_code = "conflict".into();
+                    out.error_message = format!(
+                        "row changed after link {link_id} was made ({changes}); not re-created (--replace-changed replaces an unpaid link)"
+                    );
+                }
+            }
+            out.payment_uri = state.and_then(|s| s.link.as_ref()).map(|l| l.payment_uri.clone()).unwrap_or_default();
             out.link_id = link_id;
         }
         Disposition::Uncertain(_) => {
@@ -724,5 +980,5 @@ fn output_row(row: Result<PlannedRow, RowError>, index: &Index, run_start: Optio
             None => out.status = Some(Status::Pending),
         },
     }
-    out
+    (out, state.and_then(|s| s.payment.as_ref()).map(|(p, _)| p))
 }

@@ -120,7 +120,9 @@ impl Throttle {
 /// Even spacing comes from the shortest window (60/min: one a second); the longer windows are enforced by
 /// their exact counts, never by spacing, which would make 1000/h 3.6 times slower than the bound.
 fn pacing_interval(rates: &[Rate]) -> Option<Duration> {
-    rates.iter().min_by_key(|r| r.period).map(Rate::interval)
+    // Of several windows that short, the tightest sets the pace (200/s and 30/s: 30/s).
+    let shortest = rates.iter().map(|r| r.period).min()?;
+    rates.iter().filter(|r| r.period == shortest).map(Rate::interval).max()
 }
 
 /// The fastest legal schedule for `n` requests under `rates`, starting with empty windows: the bound a run
@@ -164,6 +166,13 @@ mod tests {
         // Issue 6: 6000/min with 2000 per 2 min, 3000 rows: about 130 s.
         let scaled = fastest_schedule(3000, &rates(&["6000/min", "2000/2min"]));
         assert!(scaled > Duration::from_secs(129) && scaled < Duration::from_secs(131), "{scaled:?}");
+    }
+
+    #[test]
+    fn the_tightest_of_the_shortest_windows_sets_the_pace() {
+        assert_eq!(pacing_interval(&rates(&["200/s", "30/s", "1000/h"])), Some(Duration::from_secs(1) / 30));
+        assert_eq!(pacing_interval(&rates(&["60/min", "1000/h"])), Some(Duration::from_secs(1)));
+        assert_eq!(fastest_schedule(31, &rates(&["200/s", "30/s"])), Duration::from_secs(1));
     }
 
     #[tokio::test]

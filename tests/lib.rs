@@ -2,6 +2,7 @@
 //! port) and, where it tests the product, runs the real `linkbatch` binary; assertions are on what a user
 //! sees: exit codes, the output CSV, and what the sandbox holds and served.
 
+mod after;
 mod compat;
 mod guards;
 mod run;

@@ -48,12 +48,14 @@ impl World {
 
     /// `linkbatch run JOB` against this sandbox, with output and ledger in the scratch directory.
     pub fn run_job(&self, job: &str, extra: &[&str]) -> Cmd {
-        let output = self.path("out.csv");
-        let ledger = self.path("ledger.jsonl");
-        let base = self.base_url();
-        let mut args = vec!["run", job, "--base-url", &base];
-        let (output, ledger) = (output.to_str().unwrap().to_owned(), ledger.to_str().unwrap().to_owned());
-        args.extend(["--output", &output, "--ledger", &ledger]);
+        self.job("run", job, extra)
+    }
+
+    /// `linkbatch COMMAND JOB` (`run`, `refresh`) against this sandbox, output and ledger in the scratch directory.
+    pub fn job(&self, command: &str, job: &str, extra: &[&str]) -> Cmd {
+        let (output, ledger, base) = (self.path("out.csv"), self.path("ledger.jsonl"), self.base_url());
+        let mut args = vec![command, job, "--base-url", &base];
+        args.extend(["--output", output.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()]);
         args.extend(extra);
         self.linkbatch(&args)
     }
@@ -119,6 +121,11 @@ impl Cmd {
     pub fn env_remove(mut self, name: &str) -> Cmd {
         self.command.env_remove(name);
         self
+    }
+
+    /// Starts it in the background, output discarded.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
     }
 
     pub fn run(mut self) -> Outcome {

@@ -1,0 +1,211 @@
+//! After the run: which links were paid (`refresh`), rebuilding the output (`export`), and replacing the
+//! links of changed rows (`--replace-changed`), exactly once across crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use linkbatch::sandbox::{FaultKind, FaultSpec, SandboxConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+
+use crate::support::{World, count, read_csv};
+
+const MONTH: &str = "billing_month=2026-11";
+
+fn pay(world: &World, link_id: &str) {
+    let http = world.http();
+    assert_eq!(http.send(http.request(Method::POST, &format!("/__sandbox/links/{link_id}/pay"))).status, 200);
+}
+
+fn ledger_events(world: &World, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(world.path("ledger.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+/// The monthly input with some amounts changed.
+fn changed_input(world: &World, rows: &[&str]) -> String {
+    let text: String = std::fs::read_to_string("samples/subscriptions.csv")
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let id = line.split(',').next().unwrap_or("");
+            if rows.contains(&id) || rows.contains(&"*") && id.starts_with("SUB-") {
+                let (head, amount) = line.rsplit_once(',').unwrap();
+                format!("{head},{}\n", amount.trim().parse::<u64>().unwrap() + 1000)
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let path = world.path("changed.csv");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn month(world: &World, command: &str, extra: &[&str]) -> crate::support::Cmd {
+    let mut args = vec!["--var", MONTH, "--limit", "200/s"];
+    args.extend(extra);
+    world.job(command, "jobs/monthly-subscriptions.toml", &args)
+}
+
+#[test]
+fn refresh_reports_which_links_were_paid() {
+    let world = World::new();
+    month(&world, "run", &[]).code(0);
+    let rows = world.output();
+    for row in &rows[..3] {
+        pay(&world, &row["link_id"]);
+    }
+    let multi = world.http().create(&[("amount", "1"), ("currency", "thb"), ("title", "x"), ("description", "y")]);
+    assert_eq!(multi.status, 200);
+    let before = world.stats().requests.values().sum::<u64>();
+    let outcome = month(&world, "refresh", &[]).code(0);
+    assert!(outcome.stderr.contains("3 paid, 21 unpaid; collected 3079.00 THB"), "{}", outcome.stderr);
+    assert_eq!(world.stats().requests.values().sum::<u64>() - before, 24, "one read per link, nothing created");
+    assert_eq!(world.stats().creates, 25);
+    let rows = world.output();
+    let first = &rows[0];
+    assert_eq!(
+        (first["used"].as_str(), first["charges"].as_str(), first["paid_amount"].as_str()),
+        ("true", "1", "59900")
+    );
+    assert!(first["last_paid_at"].ends_with('Z'));
+    assert_eq!(
+        (rows[5]["used"].as_str(), rows[5]["charges"].as_str(), rows[5]["last_paid_at"].as_str()),
+        ("false", "0", "")
+    );
+    assert_eq!(count(&rows, "created"), 24, "statuses stay those of the last run, which made these links");
+    assert_eq!(ledger_events(&world, "refresh_finished").len(), 1);
+}
+
+#[test]
+fn an_interrupted_refresh_resumes_where_it_stopped() {
+    let world = World::new();
+    month(&world, "run", &[]).code(0);
+    let (base, output, ledger) = (world.base_url(), world.path("out.csv"), world.path("ledger.jsonl"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linkbatch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["refresh", "jobs/monthly-subscriptions.toml", "--var", MONTH, "--limit", "10/s", "--base-url", &base])
+        .args(["--output", output.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()])
+        .env("OMISE_SECRET_KEY", &world.key)
+        .env("CI", "true")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The run's 24 requests still fill the 10/s window for a second (the ledger seeds the throttle).
+    std::thread::sleep(Duration::from_millis(2000));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let first = ledger_events(&world, "refreshed").len();
+    assert!((5..24).contains(&first), "{first} links read before the stop");
+    month(&world, "refresh", &[]).code(0);
+    let reads = ledger_events(&world, "refreshed");
+    let keys: BTreeSet<_> = reads.iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+    assert_eq!((reads.len(), keys.len()), (24, 24), "the second refresh read only what the first had not");
+    assert_eq!(ledger_events(&world, "refresh_started").len(), 1, "resumed, not restarted");
+}
+
+#[test]
+fn export_rebuilds_the_output_from_input_and_ledger() {
+    let world = World::new();
+    world.run_job("jobs/catalog-import.toml", &["--input", "samples/catalog-broken.jsonl", "--limit", "100/s"]).code(1);
+    let written = std::fs::read_to_string(world.path("out.csv")).unwrap();
+    std::fs::remove_file(world.path("out.csv")).unwrap();
+    let served = world.stats().requests.values().sum::<u64>();
+    let ledger = world.path("ledger.jsonl");
+    let output = world.path("out.csv");
+    let args = ["export", "jobs/catalog-import.toml", "--input", "samples/catalog-broken.jsonl"];
+    let outcome = world.linkbatch(&args).env("Z", "").run();
+    assert_eq!(outcome.code, 2, "without the run's ledger there is nothing to export");
+    let mut args = args.to_vec();
+    args.extend(["--ledger", ledger.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    world.linkbatch(&args).code(0);
+    assert_eq!(std::fs::read_to_string(world.path("out.csv")).unwrap(), written, "the same file, byte for byte");
+    assert_eq!(world.stats().requests.values().sum::<u64>(), served, "export sends nothing");
+}
+
+#[test]
+fn replace_changed_deletes_unpaid_links_and_keeps_paid_ones() {
+    let world = World::new();
+    month(&world, "run", &[]).code(0);
+    let before: BTreeMap<String, String> =
+        world.output().iter().map(|r| (r["subscription_id"].clone(), r["link_id"].clone())).collect();
+    pay(&world, &before["SUB-1001"]);
+    let input = changed_input(&world, &["SUB-1001", "SUB-1005"]);
+    // Without the flag: conflicts, nothing sent.
+    month(&world, "run", &["--input", &input]).code(1);
+    assert_eq!(count(&world.output(), "conflict"), 2);
+    assert_eq!(world.stats().creates, 24);
+
+    month(&world, "run", &["--input", &input, "--replace-changed"]).code(1);
+    let rows = world.output();
+    let row = |id: &str| rows.iter().find(|r| r["subscription_id"] == id).unwrap().clone();
+    assert_eq!(
+        (row("SUB-1001")["status"].as_str(), row("SUB-1001")["error_code"].as_str()),
+        ("conflict", "conflict_paid")
+    );
+    assert_eq!(row("SUB-1001")["link_id"], before["SUB-1001"], "a paid link is never replaced");
+    assert_eq!(row("SUB-1005")["status"], "created");
+    assert_eq!(row("SUB-1005")["amount"], "60900");
+    assert_ne!(row("SUB-1005")["link_id"], before["SUB-1005"]);
+    let stats = world.stats();
+    assert_eq!((stats.links_held, stats.deleted_links, stats.creates), (24, 1, 25));
+    let http = world.http();
+    let old = http.send(http.classic(Method::GET, &format!("/links/{}", before["SUB-1005"])));
+    assert_eq!(old.body["deleted"], true);
+    // Again: nothing more to do, nothing sent.
+    let served = world.stats().requests.values().sum::<u64>();
+    month(&world, "run", &["--input", &input, "--replace-changed"]).code(1);
+    assert_eq!(world.stats().creates, 25);
+    assert_eq!(world.stats().requests.values().sum::<u64>(), served);
+}
+
+#[test]
+fn replacing_survives_kill_nine() {
+    let world = World::with(SandboxConfig {
+        faults: vec![
+            FaultSpec { kind: FaultKind::DropAfterCommit, probability: 0.08 },
+            FaultSpec { kind: FaultKind::ServerErrorBefore, probability: 0.05 },
+        ],
+        seed: 5,
+        ..Default::default()
+    });
+    month(&world, "run", &["--limit", "none"]).code(0);
+    let old: BTreeSet<String> = world.output().iter().map(|r| r["link_id"].clone()).collect();
+    let input = changed_input(&world, &["*"]);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut kills = 0;
+    // Paced at 30/s, a full replacement (a read, a delete and a create per row) takes about 2.4 s, so
+    // the kills land in the middle of it.
+    let replace = || month(&world, "run", &["--input", &input, "--replace-changed", "--limit", "30/s"]);
+    for _ in 0..60 {
+        let mut child = replace().spawn();
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if kills >= 12 || (kills >= 8 && world.stats().deleted_links == 24) {
+            break;
+        }
+    }
+    let done = (0..5).any(|_| replace().run().code == 0);
+    assert!(done && kills >= 8, "finished: {done}, kills: {kills}");
+    let stats = world.stats();
+    eprintln!(
+        "replace: {kills} kills; faults {:?}; held {}, deleted {}",
+        stats.faults, stats.links_held, stats.deleted_links
+    );
+    assert_eq!((stats.links_held, stats.deleted_links), (24, 24), "every old link deleted, one new link per row");
+    assert_eq!(stats.identical_extra, 0);
+    let rows = world.output();
+    assert_eq!(count(&rows, "created") + count(&rows, "existing"), 24);
+    assert!(rows.iter().all(|r| !old.contains(&r["link_id"])));
+}
