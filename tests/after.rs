@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 
-use crate::support::{World, count, read_csv};
+use crate::support::{World, count};
 
 const MONTH: &str = "billing_month=2026-11";
 
