@@ -158,6 +158,9 @@ struct SandboxArgs {
     /// How long a slow-after fault holds its answer once the link is stored.
     #[arg(long, value_name = "DURATION", default_value = "40s")]
     slow_delay: String,
+    /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
+    #[arg(long, value_name = "FILE")]
+    teams: Option<PathBuf>,
 }
 
 /// A failure with the exit code it maps to.
@@ -519,6 +522,13 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(anyhow::anyhow!("--fault: {e}")))?;
+    let mut config = config;
+    if let Some(path) = &args.teams {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| usage(anyhow::anyhow!("--teams {}: {e}", path.display())))?;
+        config.teams =
+            serde_json::from_str(&text).map_err(|e| usage(anyhow::anyhow!("--teams {}: {e}", path.display())))?;
+    }
     let teams: Vec<String> = config
         .teams
         .iter()

@@ -285,3 +285,18 @@ fn stats_count_identical_links() {
     let served = http.send(http.request(Method::GET, "/__sandbox/stats"));
     assert_eq!(served.body["identical_extra"], 2);
 }
+
+#[test]
+fn latency_slows_the_answer_not_the_commit() {
+    let world = World::with(SandboxConfig { latency: Duration::from_millis(800), ..Default::default() });
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let request = client.post(format!("{}/links", world.base_url())).basic_auth(&world.key, Some("")).form(&latte());
+    let started = std::time::Instant::now();
+    let timed_out = world.rt.block_on(async { request.send().await }).unwrap_err().is_timeout();
+    assert!(timed_out && started.elapsed() < Duration::from_millis(700));
+    // The client gave up, but the link was stored when the request arrived.
+    assert_eq!(world.stats().links_held, 1);
+    let slow = std::time::Instant::now();
+    assert_eq!(world.http().send(world.http().classic(Method::GET, "/links")).status, 200);
+    assert!(slow.elapsed() >= Duration::from_millis(800));
+}

@@ -140,9 +140,6 @@ async fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> R
             other => other,
         }
     };
-    if !shared.config.latency.is_zero() {
-        tokio::time::sleep(shared.config.latency).await;
-    }
     let legacy =
         headers.get("omise-version").and_then(|v| v.to_str().ok()).is_some_and(|version| version.trim() < "2019-05-29");
     Ok(Admitted { key, fault, legacy })
@@ -292,11 +289,17 @@ async fn unknown_route() -> Response {
     refuse(ApiFault::not_found("the requested resource"))
 }
 
+/// Counts every API answer and applies the configured latency. The latency comes after the handler, so a
+/// create is stored as soon as it arrives and only its answer is slow: a client that times out and then looks
+/// for the link finds it, as it would on a server that commits before it answers.
 async fn count_answers(State(s): Sandbox, request: Request, next: Next) -> Response {
     let internal = request.uri().path().starts_with("/__sandbox");
     let response = next.run(request).await;
     if !internal {
         s.store().count_response(response.status().as_str());
+        if !s.config.latency.is_zero() {
+            tokio::time::sleep(s.config.latency).await;
+        }
     }
     response
 }
