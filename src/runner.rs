@@ -457,9 +457,14 @@ pub async fn run(
 
     // Dispatch from a blocking thread: the input is read as a stream and `blocking_send` waits for a free
     // worker, so memory does not grow with the input.
+    // Nothing to send (a finished job run again): no dispatch pass over the input at all.
+    let idle = total == 0 && survey.uncertain == 0;
     let producer = tokio::task::spawn_blocking({
         let shared = shared.clone();
         move || -> anyhow::Result<()> {
+            if idle {
+                return Ok(());
+            }
             let mut reader = shared.plan.reader()?;
             for_each_row(&shared.plan, &mut reader, |row| {
                 let Ok(row) = row else {
