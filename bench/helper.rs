@@ -58,7 +58,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         mode: key.mode().name().to_owned(),
         key_hash: key.fingerprint(),
     };
-    let mut line = |event: &Event, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
+    let line = |event: &Event, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
         serde_json::to_writer(&mut *out, event)?;
         out.write_all(b"\n")?;
         Ok(())
