@@ -473,28 +473,23 @@ pub async fn run(
                 let task = {
                     let index = shared.index();
                     let state = index.keys.get(&row.key);
-                    match (work, disposition(&row, state)) {
-                        (Work::Refresh, Disposition::Existing(link)) => {
-                            let fresh =
-                                state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
-                            (!fresh).then_some(Task::Refresh { row, link_id: link.link_id })
+                    if work == Work::Refresh {
+                        // Every row with a link is read, unless this refresh (or the one it resumes) already did.
+                        let fresh =
+                            state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
+                        let link = state.and_then(|s| s.link.as_ref()).filter(|_| !fresh);
+                        link.map(|l| Task::Refresh { link_id: l.link_id.clone(), row })
+                    } else {
+                        match disposition(&row, state) {
+                            Disposition::New => Some(Task::Create { row, open: None, replace: None }),
+                            Disposition::Uncertain(open) => Some(Task::Create { row, open: Some(open), replace: None }),
+                            Disposition::Conflict { link_id, .. }
+                                if replacing && state.is_some_and(|s| s.replace_refused.is_none()) =>
+                            {
+                                Some(Task::Create { row, open: None, replace: Some(link_id) })
+                            }
+                            Disposition::Existing(_) | Disposition::Conflict { .. } => None,
                         }
-                        (Work::Refresh, Disposition::Conflict { link_id, .. }) => {
-                            let fresh =
-                                state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
-                            (!fresh).then_some(Task::Refresh { row, link_id })
-                        }
-                        (Work::Refresh, _) => None,
-                        (_, Disposition::New) => Some(Task::Create { row, open: None, replace: None }),
-                        (_, Disposition::Uncertain(open)) => {
-                            Some(Task::Create { row, open: Some(open), replace: None })
-                        }
-                        (_, Disposition::Conflict { link_id, .. })
-                            if replacing && state.is_some_and(|s| s.replace_refused.is_none()) =>
-                        {
-                            Some(Task::Create { row, open: None, replace: Some(link_id) })
-                        }
-                        (_, Disposition::Existing(_) | Disposition::Conflict { .. }) => None,
                     }
                 };
                 let Some(task) = task else { return true };
@@ -893,12 +888,11 @@ pub fn write_output(
     let mut reader = plan.reader()?;
     let mut error = None;
     for_each_row(plan, &mut reader, |row| {
-        let (out, payment) = output_row(row, index, run_start);
-        if payments && !out.link_id.is_empty() {
-            totals.add(payment);
-        }
-        let mut out = out;
+        let (mut out, payment) = output_row(row, index, run_start);
         if payments {
+            if !out.link_id.is_empty() {
+                totals.add(payment);
+            }
             out.refresh = crate::output::refresh_cells(plan.api, payment);
         }
         *counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
