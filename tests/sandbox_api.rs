@@ -61,7 +61,7 @@ fn classic_link_round_trip_like_omise() {
 #[test]
 fn live_keys_make_live_links() {
     let mut world = World::new();
-    world.key = "skey_live_sandboxcheck".into();
+    world.key = "skey_live_sandbox_check".into();
     let link = world.http().create(&latte()).body;
     assert!(link["id"].as_str().unwrap().starts_with("link_") && !link["id"].as_str().unwrap().contains("test"));
     assert_eq!(link["livemode"], true);
