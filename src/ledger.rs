@@ -293,9 +293,9 @@ impl Index {
     }
 
     /// Applies an event this run appended, keeping the index equal to the file.
-    pub fn record(&mut self, event: &Event) {
+    pub fn record(&mut self, event: Event) {
         let line = self.lines + 1;
-        self.apply(event.clone(), line);
+        self.apply(event, line);
     }
 }
 
@@ -412,11 +412,6 @@ impl Ledger {
         let queue = self.queue.as_ref().ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
         queue.send((line, done)).map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
         wait.await.map_err(|_| io(std::io::Error::other("ledger writer stopped")))?.map_err(io)
-    }
-
-    /// The ledger's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

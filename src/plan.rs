@@ -242,8 +242,6 @@ pub struct Plan {
     pub key_env: String,
     /// Base URL: https, or http on loopback.
     pub base_url: String,
-    /// Whether `base_url` came from the job or flags rather than the default.
-    pub base_url_overridden: bool,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Links+ auth scheme.
@@ -265,6 +263,8 @@ pub struct Plan {
     /// Input columns copied to the output.
     pub extra_columns: Vec<String>,
     columns: Vec<String>,
+    /// Where each extra output column sits in `columns`, resolved once for every row.
+    extra_positions: Vec<usize>,
     vars: HashMap<String, String>,
     key: Template,
     amount: Template,
@@ -461,6 +461,8 @@ impl Plan {
             }
         }
         reader.select(wanted.clone());
+        // Each output column was pushed into `wanted` just above, so every lookup finds it.
+        let extra_positions = spec.output.columns.iter().filter_map(|c| wanted.iter().position(|w| w == c)).collect();
 
         if let LinkTemplates::Classic { currency, .. } = &link
             && currency.is_literal()
@@ -490,7 +492,6 @@ impl Plan {
             max_delay: duration("[retry] max_delay", &spec.retry.max_delay)?,
         };
         let timeout = duration("[api] timeout", &spec.api.timeout)?;
-        let base_url_overridden = overrides.base_url.is_some() || spec.api.base_url.is_some();
         let base_url = overrides
             .base_url
             .clone()
@@ -513,7 +514,6 @@ impl Plan {
             api: spec.api.kind,
             key_env: spec.api.key_env,
             base_url,
-            base_url_overridden,
             timeout,
             auth: spec.api.auth,
             input_path,
@@ -524,6 +524,7 @@ impl Plan {
             concurrency,
             retry,
             extra_columns: spec.output.columns,
+            extra_positions,
             columns: wanted,
             vars,
             key,
@@ -543,14 +544,8 @@ impl Plan {
 
     /// Turns one record into a request, or says which field is wrong.
     pub fn row(&self, record: &Record) -> Result<PlannedRow, RowError> {
-        let extra: Vec<String> = self
-            .extra_columns
-            .iter()
-            .map(|c| {
-                let i = self.columns.iter().position(|w| w == c);
-                i.and_then(|i| record.cells[i].clone()).unwrap_or_default()
-            })
-            .collect();
+        let extra: Vec<String> =
+            self.extra_positions.iter().map(|&i| record.cells[i].clone().unwrap_or_default()).collect();
         let lookup = |name: &str| -> Option<&str> {
             match self.columns.iter().position(|c| c == name) {
                 Some(i) => record.cells[i].as_deref().filter(|v| !v.trim().is_empty()),

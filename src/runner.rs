@@ -290,7 +290,7 @@ impl Shared {
             self.abort(message.clone());
             ApiError::Fatal { code: "ledger".into(), message }
         })?;
-        self.index().record(&event);
+        self.index().record(event);
         Ok(())
     }
 
@@ -380,7 +380,7 @@ pub async fn run(
             None => {
                 let marker = Event::RefreshStarted { at: crate::ledger::now() };
                 ledger.append(&marker).await?;
-                index.record(&marker);
+                index.record(marker);
                 index.lines
             }
         };
@@ -389,7 +389,7 @@ pub async fn run(
         let start = index.lines;
         let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
         ledger.append(&marker).await?;
-        index.record(&marker);
+        index.record(marker);
         (start, 0)
     };
     let replacing = work == Work::CreateReplacing && plan.api == crate::job::ApiKind::Links;
@@ -513,7 +513,7 @@ pub async fn run(
     if work == Work::Refresh && !shared.stop.is_stopped() {
         let marker = Event::RefreshFinished { at: crate::ledger::now() };
         shared.ledger.append(&marker).await?;
-        shared.index().record(&marker);
+        shared.index().record(marker);
     }
     let index = shared.index.into_inner().unwrap_or_else(|p| p.into_inner());
     let (counts, payments) = write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?;

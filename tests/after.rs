@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use linkbatch::sandbox::{FaultKind, FaultSpec, SandboxConfig};
+use linkbatch::sandbox::{FaultKind, SandboxConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 
-use crate::support::{World, count};
+use crate::support::{World, count, faults};
 
 const MONTH: &str = "billing_month=2026-11";
 
@@ -169,10 +169,7 @@ fn replace_changed_deletes_unpaid_links_and_keeps_paid_ones() {
 #[test]
 fn replacing_survives_kill_nine() {
     let world = World::with(SandboxConfig {
-        faults: vec![
-            FaultSpec { kind: FaultKind::DropAfterCommit, probability: 0.08 },
-            FaultSpec { kind: FaultKind::ServerErrorBefore, probability: 0.05 },
-        ],
+        faults: faults(&[(FaultKind::DropAfterCommit, 0.08), (FaultKind::ServerErrorBefore, 0.05)]),
         seed: 5,
         ..Default::default()
     });

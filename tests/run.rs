@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use linkbatch::sandbox::{FaultKind, FaultSpec, SandboxConfig};
+use linkbatch::sandbox::{FaultKind, SandboxConfig};
 
-use crate::support::{World, count, requests, statuses};
+use crate::support::{World, count, faults, requests, statuses};
 
 #[test]
 fn catalog_import_validate_run_and_run_again() {
@@ -128,16 +128,15 @@ fn broken_input_rejects_rows_by_line_and_runs_the_rest() {
 
 #[test]
 fn limits_and_faults_end_with_one_link_per_row() {
-    let faults = [
-        (FaultKind::ServerErrorBefore, 0.08),
-        (FaultKind::ServerErrorAfter, 0.05),
-        (FaultKind::RateLimited, 0.05),
-        (FaultKind::DropAfterCommit, 0.05),
-        (FaultKind::SlowAfter, 0.03),
-    ];
     let world = World::with(SandboxConfig {
         limits: vec!["40/s".parse().unwrap()],
-        faults: faults.iter().map(|&(kind, probability)| FaultSpec { kind, probability }).collect(),
+        faults: faults(&[
+            (FaultKind::ServerErrorBefore, 0.08),
+            (FaultKind::ServerErrorAfter, 0.05),
+            (FaultKind::RateLimited, 0.05),
+            (FaultKind::DropAfterCommit, 0.05),
+            (FaultKind::SlowAfter, 0.03),
+        ]),
         seed: 11,
         slow_delay: Duration::from_secs(3),
         ..Default::default()

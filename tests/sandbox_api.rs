@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use linkbatch::sandbox::{FaultKind, FaultSpec, SandboxConfig};
+use linkbatch::sandbox::{FaultKind, SandboxConfig};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::World;
+use crate::support::{World, faults};
 
 fn latte() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -191,15 +191,11 @@ fn sliding_windows_refuse_with_retry_after_then_readmit() {
     assert_eq!(other.http().send(other.http().classic(Method::GET, "/links")).status, 200);
 }
 
-fn fault(kind: FaultKind, probability: f64) -> FaultSpec {
-    FaultSpec { kind, probability }
-}
-
 #[test]
 fn faults_follow_their_seed_and_are_counted() {
     let statuses = |seed| {
         let world = World::with(SandboxConfig {
-            faults: vec![fault(FaultKind::ServerErrorBefore, 0.3), fault(FaultKind::RateLimited, 0.2)],
+            faults: faults(&[(FaultKind::ServerErrorBefore, 0.3), (FaultKind::RateLimited, 0.2)]),
             seed,
             ..Default::default()
         });
@@ -228,7 +224,7 @@ fn after_commit_faults_store_the_link() {
         (FaultKind::SlowAfter, "timeout"),
     ] {
         let world = World::with(SandboxConfig {
-            faults: vec![fault(kind, 1.0)],
+            faults: faults(&[(kind, 1.0)]),
             slow_delay: Duration::from_secs(3),
             ..Default::default()
         });

@@ -177,3 +177,8 @@ pub fn count(rows: &[BTreeMap<String, String>], status: &str) -> usize {
 pub fn requests(stats: &Stats) -> u64 {
     stats.requests.values().sum()
 }
+
+/// Faults for a sandbox, as (kind, probability) pairs.
+pub fn faults(pairs: &[(linkbatch::sandbox::FaultKind, f64)]) -> Vec<linkbatch::sandbox::FaultSpec> {
+    pairs.iter().map(|&(kind, probability)| linkbatch::sandbox::FaultSpec { kind, probability }).collect()
+}

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linkbatch::sandbox::{FaultKind, FaultSpec, SandboxConfig};
+use linkbatch::sandbox::{FaultKind, SandboxConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 
-use crate::support::{World, read_csv};
+use crate::support::{World, faults, read_csv};
 
 const ROWS: usize = 300;
 /// Kills per test; `LINKBATCH_TORTURE_KILLS` raises it for a soak (CI uses the default).
@@ -54,15 +54,14 @@ fn write_job(world: &World, kind: &str) {
 }
 
 fn torture(kind: &str) {
-    let faults = [
-        (FaultKind::DropAfterCommit, 0.06),
-        (FaultKind::ServerErrorAfter, 0.05),
-        (FaultKind::SlowAfter, 0.03),
-        (FaultKind::RateLimited, 0.03),
-        (FaultKind::ServerErrorBefore, 0.03),
-    ];
     let world = World::with(SandboxConfig {
-        faults: faults.iter().map(|&(kind, probability)| FaultSpec { kind, probability }).collect(),
+        faults: faults(&[
+            (FaultKind::DropAfterCommit, 0.06),
+            (FaultKind::ServerErrorAfter, 0.05),
+            (FaultKind::SlowAfter, 0.03),
+            (FaultKind::RateLimited, 0.03),
+            (FaultKind::ServerErrorBefore, 0.03),
+        ]),
         seed: seed(),
         slow_delay: Duration::from_secs(1),
         ..Default::default()

@@ -158,7 +158,6 @@ impl Shared {
 
 /// A running sandbox.
 pub struct Sandbox {
-    addr: SocketAddr,
     base_url: String,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -188,17 +187,12 @@ impl Sandbox {
         let shared = Arc::new(Shared { store: Mutex::new(store), config });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));
-        Ok(Sandbox { addr, base_url, shared, stop, task })
+        Ok(Sandbox { base_url, shared, stop, task })
     }
 
     /// `http://127.0.0.1:PORT`, the base URL of both APIs.
     pub fn base_url(&self) -> &str {
         &self.base_url
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// What the sandbox holds and served so far.

@@ -12,12 +12,8 @@ use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
 use crate::money::Currency;
+use crate::plan::{MAX_DESCRIPTION, MAX_TITLE};
 use crate::rate::{Rate, SlidingWindow};
-
-/// Longest title a classic link takes (seed 003).
-pub const MAX_TITLE: usize = 200;
-/// Longest description a classic link takes (seed 003).
-pub const MAX_DESCRIPTION: usize = 1000;
 
 /// An Omise error answer: HTTP status, code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
