@@ -18,6 +18,12 @@ fn main() -> anyhow::Result<()> {
         Some("input") => input(&args[1..]),
         Some("ledger") => ledger(&args[1..]),
         Some("bound") => bound(&args[1..]),
+        Some("read") => {
+            let t = std::time::Instant::now();
+            let found = linkbatch::ledger::Ledger::inspect(args[1].as_ref())?;
+            eprintln!("read {:?} keys {}", t.elapsed(), found.map_or(0, |(_, i, _)| i.len()));
+            Ok(())
+        }
         _ => anyhow::bail!("usage: bench-helper input N FILE | ledger JOB INPUT LEDGER BASE_URL KEY | bound N RATE..."),
     }
 }
@@ -68,14 +74,14 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
     let mut reader = plan.reader()?;
     let mut n = 0u64;
     let mut failure = None;
-    linkbatch::runner::for_each_row(&plan, &mut reader, |row| {
+    linkbatch::runner::for_each_row(&plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
         n += 1;
         let link_id = format!("link_test_{n:019}");
         let at = now();
         let intent = Event::Intent {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.clone(),
+            fingerprint: row.fingerprint.to_string(),
             at: at.clone(),
             request: row.request,
         };
@@ -83,7 +89,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
             key: row.key,
             payment_uri: format!("https://pay.omise.co/links/{link_id}"),
             link_id,
-            fingerprint: row.fingerprint,
+            fingerprint: row.fingerprint.to_string(),
             at,
         };
         if let Err(e) = line(&intent, &mut out).and_then(|()| line(&created, &mut out)) {

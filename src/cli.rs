@@ -368,14 +368,19 @@ async fn run(args: RunArgs, work: Work, quiet: bool) -> Result<u8, Failure> {
         Client::new(plan.api, &plan.base_url, key, plan.auth, plan.timeout).map_err(|e| usage(anyhow::anyhow!(e)))?;
 
     let mut reader = plan.reader()?;
-    let (survey, _) = runner::survey(&plan, &mut reader, &index);
+    // A plain run drafts its output while surveying: a finished job run again then reads its input once.
+    let draft = match work {
+        Work::Create => Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?),
+        Work::CreateReplacing | Work::Refresh => None,
+    };
+    let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
     for &(team, template) in &survey.templates {
         check_template(&client, team, template).await?;
     }
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout));
-    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet, work })
+    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet, work, draft })
         .await
         .map_err(|e| Failure { code: 2, error: e })?;
     signals.abort();
@@ -479,7 +484,7 @@ fn export(args: InspectArgs) -> Result<u8, Failure> {
     let index = index.ok_or_else(|| {
         usage(anyhow::anyhow!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path.display()))
     })?;
-    let payments = index.keys.values().any(|s| s.payment.is_some());
+    let payments = index.has_payments();
     let (counts, totals) = runner::write_output(&plan, &index, Some(index.last_run), payments).map_err(usage)?;
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
     let totals = totals.map(|t| format!("; links: {}", t.line())).unwrap_or_default();

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod digest;
 pub mod input;
 pub mod job;
 pub mod ledger;

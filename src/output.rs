@@ -116,7 +116,17 @@ pub struct OutputWriter {
     extra_columns: usize,
     refresh_columns: usize,
     temporary: PathBuf,
-    csv: csv::Writer<BufWriter<File>>,
+    /// `None` once finished.
+    csv: Option<csv::Writer<BufWriter<File>>>,
+}
+
+impl Drop for OutputWriter {
+    fn drop(&mut self) {
+        // Not finished (a draft given up, an error): the temporary file goes, the old output stays.
+        if self.csv.take().is_some() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 impl std::fmt::Debug for OutputWriter {
@@ -146,7 +156,7 @@ impl OutputWriter {
             extra_columns: extra_columns.len(),
             refresh_columns: refresh_columns.len(),
             temporary,
-            csv,
+            csv: Some(csv),
         })
     }
 
@@ -174,17 +184,28 @@ impl OutputWriter {
             .chain(extra.take(self.extra_columns))
             .chain(refresh.take(self.refresh_columns))
             .map(neutralise);
-        self.csv.write_record(cells.map(|c| c.into_owned()))?;
-        Ok(())
+        let csv = self.csv.as_mut().ok_or_else(|| std::io::Error::other("output already finished"))?;
+        csv.write_record(cells.map(|cell| match cell {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        }))
+        .map_err(std::io::Error::from)
     }
 
     /// Flushes, syncs and renames into place.
-    pub fn finish(self) -> std::io::Result<PathBuf> {
-        let file = self.csv.into_inner().map_err(|e| e.into_error())?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&self.temporary, &self.path)?;
-        Ok(self.path)
+    pub fn finish(mut self) -> std::io::Result<PathBuf> {
+        let csv = self.csv.take().ok_or_else(|| std::io::Error::other("output already finished"))?;
+        let result = csv
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()))
+            .and_then(|file| file.sync_all())
+            .and_then(|()| std::fs::rename(&self.temporary, &self.path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.temporary);
+            return Err(e);
+        }
+        Ok(self.path.clone())
     }
 }
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use crate::digest::{BuildDigestHasher, Digest};
 use crate::input::{InputReader, Record, detect_format};
 use crate::job::{ApiKind, AuthScheme, Field, InputFormat, JobSpec};
 use crate::money::{AmountUnit, Currency, parse_amount};
@@ -113,11 +113,10 @@ pub enum LinkRequest {
 
 impl LinkRequest {
     /// A hash of the canonical parameters: equal requests, equal fingerprints.
-    pub fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> Digest {
         // Serialising a struct keeps field order fixed, so the JSON text is canonical.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&canonical);
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        Digest::of(&canonical)
     }
 
     /// Amount in minor units.
@@ -133,6 +132,14 @@ impl LinkRequest {
         match self {
             LinkRequest::Classic(r) => Some(&r.currency),
             LinkRequest::Plus(r) => r.currency.as_deref(),
+        }
+    }
+
+    /// Title (Links+: name), taken out.
+    pub fn into_title(self) -> String {
+        match self {
+            LinkRequest::Classic(r) => r.title,
+            LinkRequest::Plus(r) => r.name,
         }
     }
 
@@ -172,10 +179,12 @@ pub struct PlannedRow {
     pub line: u64,
     /// The row key.
     pub key: String,
+    /// The key's identity in the ledger index.
+    pub key_id: Digest,
     /// What to create.
     pub request: LinkRequest,
     /// `request.fingerprint()`, computed once.
-    pub fingerprint: String,
+    pub fingerprint: Digest,
     /// Values of the output's extra columns.
     pub extra: Vec<String>,
 }
@@ -656,22 +665,34 @@ impl Plan {
             }
         };
         let fingerprint = request.fingerprint();
-        Ok(PlannedRow { line: record.line, key, request, fingerprint, extra })
+        Ok(PlannedRow { line: record.line, key_id: Digest::of(key.as_bytes()), key, request, fingerprint, extra })
     }
 }
 
-/// Finds rows sharing a key: the first keeps it, each later one is rejected.
+/// Finds rows sharing a key: the first keeps it, each later one is rejected. A key the ledger index knows
+/// is marked in a bit per index slot, so a resumed million-row job needs no second set of its keys.
 #[derive(Debug, Default)]
 pub struct KeyGuard {
-    seen: HashSet<[u8; 16]>,
+    slots: Vec<u64>,
+    seen: HashSet<Digest, BuildDigestHasher>,
 }
 
 impl KeyGuard {
-    /// Records `key`; false when an earlier row already had it.
-    pub fn first(&mut self, key: &str) -> bool {
-        let digest = Sha256::digest(key.as_bytes());
-        let mut short = [0u8; 16];
-        short.copy_from_slice(&digest[..16]);
-        self.seen.insert(short)
+    /// A guard for rows looked up in an index of `slots` keys.
+    pub fn new(slots: usize) -> KeyGuard {
+        KeyGuard { slots: vec![0; slots.div_ceil(64)], seen: HashSet::default() }
+    }
+
+    /// Records a key (its [`PlannedRow::key_id`], and its index slot when the index has it); false when an
+    /// earlier row already had it.
+    pub fn first(&mut self, key: Digest, slot: Option<usize>) -> bool {
+        match slot.and_then(|i| Some((self.slots.get_mut(i / 64)?, 1u64 << (i % 64)))) {
+            Some((word, bit)) => {
+                let first = *word & bit == 0;
+                *word |= bit;
+                first
+            }
+            None => self.seen.insert(key),
+        }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, RwLock};
 
 use crate::api::{ApiError, Client, RemoteLink};
 use crate::input::InputReader;
-use crate::ledger::{Event, Index, KeyState, Ledger, OpenIntent};
+use crate::ledger::{Event, Index, Ledger, LinkRecord, OpenIntent};
 use crate::output::{OutputRow, OutputWriter, Status};
 use crate::plan::{KeyGuard, LinkRequest, Plan, PlannedRow, RowError};
 use crate::progress::Progress;
@@ -28,14 +28,9 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub enum Disposition {
     /// Nothing to do: its link exists and the row is unchanged.
-    Existing(crate::ledger::LinkRecord),
-    /// Its link exists but the row changed since.
-    Conflict {
-        /// The existing link.
-        link_id: String,
-        /// What changed.
-        changes: String,
-    },
+    Existing(LinkRecord),
+    /// Its link exists but the row changed since ([`conflict_changes`] says what changed).
+    Conflict(LinkRecord),
     /// An earlier request's outcome is unknown: reconcile first.
     Uncertain(OpenIntent),
     /// Never sent, or failed before: send.
@@ -43,24 +38,33 @@ pub enum Disposition {
 }
 
 /// What the ledger makes of a planned row. One rule, used by the run, `validate`, `status` and the output.
-pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
-    let Some(state) = state else {
+pub fn disposition(row: &PlannedRow, index: &Index) -> Disposition {
+    let Some(state) = index.get(&row.key_id) else {
         return Disposition::New;
     };
-    if let Some(link) = &state.link {
+    if let Some(link) = state.link {
         if link.fingerprint == row.fingerprint {
-            return Disposition::Existing(link.clone());
+            return Disposition::Existing(link);
         }
-        let changes = state
-            .request
-            .as_ref()
-            .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(before));
-        return Disposition::Conflict { link_id: link.link_id.clone(), changes };
+        return Disposition::Conflict(link);
     }
-    match &state.open {
-        Some(open) => Disposition::Uncertain(open.clone()),
+    match state.open_since() {
+        Some(at) => {
+            // An intent found in the file carries its own request; one this run wrote was this row's.
+            let (request, fingerprint) =
+                state.open_request().cloned().unwrap_or_else(|| (row.request.clone(), row.fingerprint));
+            Disposition::Uncertain(OpenIntent { at, request, fingerprint })
+        }
         None => Disposition::New,
     }
+}
+
+/// What changed in a conflicting row since its link was made (read back from the ledger).
+pub fn conflict_changes(row: &PlannedRow, index: &Index) -> String {
+    index
+        .get(&row.key_id)
+        .and_then(|state| index.link_request(state))
+        .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(&before))
 }
 
 /// Counts of a survey: what a run would do, with no request sent.
@@ -86,13 +90,15 @@ pub struct Survey {
     pub templates: std::collections::BTreeSet<(u64, u64)>,
 }
 
-/// Streams every row of `reader` through the plan, the duplicate-key check and the ledger.
+/// Streams every row of `reader` through the plan and the duplicate-key check, in input order. `index`, when
+/// given, is the ledger index `visit` consults, whose slots then double as the record of keys seen.
 pub fn for_each_row(
     plan: &Plan,
     reader: &mut InputReader,
+    index: Option<&Index>,
     mut visit: impl FnMut(Result<PlannedRow, RowError>) -> bool,
 ) {
-    let mut keys = KeyGuard::default();
+    let mut keys = KeyGuard::new(index.map_or(0, Index::len));
     while let Some(record) = reader.next_record() {
         let row = match record {
             Err(rejection) => Err(RowError {
@@ -103,7 +109,8 @@ pub fn for_each_row(
                 extra: Vec::new(),
             }),
             Ok(record) => plan.row(&record).and_then(|row| {
-                if keys.first(&row.key) {
+                let slot = index.and_then(|index| index.position(&row.key_id));
+                if keys.first(row.key_id, slot) {
                     Ok(row)
                 } else {
                     Err(RowError {
@@ -124,44 +131,71 @@ pub fn for_each_row(
 
 /// Counts what a run would do, without sending anything.
 pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, Vec<RowError>) {
+    let (survey, rejections, _) = survey_drafting(plan, reader, index, None);
+    (survey, rejections)
+}
+
+/// [`survey`], writing the output on the way for as long as every row is settled (its link exists, or it
+/// conflicts, or it is rejected). When the whole input is settled the run has nothing to send, and the
+/// draft (as of ledger line `index.lines`) is its output: a finished job run again reads its input once.
+pub fn survey_drafting(
+    plan: &Plan,
+    reader: &mut InputReader,
+    index: &Index,
+    mut draft: Option<OutputPass>,
+) -> (Survey, Vec<RowError>, Option<OutputPass>) {
     let mut survey = Survey::default();
     let mut rejections = Vec::new();
-    for_each_row(plan, reader, |row| {
+    for_each_row(plan, reader, Some(index), |row| {
         survey.rows += 1;
-        match row {
+        let disposition = match &row {
             Err(e) => {
                 survey.rejected += 1;
                 if rejections.len() < 1000 {
-                    rejections.push(e);
+                    rejections.push(e.clone());
                 }
+                None
             }
             Ok(row) => {
-                let state = index.keys.get(&row.key);
-                let disposition = disposition(&row, state);
+                let disposition = disposition(row, index);
                 if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
                     (&disposition, &row.request)
                 {
                     survey.templates.insert((r.team_id, r.template_id));
                 }
-                match disposition {
+                match &disposition {
                     Disposition::Existing(link) => {
                         survey.existing += 1;
-                        survey.by_latest_run += u64::from(index.last_run > 0 && link.line > index.last_run);
+                        survey.by_latest_run += u64::from(index.last_run > 0 && link.line() > index.last_run);
                     }
-                    Disposition::Conflict { .. } => survey.conflict += 1,
-                    Disposition::Uncertain(_) => survey.uncertain += 1,
+                    Disposition::Conflict(_) => survey.conflict += 1,
+                    Disposition::Uncertain(_) => {
+                        survey.uncertain += 1;
+                        // Something to send: the output is written after the run. Dropping the draft
+                        // removes its file.
+                        draft = None;
+                    }
                     Disposition::New => {
                         survey.new += 1;
-                        if state.is_some_and(|s| s.failed.is_some()) {
+                        draft = None;
+                        if index.get(&row.key_id).is_some_and(|s| s.failed().is_some()) {
                             survey.failed_before += 1;
                         }
                     }
                 }
+                Some(disposition)
             }
+        };
+        // A draft that cannot be written is dropped: the run writes the output afresh at its end.
+        if let Some(pass) = &mut draft
+            && let Err(e) = pass.row(row, disposition, index)
+        {
+            tracing::debug!("dropped the output draft: {e}");
+            draft = None;
         }
         true
     });
-    (survey, rejections)
+    (survey, rejections, draft)
 }
 
 /// How a run ended.
@@ -284,13 +318,13 @@ impl Shared {
     }
 
     async fn record(&self, event: Event) -> Result<(), ApiError> {
-        self.ledger.append(&event).await.map_err(|e| {
+        let offset = self.ledger.append(&event).await.map_err(|e| {
             // A ledger that cannot be written makes every further request unsafe: stop the run.
             let message = e.to_string();
             self.abort(message.clone());
             ApiError::Fatal { code: "ledger".into(), message }
         })?;
-        self.index().record(event);
+        self.index().record(event, offset);
         Ok(())
     }
 
@@ -349,12 +383,14 @@ pub enum Work {
 }
 
 /// Options of `run` beyond the plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RunOptions {
     /// Show a progress bar (on a terminal) or periodic log lines.
     pub progress: bool,
     /// What to do.
     pub work: Work,
+    /// The output [`survey_drafting`] wrote, when every row was settled: the run finishes it.
+    pub draft: Option<OutputPass>,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -379,8 +415,8 @@ pub async fn run(
             }
             None => {
                 let marker = Event::RefreshStarted { at: crate::ledger::now() };
-                ledger.append(&marker).await?;
-                index.record(marker);
+                let offset = ledger.append(&marker).await?;
+                index.record(marker, offset);
                 index.lines
             }
         };
@@ -388,8 +424,8 @@ pub async fn run(
     } else {
         let start = index.lines;
         let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
-        ledger.append(&marker).await?;
-        index.record(marker);
+        let offset = ledger.append(&marker).await?;
+        index.record(marker, offset);
         (start, 0)
     };
     let replacing = work == Work::CreateReplacing && plan.api == crate::job::ApiKind::Links;
@@ -399,7 +435,7 @@ pub async fn run(
         );
     }
     let throttle = Throttle::new(&plan.rates);
-    throttle.seed(&index.sent);
+    throttle.seed(index.sent());
     tracing::info!(
         job = %plan.name,
         rows = survey.rows,
@@ -466,29 +502,28 @@ pub async fn run(
                 return Ok(());
             }
             let mut reader = shared.plan.reader()?;
-            for_each_row(&shared.plan, &mut reader, |row| {
+            for_each_row(&shared.plan, &mut reader, None, |row| {
                 let Ok(row) = row else {
                     return !shared.stop.is_stopped();
                 };
                 let task = {
                     let index = shared.index();
-                    let state = index.keys.get(&row.key);
+                    let state = index.get(&row.key_id);
                     if work == Work::Refresh {
                         // Every row with a link is read, unless this refresh (or the one it resumes) already did.
-                        let fresh =
-                            state.and_then(|s| s.payment.as_ref()).is_some_and(|(_, line)| *line > refresh_since);
-                        let link = state.and_then(|s| s.link.as_ref()).filter(|_| !fresh);
-                        link.map(|l| Task::Refresh { link_id: l.link_id.clone(), row })
+                        let fresh = state.and_then(|s| s.payment()).is_some_and(|(_, line)| *line > refresh_since);
+                        let link = state.and_then(|s| s.link).filter(|_| !fresh);
+                        link.map(|l| Task::Refresh { link_id: index.link_id(&l).to_owned(), row })
                     } else {
-                        match disposition(&row, state) {
+                        match disposition(&row, &index) {
                             Disposition::New => Some(Task::Create { row, open: None, replace: None }),
                             Disposition::Uncertain(open) => Some(Task::Create { row, open: Some(open), replace: None }),
-                            Disposition::Conflict { link_id, .. }
-                                if replacing && state.is_some_and(|s| s.replace_refused.is_none()) =>
+                            Disposition::Conflict(link)
+                                if replacing && state.is_some_and(|s| s.replace_refused().is_none()) =>
                             {
-                                Some(Task::Create { row, open: None, replace: Some(link_id) })
+                                Some(Task::Create { row, open: None, replace: Some(index.link_id(&link).to_owned()) })
                             }
-                            Disposition::Existing(_) | Disposition::Conflict { .. } => None,
+                            Disposition::Existing(_) | Disposition::Conflict(_) => None,
                         }
                     }
                 };
@@ -512,11 +547,15 @@ pub async fn run(
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     if work == Work::Refresh && !shared.stop.is_stopped() {
         let marker = Event::RefreshFinished { at: crate::ledger::now() };
-        shared.ledger.append(&marker).await?;
-        shared.index().record(marker);
+        let offset = shared.ledger.append(&marker).await?;
+        shared.index().record(marker, offset);
     }
     let index = shared.index.into_inner().unwrap_or_else(|p| p.into_inner());
-    let (counts, payments) = write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?;
+    let (counts, payments) = match options.draft {
+        // Drafted as of `start_line`, and nothing was sent since.
+        Some(draft) if idle => draft.finish()?,
+        _ => write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?,
+    };
     Ok(Summary {
         counts,
         payments,
@@ -610,7 +649,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
         let at = SystemTime::now();
         let intent = Event::Intent {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.clone(),
+            fingerprint: row.fingerprint.to_string(),
             at: humantime::format_rfc3339_millis(at).to_string(),
             request: row.request.clone(),
         };
@@ -625,7 +664,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
                         key: row.key.clone(),
                         link_id: link.id,
                         payment_uri: link.payment_uri,
-                        fingerprint: row.fingerprint.clone(),
+                        fingerprint: row.fingerprint.to_string(),
                         at: crate::ledger::now(),
                     })
                     .await;
@@ -655,11 +694,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
             ApiError::Uncertain { reason } => {
                 tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
                 let earliest = open.as_ref().map_or(at, |o| o.at.min(at));
-                open = Some(OpenIntent {
-                    at: earliest,
-                    request: row.request.clone(),
-                    fingerprint: row.fingerprint.clone(),
-                });
+                open = Some(OpenIntent { at: earliest, request: row.request.clone(), fingerprint: row.fingerprint });
                 // A request still in the server's hands could land after a list that missed it: give it time.
                 let grace = shared.plan.timeout.min(Duration::from_secs(2));
                 let Some(delay) = give_up(&reason) else {
@@ -737,7 +772,7 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
         .record(Event::ReplaceIntent {
             key: row.key.clone(),
             link_id: old.to_owned(),
-            fingerprint: row.fingerprint.clone(),
+            fingerprint: row.fingerprint.to_string(),
             at,
         })
         .await?;
@@ -776,7 +811,7 @@ async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
     let _ = shared
         .record(Event::Failed {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.clone(),
+            fingerprint: row.fingerprint.to_string(),
             code: code.to_owned(),
             message: message.to_owned(),
             at: crate::ledger::now(),
@@ -805,7 +840,7 @@ async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Re
         let page = shared.sent(turn, shared.client.list(since, offset, team)).await?;
         let found: Option<RemoteLink> = {
             let index = shared.index();
-            page.links.iter().find(|l| l.matches(&intent.request) && !index.claimed.contains(&l.id)).cloned()
+            page.links.iter().find(|l| l.matches(&intent.request) && !index.is_claimed(&l.id)).cloned()
         };
         if let Some(link) = found {
             tracing::info!(line = row.line, key = %row.key, link = %link.id, "adopted the link an uncertain request made");
@@ -814,7 +849,7 @@ async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Re
                     key: row.key.clone(),
                     link_id: link.id,
                     payment_uri: link.payment_uri,
-                    fingerprint: intent.fingerprint.clone(),
+                    fingerprint: intent.fingerprint.to_string(),
                     at: crate::ledger::now(),
                 })
                 .await?;
@@ -880,39 +915,82 @@ pub fn write_output(
     run_start: Option<u64>,
     payments: bool,
 ) -> anyhow::Result<(BTreeMap<Status, u64>, Option<PaymentTotals>)> {
-    let columns = if payments { crate::output::refresh_columns(plan.api) } else { &[] };
-    let mut writer = OutputWriter::create(&plan.output_path, &plan.extra_columns, columns)
-        .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
-    let mut counts = BTreeMap::new();
-    let mut totals = PaymentTotals::default();
+    let mut pass = OutputPass::create(plan, run_start, payments)?;
     let mut reader = plan.reader()?;
     let mut error = None;
-    for_each_row(plan, &mut reader, |row| {
-        let (mut out, payment) = output_row(row, index, run_start);
-        if payments {
-            if !out.link_id.is_empty() {
-                totals.add(payment);
-            }
-            out.refresh = crate::output::refresh_cells(plan.api, payment);
-        }
-        *counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
-        match writer.write(&out) {
-            Ok(()) => true,
-            Err(e) => {
-                error = Some(e);
-                false
-            }
+    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(row, None, index) {
+        Ok(()) => true,
+        Err(e) => {
+            error = Some(e);
+            false
         }
     });
     if let Some(e) = error {
         anyhow::bail!("cannot write output {}: {e}", plan.output_path.display());
     }
-    writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
-    Ok((counts, payments.then_some(totals)))
+    pass.finish()
 }
 
+/// The output CSV being written, row by row, with its counts.
+#[derive(Debug)]
+pub struct OutputPass {
+    writer: OutputWriter,
+    api: crate::job::ApiKind,
+    path: PathBuf,
+    run_start: Option<u64>,
+    payments: bool,
+    counts: BTreeMap<Status, u64>,
+    totals: PaymentTotals,
+}
+
+impl OutputPass {
+    /// Starts the output of `plan` (at a temporary name until [`OutputPass::finish`]).
+    pub fn create(plan: &Plan, run_start: Option<u64>, payments: bool) -> anyhow::Result<OutputPass> {
+        let columns = if payments { crate::output::refresh_columns(plan.api) } else { &[] };
+        let writer = OutputWriter::create(&plan.output_path, &plan.extra_columns, columns)
+            .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", plan.output_path.display()))?;
+        Ok(OutputPass {
+            writer,
+            api: plan.api,
+            path: plan.output_path.clone(),
+            run_start,
+            payments,
+            counts: BTreeMap::new(),
+            totals: PaymentTotals::default(),
+        })
+    }
+
+    /// Writes the next row (its disposition, when the caller has it already).
+    pub fn row(
+        &mut self,
+        row: Result<PlannedRow, RowError>,
+        disposition: Option<Disposition>,
+        index: &Index,
+    ) -> std::io::Result<()> {
+        let (mut out, payment) = output_row(row, disposition, index, self.run_start);
+        if self.payments {
+            if !out.link_id.is_empty() {
+                self.totals.add(payment);
+            }
+            out.refresh = crate::output::refresh_cells(self.api, payment);
+        }
+        *self.counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
+        self.writer.write(&out)
+    }
+
+    /// Puts the file in place; returns the rows per status, and the payment totals when asked for.
+    pub fn finish(self) -> anyhow::Result<(BTreeMap<Status, u64>, Option<PaymentTotals>)> {
+        let path = self.path;
+        self.writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
+        Ok((self.counts, self.payments.then_some(self.totals)))
+    }
+}
+
+/// The output row of an input row, and its link's payment state; `disposition` is the row's, when the caller
+/// has it already.
 fn output_row(
     row: Result<PlannedRow, RowError>,
+    disposition: Option<Disposition>,
     index: &Index,
     run_start: Option<u64>,
 ) -> (OutputRow, Option<&crate::ledger::Payment>) {
@@ -931,26 +1009,31 @@ fn output_row(
         }
         Ok(row) => row,
     };
+    let state = index.get(&row.key_id);
+    let disposition = disposition.unwrap_or_else(|| self::disposition(&row, index));
+    let changes = matches!(disposition, Disposition::Conflict(_)).then(|| conflict_changes(&row, index));
+    let PlannedRow { line, key, request, extra, .. } = row;
     let mut out = OutputRow {
-        line: row.line,
-        key: row.key.clone(),
-        amount: row.request.amount().to_string(),
-        currency: row.request.currency().unwrap_or_default().to_owned(),
-        title: row.request.title().to_owned(),
-        extra: row.extra.clone(),
+        line,
+        key,
+        amount: request.amount().to_string(),
+        currency: request.currency().unwrap_or_default().to_owned(),
+        title: request.into_title(),
+        extra,
         ..OutputRow::default()
     };
-    let state = index.keys.get(&row.key);
-    match disposition(&row, state) {
+    match disposition {
         Disposition::Existing(link) => {
-            let fresh = run_start.is_none_or(|start| link.line > start);
+            let fresh = run_start.is_none_or(|start| link.line() > start);
             out.status = Some(if fresh { Status::Created } else { Status::Existing });
-            out.link_id = link.link_id;
-            out.payment_uri = link.payment_uri;
+            out.link_id = index.link_id(&link).to_owned();
+            out.payment_uri = index.payment_uri(&link);
         }
-        Disposition::Conflict { link_id, changes } => {
+        Disposition::Conflict(link) => {
             out.status = Some(Status::Conflict);
-            match state.and_then(|s| s.replace_refused.clone()) {
+            let link_id = index.link_id(&link);
+            let changes = changes.unwrap_or_default();
+            match state.and_then(|s| s.replace_refused()) {
                 Some(reason) => {
                     out.error_code = "conflict_paid".into();
                     out.error_message = format!("row changed after link {link_id} was made ({changes}); {reason}");
@@ -962,22 +1045,22 @@ fn output_row(
                     );
                 }
             }
-            out.payment_uri = state.and_then(|s| s.link.as_ref()).map(|l| l.payment_uri.clone()).unwrap_or_default();
-            out.link_id = link_id;
+            out.link_id = link_id.to_owned();
+            out.payment_uri = index.payment_uri(&link);
         }
         Disposition::Uncertain(_) => {
             out.status = Some(Status::Failed);
             out.error_code = "uncertain".into();
             out.error_message = "the outcome of the last request is unknown; run again to reconcile".into();
         }
-        Disposition::New => match state.and_then(|s| s.failed.clone()) {
+        Disposition::New => match state.and_then(|s| s.failed()) {
             Some((code, message)) => {
                 out.status = Some(Status::Failed);
-                out.error_code = code;
-                out.error_message = message;
+                out.error_code = code.clone();
+                out.error_message = message.clone();
             }
             None => out.status = Some(Status::Pending),
         },
     }
-    (out, state.and_then(|s| s.payment.as_ref()).map(|(p, _)| p))
+    (out, state.and_then(|s| s.payment()).map(|(p, _)| p))
 }

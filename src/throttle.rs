@@ -53,12 +53,11 @@ impl Throttle {
     }
 
     /// Counts requests an earlier run sent (from the ledger) against the windows they still fall in.
-    pub fn seed(&self, sent: &[SystemTime]) {
+    pub fn seed(&self, sent: impl Iterator<Item = SystemTime>) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let longest = self.rates.iter().map(|r| r.period).max().unwrap_or_default();
         let mut recent: Vec<Instant> = sent
-            .iter()
-            .filter_map(|&at| wall.duration_since(at).ok())
+            .filter_map(|at| wall.duration_since(at).ok())
             .filter(|&age| age < longest)
             .filter_map(|age| now.checked_sub(age))
             .collect();

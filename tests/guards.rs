@@ -159,6 +159,15 @@ fn a_changed_row_is_a_conflict_never_a_second_link() {
     assert!(vip["error_message"].contains("amount 450000 -> 500000"), "{}", vip["error_message"]);
     assert_eq!(rows.iter().filter(|r| r["status"] == "existing").count(), 4);
     assert_eq!(world.stats().creates, 5, "nothing re-created");
+    // Both runs wrote their output through a temporary file (the second as a draft while surveying): none is
+    // left behind.
+    let dir = world.path("out.csv").parent().unwrap().to_owned();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -5,9 +5,8 @@
 //! commits whatever events are waiting with one fsync, which keeps that promise cheap under concurrency.
 //! The file is locked for the life of a run; a second run on it is refused.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::SystemTime;
@@ -15,7 +14,13 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::digest::Digest;
 use crate::plan::LinkRequest;
+
+mod index;
+mod read;
+
+pub use index::{Index, KeyState, LinkRecord};
 
 /// Format version written in the header.
 pub const VERSION: u32 = 1;
@@ -183,19 +188,6 @@ pub fn parse_time(at: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(at).ok()
 }
 
-/// A key's link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRecord {
-    /// Link id.
-    pub link_id: String,
-    /// Payment URI.
-    pub payment_uri: String,
-    /// Fingerprint it was made with.
-    pub fingerprint: String,
-    /// Ledger line of the event (tells this run's links from earlier ones).
-    pub line: u64,
-}
-
 /// A request that was sent, or may have been, with no outcome recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenIntent {
@@ -204,99 +196,7 @@ pub struct OpenIntent {
     /// Parameters of the latest attempt.
     pub request: LinkRequest,
     /// Their fingerprint.
-    pub fingerprint: String,
-}
-
-/// What the ledger says of one key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyState {
-    /// The key's link, once made or adopted.
-    pub link: Option<LinkRecord>,
-    /// A request with no outcome yet.
-    pub open: Option<OpenIntent>,
-    /// The last permanent failure, if no link came after it.
-    pub failed: Option<(String, String)>,
-    /// The request the link was made with (for conflict messages).
-    pub request: Option<LinkRequest>,
-    /// Why `--replace-changed` kept the link, when it refused.
-    pub replace_refused: Option<String>,
-    /// The last `refresh` reading, with the ledger line it is on.
-    pub payment: Option<(Payment, u64)>,
-}
-
-/// Everything a run needs from the ledger, read once at start.
-#[derive(Debug, Default)]
-pub struct Index {
-    /// Per key.
-    pub keys: HashMap<String, KeyState>,
-    /// Link ids claimed by some key: reconciliation never adopts one of these.
-    pub claimed: HashSet<String>,
-    /// When requests were sent (intents), for the rate-limit budget of a re-run.
-    pub sent: Vec<SystemTime>,
-    /// Lines in the file.
-    pub lines: u64,
-    /// Line of the latest `run` event (0: none).
-    pub last_run: u64,
-    /// Line of the latest `refresh_started`, while no `refresh_finished` follows it (a refresh to resume).
-    pub unfinished_refresh: Option<u64>,
-}
-
-impl Index {
-    fn apply(&mut self, event: Event, line: u64) {
-        match event {
-            Event::Header(_) => {}
-            Event::Run { .. } => self.last_run = line,
-            Event::Intent { key, fingerprint, at, request } => {
-                let at = parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
-                self.sent.push(at);
-                let state = self.keys.entry(key).or_default();
-                let earliest = state.open.as_ref().map_or(at, |o| o.at.min(at));
-                state.open = Some(OpenIntent { at: earliest, request, fingerprint });
-            }
-            Event::Created { key, link_id, payment_uri, fingerprint, .. }
-            | Event::Adopted { key, link_id, payment_uri, fingerprint, .. } => {
-                self.claimed.insert(link_id.clone());
-                let state = self.keys.entry(key).or_default();
-                state.request = state.open.take().map(|o| o.request).or(state.request.take());
-                state.failed = None;
-                state.link = Some(LinkRecord { link_id, payment_uri, fingerprint, line });
-            }
-            Event::Failed { key, code, message, .. } => {
-                let state = self.keys.entry(key).or_default();
-                state.open = None;
-                state.failed = Some((code, message));
-            }
-            Event::ReplaceIntent { .. } => {}
-            Event::Deleted { key, link_id, .. } => {
-                let state = self.keys.entry(key).or_default();
-                if state.link.as_ref().is_some_and(|l| l.link_id == link_id) {
-                    // The id stays claimed: reconciliation must never adopt a deleted link.
-                    state.link = None;
-                    state.request = None;
-                    state.payment = None;
-                    state.replace_refused = None;
-                }
-            }
-            Event::ReplaceRefused { key, reason, .. } => {
-                self.keys.entry(key).or_default().replace_refused = Some(reason)
-            }
-            Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
-            Event::RefreshFinished { .. } => self.unfinished_refresh = None,
-            Event::Refreshed { key, link_id, payment, .. } => {
-                let state = self.keys.entry(key).or_default();
-                if state.link.as_ref().is_some_and(|l| l.link_id == link_id) {
-                    state.payment = Some((payment, line));
-                }
-            }
-        }
-        self.lines = line;
-    }
-
-    /// Applies an event this run appended, keeping the index equal to the file.
-    pub fn record(&mut self, event: Event) {
-        let line = self.lines + 1;
-        self.apply(event, line);
-    }
+    pub fingerprint: Digest,
 }
 
 /// Why the ledger cannot be used.
@@ -339,7 +239,7 @@ pub enum LedgerError {
     },
 }
 
-type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
+type Job = (Vec<u8>, oneshot::Sender<std::io::Result<u64>>);
 
 /// An open, locked ledger.
 #[derive(Debug)]
@@ -369,7 +269,7 @@ impl Ledger {
             Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(path.to_owned())),
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        let (index, report, found_header) = read(path, &mut file, true)?;
+        let (index, report, found_header) = read::read(path, &mut file, true)?;
         match &found_header {
             Some(found) => check_header(path, found, header)?,
             None => {
@@ -378,10 +278,11 @@ impl Ledger {
                 file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
             }
         }
+        let end = file.metadata().map_err(io)?.len();
         let (queue, jobs) = mpsc::channel::<Job>();
         let writer = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || write_loop(file, jobs))
+            .spawn(move || write_loop(file, end, jobs))
             .map_err(io)?;
         let mut index = index;
         if found_header.is_none() {
@@ -399,12 +300,12 @@ impl Ledger {
                 return Err(LedgerError::Io { path: path.to_owned(), source });
             }
         };
-        let (index, report, header) = read(path, &mut file, false)?;
+        let (index, report, header) = read::read(path, &mut file, false)?;
         Ok(header.map(|h| (h, index, report)))
     }
 
-    /// Appends an event and returns once it is on disk.
-    pub async fn append(&self, event: &Event) -> Result<(), LedgerError> {
+    /// Appends an event and returns once it is on disk, with the byte offset of its line.
+    pub async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
         let mut line = serde_json::to_vec(event).map_err(|e| io(e.into()))?;
         line.push(b'\n');
@@ -425,19 +326,27 @@ impl Drop for Ledger {
     }
 }
 
-/// Group commit: take every waiting event, write them, one fsync, then acknowledge them all.
-fn write_loop(mut file: File, jobs: mpsc::Receiver<Job>) {
+/// Group commit: take every waiting event, write them, one fsync, then acknowledge them all, each with the
+/// offset its line starts at (`end`: the file's length).
+fn write_loop(mut file: File, mut end: u64, jobs: mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         let mut bytes = Vec::with_capacity(batch.iter().map(|(b, _)| b.len()).sum());
+        let mut offsets = Vec::with_capacity(batch.len());
         for (line, _) in &batch {
+            offsets.push(end + bytes.len() as u64);
             bytes.extend_from_slice(line);
         }
         let result = file.write_all(&bytes).and_then(|()| file.sync_data());
-        for (_, done) in batch {
+        end = match &result {
+            Ok(()) => end + bytes.len() as u64,
+            // Part of the batch may be on disk: the file says where the next line starts.
+            Err(_) => file.metadata().map_or(end, |m| m.len()),
+        };
+        for ((_, done), offset) in batch.into_iter().zip(offsets) {
             let _ = done.send(match &result {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(offset),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             });
         }
@@ -461,56 +370,6 @@ fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), Ledg
     Ok(())
 }
 
-/// Reads every line; cuts a torn last line; refuses a corrupt line anywhere else.
-fn read(path: &Path, file: &mut File, repair: bool) -> Result<(Index, OpenReport, Option<Header>), LedgerError> {
-    let io = |source| LedgerError::Io { path: path.to_owned(), source };
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut reader = BufReader::new(&*file);
-    let mut index = Index::default();
-    let mut report = OpenReport::default();
-    let mut header = None;
-    let mut buffer = Vec::new();
-    let mut offset: u64 = 0;
-    let mut line: u64 = 0;
-    loop {
-        buffer.clear();
-        let read = reader.read_until(b'\n', &mut buffer).map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        line += 1;
-        // A last line cut short by a crash mid-write was never acknowledged, so its event never
-        // happened: an intent's request was not sent, a lost outcome is found again by reconciliation.
-        if buffer.last() != Some(&b'\n') {
-            drop(reader);
-            if repair {
-                file.set_len(offset).map_err(io)?;
-                file.sync_all().map_err(io)?;
-            }
-            report.torn_tail = Some(buffer.len());
-            return Ok((index, report, header));
-        }
-        let event = serde_json::from_slice::<Event>(&buffer).map_err(|e| LedgerError::Corrupt {
-            path: path.to_owned(),
-            line,
-            reason: e.to_string(),
-        })?;
-        if line == 1 {
-            let Event::Header(found) = &event else {
-                return Err(LedgerError::Corrupt {
-                    path: path.to_owned(),
-                    line,
-                    reason: "the first line is not a linkbatch ledger header".into(),
-                });
-            };
-            header = Some(found.clone());
-        }
-        index.apply(event, line);
-        offset += read as u64;
-    }
-    Ok((index, report, header))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,15 +385,20 @@ mod tests {
         }
     }
 
-    fn intent(key: &str) -> Event {
-        let request = LinkRequest::Classic(ClassicRequest {
+    /// A small classic request, for ledger tests.
+    pub(super) fn request() -> LinkRequest {
+        LinkRequest::Classic(ClassicRequest {
             amount: 100,
             currency: "thb".into(),
             title: "t".into(),
             description: "d".into(),
             multiple: false,
-        });
-        Event::Intent { key: key.into(), fingerprint: request.fingerprint(), at: now(), request }
+        })
+    }
+
+    fn intent(key: &str) -> Event {
+        let request = request();
+        Event::Intent { key: key.into(), fingerprint: request.fingerprint().to_string(), at: now(), request }
     }
 
     #[tokio::test]
@@ -557,10 +421,16 @@ mod tests {
                 .unwrap();
         }
         let (_ledger, index, _) = Ledger::open(&path, &header()).unwrap();
-        assert_eq!(index.keys["a"].link.as_ref().unwrap().link_id, "link_1");
-        assert!(index.keys["a"].open.is_none());
-        assert!(index.keys["b"].open.is_some());
-        assert!(index.claimed.contains("link_1"));
+        let a = index.get_key("a").unwrap();
+        assert_eq!(index.link_id(&a.link.unwrap()), "link_1");
+        assert_eq!(index.payment_uri(&a.link.unwrap()), "u");
+        assert!(a.open_since().is_none());
+        // An intent left open is read back whole, for reconciliation.
+        let b = index.get_key("b").unwrap();
+        assert!(b.open_since().is_some());
+        let Event::Intent { request, .. } = intent("b") else { unreachable!() };
+        assert_eq!(b.open_request().map(|(r, _)| r), Some(&request));
+        assert!(index.is_claimed("link_1"));
         assert_eq!(index.lines, 4);
     }
 

@@ -1,0 +1,472 @@
+//! The ledger index: what a run needs to know of every key, compact enough for millions of keys.
+//!
+//! A key is its 16-byte [`Digest`]. A link's id and payment URI are written once into a text arena, which
+//! doubles as the set of claimed link ids; the URI's common prefix (`https://pay.omise.co/links/`) is kept
+//! once for all links. The request a link was made with is not held at all: the index keeps the byte offset
+//! of its `intent` line and reads it back from the file on the rare occasion it is needed (to say what
+//! changed in a conflict). A created key costs about 150 bytes in all (`bench-helper read` measures a
+//! million: 150 MB, against 1.9 GB when every event was held as parsed).
+
+use std::hash::BuildHasher;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hashbrown::HashTable;
+
+use super::{Event, Payment};
+use crate::digest::Digest;
+use crate::plan::LinkRequest;
+
+/// A key's link, as the index holds it; [`Index::link_id`] and [`Index::payment_uri`] read its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRecord {
+    text: usize,
+    /// Fingerprint of the request that made it.
+    pub fingerprint: Digest,
+    line: NonZeroU64,
+}
+
+impl LinkRecord {
+    /// Ledger line of the event (tells this run's links from earlier ones).
+    pub fn line(&self) -> u64 {
+        self.line.get()
+    }
+}
+
+/// Milliseconds since the epoch, plus one: 0 stands for "none" in a slot.
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 1
+}
+
+fn from_millis(stamp: u64) -> Option<SystemTime> {
+    stamp.checked_sub(1).map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// What the ledger says of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    key: Digest,
+    /// The key's link, once made or adopted.
+    pub link: Option<LinkRecord>,
+    /// Byte offset of the key's latest `intent` line (the request its link was made with); 0: none (the
+    /// header is there).
+    intent: u64,
+    /// The earliest request with no outcome yet, as [`millis`]; 0: none.
+    open_since: u64,
+    rare: Option<Box<Rare>>,
+}
+
+/// What few keys have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Rare {
+    /// The request (and fingerprint) of an open intent read from the file; a run's own are its rows'.
+    open: Option<(LinkRequest, Digest)>,
+    failed: Option<(String, String)>,
+    replace_refused: Option<String>,
+    payment: Option<(Payment, u64)>,
+}
+
+impl KeyState {
+    fn new(key: Digest) -> KeyState {
+        KeyState { key, link: None, intent: 0, open_since: 0, rare: None }
+    }
+
+    /// When the earliest request with no outcome yet was sent, if there is one.
+    pub fn open_since(&self) -> Option<SystemTime> {
+        from_millis(self.open_since)
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The last permanent failure (code, message), if no link came after it.
+    pub fn failed(&self) -> Option<&(String, String)> {
+        self.rare.as_ref()?.failed.as_ref()
+    }
+
+    /// Why `--replace-changed` kept the link, when it refused.
+    pub fn replace_refused(&self) -> Option<&str> {
+        self.rare.as_ref()?.replace_refused.as_deref()
+    }
+
+    /// The last `refresh` reading, with the ledger line it is on.
+    pub fn payment(&self) -> Option<&(Payment, u64)> {
+        self.rare.as_ref()?.payment.as_ref()
+    }
+
+    /// The request and fingerprint of an open intent found in the file at start (`None` for one this run
+    /// made, whose request is its row's).
+    pub fn open_request(&self) -> Option<&(LinkRequest, Digest)> {
+        self.rare.as_ref()?.open.as_ref()
+    }
+
+    fn close(&mut self) {
+        self.open_since = 0;
+        if let Some(rare) = &mut self.rare {
+            rare.open = None;
+        }
+    }
+}
+
+/// Link ids and payment URIs, each written once; every id ever recorded is claimed.
+#[derive(Debug, Default)]
+struct Links {
+    /// Records: varint id length, id, varint prefix number, varint tail code (0: the tail is the id; else
+    /// length + 1), tail.
+    text: Vec<u8>,
+    by_id: HashTable<usize>,
+    prefixes: Vec<String>,
+    hasher: std::hash::RandomState,
+}
+
+/// Past this many distinct URI prefixes, new ones are stored whole (prefix 0 is the empty one).
+const MAX_PREFIXES: usize = 1024;
+
+fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_varint(text: &[u8], at: &mut usize) -> usize {
+    let mut n = 0usize;
+    let mut shift = 0;
+    // Records are only ever written by `put_varint` above, so every varint ends inside the arena.
+    while let Some(&byte) = text.get(*at) {
+        *at += 1;
+        n |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    n
+}
+
+/// The link id of the record at `record`.
+fn id_in(text: &[u8], record: usize) -> &str {
+    let mut at = record;
+    let len = get_varint(text, &mut at);
+    // Every id was written from a `&str`, whole, so the bytes are valid UTF-8.
+    std::str::from_utf8(&text[at..at + len]).unwrap_or_default()
+}
+
+impl Links {
+    fn id_at(&self, record: usize) -> &str {
+        id_in(&self.text, record)
+    }
+
+    fn uri_at(&self, record: usize) -> String {
+        let mut at = record;
+        let id_len = get_varint(&self.text, &mut at);
+        let id = &self.text[at..at + id_len];
+        at += id_len;
+        let prefix = &self.prefixes[get_varint(&self.text, &mut at)];
+        let tail = match get_varint(&self.text, &mut at) {
+            0 => id,
+            code => &self.text[at..at + code - 1],
+        };
+        let mut uri = String::with_capacity(prefix.len() + tail.len());
+        uri.push_str(prefix);
+        uri.push_str(&String::from_utf8_lossy(tail));
+        uri
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.by_id.find(self.hasher.hash_one(id), |&r| self.id_at(r) == id).copied()
+    }
+
+    /// The record of `id`, written now if it is new.
+    fn intern(&mut self, id: &str, uri: &str) -> usize {
+        let hash = self.hasher.hash_one(id);
+        let (text, hasher) = (&self.text, &self.hasher);
+        let entry = self.by_id.entry(hash, |&r| id_in(text, r) == id, |&r| hasher.hash_one(id_in(text, r)));
+        let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => return *found.get(),
+            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
+        };
+        if self.prefixes.is_empty() {
+            self.prefixes.push(String::new());
+        }
+        let split = uri.rfind('/').map_or(0, |i| i + 1);
+        let (prefix, tail) = uri.split_at(split);
+        let number = match self.prefixes.iter().rposition(|p| p == prefix) {
+            Some(n) => n,
+            None if self.prefixes.len() < MAX_PREFIXES => {
+                self.prefixes.push(prefix.to_owned());
+                self.prefixes.len() - 1
+            }
+            None => 0,
+        };
+        let tail = if number == 0 { uri } else { tail };
+        let record = self.text.len();
+        put_varint(&mut self.text, id.len());
+        self.text.extend_from_slice(id.as_bytes());
+        put_varint(&mut self.text, number);
+        if tail == id {
+            put_varint(&mut self.text, 0);
+        } else {
+            put_varint(&mut self.text, tail.len() + 1);
+            self.text.extend_from_slice(tail.as_bytes());
+        }
+        vacant.insert(record);
+        record
+    }
+}
+
+/// Everything a run needs from the ledger, read once at start and kept equal to the file as the run appends.
+#[derive(Debug, Default)]
+pub struct Index {
+    slots: Vec<KeyState>,
+    by_key: HashTable<usize>,
+    /// Slots touched lately, by digest (direct-mapped): a `created` line mostly follows its `intent` closely.
+    recent: [(Digest, usize); RECENT],
+    links: Links,
+    /// The ledger file, to read back a link's request.
+    pub(super) path: Option<PathBuf>,
+    /// When requests were sent (intents, as [`millis`]), for the rate-limit budget of a re-run.
+    sent: Vec<u64>,
+    /// Lines in the file.
+    pub lines: u64,
+    /// Line of the latest `run` event (0: none).
+    pub last_run: u64,
+    /// Line of the latest `refresh_started`, while no `refresh_finished` follows it (a refresh to resume).
+    pub unfinished_refresh: Option<u64>,
+}
+
+const RECENT: usize = 32;
+
+impl Index {
+    /// Room for about `keys` keys (a guess from the file's size: a wrong one costs a rehash, no more).
+    pub(super) fn reserve(&mut self, keys: usize) {
+        self.slots.reserve(keys);
+        let slots = &self.slots;
+        self.by_key.reserve(keys, |&i| slots[i].key.bucket());
+        let (text, hasher) = (&self.links.text, &self.links.hasher);
+        self.links.by_id.reserve(keys, |&r| hasher.hash_one(id_in(text, r)));
+        self.sent.reserve(keys);
+    }
+
+    /// When requests were sent (intents), for the rate-limit budget of a re-run.
+    pub fn sent(&self) -> impl Iterator<Item = SystemTime> + '_ {
+        self.sent.iter().filter_map(|&at| from_millis(at))
+    }
+
+    /// What the ledger says of a key (by its [`crate::plan::PlannedRow::key_id`]).
+    pub fn get(&self, key: &Digest) -> Option<&KeyState> {
+        let slot = self.by_key.find(key.bucket(), |&i| self.slots[i].key == *key)?;
+        Some(&self.slots[*slot])
+    }
+
+    /// The slot number of a key, below [`Index::len`].
+    pub fn position(&self, key: &Digest) -> Option<usize> {
+        self.by_key.find(key.bucket(), |&i| self.slots[i].key == *key).copied()
+    }
+
+    /// What the ledger says of a key, by its text.
+    pub fn get_key(&self, key: &str) -> Option<&KeyState> {
+        self.get(&Digest::of(key.as_bytes()))
+    }
+
+    fn slot(&mut self, key: Digest) -> &mut KeyState {
+        let line = key.bucket() as usize % RECENT;
+        let (seen, i) = self.recent[line];
+        if seen == key && self.slots.get(i).is_some_and(|s| s.key == key) {
+            return &mut self.slots[i];
+        }
+        let slots = &mut self.slots;
+        let entry = self.by_key.entry(key.bucket(), |&i| slots[i].key == key, |&i| slots[i].key.bucket());
+        let i = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let i = slots.len();
+                slots.push(KeyState::new(key));
+                vacant.insert(i);
+                i
+            }
+        };
+        self.recent[line] = (key, i);
+        &mut slots[i]
+    }
+
+    /// Keys with any state.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No key has any state.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Some key has a `refresh` reading.
+    pub fn has_payments(&self) -> bool {
+        self.slots.iter().any(|s| s.payment().is_some())
+    }
+
+    /// Whether some key of this ledger ever held this link id (reconciliation never adopts one).
+    pub fn is_claimed(&self, link_id: &str) -> bool {
+        self.links.find(link_id).is_some()
+    }
+
+    /// The link's id.
+    pub fn link_id(&self, link: &LinkRecord) -> &str {
+        self.links.id_at(link.text)
+    }
+
+    /// The link's payment URI.
+    pub fn payment_uri(&self, link: &LinkRecord) -> String {
+        self.links.uri_at(link.text)
+    }
+
+    /// The request the key's link was made with, read back from its `intent` line.
+    pub fn link_request(&self, state: &KeyState) -> Option<LinkRequest> {
+        let offset = Some(state.intent).filter(|&o| o > 0)?;
+        match read_event_at(self.path.as_ref()?, offset).ok()? {
+            Event::Intent { request, .. } => Some(request),
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_intent(&mut self, key: Digest, at: SystemTime, offset: u64) {
+        let at = millis(at);
+        self.sent.push(at);
+        let state = self.slot(key);
+        state.intent = offset;
+        state.open_since = if state.open_since == 0 { at } else { state.open_since.min(at) };
+    }
+
+    pub(super) fn on_link(&mut self, key: Digest, link_id: &str, payment_uri: &str, fingerprint: Digest, line: u64) {
+        let text = self.links.intern(link_id, payment_uri);
+        let state = self.slot(key);
+        state.close();
+        if let Some(rare) = &mut state.rare {
+            rare.failed = None;
+        }
+        // Line 1 is the header, so every event line is above zero.
+        state.link = Some(LinkRecord { text, fingerprint, line: NonZeroU64::new(line).unwrap_or(NonZeroU64::MIN) });
+    }
+
+    /// Applies one event found on `line`, at byte `offset`.
+    pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
+        match event {
+            Event::Header(_) | Event::ReplaceIntent { .. } => {}
+            Event::Run { .. } => self.last_run = line,
+            Event::Intent { key, at, .. } => {
+                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
+                self.on_intent(Digest::of(key.as_bytes()), at, offset);
+            }
+            Event::Created { key, link_id, payment_uri, fingerprint, .. }
+            | Event::Adopted { key, link_id, payment_uri, fingerprint, .. } => {
+                let fingerprint = Digest::from_text(&fingerprint);
+                self.on_link(Digest::of(key.as_bytes()), &link_id, &payment_uri, fingerprint, line);
+            }
+            Event::Failed { key, code, message, .. } => {
+                let state = self.slot(Digest::of(key.as_bytes()));
+                state.close();
+                state.rare().failed = Some((code, message));
+            }
+            Event::Deleted { key, link_id, .. } => {
+                let key = Digest::of(key.as_bytes());
+                let gone = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
+                if gone {
+                    // The id stays claimed: reconciliation must never adopt a deleted link.
+                    let state = self.slot(key);
+                    state.link = None;
+                    state.intent = 0;
+                    if let Some(rare) = &mut state.rare {
+                        rare.payment = None;
+                        rare.replace_refused = None;
+                    }
+                }
+            }
+            Event::ReplaceRefused { key, reason, .. } => {
+                self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason)
+            }
+            Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
+            Event::RefreshFinished { .. } => self.unfinished_refresh = None,
+            Event::Refreshed { key, link_id, payment, .. } => {
+                let key = Digest::of(key.as_bytes());
+                let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
+                if current {
+                    self.slot(key).rare().payment = Some((payment, line));
+                }
+            }
+        }
+        self.lines = line;
+    }
+
+    /// Applies an event this run appended at byte `offset`, keeping the index equal to the file.
+    pub fn record(&mut self, event: Event, offset: u64) {
+        let line = self.lines + 1;
+        self.apply(event, line, offset);
+    }
+
+    /// After reading the file: the request of every intent still open, for reconciliation. Returns the byte
+    /// offset of an intent line that cannot be read back.
+    pub(super) fn load_open_requests(&mut self) -> Result<(), (u64, String)> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        for state in self.slots.iter_mut().filter(|s| s.open_since > 0 && s.intent > 0) {
+            let offset = state.intent;
+            match read_event_at(&path, offset) {
+                Ok(Event::Intent { request, fingerprint, .. }) => {
+                    state.rare().open = Some((request, Digest::from_text(&fingerprint)));
+                }
+                Ok(_) => return Err((offset, "not an intent".into())),
+                Err(reason) => return Err((offset, reason)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and parses the event on the line that starts at byte `offset`.
+fn read_event_at(path: &Path, offset: u64) -> Result<Event, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+    let mut line = Vec::new();
+    BufReader::new(file).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&line).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_round_trip_with_and_without_shared_prefixes() {
+        let mut links = Links::default();
+        let a = links.intern("link_test_1", "https://pay.omise.co/links/link_test_1");
+        let b = links.intern("link_test_2", "https://link.omise.co/8D7B9C06");
+        let c = links.intern("link_test_3", "odd");
+        assert_eq!(links.intern("link_test_1", "ignored"), a);
+        assert_eq!(
+            (links.id_at(a), links.uri_at(a).as_str()),
+            ("link_test_1", "https://pay.omise.co/links/link_test_1")
+        );
+        assert_eq!((links.id_at(b), links.uri_at(b).as_str()), ("link_test_2", "https://link.omise.co/8D7B9C06"));
+        assert_eq!((links.id_at(c), links.uri_at(c).as_str()), ("link_test_3", "odd"));
+        assert!(links.find("link_test_2").is_some() && links.find("link_test_4").is_none());
+        let long = "x".repeat(300);
+        let d = links.intern(&long, &format!("https://a/{long}"));
+        assert_eq!(links.id_at(d), long);
+        assert_eq!(links.uri_at(d), format!("https://a/{long}"));
+    }
+
+    #[test]
+    fn keys_grow_past_many_slots() {
+        let mut index = Index::default();
+        for i in 0..10_000u32 {
+            index.on_link(Digest::of(&i.to_le_bytes()), &format!("link_{i}"), "u/x", Digest::of(b"f"), u64::from(i));
+        }
+        assert_eq!(index.len(), 10_000);
+        let state = index.get(&Digest::of(&77u32.to_le_bytes())).and_then(|s| s.link);
+        assert_eq!(state.map(|l| index.link_id(&l).to_owned()), Some("link_77".to_owned()));
+        assert!(index.is_claimed("link_9999") && !index.is_claimed("link_10000"));
+    }
+}
