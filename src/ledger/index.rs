@@ -7,10 +7,12 @@
 //! changed in a conflict). A created key costs about 150 bytes in all (`bench-helper read` measures a
 //! million: 150 MB, against 1.9 GB when every event was held as parsed).
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use hashbrown::HashTable;
@@ -111,14 +113,17 @@ impl KeyState {
     }
 }
 
-/// Link ids and payment URIs, each written once; every id ever recorded is claimed.
+/// Link ids and payment URIs; every id ever recorded is claimed.
 #[derive(Debug, Default)]
 struct Links {
     /// Records: varint id length, id, varint prefix number, varint tail code (0: the tail is the id; else
     /// length + 1), tail.
     text: Vec<u8>,
-    by_id: HashTable<usize>,
+    /// The records by id, built the first time reconciliation asks (most runs never do) and kept up to date
+    /// from then on.
+    claimed: OnceLock<HashTable<usize>>,
     prefixes: Vec<String>,
+    prefix_numbers: HashMap<String, usize>,
     hasher: std::hash::RandomState,
 }
 
@@ -177,28 +182,56 @@ impl Links {
         uri
     }
 
-    fn find(&self, id: &str) -> Option<usize> {
-        self.by_id.find(self.hasher.hash_one(id), |&r| self.id_at(r) == id).copied()
+    /// Where each record starts.
+    fn records(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let record = at;
+            let id_len = get_varint(&self.text, &mut at);
+            at += id_len;
+            get_varint(&self.text, &mut at);
+            at += get_varint(&self.text, &mut at).saturating_sub(1);
+            (record < self.text.len()).then_some(record)
+        })
     }
 
-    /// The record of `id`, written now if it is new.
+    fn claimed(&self) -> &HashTable<usize> {
+        self.claimed.get_or_init(|| {
+            let mut table = HashTable::new();
+            for record in self.records() {
+                let id = self.id_at(record);
+                if self.find_in(&table, id).is_none() {
+                    table.insert_unique(self.hasher.hash_one(id), record, |&r| self.hasher.hash_one(self.id_at(r)));
+                }
+            }
+            table
+        })
+    }
+
+    fn find_in(&self, table: &HashTable<usize>, id: &str) -> Option<usize> {
+        table.find(self.hasher.hash_one(id), |&r| self.id_at(r) == id).copied()
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.find_in(self.claimed(), id)
+    }
+
+    /// Records a link: a new record, unless the claimed set is built and has the id already.
     fn intern(&mut self, id: &str, uri: &str) -> usize {
-        let hash = self.hasher.hash_one(id);
-        let (text, hasher) = (&self.text, &self.hasher);
-        let entry = self.by_id.entry(hash, |&r| id_in(text, r) == id, |&r| hasher.hash_one(id_in(text, r)));
-        let vacant = match entry {
-            hashbrown::hash_table::Entry::Occupied(found) => return *found.get(),
-            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
-        };
+        if let Some(record) = self.claimed.get().and_then(|table| self.find_in(table, id)) {
+            return record;
+        }
         if self.prefixes.is_empty() {
             self.prefixes.push(String::new());
+            self.prefix_numbers.insert(String::new(), 0);
         }
         let split = uri.rfind('/').map_or(0, |i| i + 1);
         let (prefix, tail) = uri.split_at(split);
-        let number = match self.prefixes.iter().rposition(|p| p == prefix) {
-            Some(n) => n,
+        let number = match self.prefix_numbers.get(prefix) {
+            Some(&n) => n,
             None if self.prefixes.len() < MAX_PREFIXES => {
                 self.prefixes.push(prefix.to_owned());
+                self.prefix_numbers.insert(prefix.to_owned(), self.prefixes.len() - 1);
                 self.prefixes.len() - 1
             }
             None => 0,
@@ -214,7 +247,10 @@ impl Links {
             put_varint(&mut self.text, tail.len() + 1);
             self.text.extend_from_slice(tail.as_bytes());
         }
-        vacant.insert(record);
+        if let Some(table) = self.claimed.get_mut() {
+            let (text, hasher) = (&self.text, &self.hasher);
+            table.insert_unique(hasher.hash_one(id), record, |&r| hasher.hash_one(id_in(text, r)));
+        }
         record
     }
 }
@@ -247,8 +283,6 @@ impl Index {
         self.slots.reserve(keys);
         let slots = &self.slots;
         self.by_key.reserve(keys, |&i| slots[i].key.bucket());
-        let (text, hasher) = (&self.links.text, &self.links.hasher);
-        self.links.by_id.reserve(keys, |&r| hasher.hash_one(id_in(text, r)));
         self.sent.reserve(keys);
     }
 
@@ -444,14 +478,18 @@ mod tests {
         let a = links.intern("link_test_1", "https://pay.omise.co/links/link_test_1");
         let b = links.intern("link_test_2", "https://link.omise.co/8D7B9C06");
         let c = links.intern("link_test_3", "odd");
+        // The claimed set is built on first use, from every record, and kept up to date after.
+        assert!(links.find("link_test_3").is_some() && links.find("link_test_4").is_none());
         assert_eq!(links.intern("link_test_1", "ignored"), a);
+        links.intern("link_test_4", "https://pay.omise.co/links/link_test_4");
+        assert!(links.find("link_test_4").is_some());
         assert_eq!(
             (links.id_at(a), links.uri_at(a).as_str()),
             ("link_test_1", "https://pay.omise.co/links/link_test_1")
         );
         assert_eq!((links.id_at(b), links.uri_at(b).as_str()), ("link_test_2", "https://link.omise.co/8D7B9C06"));
         assert_eq!((links.id_at(c), links.uri_at(c).as_str()), ("link_test_3", "odd"));
-        assert!(links.find("link_test_2").is_some() && links.find("link_test_4").is_none());
+        assert!(links.find("link_test_2").is_some() && links.find("link_test_5").is_none());
         let long = "x".repeat(300);
         let d = links.intern(&long, &format!("https://a/{long}"));
         assert_eq!(links.id_at(d), long);
