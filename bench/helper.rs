@@ -3,6 +3,7 @@
 //! - `ledger JOB INPUT LEDGER BASE_URL KEY`: a ledger in which every row already has its link, exactly as a
 //!   finished run leaves it, so a 1M-row resume can be measured without a 1M-request run;
 //! - `bound N RATE...`: the fastest legal schedule for N requests, in seconds (the library's own figure).
+//! - `read LEDGER`: reads a ledger into its index, as a run does at start, and prints the time it took.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,12 +20,15 @@ fn main() -> anyhow::Result<()> {
         Some("ledger") => ledger(&args[1..]),
         Some("bound") => bound(&args[1..]),
         Some("read") => {
+            let Some(path) = args.get(1) else { anyhow::bail!("usage: bench-helper read LEDGER") };
             let t = std::time::Instant::now();
-            let found = linkbatch::ledger::Ledger::inspect(args[1].as_ref())?;
+            let found = linkbatch::ledger::Ledger::inspect(path.as_ref())?;
             eprintln!("read {:?} keys {}", t.elapsed(), found.map_or(0, |(_, i, _)| i.len()));
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench-helper input N FILE | ledger JOB INPUT LEDGER BASE_URL KEY | bound N RATE..."),
+        _ => anyhow::bail!(
+            "usage: bench-helper input N FILE | ledger JOB INPUT LEDGER BASE_URL KEY | bound N RATE... | read LEDGER"
+        ),
     }
 }
 
