@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::num::NonZeroU64;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -361,7 +361,8 @@ impl Index {
     /// The request the key's link was made with, read back from its `intent` line.
     pub fn link_request(&self, state: &KeyState) -> Option<LinkRequest> {
         let offset = Some(state.intent).filter(|&o| o > 0)?;
-        match read_event_at(self.path.as_ref()?, offset).ok()? {
+        let mut file = std::fs::File::open(self.path.as_ref()?).ok()?;
+        match read_event_at(&mut file, offset).ok()? {
             Event::Intent { request, .. } => Some(request),
             _ => None,
         }
@@ -443,11 +444,10 @@ impl Index {
 
     /// After reading the file: the request of every intent still open, for reconciliation. Returns the byte
     /// offset of an intent line that cannot be read back.
-    pub(super) fn load_open_requests(&mut self) -> Result<(), (u64, String)> {
-        let Some(path) = self.path.clone() else { return Ok(()) };
+    pub(super) fn load_open_requests(&mut self, file: &mut std::fs::File) -> Result<(), (u64, String)> {
         for state in self.slots.iter_mut().filter(|s| s.open_since > 0 && s.intent > 0) {
             let offset = state.intent;
-            match read_event_at(&path, offset) {
+            match read_event_at(file, offset) {
                 Ok(Event::Intent { request, fingerprint, .. }) => {
                     state.rare().open = Some((request, Digest::from_text(&fingerprint)));
                 }
@@ -460,8 +460,7 @@ impl Index {
 }
 
 /// Reads and parses the event on the line that starts at byte `offset`.
-fn read_event_at(path: &Path, offset: u64) -> Result<Event, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+fn read_event_at(file: &mut std::fs::File, offset: u64) -> Result<Event, String> {
     file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
     let mut line = Vec::new();
     BufReader::new(file).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;

@@ -173,7 +173,7 @@ pub(super) fn read(
         }
         report.torn_tail = Some(filled - start);
     }
-    if let Err((offset, reason)) = index.load_open_requests() {
+    if let Err((offset, reason)) = index.load_open_requests(file) {
         return Err(corrupt(line_at(file, offset).map_err(io)?, reason));
     }
     Ok((index, report, header))
