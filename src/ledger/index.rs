@@ -302,11 +302,6 @@ impl Index {
         self.by_key.find(key.bucket(), |&i| self.slots[i].key == *key).copied()
     }
 
-    /// What the ledger says of a key, by its text.
-    pub fn get_key(&self, key: &str) -> Option<&KeyState> {
-        self.get(&Digest::of(key.as_bytes()))
-    }
-
     fn slot(&mut self, key: Digest) -> &mut KeyState {
         let line = key.bucket() as usize % RECENT;
         let (seen, i) = self.recent[line];

@@ -421,12 +421,12 @@ mod tests {
                 .unwrap();
         }
         let (_ledger, index, _) = Ledger::open(&path, &header()).unwrap();
-        let a = index.get_key("a").unwrap();
+        let a = index.get(&Digest::of(b"a")).unwrap();
         assert_eq!(index.link_id(&a.link.unwrap()), "link_1");
         assert_eq!(index.payment_uri(&a.link.unwrap()), "u");
         assert!(a.open_since().is_none());
         // An intent left open is read back whole, for reconciliation.
-        let b = index.get_key("b").unwrap();
+        let b = index.get(&Digest::of(b"b")).unwrap();
         assert!(b.open_since().is_some());
         let Event::Intent { request, .. } = intent("b") else { unreachable!() };
         assert_eq!(b.open_request().map(|(r, _)| r), Some(&request));
