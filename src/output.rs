@@ -5,8 +5,10 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use crate::job::ApiKind;
 use crate::ledger::Payment;
@@ -117,7 +119,7 @@ pub struct OutputWriter {
     refresh_columns: usize,
     temporary: PathBuf,
     /// `None` once finished.
-    csv: Option<csv::Writer<BufWriter<File>>>,
+    csv: Option<csv::Writer<Spool>>,
 }
 
 impl Drop for OutputWriter {
@@ -137,13 +139,13 @@ impl std::fmt::Debug for OutputWriter {
 
 impl OutputWriter {
     /// Starts a new output at a temporary name beside `path`.
-    pub fn create(path: &Path, extra_columns: &[String], refresh_columns: &[&str]) -> std::io::Result<OutputWriter> {
+    pub fn create(path: &Path, extra_columns: &[String], refresh_columns: &[&str]) -> io::Result<OutputWriter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output.csv");
         let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let mut csv = csv::Writer::from_writer(BufWriter::new(File::create(&temporary)?));
+        let mut csv = csv::Writer::from_writer(Spool::new(File::create(&temporary)?)?);
         let header = COLUMNS
             .iter()
             .copied()
@@ -161,7 +163,7 @@ impl OutputWriter {
     }
 
     /// Appends a row.
-    pub fn write(&mut self, row: &OutputRow) -> std::io::Result<()> {
+    pub fn write(&mut self, row: &OutputRow) -> io::Result<()> {
         let line = row.line.to_string();
         let status = row.status.map_or("", Status::name);
         let fixed = [
@@ -184,21 +186,21 @@ impl OutputWriter {
             .chain(extra.take(self.extra_columns))
             .chain(refresh.take(self.refresh_columns))
             .map(neutralise);
-        let csv = self.csv.as_mut().ok_or_else(|| std::io::Error::other("output already finished"))?;
+        let csv = self.csv.as_mut().ok_or_else(|| io::Error::other("output already finished"))?;
         csv.write_record(cells.map(|cell| match cell {
             Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
             Cow::Owned(text) => Cow::Owned(text.into_bytes()),
         }))
-        .map_err(std::io::Error::from)
+        .map_err(io::Error::from)
     }
 
     /// Flushes, syncs and renames into place.
-    pub fn finish(mut self) -> std::io::Result<PathBuf> {
-        let csv = self.csv.take().ok_or_else(|| std::io::Error::other("output already finished"))?;
+    pub fn finish(mut self) -> io::Result<PathBuf> {
+        let csv = self.csv.take().ok_or_else(|| io::Error::other("output already finished"))?;
         let result = csv
             .into_inner()
             .map_err(|e| e.into_error())
-            .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()))
+            .and_then(Spool::finish)
             .and_then(|file| file.sync_all())
             .and_then(|()| std::fs::rename(&self.temporary, &self.path));
         if let Err(e) = result {
@@ -206,6 +208,90 @@ impl OutputWriter {
             return Err(e);
         }
         Ok(self.path.clone())
+    }
+}
+
+/// A file written by a thread of its own, in blocks of [`Spool::BLOCK`] bytes: formatting rows and the
+/// kernel's copy of them into the page cache overlap (a million-row output is 160 MB).
+struct Spool {
+    block: Vec<u8>,
+    /// `None` once finished.
+    full: Option<SyncSender<Vec<u8>>>,
+    /// Blocks written, back for reuse.
+    empty: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<io::Result<File>>>,
+}
+
+impl Spool {
+    const BLOCK: usize = 1 << 20;
+
+    fn new(mut file: File) -> io::Result<Spool> {
+        // Two blocks queued at most: memory stays at a few blocks however fast rows come.
+        let (full, blocks) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (give_back, empty) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("output-writer".into()).spawn(move || {
+            for mut block in blocks {
+                file.write_all(&block)?;
+                block.clear();
+                let _ = give_back.send(block);
+            }
+            Ok(file)
+        })?;
+        Ok(Spool { block: Vec::with_capacity(Self::BLOCK), full: Some(full), empty, thread: Some(thread) })
+    }
+
+    /// Hands the current block to the writer thread.
+    fn send(&mut self) -> io::Result<()> {
+        let next = self.empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(Self::BLOCK));
+        let block = std::mem::replace(&mut self.block, next);
+        let sent = self.full.as_ref().is_some_and(|full| full.send(block).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped at a write error; it says which.
+        self.full = None;
+        Err(self.join().err().unwrap_or_else(|| io::Error::other("output writer stopped")))
+    }
+
+    fn join(&mut self) -> io::Result<File> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("output writer panicked")),
+            None => Err(io::Error::other("output writer already stopped")),
+        }
+    }
+
+    /// Writes what is left and waits for the thread: the file, complete, or the first write error.
+    fn finish(mut self) -> io::Result<File> {
+        if !self.block.is_empty() {
+            self.send()?;
+        }
+        self.full = None;
+        self.join()
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.block.len() + bytes.len() > Self::BLOCK && !self.block.is_empty() {
+            self.send()?;
+        }
+        self.block.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    /// Blocks go to the file as they fill, and the rest at [`Spool::finish`]: an output is only read once
+    /// it is renamed into place.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Not finished: let the thread end (its file is being removed) rather than outlive the writer.
+        self.full = None;
+        let _ = self.join();
     }
 }
 
@@ -219,5 +305,36 @@ mod tests {
         assert_eq!(neutralise("-5"), "'-5");
         assert_eq!(neutralise("@SUM"), "'@SUM");
         assert_eq!(neutralise("Gold plan"), "Gold plan");
+    }
+
+    #[test]
+    fn spool_writes_every_byte_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spooled");
+        let mut spool = Spool::new(File::create(&path).unwrap()).unwrap();
+        let mut expected = Vec::new();
+        // Pieces of every size up to past a block, so blocks are cut at every kind of boundary.
+        for n in (0..3000usize).chain([Spool::BLOCK + 7]) {
+            let piece: Vec<u8> = (0..n).map(|i| (i * 31 + n) as u8).collect();
+            spool.write_all(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+        }
+        spool.finish().unwrap();
+        assert!(expected.len() > 4 * Spool::BLOCK);
+        assert!(std::fs::read(&path).unwrap() == expected);
+    }
+
+    #[test]
+    fn spool_reports_a_failed_write() {
+        // Linux's /dev/full refuses every write with "no space left on device".
+        let Ok(full) = File::options().write(true).open("/dev/full") else { return };
+        let mut spool = Spool::new(full).unwrap();
+        let block = vec![b'x'; Spool::BLOCK];
+        let error = (0..8)
+            .map(|_| spool.write_all(&block))
+            .find_map(Result::err)
+            .or_else(|| spool.finish().err())
+            .expect("a write to /dev/full fails");
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
     }
 }
