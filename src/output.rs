@@ -74,31 +74,31 @@ impl Status {
     }
 }
 
-/// One output row.
+/// One output row, borrowing from the input row and the ledger index.
 #[derive(Debug, Clone, Default)]
-pub struct OutputRow {
+pub struct OutputRow<'a> {
     /// Input line.
     pub line: u64,
     /// Row key.
-    pub key: String,
+    pub key: &'a str,
     /// Status.
     pub status: Option<Status>,
     /// Link id.
-    pub link_id: String,
+    pub link_id: &'a str,
     /// Payment URI.
     pub payment_uri: String,
-    /// Amount in minor units.
-    pub amount: String,
+    /// Amount in minor units (blank for a rejected row).
+    pub amount: Option<u64>,
     /// Currency.
-    pub currency: String,
+    pub currency: &'a str,
     /// Title (Links+: name).
-    pub title: String,
+    pub title: &'a str,
     /// Error code.
-    pub error_code: String,
+    pub error_code: Cow<'a, str>,
     /// Error message.
-    pub error_message: String,
+    pub error_message: Cow<'a, str>,
     /// The job's extra columns.
-    pub extra: Vec<String>,
+    pub extra: &'a [String],
     /// The refresh columns, when written.
     pub refresh: Vec<String>,
 }
@@ -163,18 +163,19 @@ impl OutputWriter {
     }
 
     /// Appends a row.
-    pub fn write(&mut self, row: &OutputRow) -> io::Result<()> {
-        let line = row.line.to_string();
+    pub fn write(&mut self, row: &OutputRow<'_>) -> io::Result<()> {
+        let mut line = itoa::Buffer::new();
+        let mut amount = itoa::Buffer::new();
         let status = row.status.map_or("", Status::name);
         let fixed = [
-            line.as_str(),
-            &row.key,
+            line.format(row.line),
+            row.key,
             status,
-            &row.link_id,
+            row.link_id,
             &row.payment_uri,
-            &row.amount,
-            &row.currency,
-            &row.title,
+            row.amount.map_or("", |a| amount.format(a)),
+            row.currency,
+            row.title,
             &row.error_code,
             &row.error_message,
         ];

@@ -135,14 +135,6 @@ impl LinkRequest {
         }
     }
 
-    /// Title (Links+: name), taken out.
-    pub fn into_title(self) -> String {
-        match self {
-            LinkRequest::Classic(r) => r.title,
-            LinkRequest::Plus(r) => r.name,
-        }
-    }
-
     /// Title (Links+: name).
     pub fn title(&self) -> &str {
         match self {

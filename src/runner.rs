@@ -188,7 +188,7 @@ pub fn survey_drafting(
         };
         // A draft that cannot be written is dropped: the run writes the output afresh at its end.
         if let Some(pass) = &mut draft
-            && let Err(e) = pass.row(row, disposition, index)
+            && let Err(e) = pass.row(&row, disposition, index)
         {
             tracing::debug!("dropped the output draft: {e}");
             draft = None;
@@ -918,7 +918,7 @@ pub fn write_output(
     let mut pass = OutputPass::create(plan, run_start, payments)?;
     let mut reader = plan.reader()?;
     let mut error = None;
-    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(row, None, index) {
+    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(&row, None, index) {
         Ok(()) => true,
         Err(e) => {
             error = Some(e);
@@ -963,7 +963,7 @@ impl OutputPass {
     /// Writes the next row (its disposition, when the caller has it already).
     pub fn row(
         &mut self,
-        row: Result<PlannedRow, RowError>,
+        row: &Result<PlannedRow, RowError>,
         disposition: Option<Disposition>,
         index: &Index,
     ) -> std::io::Result<()> {
@@ -988,21 +988,21 @@ impl OutputPass {
 
 /// The output row of an input row, and its link's payment state; `disposition` is the row's, when the caller
 /// has it already.
-fn output_row(
-    row: Result<PlannedRow, RowError>,
+fn output_row<'a>(
+    row: &'a Result<PlannedRow, RowError>,
     disposition: Option<Disposition>,
-    index: &Index,
+    index: &'a Index,
     run_start: Option<u64>,
-) -> (OutputRow, Option<&crate::ledger::Payment>) {
+) -> (OutputRow<'a>, Option<&'a crate::ledger::Payment>) {
     let row = match row {
         Err(e) => {
             let out = OutputRow {
                 line: e.line,
-                key: e.key.unwrap_or_default(),
+                key: e.key.as_deref().unwrap_or_default(),
                 status: Some(Status::Rejected),
-                error_code: format!("invalid_{}", e.field),
-                error_message: e.reason,
-                extra: e.extra,
+                error_code: format!("invalid_{}", e.field).into(),
+                error_message: e.reason.as_str().into(),
+                extra: &e.extra,
                 ..OutputRow::default()
             };
             return (out, None);
@@ -1010,23 +1010,22 @@ fn output_row(
         Ok(row) => row,
     };
     let state = index.get(&row.key_id);
-    let disposition = disposition.unwrap_or_else(|| self::disposition(&row, index));
-    let changes = matches!(disposition, Disposition::Conflict(_)).then(|| conflict_changes(&row, index));
-    let PlannedRow { line, key, request, extra, .. } = row;
+    let disposition = disposition.unwrap_or_else(|| self::disposition(row, index));
+    let changes = matches!(disposition, Disposition::Conflict(_)).then(|| conflict_changes(row, index));
     let mut out = OutputRow {
-        line,
-        key,
-        amount: request.amount().to_string(),
-        currency: request.currency().unwrap_or_default().to_owned(),
-        title: request.into_title(),
-        extra,
+        line: row.line,
+        key: &row.key,
+        amount: Some(row.request.amount()),
+        currency: row.request.currency().unwrap_or_default(),
+        title: row.request.title(),
+        extra: &row.extra,
         ..OutputRow::default()
     };
     match disposition {
         Disposition::Existing(link) => {
             let fresh = run_start.is_none_or(|start| link.line() > start);
             out.status = Some(if fresh { Status::Created } else { Status::Existing });
-            out.link_id = index.link_id(&link).to_owned();
+            out.link_id = index.link_id(&link);
             out.payment_uri = index.payment_uri(&link);
         }
         Disposition::Conflict(link) => {
@@ -1036,16 +1035,18 @@ fn output_row(
             match state.and_then(|s| s.replace_refused()) {
                 Some(reason) => {
                     out.error_code = "conflict_paid".into();
-                    out.error_message = format!("row changed after link {link_id} was made ({changes}); {reason}");
+                    out.error_message =
+                        format!("row changed after link {link_id} was made ({changes}); {reason}").into();
                 }
                 None => {
                     out.error_code = "conflict".into();
                     out.error_message = format!(
                         "row changed after link {link_id} was made ({changes}); not re-created (--replace-changed replaces an unpaid link)"
-                    );
+                    )
+                    .into();
                 }
             }
-            out.link_id = link_id.to_owned();
+            out.link_id = link_id;
             out.payment_uri = index.payment_uri(&link);
         }
         Disposition::Uncertain(_) => {
@@ -1056,8 +1057,8 @@ fn output_row(
         Disposition::New => match state.and_then(|s| s.failed()) {
             Some((code, message)) => {
                 out.status = Some(Status::Failed);
-                out.error_code = code.clone();
-                out.error_message = message.clone();
+                out.error_code = code.as_str().into();
+                out.error_message = message.as_str().into();
             }
             None => out.status = Some(Status::Pending),
         },

@@ -375,7 +375,7 @@ mod tests {
     use super::*;
     use crate::plan::ClassicRequest;
 
-    fn header() -> Header {
+    pub(super) fn header() -> Header {
         Header {
             version: VERSION,
             api: "links".into(),

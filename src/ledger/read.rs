@@ -8,8 +8,10 @@
 //! string, another event, a hand edit, a damaged byte.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::SystemTime;
 
 use serde::de::IgnoredAny;
@@ -97,6 +99,9 @@ impl<'a> Scan<'a> {
 }
 
 /// Reads every line; cuts a torn last line (when `repair`); refuses a corrupt line anywhere else.
+///
+/// Two threads share the work: one reads the file and parses its lines, this one applies them to the index
+/// (a million keys: a cache miss each). Neither waits for the other but at the ends.
 pub(super) fn read(
     path: &Path,
     file: &mut File,
@@ -110,73 +115,170 @@ pub(super) fn read(
     // A finished run writes about 400 bytes per key (an intent and a created line).
     let size = file.metadata().map_err(io)?.len();
     index.reserve(usize::try_from(size / 400).unwrap_or(0));
-    let mut header = None;
-    let mut line: u64 = 0;
-    // `buffer[..filled]` holds the file from byte `base`; complete lines before `start` are applied.
-    let mut buffer = vec![0u8; 1 << 22];
-    let (mut base, mut filled, mut start) = (0u64, 0usize, 0usize);
-    loop {
-        if filled == buffer.len() {
-            if start == 0 {
-                buffer.resize(buffer.len() * 2, 0);
-            } else {
-                buffer.copy_within(start..filled, 0);
-                base += start as u64;
-                filled -= start;
-                start = 0;
-            }
-        }
-        let read = match file.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        let scanned = filled;
-        filled += read;
-        for newline in memchr::memchr_iter(b'\n', &buffer[scanned..filled]) {
-            let end = scanned + newline;
-            let text = &buffer[start..end];
-            let offset = base + start as u64;
-            start = end + 1;
-            line += 1;
-            match common(text).filter(|_| line > 1) {
-                Some(Common::Intent { key, at }) => {
-                    let at = parse_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
-                    index.on_intent(Digest::of(key.as_bytes()), at, offset);
-                }
-                Some(Common::Link { key, link_id, payment_uri, fingerprint }) => {
-                    let fingerprint = Digest::from_text(fingerprint);
-                    index.on_link(Digest::of(key.as_bytes()), link_id, payment_uri, fingerprint, line);
-                }
-                None => {
-                    let event = serde_json::from_slice::<Event>(text).map_err(|e| corrupt(line, e.to_string()))?;
-                    if line == 1 {
-                        let Event::Header(found) = &event else {
-                            return Err(corrupt(line, "the first line is not a linkbatch ledger header".into()));
-                        };
-                        header = Some(found.clone());
+    let parsed = std::thread::scope(|scope| {
+        // Two batches queued at most: memory stays at a few chunks whatever the file's size.
+        let (batches, arrived) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let (give_back, empty) = std::sync::mpsc::channel::<Vec<u8>>();
+        let parser = std::thread::Builder::new()
+            .name("ledger-reader".into())
+            .spawn_scoped(scope, || parse(file, batches, empty))
+            .map_err(Stop::Io)?;
+        for batch in arrived {
+            for found in batch.found {
+                match found {
+                    Found::Intent { key, at, offset } => index.on_intent(key, at, offset),
+                    Found::Link { key, link_id, payment_uri, fingerprint, line } => {
+                        // Both were parsed from one line checked as UTF-8 whole, cut at ASCII quotes.
+                        let text = |span: Range<usize>| std::str::from_utf8(&batch.text[span]).unwrap_or_default();
+                        index.on_link(key, text(link_id), text(payment_uri), fingerprint, line);
                     }
-                    index.apply(event, line, offset);
+                    Found::Event { event, line, offset } => index.apply(*event, line, offset),
                 }
             }
-            index.lines = line;
+            index.lines = batch.lines;
+            let _ = give_back.send(batch.text);
         }
-    }
+        parser.join().unwrap_or_else(|_| Err(Stop::Io(std::io::Error::other("the ledger reader panicked"))))
+    });
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(Stop::Io(e)) => return Err(io(e)),
+        Err(Stop::Corrupt(line, reason)) => return Err(corrupt(line, reason)),
+    };
     let mut report = OpenReport::default();
-    if start < filled {
+    if parsed.torn > 0 {
         // A last line cut short by a crash mid-write was never acknowledged, so its event never
         // happened: an intent's request was not sent, a lost outcome is found again by reconciliation.
         if repair {
-            file.set_len(base + start as u64).map_err(io)?;
+            file.set_len(parsed.end).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        report.torn_tail = Some(filled - start);
+        report.torn_tail = Some(parsed.torn);
     }
     if let Err((offset, reason)) = index.load_open_requests(file) {
         return Err(corrupt(line_at(file, offset).map_err(io)?, reason));
     }
-    Ok((index, report, header))
+    Ok((index, report, parsed.header))
+}
+
+/// Complete lines of the ledger and what the parser found on them.
+struct Batch {
+    text: Vec<u8>,
+    found: Vec<Found>,
+    /// Lines in the file up to the end of this batch.
+    lines: u64,
+}
+
+/// One line, parsed.
+enum Found {
+    Intent {
+        key: Digest,
+        at: SystemTime,
+        offset: u64,
+    },
+    /// `link_id` and `payment_uri` are spans of the batch's text.
+    Link {
+        key: Digest,
+        link_id: Range<usize>,
+        payment_uri: Range<usize>,
+        fingerprint: Digest,
+        line: u64,
+    },
+    Event {
+        event: Box<Event>,
+        line: u64,
+        offset: u64,
+    },
+}
+
+/// Why the parser stopped early.
+enum Stop {
+    Io(std::io::Error),
+    Corrupt(u64, String),
+}
+
+/// What the parser saw of the whole file.
+struct Parsed {
+    header: Option<Header>,
+    /// Bytes in complete lines.
+    end: u64,
+    /// Bytes after the last newline (a torn line).
+    torn: usize,
+}
+
+/// Bytes read at a time.
+const CHUNK: usize = 1 << 22;
+
+/// Reads the file in chunks of whole lines, parses each line and sends the chunks on.
+fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) -> Result<Parsed, Stop> {
+    let (mut header, mut line, mut base) = (None, 0u64, 0u64);
+    let mut carry = Vec::new();
+    loop {
+        let mut text = empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        text.clear();
+        text.append(&mut carry);
+        let end_of_file = loop {
+            if text.len() == text.capacity() {
+                // A line longer than the buffer: room for more of it.
+                text.reserve(text.capacity().max(CHUNK));
+            }
+            let room = (text.capacity() - text.len()) as u64;
+            let before = text.len();
+            let read = file.by_ref().take(room).read_to_end(&mut text).map_err(Stop::Io)? as u64;
+            if read < room {
+                break true;
+            }
+            if memchr::memchr(b'\n', &text[before..]).is_some() {
+                break false;
+            }
+        };
+        let complete = memchr::memrchr(b'\n', &text).map_or(0, |i| i + 1);
+        carry.extend_from_slice(&text[complete..]);
+        text.truncate(complete);
+        let mut found = Vec::with_capacity(complete / 200);
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &text) {
+            let bytes = &text[start..newline];
+            let offset = base + start as u64;
+            start = newline + 1;
+            line += 1;
+            found.push(match common(bytes).filter(|_| line > 1) {
+                Some(Common::Intent { key, at }) => {
+                    let at = parse_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
+                    Found::Intent { key: Digest::of(key.as_bytes()), at, offset }
+                }
+                Some(Common::Link { key, link_id, payment_uri, fingerprint }) => Found::Link {
+                    key: Digest::of(key.as_bytes()),
+                    link_id: span(&text, link_id),
+                    payment_uri: span(&text, payment_uri),
+                    fingerprint: Digest::from_text(fingerprint),
+                    line,
+                },
+                None => {
+                    let event =
+                        serde_json::from_slice::<Event>(bytes).map_err(|e| Stop::Corrupt(line, e.to_string()))?;
+                    if line == 1 {
+                        let Event::Header(found) = &event else {
+                            return Err(Stop::Corrupt(line, "the first line is not a linkbatch ledger header".into()));
+                        };
+                        header = Some(found.clone());
+                    }
+                    Found::Event { event: Box::new(event), line, offset }
+                }
+            });
+        }
+        base += complete as u64;
+        if batches.send(Batch { text, found, lines: line }).is_err() || end_of_file {
+            return Ok(Parsed { header, end: base, torn: carry.len() });
+        }
+    }
+}
+
+/// Where `inner`, a slice of `outer`, sits in it.
+fn span(outer: &[u8], inner: &str) -> Range<usize> {
+    // Address arithmetic only: `inner` was cut from `outer` by the parser.
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
 }
 
 /// The 1-based line that starts at byte `offset`.
@@ -245,6 +347,75 @@ mod tests {
             r#"{"type":"intent","key":"a","fingerprint":"f","at":"x","request":5}"#.into(),
         ] {
             assert_eq!(common(damaged.as_bytes()), None, "{damaged}");
+        }
+    }
+
+    type ReadBack = Result<(Index, OpenReport, Option<Header>), LedgerError>;
+
+    /// A ledger of `keys` intent and created lines, then `tail`, read with `read`.
+    fn read_back(keys: usize, tail: &str) -> (ReadBack, u64, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        let request = crate::ledger::tests::request();
+        let mut text = serde_json::to_string(&Event::Header(crate::ledger::tests::header())).unwrap() + "\n";
+        for i in 0..keys {
+            let key = format!("key-{i}");
+            let fingerprint = request.fingerprint().to_string();
+            let intent = Event::Intent {
+                key: key.clone(),
+                fingerprint: fingerprint.clone(),
+                at: now(),
+                request: request.clone(),
+            };
+            let link_id = format!("link_{i}");
+            let payment_uri = format!("https://pay/l/{link_id}");
+            let created = Event::Created { key, link_id, payment_uri, fingerprint, at: now() };
+            for event in [intent, created] {
+                text += &serde_json::to_string(&event).unwrap();
+                text.push('\n');
+            }
+        }
+        text += tail;
+        std::fs::write(&path, &text).unwrap();
+        let mut file = File::options().read(true).write(true).open(&path).unwrap();
+        let result = read(&path, &mut file, true);
+        let size = std::fs::metadata(&path).unwrap().len();
+        (result, size, dir)
+    }
+
+    #[test]
+    fn reads_across_chunks_and_past_a_line_longer_than_one() {
+        // 12,000 keys fill more than one chunk; a `run` line bigger than a chunk makes the buffer grow.
+        let keys = 12_000;
+        let long = serde_json::to_string(&Event::Run { at: now(), version: "v".repeat(CHUNK + 10) }).unwrap();
+        let torn = r#"{"type":"intent","key":"cut"#;
+        let (result, size, _dir) = read_back(keys, &format!("{long}\n{torn}"));
+        let (index, report, header) = result.unwrap();
+        assert!(header.is_some());
+        assert_eq!(index.len(), keys);
+        assert_eq!(index.lines, 2 + 2 * keys as u64);
+        assert_eq!(index.last_run, index.lines);
+        assert_eq!(report.torn_tail, Some(torn.len()));
+        for i in [0, keys / 2, keys - 1] {
+            let state = index.get(&Digest::of(format!("key-{i}").as_bytes())).unwrap();
+            let link = state.link.unwrap();
+            assert_eq!(index.link_id(&link), format!("link_{i}"));
+            assert_eq!(index.payment_uri(&link), format!("https://pay/l/link_{i}"));
+            assert_eq!(link.line(), 3 + 2 * i as u64);
+            assert_eq!(index.link_request(state), Some(crate::ledger::tests::request()));
+        }
+        // The torn line is cut from the file.
+        let (_, whole, _) = read_back(keys, &format!("{long}\n"));
+        assert_eq!(size, whole);
+    }
+
+    #[test]
+    fn a_corrupt_line_in_a_later_chunk_is_named_by_its_line() {
+        let keys = 10_000;
+        let (result, _, _) = read_back(keys, "{not json\n");
+        match result {
+            Err(LedgerError::Corrupt { line, .. }) => assert_eq!(line, 2 + 2 * keys as u64),
+            other => panic!("expected a corrupt line, got {:?}", other.map(|_| ())),
         }
     }
 }
