@@ -87,10 +87,10 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
             key: row.key.clone(),
             fingerprint: row.fingerprint.to_string(),
             at: at.clone(),
-            request: row.request,
+            request: row.request.clone(),
         };
         let created = Event::Created {
-            key: row.key,
+            key: row.key.clone(),
             payment_uri: format!("https://pay.omise.co/links/{link_id}"),
             link_id,
             fingerprint: row.fingerprint.to_string(),

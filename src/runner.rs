@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, RwLock};
 
 use crate::api::{ApiError, Client, RemoteLink};
-use crate::input::InputReader;
+use crate::input::{InputReader, Record, Rejection};
 use crate::ledger::{Event, Index, Ledger, LinkRecord, OpenIntent};
 use crate::output::{OutputRow, OutputWriter, Status};
 use crate::plan::{KeyGuard, LinkRequest, Plan, PlannedRow, RowError};
@@ -92,40 +92,90 @@ pub struct Survey {
 
 /// Streams every row of `reader` through the plan and the duplicate-key check, in input order. `index`, when
 /// given, is the ledger index `visit` consults, whose slots then double as the record of keys seen.
+///
+/// A thread of its own reads and plans the rows (templates, amounts, fingerprints) a batch at a time while
+/// this one checks and visits the batch before: a resumed million-row job is two streams of work, not one.
+/// `visit` borrows each row; a visited batch goes back to the planner, which drops it and reuses its room
+/// (memory freed on the thread that allocated it stays cheap to allocate again).
 pub fn for_each_row(
     plan: &Plan,
     reader: &mut InputReader,
     index: Option<&Index>,
-    mut visit: impl FnMut(Result<PlannedRow, RowError>) -> bool,
+    mut visit: impl FnMut(&Result<PlannedRow, RowError>) -> bool,
 ) {
     let mut keys = KeyGuard::new(index.map_or(0, Index::len));
-    while let Some(record) = reader.next_record() {
-        let row = match record {
-            Err(rejection) => Err(RowError {
-                line: rejection.line,
-                key: None,
-                field: "input",
-                reason: rejection.reason,
-                extra: Vec::new(),
-            }),
-            Ok(record) => plan.row(&record).and_then(|row| {
-                let slot = index.and_then(|index| index.position(&row.key_id));
-                if keys.first(row.key_id, slot) {
-                    Ok(row)
-                } else {
-                    Err(RowError {
-                        line: row.line,
-                        key: Some(row.key.clone()),
-                        field: "key",
-                        reason: format!("duplicate key `{}`: an earlier row has the same key", row.key),
-                        extra: row.extra,
-                    })
-                }
-            }),
-        };
-        if !visit(row) {
-            break;
+    let mut check = |row: &mut Result<PlannedRow, RowError>, slot: Option<usize>| {
+        if let Ok(planned) = row
+            && !keys.first(planned.key_id, slot)
+        {
+            let reason = format!("duplicate key `{}`: an earlier row has the same key", planned.key);
+            let (line, key, extra) = (planned.line, Some(planned.key.clone()), std::mem::take(&mut planned.extra));
+            *row = Err(RowError { line, key, field: "key", reason, extra });
         }
+    };
+    let slot = |row: &Result<PlannedRow, RowError>| match (row, index) {
+        (Ok(row), Some(index)) => index.position(&row.key_id),
+        _ => None,
+    };
+    let planned = std::thread::scope(|scope| {
+        // A few batches ahead at most: memory stays flat whatever the input's size.
+        let (batches, planned) = std::sync::mpsc::sync_channel::<Vec<Result<PlannedRow, RowError>>>(4);
+        let (give_back, spent) = std::sync::mpsc::channel::<Vec<Result<PlannedRow, RowError>>>();
+        let records = &mut *reader;
+        let planner = std::thread::Builder::new().name("planner".into()).spawn_scoped(scope, move || {
+            loop {
+                let mut batch = spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                batch.clear();
+                batch.extend(std::iter::from_fn(|| records.next_record()).take(BATCH).map(|r| plan_record(plan, r)));
+                let last = batch.len() < BATCH;
+                if batch.is_empty() || batches.send(batch).is_err() || last {
+                    return;
+                }
+            }
+        });
+        if planner.is_err() {
+            return false;
+        }
+        'batches: for mut batch in planned {
+            // The batch's index lookups first, back to back: their cache misses overlap.
+            let slots: Vec<Option<usize>> = batch.iter().map(slot).collect();
+            for (row, slot) in batch.iter_mut().zip(slots) {
+                check(row, slot);
+                if !visit(row) {
+                    // Dropping the receiver stops the planner at its next batch.
+                    break 'batches;
+                }
+            }
+            let _ = give_back.send(batch);
+        }
+        true
+    });
+    if !planned {
+        // No thread to be had: plan on this one.
+        while let Some(record) = reader.next_record() {
+            let mut row = plan_record(plan, record);
+            let slot = slot(&row);
+            check(&mut row, slot);
+            if !visit(&row) {
+                break;
+            }
+        }
+    }
+}
+
+/// Rows planned ahead at a time.
+const BATCH: usize = 256;
+
+fn plan_record(plan: &Plan, record: Result<Record, Rejection>) -> Result<PlannedRow, RowError> {
+    match record {
+        Err(rejection) => Err(RowError {
+            line: rejection.line,
+            key: None,
+            field: "input",
+            reason: rejection.reason,
+            extra: Vec::new(),
+        }),
+        Ok(record) => plan.row(&record),
     }
 }
 
@@ -188,7 +238,7 @@ pub fn survey_drafting(
         };
         // A draft that cannot be written is dropped: the run writes the output afresh at its end.
         if let Some(pass) = &mut draft
-            && let Err(e) = pass.row(&row, disposition, index)
+            && let Err(e) = pass.row(row, disposition, index)
         {
             tracing::debug!("dropped the output draft: {e}");
             draft = None;
@@ -513,15 +563,18 @@ pub async fn run(
                         // Every row with a link is read, unless this refresh (or the one it resumes) already did.
                         let fresh = state.and_then(|s| s.payment()).is_some_and(|(_, line)| *line > refresh_since);
                         let link = state.and_then(|s| s.link).filter(|_| !fresh);
-                        link.map(|l| Task::Refresh { link_id: index.link_id(&l).to_owned(), row })
+                        link.map(|l| Task::Refresh { link_id: index.link_id(&l).to_owned(), row: row.clone() })
                     } else {
-                        match disposition(&row, &index) {
-                            Disposition::New => Some(Task::Create { row, open: None, replace: None }),
-                            Disposition::Uncertain(open) => Some(Task::Create { row, open: Some(open), replace: None }),
+                        match disposition(row, &index) {
+                            Disposition::New => Some(Task::Create { row: row.clone(), open: None, replace: None }),
+                            Disposition::Uncertain(open) => {
+                                Some(Task::Create { row: row.clone(), open: Some(open), replace: None })
+                            }
                             Disposition::Conflict(link)
                                 if replacing && state.is_some_and(|s| s.replace_refused().is_none()) =>
                             {
-                                Some(Task::Create { row, open: None, replace: Some(index.link_id(&link).to_owned()) })
+                                let replace = Some(index.link_id(&link).to_owned());
+                                Some(Task::Create { row: row.clone(), open: None, replace })
                             }
                             Disposition::Existing(_) | Disposition::Conflict(_) => None,
                         }
@@ -918,7 +971,7 @@ pub fn write_output(
     let mut pass = OutputPass::create(plan, run_start, payments)?;
     let mut reader = plan.reader()?;
     let mut error = None;
-    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(&row, None, index) {
+    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(row, None, index) {
         Ok(()) => true,
         Err(e) => {
             error = Some(e);
@@ -1064,4 +1117,73 @@ fn output_row<'a>(
         },
     }
     (out, state.and_then(|s| s.payment()).map(|(p, _)| p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+    use crate::plan::Overrides;
+
+    const JOB: &str = r#"
+name = "rows"
+[api]
+kind = "links"
+[input]
+path = "rows.csv"
+key = "{id}"
+[link]
+amount = "{amount}"
+currency = "thb"
+title = "Row {id}"
+description = "d"
+multiple = true
+"#;
+
+    /// `rows` rows (row `i` has key `k{i}`, except as `key` says), planned and visited until `stop` rows were.
+    fn visit(rows: usize, key: impl Fn(usize) -> usize, stop: usize) -> Vec<(u64, Result<String, String>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rows.csv");
+        let mut text = String::from("id,amount\n");
+        for i in 0..rows {
+            // Every 100th row has a bad amount.
+            let amount = if i % 100 == 99 { "lots" } else { "10.00" };
+            text += &format!("k{},{amount}\n", key(i));
+        }
+        std::fs::write(&input, text).unwrap();
+        let overrides = Overrides { input: Some(input), ..Overrides::default() };
+        let (plan, mut reader) = Plan::new(JobSpec::parse(JOB).unwrap(), &overrides).unwrap();
+        let mut seen = Vec::new();
+        for_each_row(&plan, &mut reader, None, |row| {
+            seen.push(match row {
+                Ok(row) => (row.line, Ok(row.key.clone())),
+                Err(e) => (e.line, Err(e.field.to_owned())),
+            });
+            seen.len() < stop
+        });
+        seen
+    }
+
+    #[test]
+    fn rows_come_in_input_order_across_batches_with_duplicates_and_errors_named() {
+        let rows = 3 * BATCH + 17;
+        // Row 700 repeats row 5's key: the later one is the duplicate, however far apart the batches.
+        let seen = visit(rows, |i| if i == 700 { 5 } else { i }, usize::MAX);
+        assert_eq!(seen.len(), rows);
+        for (i, (line, row)) in seen.iter().enumerate() {
+            assert_eq!(*line, i as u64 + 2);
+            match i {
+                700 => assert_eq!(row, &Err("key".to_owned())),
+                _ if i % 100 == 99 => assert_eq!(row, &Err("amount".to_owned())),
+                _ => assert_eq!(row, &Ok(format!("k{i}"))),
+            }
+        }
+    }
+
+    #[test]
+    fn a_visit_that_says_stop_is_the_last() {
+        let seen = visit(3 * BATCH, |i| i, BATCH + 3);
+        assert_eq!(seen.len(), BATCH + 3);
+        assert_eq!(seen.last().map(|(line, _)| *line), Some(BATCH as u64 + 4));
+    }
 }
