@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::job::InputFormat;
 
 /// One input row: its line number and the cells the job asked for, in the order asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     /// 1-based line where the row starts (the CSV header is line 1).
     pub line: u64,
@@ -139,6 +139,13 @@ impl InputReader {
 
     /// The next row, or `None` at the end of the file.
     pub fn next_record(&mut self) -> Option<Result<Record, Rejection>> {
+        let mut record = Record::default();
+        Some(self.read_into(&mut record)?.map(|()| record))
+    }
+
+    /// Reads the next row into `record`, reusing its room (a million rows, no allocation per cell); `None`
+    /// at the end of the file.
+    pub fn read_into(&mut self, into: &mut Record) -> Option<Result<(), Rejection>> {
         match &mut self.source {
             Source::Csv { reader, record, positions } => {
                 let line_of = |r: &csv::ByteRecord| r.position().map_or(0, |p| p.line());
@@ -153,7 +160,7 @@ impl InputReader {
                         let line = line_of(record);
                         if record.len() != self.columns.len() {
                             if record.len() == 1 && record.get(0).is_some_and(|f| field(f, true).is_empty()) {
-                                return self.next_record();
+                                return self.read_into(into);
                             }
                             return Some(Err(Rejection {
                                 line,
@@ -164,13 +171,19 @@ impl InputReader {
                                 ),
                             }));
                         }
-                        let mut cells = Vec::with_capacity(positions.len());
+                        into.line = line;
+                        into.cells.resize_with(positions.len(), || None);
                         let last = record.len().saturating_sub(1);
-                        for (name, position) in self.wanted.iter().zip(positions.iter()) {
-                            let cell = match position.and_then(|p| record.get(p).map(|f| field(f, p == last))) {
-                                None => None,
+                        let wanted = self.wanted.iter().zip(positions.iter());
+                        for ((name, position), cell) in wanted.zip(into.cells.iter_mut()) {
+                            match position.and_then(|p| record.get(p).map(|f| field(f, p == last))) {
+                                None => *cell = None,
                                 Some(bytes) => match std::str::from_utf8(bytes) {
-                                    Ok(text) => Some(text.to_owned()),
+                                    Ok(text) => {
+                                        let cell = cell.get_or_insert_with(String::new);
+                                        cell.clear();
+                                        cell.push_str(text);
+                                    }
                                     Err(_) => {
                                         return Some(Err(Rejection {
                                             line,
@@ -178,10 +191,9 @@ impl InputReader {
                                         }));
                                     }
                                 },
-                            };
-                            cells.push(cell);
+                            }
                         }
-                        Some(Ok(Record { line, cells }))
+                        Some(Ok(()))
                     }
                 }
             }
@@ -211,11 +223,13 @@ impl InputReader {
                         return Some(Err(Rejection { line: *line, reason: format!("malformed JSON: {e}") }));
                     }
                 };
-                return Some(
-                    json_cells(&object, &self.wanted)
-                        .map(|cells| Record { line: *line, cells })
-                        .map_err(|reason| Rejection { line: *line, reason }),
-                );
+                return Some(match json_cells(&object, &self.wanted) {
+                    Ok(cells) => {
+                        *into = Record { line: *line, cells };
+                        Ok(())
+                    }
+                    Err(reason) => Err(Rejection { line: *line, reason }),
+                });
             },
         }
     }
@@ -290,6 +304,27 @@ mod tests {
         assert_eq!(rows[3], Ok(Record { line: 6, cells: vec![Some("two\r\nlines".into()), Some("4".into())] }));
         assert_eq!(rows[4].as_ref().unwrap().line, 8);
         assert_eq!(rows.len(), 5);
+    }
+
+    #[test]
+    fn a_reused_record_reads_what_fresh_ones_do() {
+        let contents =
+            b"id,title,extra\r\n1,\"long title, quoted\",x\r\n2,\r\n\r\n3,\xff,y\r\n4,t,\r\n5,\"a\r\nb\",z\r\n";
+        let f = file(contents, ".csv");
+        let open = || {
+            let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
+            r.select(vec!["extra".into(), "title".into(), "absent".into()]);
+            r
+        };
+        let fresh = all(&mut open());
+        let mut reused = Vec::new();
+        let (mut reader, mut record) = (open(), Record::default());
+        while let Some(read) = reader.read_into(&mut record) {
+            reused.push(read.map(|()| record.clone()));
+        }
+        assert_eq!(reused, fresh);
+        assert_eq!(fresh.len(), 5);
+        assert_eq!(fresh[3], Ok(Record { line: 6, cells: vec![Some(String::new()), Some("t".into()), None] }));
     }
 
     #[test]

@@ -114,9 +114,17 @@ pub enum LinkRequest {
 impl LinkRequest {
     /// A hash of the canonical parameters: equal requests, equal fingerprints.
     pub fn fingerprint(&self) -> Digest {
-        // Serialising a struct keeps field order fixed, so the JSON text is canonical.
-        let canonical = serde_json::to_vec(self).unwrap_or_default();
-        Digest::of(&canonical)
+        thread_local! {
+            /// The canonical text of the last request, its room reused by the next.
+            static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CANONICAL.with_borrow_mut(|canonical| {
+            canonical.clear();
+            // Serialising a struct keeps field order fixed, so the JSON text is canonical; writing to memory
+            // cannot fail.
+            let _ = serde_json::to_writer(&mut *canonical, self);
+            Digest::of(canonical)
+        })
     }
 
     /// Amount in minor units.
@@ -553,30 +561,33 @@ impl Plan {
                 None => self.vars.get(name).map(String::as_str),
             }
         };
-        let mut key_text = None;
-        let fail = |field: &'static str, reason: String, key: &Option<String>| RowError {
+        let fail = |field: &'static str, reason: String, key: Option<&str>| RowError {
             line: record.line,
-            key: key.clone(),
+            key: key.map(str::to_owned),
             field,
             reason,
             extra: extra.clone(),
         };
-        let render = |field: &'static str, t: &Template, key: &Option<String>| {
+        let render = |field: &'static str, t: &Template, key: Option<&str>| {
             t.render(lookup).map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key))
         };
-        let key = render("key", &self.key, &key_text)?;
-        key_text = Some(key.clone());
-        let key_ref = &key_text;
-
-        let currency_of = |t: &Template| -> Result<Currency, RowError> {
-            let code = render("currency", t, key_ref)?;
-            Currency::find(&code).ok_or_else(|| {
+        let key = render("key", &self.key, None)?;
+        let key_ref = Some(key.as_str());
+        // Text only read here (a currency code, an amount) is rendered into one buffer, not a new string each.
+        let mut scratch = String::new();
+        let scratch_render = |field: &'static str, t: &Template, out: &mut String| {
+            t.render_into(lookup, out)
+                .map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key_ref))
+        };
+        let currency_of = |t: &Template, code: &mut String| -> Result<Currency, RowError> {
+            scratch_render("currency", t, code)?;
+            Currency::find(code).ok_or_else(|| {
                 fail("currency", format!("currency `{code}` is not supported ({})", Currency::list()), key_ref)
             })
         };
-        let amount_in = |currency: Currency| -> Result<u64, RowError> {
-            let text = render("amount", &self.amount, key_ref)?;
-            parse_amount(&text, self.amount_unit, currency).map_err(|e| fail("amount", e.to_string(), key_ref))
+        let amount_in = |currency: Currency, text: &mut String| -> Result<u64, RowError> {
+            scratch_render("amount", &self.amount, text)?;
+            parse_amount(text, self.amount_unit, currency).map_err(|e| fail("amount", e.to_string(), key_ref))
         };
         let boolean = |field: &'static str, source: &FieldSource<bool>| -> Result<bool, RowError> {
             match source {
@@ -611,9 +622,9 @@ impl Plan {
 
         let request = match &self.link {
             LinkTemplates::Classic { currency, title, description, multiple } => {
-                let currency = currency_of(currency)?;
+                let currency = currency_of(currency, &mut scratch)?;
                 LinkRequest::Classic(ClassicRequest {
-                    amount: amount_in(currency)?,
+                    amount: amount_in(currency, &mut scratch)?,
                     currency: currency.code.to_owned(),
                     title: bounded("title", title, MAX_TITLE)?,
                     description: bounded("description", description, MAX_DESCRIPTION)?,
@@ -621,11 +632,11 @@ impl Plan {
                 })
             }
             LinkTemplates::Plus { team_id, template_id, name, currency, multiple_usage, custom_webhook } => {
-                let currency = currency.as_ref().map(currency_of).transpose()?;
+                let currency = currency.as_ref().map(|t| currency_of(t, &mut scratch)).transpose()?;
                 // Without a currency the template's applies; amounts are then read with two decimals
                 // unless they are minor units, which need no exponent.
                 let amount = match currency {
-                    Some(c) => amount_in(c)?,
+                    Some(c) => amount_in(c, &mut scratch)?,
                     None if self.amount_unit == AmountUnit::Major => {
                         return Err(fail(
                             "currency",
@@ -633,7 +644,7 @@ impl Plan {
                             key_ref,
                         ));
                     }
-                    None => amount_in(Currency { code: "", exponent: 0 })?,
+                    None => amount_in(Currency { code: "", exponent: 0 }, &mut scratch)?,
                 };
                 let custom_webhook = match custom_webhook {
                     Some(t) => {

@@ -123,10 +123,15 @@ pub fn for_each_row(
         let (give_back, spent) = std::sync::mpsc::channel::<Vec<Result<PlannedRow, RowError>>>();
         let records = &mut *reader;
         let planner = std::thread::Builder::new().name("planner".into()).spawn_scoped(scope, move || {
+            let mut record = Record::default();
             loop {
                 let mut batch = spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
                 batch.clear();
-                batch.extend(std::iter::from_fn(|| records.next_record()).take(BATCH).map(|r| plan_record(plan, r)));
+                while batch.len() < BATCH
+                    && let Some(read) = records.read_into(&mut record)
+                {
+                    batch.push(plan_record(plan, read.map(|()| &record)));
+                }
                 let last = batch.len() < BATCH;
                 if batch.is_empty() || batches.send(batch).is_err() || last {
                     return;
@@ -152,8 +157,9 @@ pub fn for_each_row(
     });
     if !planned {
         // No thread to be had: plan on this one.
-        while let Some(record) = reader.next_record() {
-            let mut row = plan_record(plan, record);
+        let mut record = Record::default();
+        while let Some(read) = reader.read_into(&mut record) {
+            let mut row = plan_record(plan, read.map(|()| &record));
             let slot = slot(&row);
             check(&mut row, slot);
             if !visit(&row) {
@@ -166,7 +172,7 @@ pub fn for_each_row(
 /// Rows planned ahead at a time.
 const BATCH: usize = 256;
 
-fn plan_record(plan: &Plan, record: Result<Record, Rejection>) -> Result<PlannedRow, RowError> {
+fn plan_record(plan: &Plan, record: Result<&Record, Rejection>) -> Result<PlannedRow, RowError> {
     match record {
         Err(rejection) => Err(RowError {
             line: rejection.line,
@@ -175,7 +181,7 @@ fn plan_record(plan: &Plan, record: Result<Record, Rejection>) -> Result<Planned
             reason: rejection.reason,
             extra: Vec::new(),
         }),
-        Ok(record) => plan.row(&record),
+        Ok(record) => plan.row(record),
     }
 }
 

@@ -90,15 +90,26 @@ impl Template {
     }
 
     /// Renders with `lookup`; the first placeholder it has no value for is returned as the error.
-    pub fn render<'v>(&self, mut lookup: impl FnMut(&str) -> Option<&'v str>) -> Result<String, String> {
+    pub fn render<'v>(&self, lookup: impl FnMut(&str) -> Option<&'v str>) -> Result<String, String> {
         let mut out = String::new();
+        self.render_into(lookup, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Template::render`] into `out` (cleared first), reusing its room.
+    pub fn render_into<'v>(
+        &self,
+        mut lookup: impl FnMut(&str) -> Option<&'v str>,
+        out: &mut String,
+    ) -> Result<(), String> {
+        out.clear();
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Placeholder(name) => out.push_str(lookup(name).ok_or_else(|| name.clone())?),
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
