@@ -213,6 +213,16 @@ const CHUNK: usize = 1 << 22;
 fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) -> Result<Parsed, Stop> {
     let (mut header, mut line, mut base) = (None, 0u64, 0u64);
     let mut carry = Vec::new();
+    // The last intent's key and digest: its `created` line mostly follows, and need not hash the key again.
+    let (mut last_key, mut last_digest) = (Vec::new(), Digest::of(b""));
+    let mut digest = |key: &str| {
+        if key.as_bytes() != last_key {
+            last_key.clear();
+            last_key.extend_from_slice(key.as_bytes());
+            last_digest = Digest::of(key.as_bytes());
+        }
+        last_digest
+    };
     loop {
         let mut text = empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         text.clear();
@@ -245,10 +255,10 @@ fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) 
             found.push(match common(bytes).filter(|_| line > 1) {
                 Some(Common::Intent { key, at }) => {
                     let at = parse_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
-                    Found::Intent { key: Digest::of(key.as_bytes()), at, offset }
+                    Found::Intent { key: digest(key), at, offset }
                 }
                 Some(Common::Link { key, link_id, payment_uri, fingerprint }) => Found::Link {
-                    key: Digest::of(key.as_bytes()),
+                    key: digest(key),
                     link_id: span(&text, link_id),
                     payment_uri: span(&text, payment_uri),
                     fingerprint: Digest::from_text(fingerprint),
