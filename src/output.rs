@@ -105,11 +105,15 @@ pub struct OutputRow<'a> {
 
 /// Prefixes a cell that a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return) with `'`.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if is_formula(cell) {
         Cow::Owned(format!("'{cell}"))
     } else {
         Cow::Borrowed(cell)
     }
+}
+
+fn is_formula(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
 /// Appends one cell of a CSV row, [`neutralise`]d, exactly as the `csv` crate writes it: quoted (quotes
@@ -117,7 +121,7 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 /// more time in the general writer's per-field state machine than in anything else on its thread.
 fn push_cell(row: &mut Vec<u8>, cell: &str) {
     let bytes = cell.as_bytes();
-    let formula = matches!(bytes.first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
+    let formula = is_formula(cell);
     // Folded without a short cut, so the compiler checks many bytes at once.
     let quoted = bytes.iter().fold(false, |q, &b| q | matches!(b, b',' | b'"' | b'\n' | b'\r'));
     if !quoted {
