@@ -105,11 +105,7 @@ pub struct OutputRow<'a> {
 
 /// Prefixes a cell that a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return) with `'`.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
-    if is_formula(cell) {
-        Cow::Owned(format!("'{cell}"))
-    } else {
-        Cow::Borrowed(cell)
-    }
+    if is_formula(cell) { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
 }
 
 fn is_formula(cell: &str) -> bool {

@@ -613,7 +613,8 @@ impl Plan {
         };
         let bounded = |field: &'static str, t: &Template, max: usize| -> Result<String, RowError> {
             let text = render(field, t, key_ref)?;
-            let length = text.chars().count();
+            // No more bytes than the limit: no more characters either, and nothing to count.
+            let length = if text.len() <= max { 0 } else { text.chars().count() };
             if length > max {
                 return Err(fail(field, format!("{field} is {length} characters, at most {max} are allowed"), key_ref));
             }

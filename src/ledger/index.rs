@@ -178,7 +178,8 @@ impl Links {
         };
         let mut uri = String::with_capacity(prefix.len() + tail.len());
         uri.push_str(prefix);
-        uri.push_str(&String::from_utf8_lossy(tail));
+        // Written from a `&str`, whole (see `id_in`).
+        uri.push_str(std::str::from_utf8(tail).unwrap_or_default());
         uri
     }
 
@@ -227,14 +228,20 @@ impl Links {
         }
         let split = uri.rfind('/').map_or(0, |i| i + 1);
         let (prefix, tail) = uri.split_at(split);
-        let number = match self.prefix_numbers.get(prefix) {
-            Some(&n) => n,
-            None if self.prefixes.len() < MAX_PREFIXES => {
-                self.prefixes.push(prefix.to_owned());
-                self.prefix_numbers.insert(prefix.to_owned(), self.prefixes.len() - 1);
-                self.prefixes.len() - 1
+        // Most links of a ledger share one prefix: the newest is tried before the map.
+        let newest = self.prefixes.len() - 1;
+        let number = if newest > 0 && self.prefixes[newest] == prefix {
+            newest
+        } else {
+            match self.prefix_numbers.get(prefix) {
+                Some(&n) => n,
+                None if self.prefixes.len() < MAX_PREFIXES => {
+                    self.prefixes.push(prefix.to_owned());
+                    self.prefix_numbers.insert(prefix.to_owned(), self.prefixes.len() - 1);
+                    self.prefixes.len() - 1
+                }
+                None => 0,
             }
-            None => 0,
         };
         let tail = if number == 0 { uri } else { tail };
         let record = self.text.len();
