@@ -599,8 +599,25 @@ impl Plan {
 
     /// Turns one record into a request, or says which field is wrong.
     pub fn row(&self, record: &Record) -> Result<PlannedRow, RowError> {
-        let extra: Vec<String> =
-            self.extra_positions.iter().map(|&i| record.cells[i].clone().unwrap_or_default()).collect();
+        self.row_reusing(record, None)
+    }
+
+    /// [`Plan::row`], filling the strings of a row done with (`spare`) rather than allocating new ones.
+    pub fn row_reusing(&self, record: &Record, spare: Option<PlannedRow>) -> Result<PlannedRow, RowError> {
+        let (mut key_text, mut extra, spare_request) = match spare {
+            Some(PlannedRow { key, extra, request, .. }) => (key, extra, Some(request)),
+            None => (String::new(), Vec::new(), None),
+        };
+        extra.resize_with(self.extra_positions.len(), String::new);
+        for (cell, &i) in extra.iter_mut().zip(&self.extra_positions) {
+            cell.clear();
+            cell.push_str(record.cells[i].as_deref().unwrap_or_default());
+        }
+        let (title_text, description_text, mut currency_text) = match spare_request {
+            Some(LinkRequest::Classic(r)) => (r.title, r.description, r.currency),
+            Some(LinkRequest::Plus(r)) => (r.name, String::new(), r.currency.unwrap_or_default()),
+            None => Default::default(),
+        };
         let lookup = |name: &str| -> Option<&str> {
             match self.columns.iter().position(|c| c == name) {
                 Some(i) => record.cells[i].as_deref().filter(|v| !v.trim().is_empty()),
@@ -617,7 +634,10 @@ impl Plan {
         let render = |field: &'static str, t: &Template, key: Option<&str>| {
             t.render(lookup).map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key))
         };
-        let key = render("key", &self.key, None)?;
+        self.key
+            .render_into(lookup, &mut key_text)
+            .map_err(|missing| fail("key", format!("no value for `{missing}` (empty or missing)"), None))?;
+        let key = key_text;
         let key_ref = Some(key.as_str());
         // Text only read here (a currency code, an amount) is rendered into one buffer, not a new string each.
         let mut scratch = String::new();
@@ -657,8 +677,8 @@ impl Plan {
                 }
             }
         };
-        let bounded = |field: &'static str, t: &Template, max: usize| -> Result<String, RowError> {
-            let text = render(field, t, key_ref)?;
+        let bounded = |field: &'static str, t: &Template, max: usize, mut text: String| -> Result<String, RowError> {
+            scratch_render(field, t, &mut text)?;
             // No more bytes than the limit: no more characters either, and nothing to count.
             let length = if text.len() <= max { 0 } else { text.chars().count() };
             if length > max {
@@ -670,11 +690,13 @@ impl Plan {
         let request = match &self.link {
             LinkTemplates::Classic { currency, title, description, multiple } => {
                 let currency = currency_of(currency, &mut scratch)?;
+                currency_text.clear();
+                currency_text.push_str(currency.code);
                 LinkRequest::Classic(ClassicRequest {
                     amount: amount_in(currency, &mut scratch)?,
-                    currency: currency.code.to_owned(),
-                    title: bounded("title", title, MAX_TITLE)?,
-                    description: bounded("description", description, MAX_DESCRIPTION)?,
+                    currency: currency_text,
+                    title: bounded("title", title, MAX_TITLE, title_text)?,
+                    description: bounded("description", description, MAX_DESCRIPTION, description_text)?,
                     multiple: boolean("multiple", multiple)?,
                 })
             }
@@ -706,7 +728,7 @@ impl Plan {
                 LinkRequest::Plus(PlusRequest {
                     template_id: integer("template_id", template_id)?,
                     team_id: integer("team_id", team_id)?,
-                    name: bounded("name", name, MAX_TITLE)?,
+                    name: bounded("name", name, MAX_TITLE, title_text)?,
                     amount,
                     currency: currency.map(|c| c.code.to_owned()),
                     multiple_usage: boolean("multiple_usage", multiple_usage)?,

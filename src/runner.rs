@@ -123,14 +123,20 @@ pub fn for_each_row(
         let (give_back, spent) = std::sync::mpsc::channel::<Vec<Result<PlannedRow, RowError>>>();
         let records = &mut *reader;
         let planner = std::thread::Builder::new().name("planner".into()).spawn_scoped(scope, move || {
-            let mut record = Record::default();
+            // One record read into, and the rows of visited batches, refilled: no allocation per cell.
+            let (mut record, mut spare) = (Record::default(), Vec::new());
             loop {
-                let mut batch = spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
-                batch.clear();
+                let mut batch = match spent.try_recv() {
+                    Ok(mut visited) => {
+                        spare.extend(visited.drain(..).filter_map(Result::ok));
+                        visited
+                    }
+                    Err(_) => Vec::with_capacity(BATCH),
+                };
                 while batch.len() < BATCH
                     && let Some(read) = records.read_into(&mut record)
                 {
-                    batch.push(plan_record(plan, read.map(|()| &record)));
+                    batch.push(plan_record(plan, read.map(|()| &record), spare.pop()));
                 }
                 let last = batch.len() < BATCH;
                 if batch.is_empty() || batches.send(batch).is_err() || last {
@@ -159,7 +165,7 @@ pub fn for_each_row(
         // No thread to be had: plan on this one.
         let mut record = Record::default();
         while let Some(read) = reader.read_into(&mut record) {
-            let mut row = plan_record(plan, read.map(|()| &record));
+            let mut row = plan_record(plan, read.map(|()| &record), None);
             let slot = slot(&row);
             check(&mut row, slot);
             if !visit(&row) {
@@ -172,7 +178,11 @@ pub fn for_each_row(
 /// Rows planned ahead at a time.
 const BATCH: usize = 256;
 
-fn plan_record(plan: &Plan, record: Result<&Record, Rejection>) -> Result<PlannedRow, RowError> {
+fn plan_record(
+    plan: &Plan,
+    record: Result<&Record, Rejection>,
+    spare: Option<PlannedRow>,
+) -> Result<PlannedRow, RowError> {
     match record {
         Err(rejection) => Err(RowError {
             line: rejection.line,
@@ -181,7 +191,7 @@ fn plan_record(plan: &Plan, record: Result<&Record, Rejection>) -> Result<Planne
             reason: rejection.reason,
             extra: Vec::new(),
         }),
-        Ok(record) => plan.row(record),
+        Ok(record) => plan.row_reusing(record, spare),
     }
 }
 
@@ -1184,6 +1194,30 @@ multiple = true
                 _ => assert_eq!(row, &Ok(format!("k{i}"))),
             }
         }
+    }
+
+    #[test]
+    fn a_row_planned_into_a_spare_is_the_row_planned_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rows.csv");
+        std::fs::write(&input, "id,amount,note\nlong-key-number-one,123450,a long note here\nk2,1,\nk3,x,n\n").unwrap();
+        let job = format!("{JOB}[output]\ncolumns = [\"note\", \"amount\"]\n");
+        let overrides = Overrides { input: Some(input), ..Overrides::default() };
+        let (plan, mut reader) = Plan::new(JobSpec::parse(&job).unwrap(), &overrides).unwrap();
+        let records: Vec<Record> = std::iter::from_fn(|| reader.next_record()).map(Result::unwrap).collect();
+        let fresh = |i: usize| plan.row(&records[i]);
+        for (spare, record) in [(0, 1), (1, 0), (0, 0)] {
+            let reused = plan.row_reusing(&records[record], fresh(spare).ok()).unwrap();
+            let again = fresh(record).unwrap();
+            assert_eq!(
+                (reused.line, &reused.key, reused.key_id, &reused.request, reused.fingerprint, &reused.extra),
+                (again.line, &again.key, again.key_id, &again.request, again.fingerprint, &again.extra)
+            );
+        }
+        // A row that fails with a spare fails as it does afresh, naming the same field and keeping its cells.
+        let failed = plan.row_reusing(&records[2], fresh(0).ok()).unwrap_err();
+        assert_eq!(failed, fresh(2).unwrap_err());
+        assert_eq!(failed.extra, ["n", "x"]);
     }
 
     #[test]
