@@ -89,12 +89,15 @@ fn torture(kind: &str) {
     while kills < wanted {
         let mut child = command().spawn().unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(30..350)));
-        if child.try_wait().unwrap().is_none() {
+        let finished_alone = child.try_wait().unwrap().is_some();
+        if !finished_alone {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         child.wait().unwrap();
-        if world.stats().links_held >= ROWS && kills >= wanted / 2 {
+        // Every link made: stop at half the kills wanted, or once a run ends before it can be killed (a
+        // finished job run again is too quick to kill, and more runs would only spin).
+        if world.stats().links_held >= ROWS && (kills >= wanted / 2 || finished_alone) {
             break;
         }
     }
