@@ -114,8 +114,9 @@ impl<'a> Scan<'a> {
 
 /// Reads every line; cuts a torn last line (when `repair`); refuses a corrupt line anywhere else.
 ///
-/// Two threads share the work: one reads the file and parses its lines, this one applies them to the index
-/// (a million keys: a cache miss each). Neither waits for the other but at the ends.
+/// Two threads share the work: one reads the file and parses its lines, this one checks intents' requests and
+/// applies the lines to the index (a million keys: a cache miss each). Neither waits for the other but at the
+/// ends. The first corrupt line, in file order, is the one reported.
 pub(super) fn read(
     path: &Path,
     file: &mut File,
