@@ -204,22 +204,35 @@ impl OutputWriter {
             &row.error_code,
             &row.error_message,
         ];
+        self.row.clear();
+        for cell in fixed {
+            push_cell(&mut self.row, cell);
+            self.row.push(b',');
+        }
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
-        let extra = row.extra.iter().map(String::as_str).chain(std::iter::repeat(""));
-        let refresh = row.refresh.iter().map(String::as_str).chain(std::iter::repeat(""));
-        self.write_cells(
-            fixed.into_iter().chain(extra.take(self.extra_columns)).chain(refresh.take(self.refresh_columns)),
-        )
+        for i in 0..self.extra_columns {
+            push_cell(&mut self.row, row.extra.get(i).map_or("", String::as_str));
+            self.row.push(b',');
+        }
+        for i in 0..self.refresh_columns {
+            push_cell(&mut self.row, row.refresh.get(i).map_or("", String::as_str));
+            self.row.push(b',');
+        }
+        self.end_row()
     }
 
     fn write_cells<'c>(&mut self, cells: impl Iterator<Item = &'c str>) -> io::Result<()> {
         self.row.clear();
-        for (i, cell) in cells.enumerate() {
-            if i > 0 {
-                self.row.push(b',');
-            }
+        for cell in cells {
             push_cell(&mut self.row, cell);
+            self.row.push(b',');
         }
+        self.end_row()
+    }
+
+    /// The row's last comma becomes its line end; the row goes to the file.
+    fn end_row(&mut self) -> io::Result<()> {
+        self.row.pop();
         self.row.push(b'\n');
         let spool = self.spool.as_mut().ok_or_else(|| io::Error::other("output already finished"))?;
         spool.write_all(&self.row)

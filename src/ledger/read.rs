@@ -73,7 +73,35 @@ fn common(line: &[u8]) -> Option<Common<'_>> {
 /// The request is read back only when needed, but must be well-formed JSON all the same. Checked apart from
 /// [`common`], on the thread that applies lines, which has time to spare while the other parses.
 fn valid_request(request: &str) -> bool {
-    serde_json::from_str::<IgnoredAny>(request).is_ok()
+    plain_request(request) || serde_json::from_str::<IgnoredAny>(request).is_ok()
+}
+
+/// Whether `request` has exactly the shape linkbatch writes (fields in order, numbers as integers, strings with
+/// no escapes): JSON with no parser's look at it. Any other text goes to serde_json.
+fn plain_request(request: &str) -> bool {
+    let mut scan = Scan { line: request, at: 0 };
+    let shape = if scan.literal(br#"{"amount":"#) {
+        scan.integer()
+            && scan.text(b"currency")
+            && scan.text(b"title")
+            && scan.text(b"description")
+            && scan.field(b"multiple").is_some()
+            && scan.boolean()
+    } else if scan.literal(br#"{"template_id":"#) {
+        scan.integer()
+            && scan.field(b"team_id").is_some()
+            && scan.integer()
+            && scan.text(b"name")
+            && scan.field(b"amount").is_some()
+            && scan.integer()
+            && (scan.text(b"currency") || !scan.peek_field(b"currency"))
+            && scan.field(b"multiple_usage").is_some()
+            && scan.boolean()
+            && (scan.text(b"custom_webhook") || !scan.peek_field(b"custom_webhook"))
+    } else {
+        false
+    };
+    shape && scan.literal(b"}") && scan.at == request.len()
 }
 
 struct Scan<'a> {
@@ -93,6 +121,36 @@ impl<'a> Scan<'a> {
     /// `,"name":`
     fn field(&mut self, name: &[u8]) -> Option<()> {
         (self.literal(b",\"") && self.literal(name) && self.literal(b"\":")).then_some(())
+    }
+
+    /// Whether `,"name":` comes next (nothing is consumed).
+    fn peek_field(&self, name: &[u8]) -> bool {
+        Scan { line: self.line, at: self.at }.field(name).is_some()
+    }
+
+    /// `,"name":` and a plain string; nothing is consumed when the field is not next.
+    fn text(&mut self, name: &[u8]) -> bool {
+        let at = self.at;
+        let found = self.field(name).is_some() && self.string().is_some();
+        if !found {
+            self.at = at;
+        }
+        found
+    }
+
+    /// A JSON integer as itoa writes it: `0`, or digits not starting with `0`.
+    fn integer(&mut self) -> bool {
+        let rest = &self.line.as_bytes()[self.at.min(self.line.len())..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let found = digits == 1 || (digits > 1 && rest[0] != b'0');
+        if found {
+            self.at += digits;
+        }
+        found
+    }
+
+    fn boolean(&mut self) -> bool {
+        self.literal(b"true") || self.literal(b"false")
     }
 
     /// A JSON string with no escapes and no control characters (anything else: serde_json's business).
@@ -348,6 +406,7 @@ fn line_at(file: &mut File, offset: u64) -> std::io::Result<u64> {
 mod tests {
     use super::*;
     use crate::ledger::now;
+    use crate::plan::LinkRequest;
 
     fn lines() -> Vec<(Event, Option<Common<'static>>)> {
         let request = crate::ledger::tests::request();
@@ -418,6 +477,56 @@ mod tests {
         ] {
             assert_eq!(fast(damaged.as_bytes()), None, "{damaged}");
         }
+    }
+
+    #[test]
+    fn plain_requests_are_json_and_the_rest_is_left_to_serde_json() {
+        use crate::plan::{ClassicRequest, PlusRequest};
+        let mut requests = Vec::new();
+        for text in ["t", "", "quote\"d", "tab\there", "ünï €"] {
+            requests.push(LinkRequest::Classic(ClassicRequest {
+                amount: 0,
+                currency: "thb".into(),
+                title: text.into(),
+                description: "d".into(),
+                multiple: true,
+            }));
+            for (currency, custom_webhook) in
+                [(None, None), (Some("usd".to_owned()), Some(format!("https://h/{text}")))]
+            {
+                requests.push(LinkRequest::Plus(PlusRequest {
+                    template_id: 123,
+                    team_id: 456,
+                    name: text.into(),
+                    amount: 10_000,
+                    currency,
+                    multiple_usage: false,
+                    custom_webhook,
+                }));
+            }
+        }
+        for request in &requests {
+            let text = serde_json::to_string(request).unwrap();
+            let escaped = text.contains('\\');
+            assert_eq!(plain_request(&text), !escaped, "{text}");
+            assert!(valid_request(&text), "{text}");
+            // Damaged anywhere, it is neither plain nor valid.
+            let chars: Vec<char> = text.chars().collect();
+            for cut in [1, chars.len() / 2, chars.len() - 1] {
+                let damaged: String = chars[..cut].iter().chain(&chars[cut + 1..]).collect();
+                if serde_json::from_str::<IgnoredAny>(&damaged).is_err() {
+                    assert!(!plain_request(&damaged) && !valid_request(&damaged), "{damaged}");
+                }
+            }
+        }
+        for odd in [
+            r#"{"amount":012,"currency":"thb","title":"t","description":"d","multiple":true}"#,
+            r#"{"amount":1.5,"currency":"thb","title":"t","description":"d","multiple":true}"#,
+        ] {
+            assert!(!plain_request(odd), "{odd}");
+        }
+        // Valid JSON of another shape is still valid: serde_json says so.
+        assert!(valid_request(r#"{"amount": 1, "extra": [true, null]}"#));
     }
 
     type ReadBack = Result<(Index, OpenReport, Option<Header>), LedgerError>;
