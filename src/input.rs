@@ -147,9 +147,10 @@ impl InputReader {
     /// at the end of the file.
     pub fn read_into(&mut self, into: &mut Record) -> Option<Result<(), Rejection>> {
         match &mut self.source {
-            Source::Csv { reader, record, positions } => {
+            // A loop, not a call per blank line: a file of a million blank lines is still one frame deep.
+            Source::Csv { reader, record, positions } => loop {
                 let line_of = |r: &csv::ByteRecord| r.position().map_or(0, |p| p.line());
-                match reader.read_byte_record(record) {
+                return match reader.read_byte_record(record) {
                     Ok(false) => None,
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line());
@@ -160,7 +161,7 @@ impl InputReader {
                         let line = line_of(record);
                         if record.len() != self.columns.len() {
                             if record.len() == 1 && record.get(0).is_some_and(|f| field(f, true).is_empty()) {
-                                return self.read_into(into);
+                                continue;
                             }
                             return Some(Err(Rejection {
                                 line,
@@ -195,8 +196,8 @@ impl InputReader {
                         }
                         Some(Ok(()))
                     }
-                }
-            }
+                };
+            },
             Source::Jsonl { reader, line, buffer } => loop {
                 buffer.clear();
                 match reader.read_until(b'\n', buffer) {
@@ -304,6 +305,26 @@ mod tests {
         assert_eq!(rows[3], Ok(Record { line: 6, cells: vec![Some("two\r\nlines".into()), Some("4".into())] }));
         assert_eq!(rows[4].as_ref().unwrap().line, 8);
         assert_eq!(rows.len(), 5);
+    }
+
+    #[test]
+    fn a_million_blank_lines_are_skipped_not_recursed_into() {
+        let mut contents = b"id,title\r\n".to_vec();
+        contents.extend(std::iter::repeat_n(b"\r\n".as_slice(), 1_000_000).flatten());
+        contents.extend_from_slice(b"1,t\r\n");
+        let f = file(&contents, ".csv");
+        // On a thread with a small stack, as the planner's is.
+        let rows = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
+                r.select(vec!["title".into()]);
+                all(&mut r)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(rows, [Ok(Record { line: 1_000_002, cells: vec![Some("t".into())] })]);
     }
 
     #[test]

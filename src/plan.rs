@@ -639,7 +639,8 @@ impl Plan {
             .map_err(|missing| fail("key", format!("no value for `{missing}` (empty or missing)"), None))?;
         let key = key_text;
         let key_ref = Some(key.as_str());
-        // Text only read here (a currency code, an amount) is rendered into one buffer, not a new string each.
+        // Text is rendered into strings already there: the spare row's for what the row keeps (a title), one
+        // scratch buffer for what is only read (a currency code, an amount).
         let mut scratch = String::new();
         let scratch_render = |field: &'static str, t: &Template, out: &mut String| {
             t.render_into(lookup, out)
