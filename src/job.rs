@@ -261,11 +261,9 @@ impl JobSpec {
     }
 }
 
+/// The smallest classic job (columns `id`, `amount`, `title`), for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
+pub(crate) const MINIMAL: &str = r#"
 name = "t"
 [api]
 kind = "links"
@@ -279,6 +277,10 @@ title = "{title}"
 description = "d"
 multiple = true
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn defaults_follow_the_spec() {

@@ -1138,33 +1138,18 @@ fn output_row<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobSpec;
+    use crate::job::{JobSpec, MINIMAL as JOB};
     use crate::plan::Overrides;
-
-    const JOB: &str = r#"
-name = "rows"
-[api]
-kind = "links"
-[input]
-path = "rows.csv"
-key = "{id}"
-[link]
-amount = "{amount}"
-currency = "thb"
-title = "Row {id}"
-description = "d"
-multiple = true
-"#;
 
     /// `rows` rows (row `i` has key `k{i}`, except as `key` says), planned and visited until `stop` rows were.
     fn visit(rows: usize, key: impl Fn(usize) -> usize, stop: usize) -> Vec<(u64, Result<String, String>)> {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("rows.csv");
-        let mut text = String::from("id,amount\n");
+        let mut text = String::from("id,amount,title\n");
         for i in 0..rows {
             // Every 100th row has a bad amount.
             let amount = if i % 100 == 99 { "lots" } else { "10.00" };
-            text += &format!("k{},{amount}\n", key(i));
+            text += &format!("k{},{amount},Row {i}\n", key(i));
         }
         std::fs::write(&input, text).unwrap();
         let overrides = Overrides { input: Some(input), ..Overrides::default() };
@@ -1200,7 +1185,11 @@ multiple = true
     fn a_row_planned_into_a_spare_is_the_row_planned_afresh() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("rows.csv");
-        std::fs::write(&input, "id,amount,note\nlong-key-number-one,123450,a long note here\nk2,1,\nk3,x,n\n").unwrap();
+        std::fs::write(
+            &input,
+            "id,amount,title,note\nlong-key-number-one,123450,A,a long note here\nk2,1,B,\nk3,x,C,n\n",
+        )
+        .unwrap();
         let job = format!("{JOB}[output]\ncolumns = [\"note\", \"amount\"]\n");
         let overrides = Overrides { input: Some(input), ..Overrides::default() };
         let (plan, mut reader) = Plan::new(JobSpec::parse(&job).unwrap(), &overrides).unwrap();
