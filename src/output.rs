@@ -205,29 +205,23 @@ impl OutputWriter {
             &row.error_message,
         ];
         self.row.clear();
-        for cell in fixed {
-            push_cell(&mut self.row, cell);
-            self.row.push(b',');
-        }
+        fixed.into_iter().for_each(|text| self.cell(text));
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
-        for i in 0..self.extra_columns {
-            push_cell(&mut self.row, row.extra.get(i).map_or("", String::as_str));
-            self.row.push(b',');
-        }
-        for i in 0..self.refresh_columns {
-            push_cell(&mut self.row, row.refresh.get(i).map_or("", String::as_str));
-            self.row.push(b',');
-        }
+        (0..self.extra_columns).for_each(|i| self.cell(row.extra.get(i).map_or("", String::as_str)));
+        (0..self.refresh_columns).for_each(|i| self.cell(row.refresh.get(i).map_or("", String::as_str)));
         self.end_row()
     }
 
     fn write_cells<'c>(&mut self, cells: impl Iterator<Item = &'c str>) -> io::Result<()> {
         self.row.clear();
-        for cell in cells {
-            push_cell(&mut self.row, cell);
-            self.row.push(b',');
-        }
+        cells.for_each(|text| self.cell(text));
         self.end_row()
+    }
+
+    /// Adds a cell and its comma to the row being written.
+    fn cell(&mut self, text: &str) {
+        push_cell(&mut self.row, text);
+        self.row.push(b',');
     }
 
     /// The row's last comma becomes its line end; the row goes to the file.
