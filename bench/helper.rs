@@ -85,7 +85,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         let at = now();
         let intent = Event::Intent {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.to_string(),
+            fingerprint: row.fingerprint().to_string(),
             at: at.clone(),
             request: row.request.clone(),
         };
@@ -93,7 +93,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
             key: row.key.clone(),
             payment_uri: format!("https://pay.omise.co/links/{link_id}"),
             link_id,
-            fingerprint: row.fingerprint.to_string(),
+            fingerprint: row.fingerprint().to_string(),
             at,
         };
         if let Err(e) = line(&intent, &mut out).and_then(|()| line(&created, &mut out)) {

@@ -229,10 +229,18 @@ pub struct PlannedRow {
     pub key_id: Digest,
     /// What to create.
     pub request: LinkRequest,
-    /// `request.fingerprint()`, computed once.
-    pub fingerprint: Digest,
+    /// `request.fingerprint()`, computed the first time it is asked for: on the thread that compares it with
+    /// the ledger, not on the one planning rows (a resume is paced by whichever thread is busier).
+    fingerprint: std::sync::OnceLock<Digest>,
     /// Values of the output's extra columns.
     pub extra: Vec<String>,
+}
+
+impl PlannedRow {
+    /// The request's fingerprint ([`LinkRequest::fingerprint`]), computed once.
+    pub fn fingerprint(&self) -> Digest {
+        *self.fingerprint.get_or_init(|| self.request.fingerprint())
+    }
 }
 
 /// A row that cannot be sent, and why.
@@ -737,8 +745,8 @@ impl Plan {
                 })
             }
         };
-        let fingerprint = request.fingerprint();
-        Ok(PlannedRow { line: record.line, key_id: Digest::of(key.as_bytes()), key, request, fingerprint, extra })
+        let key_id = Digest::of(key.as_bytes());
+        Ok(PlannedRow { line: record.line, key_id, key, request, fingerprint: std::sync::OnceLock::new(), extra })
     }
 }
 

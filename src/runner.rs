@@ -43,7 +43,7 @@ pub fn disposition(row: &PlannedRow, index: &Index) -> Disposition {
         return Disposition::New;
     };
     if let Some(link) = state.link {
-        if link.fingerprint == row.fingerprint {
+        if link.fingerprint == row.fingerprint() {
             return Disposition::Existing(link);
         }
         return Disposition::Conflict(link);
@@ -52,7 +52,7 @@ pub fn disposition(row: &PlannedRow, index: &Index) -> Disposition {
         Some(at) => {
             // An intent found in the file carries its own request; one this run wrote was this row's.
             let (request, fingerprint) =
-                state.open_request().cloned().unwrap_or_else(|| (row.request.clone(), row.fingerprint));
+                state.open_request().cloned().unwrap_or_else(|| (row.request.clone(), row.fingerprint()));
             Disposition::Uncertain(OpenIntent { at, request, fingerprint })
         }
         None => Disposition::New,
@@ -718,7 +718,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
         let at = SystemTime::now();
         let intent = Event::Intent {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.to_string(),
+            fingerprint: row.fingerprint().to_string(),
             at: humantime::format_rfc3339_millis(at).to_string(),
             request: row.request.clone(),
         };
@@ -733,7 +733,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
                         key: row.key.clone(),
                         link_id: link.id,
                         payment_uri: link.payment_uri,
-                        fingerprint: row.fingerprint.to_string(),
+                        fingerprint: row.fingerprint().to_string(),
                         at: crate::ledger::now(),
                     })
                     .await;
@@ -763,7 +763,7 @@ async fn process(shared: &Shared, row: PlannedRow, mut open: Option<OpenIntent>,
             ApiError::Uncertain { reason } => {
                 tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
                 let earliest = open.as_ref().map_or(at, |o| o.at.min(at));
-                open = Some(OpenIntent { at: earliest, request: row.request.clone(), fingerprint: row.fingerprint });
+                open = Some(OpenIntent { at: earliest, request: row.request.clone(), fingerprint: row.fingerprint() });
                 // A request still in the server's hands could land after a list that missed it: give it time.
                 let grace = shared.plan.timeout.min(Duration::from_secs(2));
                 let Some(delay) = give_up(&reason) else {
@@ -841,7 +841,7 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
         .record(Event::ReplaceIntent {
             key: row.key.clone(),
             link_id: old.to_owned(),
-            fingerprint: row.fingerprint.to_string(),
+            fingerprint: row.fingerprint().to_string(),
             at,
         })
         .await?;
@@ -880,7 +880,7 @@ async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
     let _ = shared
         .record(Event::Failed {
             key: row.key.clone(),
-            fingerprint: row.fingerprint.to_string(),
+            fingerprint: row.fingerprint().to_string(),
             code: code.to_owned(),
             message: message.to_owned(),
             at: crate::ledger::now(),
@@ -1199,8 +1199,8 @@ mod tests {
             let reused = plan.row_reusing(&records[record], fresh(spare).ok()).unwrap();
             let again = fresh(record).unwrap();
             assert_eq!(
-                (reused.line, &reused.key, reused.key_id, &reused.request, reused.fingerprint, &reused.extra),
-                (again.line, &again.key, again.key_id, &again.request, again.fingerprint, &again.extra)
+                (reused.line, &reused.key, reused.key_id, &reused.request, reused.fingerprint(), &reused.extra),
+                (again.line, &again.key, again.key_id, &again.request, again.fingerprint(), &again.extra)
             );
         }
         // A row that fails with a spare fails as it does afresh, naming the same field and keeping its cells.
