@@ -1,6 +1,6 @@
 //! `{column}` templates: how a job turns a row's cells and `--var` values into link fields.
 //!
-//! A template is parsed once, and its placeholders are resolved to column positions or run variables before
+//! A template is parsed once, and each placeholder is checked to name an input column or a run variable before
 //! any row is read, so a typo in a job file is an error before the first request, never a blank title.
 
 use std::fmt;
