@@ -103,16 +103,12 @@ pub struct OutputRow<'a> {
     pub refresh: Vec<String>,
 }
 
-/// Prefixes a cell that a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return) with `'`.
-pub fn neutralise(cell: &str) -> Cow<'_, str> {
-    if is_formula(cell) { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
-}
-
+/// A cell a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, carriage return): written with a `'` before it.
 fn is_formula(cell: &str) -> bool {
     cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
-/// Appends one cell of a CSV row, [`neutralise`]d, exactly as the `csv` crate writes it: quoted (quotes
+/// Appends one cell of a CSV row, neutralised (`'` before a formula, see [`is_formula`]), exactly as the `csv` crate writes it: quoted (quotes
 /// doubled) only when it holds a comma, a quote or a line break. By hand, because a million-row output spent
 /// more time in the general writer's per-field state machine than in anything else on its thread.
 fn push_cell(row: &mut Vec<u8>, cell: &str) {
@@ -332,6 +328,11 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The neutralising rule on its own, as the oracle for the row writer.
+    fn neutralise(cell: &str) -> Cow<'_, str> {
+        if is_formula(cell) { Cow::Owned(format!("'{cell}")) } else { Cow::Borrowed(cell) }
+    }
 
     #[test]
     fn formulas_are_neutralised() {

@@ -639,20 +639,21 @@ impl Plan {
             reason,
             extra: extra.clone(),
         };
-        let render = |field: &'static str, t: &Template, key: Option<&str>| {
-            t.render(lookup).map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key))
+        let missing = |field: &'static str, name: String, key: Option<&str>| {
+            fail(field, format!("no value for `{name}` (empty or missing)"), key)
         };
-        self.key
-            .render_into(lookup, &mut key_text)
-            .map_err(|missing| fail("key", format!("no value for `{missing}` (empty or missing)"), None))?;
+        self.key.render_into(lookup, &mut key_text).map_err(|name| missing("key", name, None))?;
         let key = key_text;
         let key_ref = Some(key.as_str());
         // Text is rendered into strings already there: the spare row's for what the row keeps (a title), one
         // scratch buffer for what is only read (a currency code, an amount).
         let mut scratch = String::new();
         let scratch_render = |field: &'static str, t: &Template, out: &mut String| {
-            t.render_into(lookup, out)
-                .map_err(|missing| fail(field, format!("no value for `{missing}` (empty or missing)"), key_ref))
+            t.render_into(lookup, out).map_err(|name| missing(field, name, key_ref))
+        };
+        let render = |field: &'static str, t: &Template| {
+            let mut text = String::new();
+            scratch_render(field, t, &mut text).map(|()| text)
         };
         let currency_of = |t: &Template, code: &mut String| -> Result<Currency, RowError> {
             scratch_render("currency", t, code)?;
@@ -668,7 +669,7 @@ impl Plan {
             match source {
                 FieldSource::Fixed(b) => Ok(*b),
                 FieldSource::Template(t) => {
-                    let text = render(field, t, key_ref)?;
+                    let text = render(field, t)?;
                     match text.trim().to_ascii_lowercase().as_str() {
                         "true" | "yes" | "1" => Ok(true),
                         "false" | "no" | "0" => Ok(false),
@@ -681,7 +682,7 @@ impl Plan {
             match source {
                 FieldSource::Fixed(n) => Ok(*n),
                 FieldSource::Template(t) => {
-                    let text = render(field, t, key_ref)?;
+                    let text = render(field, t)?;
                     text.trim().parse().map_err(|_| fail(field, format!("`{text}` is not a whole number"), key_ref))
                 }
             }
@@ -726,7 +727,7 @@ impl Plan {
                 };
                 let custom_webhook = match custom_webhook {
                     Some(t) => {
-                        let hook = render("custom_webhook", t, key_ref)?;
+                        let hook = render("custom_webhook", t)?;
                         if !hook.starts_with("https://") {
                             return Err(fail("custom_webhook", format!("`{hook}` must be an https:// URL"), key_ref));
                         }
