@@ -63,7 +63,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(ledger)?);
     let header = Header {
         version: VERSION,
-        api: plan.api.name().to_owned(),
+        api: plan.api().name().to_owned(),
         base_url: base_url.trim_end_matches('/').to_owned(),
         mode: key.mode().name().to_owned(),
         key_hash: key.fingerprint(),

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{ApiError, Client, Mode, SecretKey};
 use crate::job::JobSpec;
-use crate::ledger::{Header, Ledger, LedgerError, VERSION};
-use crate::plan::{Overrides, Plan, PlanError};
+use crate::ledger::{Header, Ledger, VERSION};
+use crate::outcome::Outcome;
+use crate::plan::{Overrides, Plan};
 use crate::rate::{Rate, parse_duration};
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{FaultSpec, Sandbox, SandboxConfig};
@@ -163,35 +164,13 @@ struct SandboxArgs {
     teams: Option<PathBuf>,
 }
 
-/// A failure with the exit code it maps to.
-#[derive(Debug)]
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
+fn usage(error: impl std::fmt::Display) -> Outcome {
+    Outcome::refused(anyhow::anyhow!("{error}"))
 }
 
-fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: 2, error: error.into() }
-}
-
-fn aborted(error: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: 3, error: error.into() }
-}
-
-impl From<PlanError> for Failure {
-    fn from(e: PlanError) -> Self {
-        usage(e)
-    }
-}
-
-impl From<LedgerError> for Failure {
-    fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::Io { .. } => usage(e),
-            _ => aborted(e),
-        }
-    }
-}
+/// What a command returns: `Err` carries an outcome that stops it early, so `?` works on every error type
+/// that has an [`Outcome`].
+type Ended = Result<Outcome, Outcome>;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -201,16 +180,14 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(Outcome::refused(anyhow::anyhow!("no runtime")).code());
         }
     };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure { code, error }) => {
-            crate::progress::suspend(|| eprintln!("error: {error:#}"));
-            ExitCode::from(code)
-        }
+    let (Ok(outcome) | Err(outcome)) = runtime.block_on(dispatch(cli));
+    if let Some(error) = outcome.error() {
+        crate::progress::suspend(|| eprintln!("error: {error:#}"));
     }
+    ExitCode::from(outcome.code())
 }
 
 struct LogWriter;
@@ -243,7 +220,7 @@ fn init_logging(cli: &Cli) {
     };
 }
 
-fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Failure> {
+fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Outcome> {
     if limits.is_empty() {
         return Ok(None);
     }
@@ -252,67 +229,47 @@ fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Failure> {
     }
     limits
         .iter()
-        .map(|l| l.parse::<Rate>().map_err(|e| usage(anyhow::anyhow!("--limit: {e}"))))
+        .map(|l| l.parse::<Rate>().map_err(|e| usage(format!("--limit: {e}"))))
         .collect::<Result<_, _>>()
         .map(Some)
 }
 
-fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Failure> {
+fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Outcome> {
     vars.iter()
         .map(|v| match v.split_once('=') {
             Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
-            _ => Err(usage(anyhow::anyhow!("--var `{v}` is not NAME=VALUE"))),
+            _ => Err(usage(format!("--var `{v}` is not NAME=VALUE"))),
         })
         .collect()
 }
 
-/// `out/x.csv` → `out/x.sandbox.csv`: sandbox trials never share a ledger with real runs.
-fn sandbox_path(path: &Path) -> PathBuf {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
-    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
-    let stem =
-        stem.strip_suffix(".ledger").map_or_else(|| format!("{stem}.sandbox"), |s| format!("{s}.sandbox.ledger"));
-    path.with_file_name(format!("{stem}{ext}"))
-}
-
-fn load_plan(
+/// The job file and the flags every job command shares, as [`Overrides`] (`extra`: the command's own).
+fn overrides(
     job: &JobArgs,
     output: Option<PathBuf>,
     limits: &[String],
-    sandbox: bool,
     extra: Overrides,
-) -> Result<Plan, Failure> {
-    let spec = JobSpec::load(&job.job).map_err(usage)?;
-    let overrides = Overrides {
+) -> Result<Overrides, Outcome> {
+    Ok(Overrides {
         input: job.input.clone(),
-        output: output.clone(),
+        output,
         ledger: job.ledger.clone(),
         vars: parse_vars(&job.vars)?,
         limits: parse_limits(limits)?,
         ..extra
-    };
-    let (mut plan, _) = Plan::new(spec, &overrides)?;
-    if sandbox {
-        if output.is_none() {
-            plan.output_path = sandbox_path(&plan.output_path);
-        }
-        if job.ledger.is_none() {
-            plan.ledger_path = sandbox_path(&plan.ledger_path);
-        }
-    }
-    Ok(plan)
+    })
 }
 
-async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
         Command::Run(RunCommand { args, replace_changed }) => {
             run(args, if replace_changed { Work::CreateReplacing } else { Work::Create }, quiet).await
         }
         Command::Refresh(args) => run(args, Work::Refresh, quiet).await,
-        Command::Export(args) => export(args),
-        Command::Validate(args) => validate(args),
-        Command::Status(args) => status(args),
+        Command::Export(args) => export(&args),
+        Command::Validate(args) => validate(&args),
+        Command::Status(args) => status(&args),
         Command::Sandbox(args) => sandbox(args).await,
     }
 }
@@ -320,52 +277,35 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     Header {
         version: VERSION,
-        api: plan.api.name().to_owned(),
+        api: plan.api().name().to_owned(),
         base_url: base_url.to_owned(),
         mode: key.mode().name().to_owned(),
         key_hash: key.fingerprint(),
     }
 }
 
-/// `run` and `refresh`: the key, the sandbox, the ledger and the signals, then the runner.
-async fn run(args: RunArgs, work: Work, quiet: bool) -> Result<u8, Failure> {
-    let extra = Overrides { base_url: args.base_url.clone(), concurrency: args.concurrency, ..Overrides::default() };
-    let mut plan = load_plan(&args.job, args.output.clone(), &args.limits, args.sandbox, extra)?;
-    let raw_key = std::env::var(&plan.key_env).ok().filter(|k| !k.trim().is_empty());
-    let raw_key = match (raw_key, args.sandbox) {
-        (Some(key), _) => key,
-        (None, true) => SANDBOX_KEY.to_owned(),
-        (None, false) => String::new(),
-    };
-    let key = SecretKey::new(raw_key, &plan.key_env).map_err(usage)?;
-    if key.mode() == Mode::Live && !args.live {
-        return Err(usage(anyhow::anyhow!(
-            "the key in ${} is a live key: it creates real payment links. Pass --live to confirm",
-            plan.key_env
-        )));
-    }
-
+/// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
+async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
+    let spec = JobSpec::load(&args.job.job)?;
     // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
-    let mut sandbox = None;
-    let ledger_base = if args.sandbox {
-        let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
-        let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(|e| usage(anyhow::anyhow!("cannot start the sandbox: {e}")))?;
-        plan.base_url = server.base_url().to_owned();
-        tracing::info!(base_url = %plan.base_url, "started the in-process sandbox");
-        sandbox = Some(server);
-        "sandbox".to_owned()
-    } else {
-        plan.base_url.clone()
+    let sandbox = match args.sandbox {
+        true => Some(start_sandbox().await?),
+        false => None,
     };
-
-    let (ledger, index, report) = Ledger::open(&plan.ledger_path, &header(&plan, &key, &ledger_base))?;
+    let extra = Overrides {
+        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
+        concurrency: args.concurrency,
+        sandbox: args.sandbox,
+        ..Overrides::default()
+    };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let key = secret_key(&plan, args.sandbox, args.live)?;
+    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
+    let (ledger, index, report) = Ledger::open(plan.ledger_path(), &header(&plan, &key, ledger_base))?;
     if let Some(bytes) = report.torn_tail {
-        tracing::warn!(ledger = %plan.ledger_path.display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
+        tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
     }
-    let client =
-        Client::new(plan.api, &plan.base_url, key, plan.auth, plan.timeout).map_err(|e| usage(anyhow::anyhow!(e)))?;
+    let client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
 
     let mut reader = plan.reader()?;
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
@@ -379,39 +319,69 @@ async fn run(args: RunArgs, work: Work, quiet: bool) -> Result<u8, Failure> {
     }
 
     let stop = Arc::new(Stop::default());
-    let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout));
-    let summary = runner::run(plan, client, ledger, index, survey, stop, RunOptions { progress: !quiet, work, draft })
-        .await
-        .map_err(|e| Failure { code: 2, error: e })?;
+    let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
+    let options = RunOptions { progress: !quiet, work, draft };
+    let summary = runner::run(plan, client, ledger, index, survey, stop, options).await.map_err(Outcome::Refused)?;
     signals.abort();
     if let Some(server) = sandbox {
         server.shutdown().await;
     }
-    let code = summary.exit_code();
+    let outcome = summary.outcome();
     if let Some(reason) = &summary.aborted {
         eprintln!("aborted: {reason}");
     }
     if summary.interrupted {
         eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
     }
-    if !quiet || code != 0 {
+    if !quiet || outcome.code() != 0 {
         eprintln!("{}", summary.line());
     }
-    Ok(code)
+    // The reason was printed above; the exit status is what is left to say.
+    Ok(match outcome {
+        Outcome::Aborted(_) => Outcome::Aborted(anyhow::anyhow!("aborted")),
+        other => other,
+    })
+}
+
+async fn start_sandbox() -> Result<Sandbox, Outcome> {
+    let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
+    let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| usage(format!("cannot start the sandbox: {e}")))?;
+    tracing::info!(base_url = %server.base_url(), "started the in-process sandbox");
+    Ok(server)
+}
+
+/// The key from the job's variable (`--sandbox` has its own when none is set); a live key needs `--live`.
+fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
+    let raw_key = std::env::var(plan.key_env()).ok().filter(|k| !k.trim().is_empty());
+    let raw_key = match (raw_key, sandbox) {
+        (Some(key), _) => key,
+        (None, true) => SANDBOX_KEY.to_owned(),
+        (None, false) => String::new(),
+    };
+    let key = SecretKey::new(raw_key, plan.key_env())?;
+    if key.mode() == Mode::Live && !live {
+        return Err(usage(format!(
+            "the key in ${} is a live key: it creates real payment links. Pass --live to confirm",
+            plan.key_env()
+        )));
+    }
+    Ok(key)
 }
 
 /// Links+: the job's template must exist and belong to its team, or nothing is created.
-async fn check_template(client: &Client, team: u64, template: u64) -> Result<(), Failure> {
+async fn check_template(client: &Client, team: u64, template: u64) -> Result<(), Outcome> {
     match client.template_team(template).await {
         Ok(owner) if owner == team => Ok(()),
-        Ok(owner) => Err(usage(anyhow::anyhow!(
+        Ok(owner) => Err(usage(format!(
             "[link] template_id {template} belongs to team {owner}, not to team_id {team}; nothing was created"
         ))),
-        Err(ApiError::Permanent { status: 404, .. }) => Err(usage(anyhow::anyhow!(
+        Err(ApiError::Permanent { status: 404, .. }) => Err(usage(format!(
             "[link] template_id {template} was not found (list your team's templates: GET /external/{team}/templates); nothing was created"
         ))),
-        Err(e @ ApiError::Fatal { .. }) => Err(aborted(anyhow::anyhow!("checking template {template}: {e}"))),
-        Err(e) => Err(usage(anyhow::anyhow!("could not check template {template}: {e}; nothing was created"))),
+        Err(e @ ApiError::Fatal { .. }) => Err(Outcome::aborted(anyhow::anyhow!("checking template {template}: {e}"))),
+        Err(e) => Err(usage(format!("could not check template {template}: {e}; nothing was created"))),
     }
 }
 
@@ -436,9 +406,11 @@ async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
     std::process::exit(130);
 }
 
-fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Failure> {
-    let plan = load_plan(&args.job, args.output.clone(), &args.limits, args.sandbox, Overrides::default())?;
-    let index = Ledger::inspect(&plan.ledger_path)?.map(|(_, index, report)| {
+fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Outcome> {
+    let spec = JobSpec::load(&args.job.job)?;
+    let extra = Overrides { sandbox: args.sandbox, ..Overrides::default() };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let index = Ledger::inspect(plan.ledger_path())?.map(|(_, index, report)| {
         if report.torn_tail.is_some() {
             tracing::warn!("the ledger ends with a torn line; the next run will drop it");
         }
@@ -447,20 +419,20 @@ fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index
     Ok((plan, index))
 }
 
-fn validate(args: InspectArgs) -> Result<u8, Failure> {
-    let (plan, index) = inspect_plan(&args)?;
+fn validate(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
     let mut reader = plan.reader()?;
     let (survey, rejections) = runner::survey(&plan, &mut reader, &index);
     let to_send = survey.new + survey.uncertain;
-    let eta = crate::throttle::fastest_schedule(to_send, &plan.rates);
-    let limits = if plan.rates.is_empty() {
+    let eta = crate::throttle::fastest_schedule(to_send, plan.rates());
+    let limits = if plan.rates().is_empty() {
         "no limits".to_owned()
     } else {
-        plan.rates.iter().map(Rate::to_string).collect::<Vec<_>>().join(", ")
+        plan.rates().iter().map(Rate::to_string).collect::<Vec<_>>().join(", ")
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}: {} rows in {}", plan.name, survey.rows, plan.input_path.display());
+    let _ = writeln!(out, "{}: {} rows in {}", plan.name(), survey.rows, plan.input_path().display());
     let _ = writeln!(out, "  new:              {}", survey.new);
     if survey.failed_before > 0 {
         let _ = writeln!(out, "    (of which failed before: {})", survey.failed_before);
@@ -476,30 +448,30 @@ fn validate(args: InspectArgs) -> Result<u8, Failure> {
     if rejections.len() > 20 {
         let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
     }
-    Ok(if survey.rejected + survey.conflict > 0 { 1 } else { 0 })
+    Ok(Outcome::complete_if(survey.rejected + survey.conflict == 0))
 }
 
-fn export(args: InspectArgs) -> Result<u8, Failure> {
-    let (plan, index) = inspect_plan(&args)?;
+fn export(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
     let index = index.ok_or_else(|| {
-        usage(anyhow::anyhow!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path.display()))
+        usage(format!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path().display()))
     })?;
     let payments = index.has_payments();
-    let (counts, totals) = runner::write_output(&plan, &index, Some(index.last_run), payments).map_err(usage)?;
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
+    let (counts, totals) =
+        runner::write_output(&plan, &index, Some(index.last_run), payments).map_err(Outcome::Refused)?;
     let totals = totals.map(|t| format!("; links: {}", t.line())).unwrap_or_default();
-    println!("{}: {}{totals}; output {}", plan.name, parts.join(", "), plan.output_path.display());
-    Ok(0)
+    println!("{}: {}{totals}; output {}", plan.name(), runner::counts_line(&counts), plan.output_path().display());
+    Ok(Outcome::Complete)
 }
 
-fn status(args: InspectArgs) -> Result<u8, Failure> {
-    let (plan, index) = inspect_plan(&args)?;
+fn status(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
     let mut reader = plan.reader()?;
     let (survey, _) = runner::survey(&plan, &mut reader, &index);
     let failed = survey.failed_before;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name, survey.rows, plan.ledger_path.display());
+    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name(), survey.rows, plan.ledger_path().display());
     let _ = writeln!(out, "  created:   {}   (by the latest run)", survey.by_latest_run);
     let _ = writeln!(out, "  existing:  {}   (by earlier runs)", survey.existing - survey.by_latest_run);
     let _ = writeln!(out, "  uncertain: {}", survey.uncertain);
@@ -507,17 +479,17 @@ fn status(args: InspectArgs) -> Result<u8, Failure> {
     let _ = writeln!(out, "  pending:   {}", survey.new - failed);
     let _ = writeln!(out, "  conflict:  {}", survey.conflict);
     let _ = writeln!(out, "  rejected:  {}", survey.rejected);
-    Ok(0)
+    Ok(Outcome::Complete)
 }
 
-async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
+async fn sandbox(args: SandboxArgs) -> Ended {
     let limits = parse_limits(&args.limits)?.unwrap_or_default();
     let faults = args
         .faults
         .iter()
-        .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(anyhow::anyhow!("--fault: {e}"))))
+        .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(format!("--fault: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(anyhow::anyhow!("{flag}: {e}")));
+    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(format!("{flag}: {e}")));
     let config = SandboxConfig {
         limits,
         faults,
@@ -526,13 +498,11 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
         slow_delay: duration("--slow-delay", &args.slow_delay)?,
         ..SandboxConfig::default()
     };
-    config.validate().map_err(|e| usage(anyhow::anyhow!("--fault: {e}")))?;
+    config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
     let mut config = config;
     if let Some(path) = &args.teams {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| usage(anyhow::anyhow!("--teams {}: {e}", path.display())))?;
-        config.teams =
-            serde_json::from_str(&text).map_err(|e| usage(anyhow::anyhow!("--teams {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;
+        config.teams = serde_json::from_str(&text).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;
     }
     let teams: Vec<String> = config
         .teams
@@ -546,9 +516,8 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
         })
         .collect();
     let seed = config.seed;
-    let server = Sandbox::start(config, args.addr)
-        .await
-        .map_err(|e| usage(anyhow::anyhow!("cannot listen on {}: {e}", args.addr)))?;
+    let server =
+        Sandbox::start(config, args.addr).await.map_err(|e| usage(format!("cannot listen on {}: {e}", args.addr)))?;
     let base = server.base_url().to_owned();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "linkbatch sandbox listening on {base}");
@@ -569,18 +538,12 @@ async fn sandbox(args: SandboxArgs) -> Result<u8, Failure> {
         Some(_) = async { match &mut terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
     }
     server.shutdown().await;
-    Ok(0)
+    Ok(Outcome::Complete)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sandbox_paths_sit_beside_the_real_ones() {
-        assert_eq!(sandbox_path(Path::new("out/x.csv")), PathBuf::from("out/x.sandbox.csv"));
-        assert_eq!(sandbox_path(Path::new("out/x.ledger.jsonl")), PathBuf::from("out/x.sandbox.ledger.jsonl"));
-    }
 
     #[test]
     fn help_parses() {

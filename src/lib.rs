@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod decide;
 pub mod digest;
 pub mod input;
 pub mod job;
 pub mod ledger;
 pub mod money;
+pub mod outcome;
 pub mod output;
 pub mod plan;
 pub mod progress;

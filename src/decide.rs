@@ -1,0 +1,781 @@
+//! Every decision about a row, as pure functions: where it stands, what the runner does next after each
+//! answer, whether a link may be replaced, what the output says of it. No I/O, no clock, no locks.
+//!
+//! The runner carries the steps out (throttle, HTTP, ledger append) and asks here again with what it got
+//! back; every transition therefore has a unit test below that needs no server.
+
+use std::time::{Duration, SystemTime};
+
+use crate::api::ApiError;
+use crate::digest::Digest;
+use crate::ledger::{KeyState, LinkRecord, OpenIntent, Payment};
+use crate::output::Status;
+use crate::plan::{LinkRequest, PlannedRow, RowError};
+
+/// The error codes linkbatch itself writes into the output (the server's own codes pass through as sent).
+pub mod codes {
+    /// The row changed after its link was made.
+    pub const CONFLICT: &str = "conflict";
+    /// The row changed, and its link was paid, so `--replace-changed` kept it.
+    pub const CONFLICT_PAID: &str = "conflict_paid";
+    /// The last request's outcome is unknown (the next run reconciles it).
+    pub const UNCERTAIN: &str = "uncertain";
+    /// Every attempt met a retryable failure.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// A rejected row: `invalid_` and the field at fault (`invalid_amount`, `invalid_key`…).
+    pub const INVALID_PREFIX: &str = "invalid_";
+}
+
+/// Where one row stands before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Nothing to do: its link exists and the row is unchanged.
+    Existing(LinkRecord),
+    /// Its link exists but the row changed since.
+    Conflict(LinkRecord),
+    /// An earlier request's outcome is unknown: reconcile first.
+    Uncertain(OpenIntent),
+    /// Never sent, or failed before: send.
+    New,
+}
+
+/// What the ledger makes of a planned row (`state`: the ledger's record of its key). One rule, used by the
+/// run, `validate`, `status` and the output.
+pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
+    let Some(state) = state else {
+        return Disposition::New;
+    };
+    if let Some(link) = state.link {
+        if link.fingerprint == row.fingerprint() {
+            return Disposition::Existing(link);
+        }
+        return Disposition::Conflict(link);
+    }
+    match state.open_since() {
+        Some(at) => {
+            // An intent found in the file carries its own request; one this run wrote was this row's.
+            let (request, fingerprint) =
+                state.open_request().cloned().unwrap_or_else(|| (row.request.clone(), row.fingerprint()));
+            Disposition::Uncertain(OpenIntent { at, request, fingerprint })
+        }
+        None => Disposition::New,
+    }
+}
+
+/// The paid rule, for `--replace-changed` and the refresh totals alike: at least one successful charge, or
+/// a single-use link the server marks used. A Links+ status other than `active` is not payment by itself
+/// (an expired or disabled link was never paid); it is reported in its own column.
+pub fn is_paid(payment: &Payment) -> bool {
+    payment.charges > 0 || payment.used == Some(true)
+}
+
+/// What a run does with the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Work {
+    /// `run`: create links for new rows.
+    #[default]
+    Create,
+    /// `run --replace-changed`: also replace the unpaid link of a changed row (classic API).
+    CreateReplacing,
+    /// `refresh`: read each created link's payment state.
+    Refresh,
+}
+
+/// What a worker is given for one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Create its link: `open` is an earlier request whose outcome is unknown, `replace` an unpaid link of
+    /// the row's earlier version to delete first.
+    Create {
+        /// The request to reconcile before any send.
+        open: Option<OpenIntent>,
+        /// The link to delete first.
+        replace: Option<LinkRecord>,
+    },
+    /// Read its link's payment state.
+    Refresh(LinkRecord),
+}
+
+/// The task a row gives a run doing `work`, if any. `refresh_since`: the ledger line of the refresh being
+/// done (a reading after it is fresh). `replacing` is false when the API cannot delete (Links+).
+pub fn task(
+    work: Work,
+    row: &PlannedRow,
+    state: Option<&KeyState>,
+    refresh_since: u64,
+    replacing: bool,
+) -> Option<Task> {
+    if work == Work::Refresh {
+        // Every row with a link is read, unless this refresh (or the one it resumes) already did.
+        let fresh = state.and_then(KeyState::payment).is_some_and(|(_, line)| *line > refresh_since);
+        return state.and_then(|s| s.link).filter(|_| !fresh).map(Task::Refresh);
+    }
+    match disposition(row, state) {
+        Disposition::New => Some(Task::Create { open: None, replace: None }),
+        Disposition::Uncertain(open) => Some(Task::Create { open: Some(open), replace: None }),
+        Disposition::Conflict(link) if replacing && state.is_some_and(|s| s.replace_refused().is_none()) => {
+            Some(Task::Create { open: None, replace: Some(link) })
+        }
+        Disposition::Existing(_) | Disposition::Conflict(_) => None,
+    }
+}
+
+/// What the runner does next for a row it is creating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Look on the server for the link the open request may have made, and adopt it.
+    Reconcile,
+    /// Record an intent, then send the create.
+    Send,
+    /// Sleep, then take the next step.
+    Wait {
+        /// How long.
+        delay: Duration,
+        /// What then.
+        then: Then,
+    },
+    /// The row has its link (created, or adopted): done.
+    Done,
+    /// Record a permanent failure with this code; `abort` stops the whole run too (a refused key).
+    Fail {
+        /// Error code for the ledger and the output.
+        code: String,
+        /// What happened.
+        message: String,
+        /// Stop every worker.
+        abort: bool,
+    },
+    /// Stop trying for this run and leave the request open: the next run reconciles it.
+    LeaveOpen {
+        /// Why.
+        reason: String,
+    },
+    /// Stop the whole run; nothing is recorded for the row.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The step after a [`Step::Wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Reconcile.
+    Reconcile,
+    /// Send.
+    Send,
+}
+
+impl From<Then> for Step {
+    fn from(then: Then) -> Step {
+        match then {
+            Then::Reconcile => Step::Reconcile,
+            Then::Send => Step::Send,
+        }
+    }
+}
+
+/// What came back from the last step.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer<'a> {
+    /// The server answered the create with a link (the runner recorded it).
+    Created,
+    /// Reconciliation ended: it adopted a link, or found none.
+    Reconciled {
+        /// A link was adopted.
+        adopted: bool,
+    },
+    /// The create failed; it left at `sent`.
+    CreateFailed(&'a ApiError, SystemTime),
+    /// Listing the links failed.
+    ReconcileFailed(&'a ApiError),
+}
+
+/// One row's create, from its first step to its last: the retry budget, and the request whose outcome is
+/// unknown. `delays` are the pauses between attempts (the retry policy's backoff).
+#[derive(Debug)]
+pub struct Creating<'r, D> {
+    request: &'r LinkRequest,
+    fingerprint: Digest,
+    open: Option<OpenIntent>,
+    delays: D,
+    attempts: u32,
+    grace: Duration,
+}
+
+impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
+    /// A row about to be created; `open` is an earlier request of it whose outcome is unknown. `grace` is the
+    /// least wait before reconciling a request that may still be in the server's hands.
+    pub fn new(
+        request: &'r LinkRequest,
+        fingerprint: Digest,
+        open: Option<OpenIntent>,
+        delays: D,
+        attempts: u32,
+        grace: Duration,
+    ) -> Self {
+        Creating { request, fingerprint, open, delays, attempts, grace }
+    }
+
+    /// The first step: reconcile an open request, else send.
+    pub fn first(&self) -> Step {
+        if self.open.is_some() { Step::Reconcile } else { Step::Send }
+    }
+
+    /// The request whose outcome is unknown, which [`Step::Reconcile`] looks for.
+    pub fn open(&self) -> Option<&OpenIntent> {
+        self.open.as_ref()
+    }
+
+    /// The step after `answer`.
+    pub fn after(&mut self, answer: Answer<'_>) -> Step {
+        match answer {
+            Answer::Created | Answer::Reconciled { adopted: true } => Step::Done,
+            Answer::Reconciled { adopted: false } => {
+                self.open = None;
+                Step::Send
+            }
+            Answer::ReconcileFailed(ApiError::Fatal { code, message }) => {
+                Step::Abort { reason: format!("{code}: {message}") }
+            }
+            Answer::ReconcileFailed(error) => match self.delays.next() {
+                Some(delay) => Step::Wait { delay: delay.max(retry_after(error)), then: Then::Reconcile },
+                None => Step::LeaveOpen { reason: error.to_string() },
+            },
+            Answer::CreateFailed(error, sent) => self.after_create(error, sent),
+        }
+    }
+
+    fn after_create(&mut self, error: &ApiError, sent: SystemTime) -> Step {
+        match error {
+            ApiError::Retryable { reason, .. } => match self.delays.next() {
+                Some(delay) => Step::Wait { delay: delay.max(retry_after(error)), then: Then::Send },
+                None => Step::Fail {
+                    code: codes::RETRIES_EXHAUSTED.into(),
+                    message: format!("gave up after {} attempts: {reason}", self.attempts),
+                    abort: false,
+                },
+            },
+            ApiError::Uncertain { reason } => {
+                let at = self.open.as_ref().map_or(sent, |o| o.at.min(sent));
+                self.open = Some(OpenIntent { at, request: self.request.clone(), fingerprint: self.fingerprint });
+                match self.delays.next() {
+                    // A request still in the server's hands could land after a list that missed it.
+                    Some(delay) => Step::Wait { delay: delay.max(self.grace), then: Then::Reconcile },
+                    None => Step::LeaveOpen { reason: reason.clone() },
+                }
+            }
+            ApiError::Permanent { code, message, .. } => {
+                Step::Fail { code: code.clone(), message: message.clone(), abort: false }
+            }
+            ApiError::Fatal { code, message } => {
+                Step::Fail { code: code.clone(), message: message.clone(), abort: true }
+            }
+        }
+    }
+}
+
+/// The server's `Retry-After`, when the error carries one (zero otherwise).
+fn retry_after(error: &ApiError) -> Duration {
+    match error {
+        ApiError::Retryable { retry_after, .. } => retry_after.unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
+/// After an idempotent request (a read, a delete) failed: how long to wait before sending it again, or
+/// `None` to give up (the error is permanent or fatal, or `next_delay` says the attempts ran out).
+pub fn retry_read(error: &ApiError, next_delay: Option<Duration>) -> Option<Duration> {
+    match error {
+        ApiError::Permanent { .. } | ApiError::Fatal { .. } => None,
+        ApiError::Retryable { .. } | ApiError::Uncertain { .. } => next_delay.map(|d| d.max(retry_after(error))),
+    }
+}
+
+/// `--replace-changed`, once the old link's payment state is read (`None`: the link is gone already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replace {
+    /// Record `replace_intent`, delete the old link, record `deleted`; the row is then new.
+    Delete,
+    /// The link was paid: keep it, record why.
+    Refuse(String),
+}
+
+/// Whether the changed row's old link `old` may be deleted.
+pub fn replace(old: &str, payment: Option<&Payment>) -> Replace {
+    match payment.filter(|p| is_paid(p)) {
+        Some(p) => Replace::Refuse(format!(
+            "link {old} has been paid ({} charge(s), {} {}); it was not replaced",
+            p.charges, p.paid_amount, p.currency
+        )),
+        None => Replace::Delete,
+    }
+}
+
+/// What the output says of one row: its status, its link (when it has one) and why it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The status column.
+    pub status: Status,
+    /// The row's link, when it has one.
+    pub link: Option<LinkRecord>,
+    /// The error code column.
+    pub error_code: String,
+    /// The error message column.
+    pub error_message: String,
+}
+
+impl Report {
+    fn plain(status: Status, link: Option<LinkRecord>) -> Report {
+        Report { status, link, error_code: String::new(), error_message: String::new() }
+    }
+}
+
+/// The output of a rejected row.
+pub fn rejected(error: &RowError) -> Report {
+    Report {
+        status: Status::Rejected,
+        link: None,
+        error_code: format!("{}{}", codes::INVALID_PREFIX, error.field),
+        error_message: error.reason.clone(),
+    }
+}
+
+/// The output of a planned row. `run_start`: the ledger line the reported run began at (a link recorded
+/// after it is `created`, before it `existing`; `None` reports every link as created). `link_id` and
+/// `changes` say, for a conflict, which link it has and what changed (read from the ledger by the caller).
+pub fn report(
+    disposition: &Disposition,
+    state: Option<&KeyState>,
+    run_start: Option<u64>,
+    link_id: &str,
+    changes: &str,
+) -> Report {
+    match disposition {
+        Disposition::Existing(link) => {
+            let fresh = run_start.is_none_or(|start| link.line() > start);
+            Report::plain(if fresh { Status::Created } else { Status::Existing }, Some(*link))
+        }
+        Disposition::Conflict(link) => {
+            let (error_code, why) = match state.and_then(KeyState::replace_refused) {
+                Some(reason) => (codes::CONFLICT_PAID, reason.to_owned()),
+                None => (codes::CONFLICT, "not re-created (--replace-changed replaces an unpaid link)".to_owned()),
+            };
+            Report {
+                status: Status::Conflict,
+                link: Some(*link),
+                error_code: error_code.into(),
+                error_message: format!("row changed after link {link_id} was made ({changes}); {why}"),
+            }
+        }
+        Disposition::Uncertain(_) => Report {
+            status: Status::Failed,
+            link: None,
+            error_code: codes::UNCERTAIN.into(),
+            error_message: "the outcome of the last request is unknown; run again to reconcile".into(),
+        },
+        Disposition::New => match state.and_then(KeyState::failed) {
+            Some((code, message)) => {
+                Report { status: Status::Failed, link: None, error_code: code.clone(), error_message: message.clone() }
+            }
+            None => Report::plain(Status::Pending, None),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use rstest::rstest;
+
+    use super::*;
+    use crate::ledger::{Event, Index};
+    use crate::plan::ClassicRequest;
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    fn request(title: &str) -> LinkRequest {
+        LinkRequest::Classic(ClassicRequest {
+            amount: 1000,
+            currency: "thb".into(),
+            title: title.into(),
+            description: "d".into(),
+            multiple: false,
+        })
+    }
+
+    fn row(title: &str) -> PlannedRow {
+        PlannedRow::new(2, "k".into(), request(title), Vec::new())
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn stamp(secs: u64) -> String {
+        humantime::format_rfc3339_millis(at(secs)).to_string()
+    }
+
+    /// What the ledger holds of key `k`, as events written for a row titled `title`.
+    #[derive(Clone, Copy, Debug)]
+    enum Ev {
+        Intent(u64),
+        Created(&'static str),
+        Failed,
+        Deleted,
+        Refused,
+        Paid(u64),
+    }
+
+    fn index(events: &[Ev]) -> Index {
+        let mut index = Index::default();
+        index.record(Event::Run { at: stamp(0), version: "t".into() }, 1);
+        for (n, event) in events.iter().enumerate() {
+            let (key, link_id) = ("k".to_owned(), "link_test_1".to_owned());
+            let event = match *event {
+                Ev::Intent(secs) => Event::Intent {
+                    key,
+                    fingerprint: request("a").fingerprint().to_string(),
+                    at: stamp(secs),
+                    request: request("a"),
+                },
+                Ev::Created(title) => Event::Created {
+                    key,
+                    link_id,
+                    payment_uri: "https://pay.example/l/1".into(),
+                    fingerprint: request(title).fingerprint().to_string(),
+                    at: stamp(9),
+                },
+                Ev::Failed => Event::Failed {
+                    key,
+                    fingerprint: String::new(),
+                    code: "invalid_amount".into(),
+                    message: "too small".into(),
+                    at: stamp(9),
+                },
+                Ev::Deleted => Event::Deleted { key, link_id, at: stamp(9) },
+                Ev::Refused => Event::ReplaceRefused { key, link_id, reason: "paid".into(), at: stamp(9) },
+                Ev::Paid(charges) => Event::Refreshed {
+                    key,
+                    link_id,
+                    payment: Payment {
+                        charges,
+                        paid_amount: charges * 1000,
+                        currency: "thb".into(),
+                        ..Payment::default()
+                    },
+                    at: stamp(9),
+                },
+            };
+            index.record(event, 100 * (n as u64 + 1));
+        }
+        index
+    }
+
+    fn state(index: &Index) -> Option<&KeyState> {
+        index.get(&Digest::of(b"k"))
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Is {
+        New,
+        Existing,
+        Conflict,
+        UncertainSince(u64),
+    }
+
+    #[rstest]
+    #[case::never_seen(&[], Is::New)]
+    #[case::created_unchanged(&[Ev::Intent(1), Ev::Created("a")], Is::Existing)]
+    #[case::created_then_changed(&[Ev::Intent(1), Ev::Created("b")], Is::Conflict)]
+    #[case::intent_with_no_outcome(&[Ev::Intent(1)], Is::UncertainSince(1))]
+    #[case::two_open_intents_from_the_earliest(&[Ev::Intent(5), Ev::Intent(3)], Is::UncertainSince(3))]
+    #[case::failed_is_sent_again(&[Ev::Intent(1), Ev::Failed], Is::New)]
+    #[case::failed_then_sent_again_uncertain(&[Ev::Intent(1), Ev::Failed, Ev::Intent(4)], Is::UncertainSince(4))]
+    #[case::deleted_is_new_again(&[Ev::Intent(1), Ev::Created("b"), Ev::Deleted], Is::New)]
+    #[case::deleted_then_uncertain(&[Ev::Intent(1), Ev::Created("b"), Ev::Deleted, Ev::Intent(7)], Is::UncertainSince(7))]
+    #[case::recreated_after_delete(&[Ev::Created("b"), Ev::Deleted, Ev::Intent(7), Ev::Created("a")], Is::Existing)]
+    fn disposition_from_the_ledger(#[case] events: &[Ev], #[case] expected: Is) {
+        let index = index(events);
+        let found = match disposition(&row("a"), state(&index)) {
+            Disposition::New => Is::New,
+            Disposition::Existing(_) => Is::Existing,
+            Disposition::Conflict(_) => Is::Conflict,
+            Disposition::Uncertain(open) => {
+                // An intent this run wrote (none read from the file) is the row's own request.
+                assert_eq!((open.request, open.fingerprint), (request("a"), request("a").fingerprint()));
+                Is::UncertainSince(open.at.duration_since(at(0)).unwrap().as_secs())
+            }
+        };
+        assert_eq!(found, expected);
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Gives {
+        Nothing,
+        Create,
+        Reconcile,
+        Replace,
+        Refresh,
+    }
+
+    #[rstest]
+    #[case::new_row_is_created(Work::Create, &[], true, Gives::Create)]
+    #[case::failed_row_is_created_again(Work::Create, &[Ev::Intent(1), Ev::Failed], false, Gives::Create)]
+    #[case::uncertain_row_is_reconciled(Work::Create, &[Ev::Intent(1)], false, Gives::Reconcile)]
+    #[case::existing_row_is_left(Work::Create, &[Ev::Created("a")], false, Gives::Nothing)]
+    #[case::conflict_is_left_by_run(Work::Create, &[Ev::Created("b")], false, Gives::Nothing)]
+    #[case::conflict_is_left_without_delete(Work::CreateReplacing, &[Ev::Created("b")], false, Gives::Nothing)]
+    #[case::conflict_is_replaced(Work::CreateReplacing, &[Ev::Created("b")], true, Gives::Replace)]
+    #[case::paid_conflict_is_kept(Work::CreateReplacing, &[Ev::Created("b"), Ev::Refused], true, Gives::Nothing)]
+    #[case::replacing_still_creates_new(Work::CreateReplacing, &[], true, Gives::Create)]
+    #[case::refresh_reads_a_link(Work::Refresh, &[Ev::Created("a")], false, Gives::Refresh)]
+    #[case::refresh_reads_a_conflicting_link(Work::Refresh, &[Ev::Created("b")], false, Gives::Refresh)]
+    #[case::refresh_skips_rows_without_link(Work::Refresh, &[Ev::Intent(1)], false, Gives::Nothing)]
+    #[case::refresh_skips_a_fresh_reading(Work::Refresh, &[Ev::Created("a"), Ev::Paid(1)], false, Gives::Nothing)]
+    fn task_for_a_row(#[case] work: Work, #[case] events: &[Ev], #[case] replacing: bool, #[case] expected: Gives) {
+        let index = index(events);
+        // Refresh since line 2: a reading after the row's events is fresh, one before it is not.
+        let gives = match task(work, &row("a"), state(&index), 2, replacing) {
+            None => Gives::Nothing,
+            Some(Task::Create { open: None, replace: None }) => Gives::Create,
+            Some(Task::Create { open: Some(_), replace: None }) => Gives::Reconcile,
+            Some(Task::Create { open: None, replace: Some(_) }) => Gives::Replace,
+            Some(Task::Create { .. }) => panic!("reconcile and replace at once"),
+            Some(Task::Refresh(_)) => Gives::Refresh,
+        };
+        assert_eq!(gives, expected);
+    }
+
+    #[test]
+    fn refresh_reads_again_a_reading_older_than_this_refresh() {
+        let index = index(&[Ev::Created("a"), Ev::Paid(1)]);
+        assert!(matches!(task(Work::Refresh, &row("a"), state(&index), 99, false), Some(Task::Refresh(_))));
+    }
+
+    /// An answer the runner brings back, in the table below.
+    #[derive(Clone, Copy, Debug)]
+    enum A {
+        Created,
+        Adopted,
+        NotFound,
+        /// The create failed with this error.
+        Create(E),
+        /// The list failed with this error.
+        List(E),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum E {
+        Retry,
+        RetryAfter(u64),
+        RateLimited(u64),
+        Uncertain,
+        Permanent,
+        Fatal,
+    }
+
+    impl E {
+        fn error(self) -> ApiError {
+            let retryable = |after: Option<u64>, rate_limited| ApiError::Retryable {
+                retry_after: after.map(Duration::from_secs),
+                rate_limited,
+                reason: "busy".into(),
+            };
+            match self {
+                E::Retry => retryable(None, false),
+                E::RetryAfter(s) => retryable(Some(s), false),
+                E::RateLimited(s) => retryable(Some(s), true),
+                E::Uncertain => ApiError::Uncertain { reason: "timed out".into() },
+                E::Permanent => {
+                    ApiError::Permanent { status: 400, code: "invalid_amount".into(), message: "too small".into() }
+                }
+                E::Fatal => ApiError::Fatal { code: "authentication_failure".into(), message: "no".into() },
+            }
+        }
+    }
+
+    fn wait(secs: u64, then: Then) -> Step {
+        Step::Wait { delay: Duration::from_secs(secs), then }
+    }
+
+    fn fail(code: &str, message: &str, abort: bool) -> Step {
+        Step::Fail { code: code.into(), message: message.into(), abort }
+    }
+
+    fn leave(reason: &str) -> Step {
+        Step::LeaveOpen { reason: reason.into() }
+    }
+
+    const EXHAUSTED: &str = "gave up after 3 attempts: busy";
+    const REFUSED: &str = "authentication_failure: no";
+
+    /// The create loop: an open request or not, three attempts (delays of 1 s and 5 s between them), and
+    /// the steps after each answer in turn.
+    #[rstest]
+    #[case::new_row_is_sent(false, &[], &[Step::Send])]
+    #[case::open_request_is_reconciled_first(true, &[], &[Step::Reconcile])]
+    #[case::created_is_done(false, &[A::Created], &[Step::Send, Step::Done])]
+    #[case::adopted_is_done(true, &[A::Adopted], &[Step::Reconcile, Step::Done])]
+    #[case::nothing_found_is_sent(true, &[A::NotFound, A::Created], &[Step::Reconcile, Step::Send, Step::Done])]
+    #[case::retryable_waits_then_sends(false, &[A::Create(E::Retry)], &[Step::Send, wait(1, Then::Send)])]
+    #[case::retry_after_longer_than_backoff(false, &[A::Create(E::RetryAfter(30))], &[Step::Send, wait(30, Then::Send)])]
+    #[case::retry_after_shorter_than_backoff(false, &[A::Create(E::Retry), A::Create(E::RetryAfter(2))], &[Step::Send, wait(1, Then::Send), wait(5, Then::Send)])]
+    #[case::rate_limited_waits_its_retry_after(false, &[A::Create(E::RateLimited(9))], &[Step::Send, wait(9, Then::Send)])]
+    #[case::retries_run_out(false, &[A::Create(E::Retry), A::Create(E::Retry), A::Create(E::Retry)], &[Step::Send, wait(1, Then::Send), wait(5, Then::Send), fail(codes::RETRIES_EXHAUSTED, EXHAUSTED, false)])]
+    #[case::retry_then_created(false, &[A::Create(E::Retry), A::Created], &[Step::Send, wait(1, Then::Send), Step::Done])]
+    #[case::uncertain_waits_the_grace_then_reconciles(false, &[A::Create(E::Uncertain)], &[Step::Send, wait(2, Then::Reconcile)])]
+    #[case::uncertain_waits_a_longer_backoff(false, &[A::Create(E::Retry), A::Create(E::Uncertain)], &[Step::Send, wait(1, Then::Send), wait(5, Then::Reconcile)])]
+    #[case::uncertain_then_adopted(false, &[A::Create(E::Uncertain), A::Adopted], &[Step::Send, wait(2, Then::Reconcile), Step::Done])]
+    #[case::uncertain_then_missing_is_sent_again(false, &[A::Create(E::Uncertain), A::NotFound, A::Created], &[Step::Send, wait(2, Then::Reconcile), Step::Send, Step::Done])]
+    #[case::uncertain_out_of_attempts_stays_open(false, &[A::Create(E::Uncertain), A::NotFound, A::Create(E::Uncertain), A::NotFound, A::Create(E::Uncertain)], &[Step::Send, wait(2, Then::Reconcile), Step::Send, wait(5, Then::Reconcile), Step::Send, leave("timed out")])]
+    #[case::permanent_fails_the_row(false, &[A::Create(E::Permanent)], &[Step::Send, fail("invalid_amount", "too small", false)])]
+    #[case::permanent_after_a_retry(false, &[A::Create(E::Retry), A::Create(E::Permanent)], &[Step::Send, wait(1, Then::Send), fail("invalid_amount", "too small", false)])]
+    #[case::fatal_create_fails_and_aborts(false, &[A::Create(E::Fatal)], &[Step::Send, fail("authentication_failure", "no", true)])]
+    #[case::list_retryable_reconciles_again(true, &[A::List(E::Retry), A::Adopted], &[Step::Reconcile, wait(1, Then::Reconcile), Step::Done])]
+    #[case::list_rate_limited_waits_its_retry_after(true, &[A::List(E::RateLimited(60))], &[Step::Reconcile, wait(60, Then::Reconcile)])]
+    #[case::list_permanent_reconciles_again(true, &[A::List(E::Permanent)], &[Step::Reconcile, wait(1, Then::Reconcile)])]
+    #[case::list_uncertain_reconciles_again(true, &[A::List(E::Uncertain)], &[Step::Reconcile, wait(1, Then::Reconcile)])]
+    #[case::list_fatal_aborts(true, &[A::List(E::Fatal)], &[Step::Reconcile, Step::Abort { reason: REFUSED.into() }])]
+    #[case::list_out_of_attempts_stays_open(true, &[A::List(E::Retry), A::List(E::Retry), A::List(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), wait(5, Then::Reconcile), leave("busy")])]
+    #[case::retries_are_shared_by_reconcile_and_send(true, &[A::List(E::Retry), A::NotFound, A::Create(E::Retry), A::Create(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), Step::Send, wait(5, Then::Send), fail(codes::RETRIES_EXHAUSTED, EXHAUSTED, false)])]
+    fn create_transitions(#[case] open: bool, #[case] answers: &[A], #[case] expected: &[Step]) {
+        let request = request("a");
+        let open = open.then(|| OpenIntent { at: at(1), request: request.clone(), fingerprint: request.fingerprint() });
+        let delays = [1, 5].into_iter().map(Duration::from_secs);
+        let mut creating = Creating::new(&request, request.fingerprint(), open, delays, 3, GRACE);
+        let mut steps = vec![creating.first()];
+        for answer in answers {
+            let (error, sent) = match answer {
+                A::Create(e) | A::List(e) => (Some(e.error()), at(50)),
+                _ => (None, at(50)),
+            };
+            let answer = match (answer, &error) {
+                (A::Created, _) => Answer::Created,
+                (A::Adopted, _) => Answer::Reconciled { adopted: true },
+                (A::NotFound, _) => Answer::Reconciled { adopted: false },
+                (A::Create(_), Some(e)) => Answer::CreateFailed(e, sent),
+                (A::List(_), Some(e)) => Answer::ReconcileFailed(e),
+                _ => unreachable!("errors are made for A::Create and A::List"),
+            };
+            steps.push(creating.after(answer));
+        }
+        assert_eq!(steps, expected);
+    }
+
+    #[test]
+    fn an_uncertain_create_is_looked_for_from_its_earliest_send() {
+        let old = request("old");
+        let new = request("new");
+        let open = Some(OpenIntent { at: at(10), request: old.clone(), fingerprint: old.fingerprint() });
+        let delays = std::iter::repeat(Duration::from_secs(1));
+        let mut creating = Creating::new(&new, new.fingerprint(), open, delays, 9, GRACE);
+        assert_eq!(creating.open().map(|o| &o.request), Some(&old));
+        assert_eq!(creating.after(Answer::Reconciled { adopted: false }), Step::Send);
+        assert_eq!(creating.open(), None, "nothing found: the request is no longer open");
+        let error = E::Uncertain.error();
+        creating.after(Answer::CreateFailed(&error, at(20)));
+        creating.after(Answer::CreateFailed(&error, at(30)));
+        // Searched from the first uncertain send, with the row's own request.
+        assert_eq!(
+            creating.open(),
+            Some(&OpenIntent { at: at(20), request: new.clone(), fingerprint: new.fingerprint() })
+        );
+    }
+
+    #[test]
+    fn an_uncertain_create_keeps_the_older_open_time() {
+        let request = request("a");
+        let open = Some(OpenIntent { at: at(5), request: request.clone(), fingerprint: request.fingerprint() });
+        let mut creating = Creating::new(&request, request.fingerprint(), open, std::iter::empty(), 1, GRACE);
+        let error = E::Uncertain.error();
+        assert_eq!(creating.after(Answer::CreateFailed(&error, at(40))), leave("timed out"));
+        assert_eq!(creating.open().map(|o| o.at), Some(at(5)));
+    }
+
+    #[rstest]
+    #[case::retryable_waits_the_backoff(E::Retry, Some(3), Some(3))]
+    #[case::retryable_waits_a_longer_retry_after(E::RetryAfter(10), Some(3), Some(10))]
+    #[case::rate_limited_waits_retry_after(E::RateLimited(4), Some(1), Some(4))]
+    #[case::retryable_out_of_attempts(E::Retry, None, None)]
+    #[case::uncertain_read_is_sent_again(E::Uncertain, Some(2), Some(2))]
+    #[case::uncertain_read_out_of_attempts(E::Uncertain, None, None)]
+    #[case::permanent_is_final(E::Permanent, Some(2), None)]
+    #[case::fatal_is_final(E::Fatal, Some(2), None)]
+    fn idempotent_retries(#[case] error: E, #[case] next: Option<u64>, #[case] expected: Option<u64>) {
+        let wait = retry_read(&error.error(), next.map(Duration::from_secs));
+        assert_eq!(wait, expected.map(Duration::from_secs));
+    }
+
+    fn payment(charges: u64, used: Option<bool>, status: Option<&str>) -> Payment {
+        Payment {
+            used,
+            charges,
+            paid_amount: charges * 1000,
+            currency: "thb".into(),
+            last_paid_at: None,
+            link_status: status.map(str::to_owned),
+        }
+    }
+
+    #[rstest]
+    #[case::never_charged(payment(0, Some(false), None), false)]
+    #[case::one_charge(payment(1, Some(false), None), true)]
+    #[case::used_single_use(payment(0, Some(true), None), true)]
+    #[case::plus_unpaid(payment(0, None, Some("active")), false)]
+    #[case::plus_paid(payment(2, None, Some("paid")), true)]
+    #[case::plus_expired_is_not_paid(payment(0, None, Some("expired")), false)]
+    fn the_paid_rule(#[case] payment: Payment, #[case] paid: bool) {
+        assert_eq!(is_paid(&payment), paid);
+        // One rule for both uses: a paid link is never replaced, an unpaid one is.
+        let decision = replace("link_1", Some(&payment));
+        assert_eq!(decision == Replace::Delete, !paid, "{decision:?}");
+    }
+
+    #[test]
+    fn a_link_gone_already_is_deleted_again_harmlessly() {
+        assert_eq!(replace("link_1", None), Replace::Delete);
+        assert_eq!(
+            replace("link_1", Some(&payment(2, None, None))),
+            Replace::Refuse("link link_1 has been paid (2 charge(s), 2000 thb); it was not replaced".into())
+        );
+    }
+
+    #[rstest]
+    #[case::created_by_this_run(&[Ev::Intent(1), Ev::Created("a")], Some(1), Status::Created, "")]
+    #[case::created_by_an_earlier_run(&[Ev::Intent(1), Ev::Created("a")], Some(5), Status::Existing, "")]
+    #[case::every_link_created_without_a_run(&[Ev::Intent(1), Ev::Created("a")], None, Status::Created, "")]
+    #[case::conflict(&[Ev::Intent(1), Ev::Created("b")], Some(1), Status::Conflict, codes::CONFLICT)]
+    #[case::conflict_kept_paid(&[Ev::Created("b"), Ev::Refused], Some(1), Status::Conflict, codes::CONFLICT_PAID)]
+    #[case::uncertain(&[Ev::Intent(1)], Some(1), Status::Failed, codes::UNCERTAIN)]
+    #[case::failed(&[Ev::Intent(1), Ev::Failed], Some(1), Status::Failed, "invalid_amount")]
+    #[case::pending(&[], Some(1), Status::Pending, "")]
+    fn output_of_a_row(
+        #[case] events: &[Ev],
+        #[case] run_start: Option<u64>,
+        #[case] status: Status,
+        #[case] code: &str,
+    ) {
+        let index = index(events);
+        let row = row("a");
+        let disposition = disposition(&row, state(&index));
+        let out = report(&disposition, state(&index), run_start, "link_test_1", "title \"b\" -> \"a\"");
+        assert_eq!((out.status, out.error_code.as_str()), (status, code));
+        assert_eq!(out.link.is_some(), matches!(status, Status::Created | Status::Existing | Status::Conflict));
+        assert_eq!(out.error_message.is_empty(), code.is_empty(), "{}", out.error_message);
+        if status == Status::Conflict {
+            assert!(out.error_message.starts_with("row changed after link link_test_1 was made (title"));
+        }
+    }
+
+    #[test]
+    fn a_rejected_row_names_its_field() {
+        let error = RowError { line: 7, key: None, field: "amount", reason: "not a number".into(), extra: Vec::new() };
+        let out = rejected(&error);
+        assert_eq!(
+            (out.status, out.error_code.as_str(), out.error_message.as_str()),
+            (Status::Rejected, "invalid_amount", "not a number")
+        );
+    }
+}

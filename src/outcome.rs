@@ -1,0 +1,117 @@
+//! How a command ended, and the exit status that says so: the one place exit codes are chosen (README,
+//! SPEC section 6). Every command returns an [`Outcome`]; `main` prints its error, if any, and exits with
+//! [`Outcome::code`].
+
+use crate::api::KeyError;
+use crate::job::JobError;
+use crate::ledger::LedgerError;
+use crate::plan::PlanError;
+
+/// How a command ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every row has a link (`validate`: every row can be sent). Exit 0.
+    Complete,
+    /// Finished, but some rows failed, were rejected, conflict or were not reached. Exit 1.
+    Incomplete,
+    /// A usage, job or input error: nothing was sent. Exit 2.
+    Refused(anyhow::Error),
+    /// Stopped: authentication failure, a ledger locked, mismatched, damaged or unwritable. Exit 3.
+    Aborted(anyhow::Error),
+    /// Stopped by a signal; in-flight requests were finished and recorded. Exit 130.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The process exit status.
+    pub fn code(&self) -> u8 {
+        match self {
+            Outcome::Complete => 0,
+            Outcome::Incomplete => 1,
+            Outcome::Refused(_) => 2,
+            Outcome::Aborted(_) => 3,
+            Outcome::Interrupted => 130,
+        }
+    }
+
+    /// The error to print, when the outcome carries one.
+    pub fn error(&self) -> Option<&anyhow::Error> {
+        match self {
+            Outcome::Refused(e) | Outcome::Aborted(e) => Some(e),
+            Outcome::Complete | Outcome::Incomplete | Outcome::Interrupted => None,
+        }
+    }
+
+    /// `Complete` when nothing is left to report, else `Incomplete`.
+    pub fn complete_if(done: bool) -> Outcome {
+        if done { Outcome::Complete } else { Outcome::Incomplete }
+    }
+
+    /// A usage, job or input error (exit 2).
+    pub fn refused(error: impl Into<anyhow::Error>) -> Outcome {
+        Outcome::Refused(error.into())
+    }
+
+    /// A run stopped for good (exit 3).
+    pub fn aborted(error: impl Into<anyhow::Error>) -> Outcome {
+        Outcome::Aborted(error.into())
+    }
+}
+
+impl From<PlanError> for Outcome {
+    fn from(e: PlanError) -> Self {
+        Outcome::refused(e)
+    }
+}
+
+impl From<JobError> for Outcome {
+    fn from(e: JobError) -> Self {
+        Outcome::refused(e)
+    }
+}
+
+impl From<KeyError> for Outcome {
+    fn from(e: KeyError) -> Self {
+        Outcome::refused(e)
+    }
+}
+
+impl From<LedgerError> for Outcome {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            // A ledger that cannot be opened or created is a path to fix: nothing was sent.
+            LedgerError::Io { .. } => Outcome::refused(e),
+            LedgerError::Locked(_) | LedgerError::Corrupt { .. } | LedgerError::Mismatch { .. } => Outcome::aborted(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_readme() {
+        let codes: Vec<u8> = [
+            Outcome::Complete,
+            Outcome::Incomplete,
+            Outcome::refused(anyhow::anyhow!("bad job")),
+            Outcome::aborted(anyhow::anyhow!("401")),
+            Outcome::Interrupted,
+        ]
+        .iter()
+        .map(Outcome::code)
+        .collect();
+        assert_eq!(codes, [0, 1, 2, 3, 130]);
+    }
+
+    #[test]
+    fn ledger_errors_abort_unless_the_path_is_wrong() {
+        let path = std::path::PathBuf::from("l.jsonl");
+        let io = LedgerError::Io { path: path.clone(), source: std::io::Error::other("denied") };
+        assert_eq!(Outcome::from(io).code(), 2);
+        assert_eq!(Outcome::from(LedgerError::Locked(path.clone())).code(), 3);
+        let corrupt = LedgerError::Corrupt { path, line: 4, reason: "not JSON".into() };
+        assert_eq!(Outcome::from(corrupt).code(), 3);
+    }
+}

@@ -1,0 +1,223 @@
+//! `Plan::new`: the job checked stage by stage (input, templates, placeholders, limits, paths), each refusal
+//! a [`PlanError`] variant with a unit test below. Opens the input to read its header; sends nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::{
+    LinkTemplates, Overrides, Plan, PlanError, RetryPolicy, check_base_url, check_webhook, field_source,
+    refuse_foreign, required, sandbox_path, template,
+};
+use crate::input::{InputReader, detect_format};
+use crate::job::{ApiKind, JobSpec, LinkSpec};
+use crate::money::Currency;
+use crate::rate::{Rate, parse_duration};
+use crate::template::Template;
+
+impl Plan {
+    /// Checks `spec` against `overrides` and the input's header, and opens the input for reading.
+    pub fn new(spec: JobSpec, overrides: &Overrides) -> Result<(Plan, InputReader), PlanError> {
+        let input_path = overrides.input.clone().or(spec.input.path.clone()).ok_or(PlanError::NoInput)?;
+        let format = detect_format(&input_path, spec.input.format)?;
+        let mut reader = InputReader::open(&input_path, format)?;
+        let vars = run_vars(&overrides.vars, reader.columns())?;
+        let key = template("[input] key", &spec.input.key)?;
+        let amount = template("[link] amount", &spec.link.amount)?;
+        let link = link_templates(spec.api.kind, &spec.link)?;
+
+        // Every placeholder must name a column or a --var: checked once, here, not on the first row.
+        let mut templates = vec![("[input] key", &key), ("[link] amount", &amount)];
+        templates.extend(link.templates());
+        let columns = used_columns(&templates, &vars, &reader, &input_path)?;
+        let (columns, extra_positions) = with_output_columns(columns, &spec.output.columns, reader.columns())?;
+        reader.select(columns.clone());
+
+        if let LinkTemplates::Classic { currency, .. } = &link
+            && currency.is_literal()
+            && Currency::find(&currency.to_string()).is_none()
+        {
+            return Err(PlanError::Currency(currency.to_string()));
+        }
+        let (output_path, ledger_path) = paths(&spec, overrides);
+        let plan = Plan {
+            api: spec.api.kind,
+            base_url: base_url(&spec, overrides)?,
+            timeout: duration("[api] timeout", &spec.api.timeout)?,
+            auth: spec.api.auth,
+            input_path,
+            format,
+            output_path,
+            ledger_path,
+            rates: rates(&spec, overrides)?,
+            concurrency: Some(overrides.concurrency.unwrap_or(spec.limits.concurrency))
+                .filter(|&n| n > 0)
+                .ok_or(PlanError::Concurrency)?,
+            retry: RetryPolicy {
+                attempts: spec.retry.attempts.max(1),
+                base_delay: duration("[retry] base_delay", &spec.retry.base_delay)?,
+                max_delay: duration("[retry] max_delay", &spec.retry.max_delay)?,
+            },
+            extra_columns: spec.output.columns,
+            extra_positions,
+            columns,
+            vars,
+            key,
+            amount,
+            amount_unit: spec.link.amount_unit,
+            link,
+            name: spec.name,
+            key_env: spec.api.key_env,
+        };
+        Ok((plan, reader))
+    }
+}
+
+/// The `--var`s, none of which may shadow an input column.
+fn run_vars(vars: &[(String, String)], columns: &[String]) -> Result<HashMap<String, String>, PlanError> {
+    let mut found = HashMap::new();
+    for (name, value) in vars {
+        if columns.contains(name) {
+            return Err(PlanError::VarShadowsColumn(name.clone()));
+        }
+        found.insert(name.clone(), value.clone());
+    }
+    Ok(found)
+}
+
+fn link_templates(api: ApiKind, l: &LinkSpec) -> Result<LinkTemplates, PlanError> {
+    Ok(match api {
+        ApiKind::Links => {
+            let plus_only = [
+                ("team_id", l.team_id.is_some()),
+                ("template_id", l.template_id.is_some()),
+                ("name", l.name.is_some()),
+                ("multiple_usage", l.multiple_usage.is_some()),
+                ("custom_webhook", l.custom_webhook.is_some()),
+            ];
+            refuse_foreign(
+                &plus_only,
+                "Links+ jobs (kind = \"links_plus\"); classic links use currency, title, description, multiple",
+            )?;
+            let text = |field, value: &Option<String>| {
+                template(&format!("[link] {field}"), required(field, "classic", value.as_ref())?)
+            };
+            LinkTemplates::Classic {
+                currency: text("currency", &l.currency)?,
+                title: text("title", &l.title)?,
+                description: text("description", &l.description)?,
+                multiple: field_source("multiple", l.multiple.as_ref(), false)?,
+            }
+        }
+        ApiKind::LinksPlus => {
+            let classic_only = [
+                ("title", l.title.is_some()),
+                ("description", l.description.is_some()),
+                ("multiple", l.multiple.is_some()),
+            ];
+            refuse_foreign(&classic_only, "classic jobs; Links+ links use team_id, template_id, name, multiple_usage")?;
+            if let Some(hook) = &l.custom_webhook
+                && Template::parse(hook).is_ok_and(|t| t.is_literal())
+            {
+                check_webhook(hook).map_err(PlanError::Webhook)?;
+            }
+            let optional = |field: &str, value: &Option<String>| {
+                value.as_deref().map(|v| template(&format!("[link] {field}"), v)).transpose()
+            };
+            LinkTemplates::Plus {
+                team_id: field_source("team_id", Some(required("team_id", "Links+", l.team_id.as_ref())?), 0)?,
+                template_id: field_source(
+                    "template_id",
+                    Some(required("template_id", "Links+", l.template_id.as_ref())?),
+                    0,
+                )?,
+                name: template("[link] name", required("name", "Links+", l.name.as_ref())?)?,
+                currency: optional("currency", &l.currency)?,
+                multiple_usage: field_source("multiple_usage", l.multiple_usage.as_ref(), false)?,
+                custom_webhook: optional("custom_webhook", &l.custom_webhook)?,
+            }
+        }
+    })
+}
+
+/// The input columns the templates use, in first-use order; a placeholder naming neither a column nor a
+/// `--var` is refused, all of them at once.
+fn used_columns(
+    templates: &[(&str, &Template)],
+    vars: &HashMap<String, String>,
+    reader: &InputReader,
+    input: &std::path::Path,
+) -> Result<Vec<String>, PlanError> {
+    let mut wanted: Vec<String> = Vec::new();
+    let mut unknown = Vec::new();
+    for (field, t) in templates {
+        for name in t.placeholders() {
+            if reader.columns().iter().any(|c| c == name) {
+                if !wanted.iter().any(|w| w == name) {
+                    wanted.push(name.to_owned());
+                }
+            } else if !vars.contains_key(name) {
+                unknown.push(format!("{{{name}}} in {field}"));
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(PlanError::UnknownPlaceholders {
+            unknown,
+            input: input.to_owned(),
+            columns: reader.columns().to_vec(),
+        });
+    }
+    Ok(wanted)
+}
+
+/// `wanted` with the output's extra columns added, and where each extra column sits in it.
+fn with_output_columns(
+    mut wanted: Vec<String>,
+    extra: &[String],
+    columns: &[String],
+) -> Result<(Vec<String>, Vec<usize>), PlanError> {
+    if let Some(missing) = extra.iter().find(|c| !columns.contains(c)) {
+        return Err(PlanError::UnknownOutputColumn { column: missing.clone(), columns: columns.to_vec() });
+    }
+    for c in extra {
+        if !wanted.contains(c) {
+            wanted.push(c.clone());
+        }
+    }
+    // Each output column was pushed into `wanted` just above, so every lookup finds it.
+    let positions = extra.iter().filter_map(|c| wanted.iter().position(|w| w == c)).collect();
+    Ok((wanted, positions))
+}
+
+fn rates(spec: &JobSpec, overrides: &Overrides) -> Result<Vec<Rate>, PlanError> {
+    match &overrides.limits {
+        Some(rates) => Ok(rates.clone()),
+        None => spec.limits.rates.iter().map(|r| r.parse::<Rate>().map_err(PlanError::Rate)).collect(),
+    }
+}
+
+fn duration(field: &'static str, text: &str) -> Result<std::time::Duration, PlanError> {
+    parse_duration(text).map_err(|error| PlanError::Duration { field, error })
+}
+
+fn base_url(spec: &JobSpec, overrides: &Overrides) -> Result<String, PlanError> {
+    let url =
+        overrides.base_url.as_deref().or(spec.api.base_url.as_deref()).unwrap_or(spec.api.kind.default_base_url());
+    check_base_url(url).map_err(PlanError::BaseUrl)
+}
+
+/// The output CSV and the ledger: flags first, then the job, then the ledger beside the output; a sandbox
+/// trial gets its own names for whatever the flags did not give.
+fn paths(spec: &JobSpec, overrides: &Overrides) -> (PathBuf, PathBuf) {
+    let output = overrides
+        .output
+        .clone()
+        .or(spec.output.path.clone())
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
+    let ledger = overrides.ledger.clone().or(spec.output.ledger.clone()).unwrap_or_else(|| {
+        let stem = output.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+        output.with_file_name(format!("{stem}.ledger.jsonl"))
+    });
+    let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
+    (trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger))
+}

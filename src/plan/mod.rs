@@ -1,0 +1,383 @@
+//! The second stage of input: a [`JobSpec`] checked against its input's header and the run's overrides,
+//! giving a [`Plan`] that cannot be invalid. Only a `Plan` can be run, validated or reported on.
+//!
+//! Every placeholder, path, rate, base URL and fixed value is checked here, before any request; what can
+//! only be checked per row (an amount, a title's length) becomes a [`RowError`] naming the line and field.
+//! A `Plan` is built once and never changed: its fields are private, and whatever the command line changes
+//! (`--sandbox` paths, the base URL) enters through [`Overrides`] and is checked with the rest.
+
+mod request;
+mod row;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use request::{ClassicRequest, LinkRequest, PlusRequest};
+pub use row::{KeyGuard, PlannedRow, RowError};
+
+use crate::input::{InputError, InputReader};
+use crate::job::{ApiKind, AuthScheme, Field, InputFormat};
+use crate::money::{AmountUnit, Currency};
+use crate::rate::{Rate, RateError};
+use crate::template::{Template, TemplateError};
+
+/// Longest classic title (seed 003) and Links+ name.
+pub const MAX_TITLE: usize = 200;
+/// Longest classic description (seed 003).
+pub const MAX_DESCRIPTION: usize = 1000;
+
+/// What the command line changes in a job.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--input`.
+    pub input: Option<PathBuf>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+    /// `--ledger`.
+    pub ledger: Option<PathBuf>,
+    /// `--var NAME=VALUE`, in order given.
+    pub vars: Vec<(String, String)>,
+    /// `--limit`: replaces the job's rates; an empty list lifts them.
+    pub limits: Option<Vec<Rate>>,
+    /// `--base-url`, or the in-process sandbox's address.
+    pub base_url: Option<String>,
+    /// `--concurrency`.
+    pub concurrency: Option<usize>,
+    /// `--sandbox`: the job's output and ledger get a `.sandbox` name beside the real ones (paths given
+    /// with `--output` or `--ledger` are kept), so trials never share a ledger with real runs.
+    pub sandbox: bool,
+}
+
+/// How failed requests are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts, the first included.
+    pub attempts: u32,
+    /// First delay.
+    pub base_delay: Duration,
+    /// Largest delay.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The delays between attempts: exponential, with jitter, capped, `attempts - 1` of them.
+    pub fn delays(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    }
+}
+
+/// A job that does not fit its input or its flags: one variant per refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Neither the job nor `--input` names the input.
+    #[error("no input: set [input] path in the job or pass --input")]
+    NoInput,
+    /// The input cannot be opened or its header read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A `--var` has the name of an input column.
+    #[error("`{0}` is both an input column and a --var; rename one so it is clear which is used")]
+    VarShadowsColumn(String),
+    /// A template does not parse.
+    #[error("{field} = \"{source_text}\": {error}")]
+    Template {
+        /// `[input] key`, `[link] title`…
+        field: String,
+        /// The template as written.
+        source_text: String,
+        /// What is wrong with it.
+        error: TemplateError,
+    },
+    /// `[link]` fields of the other API.
+    #[error("[link] {} belong to {belong_to}", .fields.join(", "))]
+    ForeignFields {
+        /// The fields set.
+        fields: Vec<&'static str>,
+        /// Which API they belong to, and what to use instead.
+        belong_to: &'static str,
+    },
+    /// A `[link]` field the API needs is missing.
+    #[error("[link] {field} is required for {api} links")]
+    Required {
+        /// The field.
+        field: &'static str,
+        /// `classic` or `Links+`.
+        api: &'static str,
+    },
+    /// A fixed webhook URL that is not https with a host.
+    #[error("[link] custom_webhook {0}")]
+    Webhook(String),
+    /// Placeholders naming no column and no `--var`.
+    #[error("no input column or --var for {} (columns in {}: {})", .unknown.join(", "), .input.display(), .columns.join(", "))]
+    UnknownPlaceholders {
+        /// `{name} in [link] field`, each.
+        unknown: Vec<String>,
+        /// The input.
+        input: PathBuf,
+        /// Its columns.
+        columns: Vec<String>,
+    },
+    /// `[output] columns` names a column the input does not have.
+    #[error("[output] columns names `{column}`, which is not an input column (columns: {})", .columns.join(", "))]
+    UnknownOutputColumn {
+        /// The column.
+        column: String,
+        /// The input's columns.
+        columns: Vec<String>,
+    },
+    /// A fixed currency that is not supported.
+    #[error("[link] currency `{0}` is not supported ({list})", list = Currency::list())]
+    Currency(String),
+    /// A rate that does not parse.
+    #[error("[limits] rates: {0}")]
+    Rate(RateError),
+    /// No request could ever be sent.
+    #[error("concurrency must be at least 1")]
+    Concurrency,
+    /// A duration that does not parse.
+    #[error("{field}: {error}")]
+    Duration {
+        /// `[api] timeout`…
+        field: &'static str,
+        /// Why.
+        error: RateError,
+    },
+    /// A base URL that is not https (or http on loopback), or carries credentials.
+    #[error("{0}")]
+    BaseUrl(String),
+}
+
+/// How a field of the link is produced per row.
+#[derive(Debug, Clone)]
+enum FieldSource<T> {
+    Fixed(T),
+    Template(Template),
+}
+
+#[derive(Debug, Clone)]
+enum LinkTemplates {
+    Classic {
+        currency: Template,
+        title: Template,
+        description: Template,
+        multiple: FieldSource<bool>,
+    },
+    Plus {
+        team_id: FieldSource<u64>,
+        template_id: FieldSource<u64>,
+        name: Template,
+        currency: Option<Template>,
+        multiple_usage: FieldSource<bool>,
+        custom_webhook: Option<Template>,
+    },
+}
+
+impl LinkTemplates {
+    /// Every template of the link, with the field it fills.
+    fn templates(&self) -> Vec<(&'static str, &Template)> {
+        fn source<'t, T>(field: &'static str, s: &'t FieldSource<T>) -> Option<(&'static str, &'t Template)> {
+            match s {
+                FieldSource::Template(t) => Some((field, t)),
+                FieldSource::Fixed(_) => None,
+            }
+        }
+        match self {
+            LinkTemplates::Classic { currency, title, description, multiple } => {
+                let mut all =
+                    vec![("[link] currency", currency), ("[link] title", title), ("[link] description", description)];
+                all.extend(source("[link] multiple", multiple));
+                all
+            }
+            LinkTemplates::Plus { team_id, template_id, name, currency, multiple_usage, custom_webhook } => {
+                let mut all = vec![("[link] name", name)];
+                all.extend(source("[link] team_id", team_id));
+                all.extend(source("[link] template_id", template_id));
+                all.extend(source("[link] multiple_usage", multiple_usage));
+                all.extend(currency.iter().map(|t| ("[link] currency", t)));
+                all.extend(custom_webhook.iter().map(|t| ("[link] custom_webhook", t)));
+                all
+            }
+        }
+    }
+}
+
+/// A checked job, ready to run against its input.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    name: String,
+    api: ApiKind,
+    key_env: String,
+    base_url: String,
+    timeout: Duration,
+    auth: AuthScheme,
+    input_path: PathBuf,
+    format: InputFormat,
+    output_path: PathBuf,
+    ledger_path: PathBuf,
+    rates: Vec<Rate>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    extra_columns: Vec<String>,
+    columns: Vec<String>,
+    /// Where each extra output column sits in `columns`, resolved once for every row.
+    extra_positions: Vec<usize>,
+    vars: HashMap<String, String>,
+    key: Template,
+    amount: Template,
+    amount_unit: AmountUnit,
+    link: LinkTemplates,
+}
+
+fn template(field: &str, source: &str) -> Result<Template, PlanError> {
+    Template::parse(source).map_err(|error| PlanError::Template {
+        field: field.to_owned(),
+        source_text: source.to_owned(),
+        error,
+    })
+}
+
+/// Refuses `[link]` fields that belong to the other API: `belong_to` says which, and what to use instead.
+fn refuse_foreign(fields: &[(&'static str, bool)], belong_to: &'static str) -> Result<(), PlanError> {
+    let fields: Vec<&str> = fields.iter().filter_map(|&(name, present)| present.then_some(name)).collect();
+    if fields.is_empty() { Ok(()) } else { Err(PlanError::ForeignFields { fields, belong_to }) }
+}
+
+fn required<'a, T>(field: &'static str, api: &'static str, value: Option<&'a T>) -> Result<&'a T, PlanError> {
+    value.ok_or(PlanError::Required { field, api })
+}
+
+fn field_source<T: Clone>(name: &str, field: Option<&Field<T>>, default: T) -> Result<FieldSource<T>, PlanError> {
+    Ok(match field {
+        None => FieldSource::Fixed(default),
+        Some(Field::Fixed(v)) => FieldSource::Fixed(v.clone()),
+        Some(Field::Template(t)) => FieldSource::Template(template(&format!("[link] {name}"), t)?),
+    })
+}
+
+/// Whether `host` names this machine: plain http is allowed there only (the sandbox).
+fn is_loopback(host: Option<url::Host<&str>>) -> bool {
+    match host {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Checks a base URL: https anywhere, plain http only on a loopback address (the sandbox).
+pub fn check_base_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("base URL `{url}` is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if is_loopback(parsed.host()) => {}
+        "http" => {
+            return Err(format!("base URL `{url}` must use https:// (plain http is allowed on loopback only)"));
+        }
+        other => return Err(format!("base URL `{url}` has scheme `{other}`; use https://")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("base URL must not carry credentials; the key comes from the environment".into());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The https rule for a Links+ `custom_webhook` (seed 000: an `http://` URL is rejected): a URL with the
+/// scheme `https` and a host. One rule for a fixed URL in the job and one rendered per row.
+pub fn check_webhook(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "https" && parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(format!("`{url}` must be an https:// URL with a host")),
+    }
+}
+
+/// `out/x.csv` → `out/x.sandbox.csv`: sandbox trials never share a ledger with real runs.
+pub fn sandbox_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let stem =
+        stem.strip_suffix(".ledger").map_or_else(|| format!("{stem}.sandbox"), |s| format!("{s}.sandbox.ledger"));
+    path.with_file_name(format!("{stem}{ext}"))
+}
+
+mod build;
+
+impl Plan {
+    /// Job name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which API.
+    pub fn api(&self) -> ApiKind {
+        self.api
+    }
+
+    /// The environment variable holding the key.
+    pub fn key_env(&self) -> &str {
+        &self.key_env
+    }
+
+    /// Base URL: https, or http on loopback.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Links+ auth scheme.
+    pub fn auth(&self) -> AuthScheme {
+        self.auth
+    }
+
+    /// The input.
+    pub fn input_path(&self) -> &Path {
+        &self.input_path
+    }
+
+    /// The output CSV.
+    pub fn output_path(&self) -> &Path {
+        &self.output_path
+    }
+
+    /// The ledger.
+    pub fn ledger_path(&self) -> &Path {
+        &self.ledger_path
+    }
+
+    /// Rate-limit windows (empty: none).
+    pub fn rates(&self) -> &[Rate] {
+        &self.rates
+    }
+
+    /// Requests in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Input columns copied to the output.
+    pub fn extra_columns(&self) -> &[String] {
+        &self.extra_columns
+    }
+
+    /// Opens the input afresh, reading the columns this plan uses.
+    pub fn reader(&self) -> Result<InputReader, PlanError> {
+        let mut reader = InputReader::open(&self.input_path, self.format)?;
+        reader.select(self.columns.clone());
+        Ok(reader)
+    }
+}

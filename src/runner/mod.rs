@@ -1,0 +1,192 @@
+//! Running a [`Plan`]: survey the rows against the ledger, send the new ones under the throttle, reconcile
+//! every uncertain outcome before anything is sent twice, and write the output CSV from input and ledger.
+//!
+//! The exactly-once rule (SPEC section 3) is decided in [`crate::decide`] and carried out here: an `intent`
+//! is durable before its request leaves; a request whose fate is unknown is looked for on the server (and
+//! adopted) before it is ever sent again; a row whose link exists is never sent; a row that changed since is
+//! a conflict, never a second link.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `rows` | the input streamed through the plan (a planner thread), the survey |
+//! | `dispatch` | workers, throttle turns, the create loop, reads and deletes with retries |
+//! | `reconcile` | finding and adopting the link of an uncertain request |
+//! | `report` | the output CSV, its counts, payment totals, the summary |
+
+mod dispatch;
+mod reconcile;
+mod report;
+mod rows;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub use crate::decide::Work;
+pub use dispatch::Stop;
+pub use reconcile::CLOCK_SKEW;
+pub use report::{OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, write_output};
+pub use rows::{Survey, for_each_row, survey, survey_drafting};
+
+use crate::api::Client;
+use crate::decide;
+use crate::ledger::{Event, Index, Ledger, LedgerError};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use dispatch::{Job, Shared};
+
+/// Options of `run` beyond the plan.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Show a progress bar (on a terminal) or periodic log lines.
+    pub progress: bool,
+    /// What to do.
+    pub work: Work,
+    /// The output [`survey_drafting`] wrote, when every row was settled: the run finishes it.
+    pub draft: Option<OutputPass>,
+}
+
+/// Runs a plan to the end (or to a stop), then writes the output.
+pub async fn run(
+    plan: Plan,
+    client: Client,
+    ledger: Ledger,
+    mut index: Index,
+    survey: Survey,
+    stop: Arc<Stop>,
+    options: RunOptions,
+) -> Result<Summary, anyhow::Error> {
+    let started = Instant::now();
+    let work = options.work;
+    let (start_line, refresh_since) = mark_start(&ledger, &mut index, work).await?;
+    let replacing = work == Work::CreateReplacing && plan.api() == crate::job::ApiKind::Links;
+    if work == Work::CreateReplacing && !replacing {
+        tracing::warn!(
+            "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
+        );
+    }
+    tracing::info!(
+        job = %plan.name(),
+        rows = survey.rows,
+        new = survey.new,
+        existing = survey.existing,
+        uncertain = survey.uncertain,
+        conflict = survey.conflict,
+        rejected = survey.rejected,
+        "starting"
+    );
+    let total = match work {
+        Work::Refresh => survey.existing + survey.conflict,
+        _ => survey.new + survey.uncertain + if replacing { survey.conflict } else { 0 },
+    };
+    let progress = Progress::new(options.progress, total, if work == Work::Refresh { "refreshed" } else { "created" });
+    let concurrency = plan.concurrency();
+    let shared = Arc::new(Shared::new(plan, client, ledger, index, stop, progress));
+    let ticker = shared.progress.start_ticker({
+        let shared = shared.clone();
+        move |remaining| shared.throttle.eta(remaining)
+    });
+    // Nothing to send (a finished job run again): no dispatch pass over the input at all.
+    let idle = total == 0 && survey.uncertain == 0;
+    if !idle {
+        let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
+        let producer = Producer { shared: shared.clone(), work, refresh_since, replacing };
+        tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
+        for worker in workers {
+            let _ = worker.await;
+        }
+    }
+    ticker.abort();
+    // An aborted task lets go of what it holds only once awaited.
+    let _ = ticker.await;
+    shared.progress.finish();
+    let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
+    finish(shared, work, start_line, options.draft.filter(|_| idle), started).await
+}
+
+/// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a
+/// `refresh_started` unless one is being resumed. Returns the line the run starts at and, for a refresh, the
+/// line of its start.
+async fn mark_start(ledger: &Ledger, index: &mut Index, work: Work) -> Result<(u64, u64), LedgerError> {
+    if work == Work::Refresh {
+        let since = match index.unfinished_refresh {
+            Some(line) => {
+                tracing::info!("resuming the refresh interrupted at ledger line {line}");
+                line
+            }
+            None => {
+                let marker = Event::RefreshStarted { at: crate::ledger::now() };
+                let offset = ledger.append(&marker).await?;
+                index.record(marker, offset);
+                index.lines
+            }
+        };
+        return Ok((index.last_run, since));
+    }
+    let start = index.lines;
+    let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
+    let offset = ledger.append(&marker).await?;
+    index.record(marker, offset);
+    Ok((start, 0))
+}
+
+/// Streams the input from a blocking thread and hands each row's task to the workers: `blocking_send`
+/// waits for a free worker, so memory does not grow with the input.
+struct Producer {
+    shared: Arc<Shared>,
+    work: Work,
+    refresh_since: u64,
+    replacing: bool,
+}
+
+impl Producer {
+    fn run(self, queue: &tokio::sync::mpsc::Sender<Job>) -> anyhow::Result<()> {
+        let shared = &self.shared;
+        let mut reader = shared.plan.reader()?;
+        for_each_row(&shared.plan, &mut reader, None, |row| {
+            let Ok(row) = row else {
+                return !shared.stop.is_stopped();
+            };
+            let task = {
+                let index = shared.index();
+                decide::task(self.work, row, index.get(&row.key_id), self.refresh_since, self.replacing)
+            };
+            let Some(task) = task else { return true };
+            !shared.stop.is_stopped() && queue.blocking_send((row.clone(), task)).is_ok()
+        });
+        Ok(())
+    }
+}
+
+/// After the workers: the refresh's end mark, the output (the survey's draft when nothing was sent), and
+/// the summary.
+async fn finish(
+    shared: Shared,
+    work: Work,
+    start_line: u64,
+    draft: Option<OutputPass>,
+    started: Instant,
+) -> anyhow::Result<Summary> {
+    let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let interrupted = shared.stop.is_stopped() && aborted.is_none();
+    if work == Work::Refresh && !shared.stop.is_stopped() {
+        let marker = Event::RefreshFinished { at: crate::ledger::now() };
+        let offset = shared.ledger.append(&marker).await?;
+        shared.index().record(marker, offset);
+    }
+    let index = shared.index.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (counts, payments) = match draft {
+        // Drafted as of `start_line`, and nothing was sent since.
+        Some(draft) => draft.finish()?,
+        None => write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?,
+    };
+    Ok(Summary {
+        counts,
+        payments,
+        output: shared.plan.output_path().to_owned(),
+        aborted,
+        interrupted,
+        requests: shared.requests.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}

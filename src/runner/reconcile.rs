@@ -1,0 +1,53 @@
+//! Reconciliation: looking on the server for the link a request of unknown outcome may have made, and
+//! adopting it for its key. Never sends a create, and never adopts a link another key has claimed.
+
+use std::time::{Duration, SystemTime};
+
+use crate::api::RemoteLink;
+use crate::ledger::{Event, OpenIntent};
+use crate::plan::{LinkRequest, PlannedRow};
+
+use super::dispatch::{Halt, Shared};
+
+/// How far before an intent's time reconciliation looks, for clocks that disagree.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// Lists the links made since `intent` (less the clock skew) and adopts the first unclaimed one that
+/// matches its request (ledger `adopted`). `Ok(true)` when one was adopted, `Ok(false)` when none matches.
+///
+/// The content shard's write lock is held throughout: no create of the same content is in flight, so the
+/// link found cannot be one another key is about to record.
+pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Result<bool, Halt> {
+    let _exclusive = shared.content_lock(&intent.request).write().await;
+    let since = intent.at.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH);
+    let team = match &intent.request {
+        LinkRequest::Plus(r) => Some(r.team_id),
+        LinkRequest::Classic(_) => None,
+    };
+    let mut offset = 0;
+    loop {
+        let turn = shared.turn().await.ok_or(Halt::Stopped)?;
+        let page = shared.sent(turn, shared.client.list(since, offset, team)).await?;
+        let found: Option<RemoteLink> = {
+            let index = shared.index();
+            page.links.iter().find(|l| l.matches(&intent.request) && !index.is_claimed(&l.id)).cloned()
+        };
+        if let Some(link) = found {
+            tracing::info!(line = row.line, key = %row.key, link = %link.id, "adopted the link an uncertain request made");
+            shared
+                .record(Event::Adopted {
+                    key: row.key.clone(),
+                    link_id: link.id,
+                    payment_uri: link.payment_uri,
+                    fingerprint: intent.fingerprint.to_string(),
+                    at: crate::ledger::now(),
+                })
+                .await?;
+            return Ok(true);
+        }
+        offset += page.links.len();
+        if page.links.is_empty() || offset >= page.total {
+            return Ok(false);
+        }
+    }
+}

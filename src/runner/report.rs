@@ -1,0 +1,251 @@
+//! Output and report: the output CSV written from the input and the ledger, its counts, the payment totals
+//! and the summary line. Decides nothing of its own (the output of a row is `decide::report`); sends nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::decide::{self, Disposition, is_paid};
+use crate::ledger::{Index, Payment};
+use crate::money::Currency;
+use crate::outcome::Outcome;
+use crate::output::{OutputRow, OutputWriter, Status};
+use crate::plan::{Plan, PlannedRow, RowError};
+
+use super::rows::for_each_row;
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Rows per output status.
+    pub counts: BTreeMap<Status, u64>,
+    /// Payment figures (`refresh` only).
+    pub payments: Option<PaymentTotals>,
+    /// The output CSV.
+    pub output: PathBuf,
+    /// Why the run stopped early (401, a ledger that cannot be written), if it did.
+    pub aborted: Option<String>,
+    /// Stopped by a signal.
+    pub interrupted: bool,
+    /// Requests sent (creates and lists).
+    pub requests: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// How the run ended, for the exit status (SPEC section 6).
+    pub fn outcome(&self) -> Outcome {
+        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
+        if let Some(reason) = &self.aborted {
+            Outcome::Aborted(anyhow::anyhow!("{reason}"))
+        } else if self.interrupted {
+            Outcome::Interrupted
+        } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0
+        {
+            Outcome::Incomplete
+        } else {
+            Outcome::Complete
+        }
+    }
+
+    /// One line for the end of a run.
+    pub fn line(&self) -> String {
+        let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
+        format!(
+            "{} rows: {} in {:.1}s ({} requests){payments}; output {}",
+            self.counts.values().sum::<u64>(),
+            counts_line(&self.counts),
+            self.elapsed.as_secs_f64(),
+            self.requests,
+            self.output.display()
+        )
+    }
+}
+
+/// `60 created, 2 failed`, or `none`.
+pub fn counts_line(counts: &BTreeMap<Status, u64>) -> String {
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+}
+
+/// Payment figures of a `refresh`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentTotals {
+    /// Links with at least one payment.
+    pub paid: u64,
+    /// Links with none.
+    pub unpaid: u64,
+    /// Links never read by a refresh.
+    pub unknown: u64,
+    /// Sum collected, per currency, in minor units.
+    pub collected: BTreeMap<String, u64>,
+}
+
+impl PaymentTotals {
+    fn add(&mut self, payment: Option<&Payment>) {
+        match payment {
+            None => self.unknown += 1,
+            Some(p) if is_paid(p) => {
+                self.paid += 1;
+                *self.collected.entry(p.currency.clone()).or_default() += p.paid_amount;
+            }
+            Some(_) => self.unpaid += 1,
+        }
+    }
+
+    /// `12 paid, 3 unpaid; collected 1500.00 THB, 2000 JPY`.
+    pub fn line(&self) -> String {
+        let collected: Vec<String> = self
+            .collected
+            .iter()
+            .map(|(code, minor)| match Currency::find(code) {
+                Some(c) => format!("{} {}", c.format_major(*minor), code.to_uppercase()),
+                None => format!("{minor} {code} (minor units)"),
+            })
+            .collect();
+        let unknown = if self.unknown > 0 { format!(", {} not read", self.unknown) } else { String::new() };
+        let collected = if collected.is_empty() { "nothing".to_owned() } else { collected.join(", ") };
+        format!("{} paid, {} unpaid{unknown}; collected {collected}", self.paid, self.unpaid)
+    }
+}
+
+/// Rows per status, and the payment totals when the output has the refresh columns.
+pub type Written = (BTreeMap<Status, u64>, Option<PaymentTotals>);
+
+/// Writes the output CSV from the input and the ledger. `run_start`: ledger lines before the run (links
+/// after it are `created`, before it `existing`); `None` reports every link as `created`. With `payments`,
+/// the refresh columns are added and the payment totals returned.
+pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>, payments: bool) -> anyhow::Result<Written> {
+    let mut pass = OutputPass::create(plan, run_start, payments)?;
+    let mut reader = plan.reader()?;
+    let mut error = None;
+    for_each_row(plan, &mut reader, Some(index), |row| match pass.row(row, None, index) {
+        Ok(()) => true,
+        Err(e) => {
+            error = Some(e);
+            false
+        }
+    });
+    if let Some(e) = error {
+        anyhow::bail!("cannot write output {}: {e}", plan.output_path().display());
+    }
+    pass.finish()
+}
+
+/// The output CSV being written, row by row, with its counts.
+#[derive(Debug)]
+pub struct OutputPass {
+    writer: OutputWriter,
+    api: crate::job::ApiKind,
+    path: PathBuf,
+    run_start: Option<u64>,
+    payments: bool,
+    counts: BTreeMap<Status, u64>,
+    totals: PaymentTotals,
+}
+
+impl OutputPass {
+    /// Starts the output of `plan` (at a temporary name until [`OutputPass::finish`]).
+    pub fn create(plan: &Plan, run_start: Option<u64>, payments: bool) -> anyhow::Result<OutputPass> {
+        let columns = if payments { crate::output::refresh_columns(plan.api()) } else { &[] };
+        let path = plan.output_path().to_owned();
+        let writer = OutputWriter::create(&path, plan.extra_columns(), columns)
+            .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
+        Ok(OutputPass {
+            writer,
+            api: plan.api(),
+            path,
+            run_start,
+            payments,
+            counts: BTreeMap::new(),
+            totals: PaymentTotals::default(),
+        })
+    }
+
+    /// Writes the next row (its disposition, when the caller has it already).
+    pub fn row(
+        &mut self,
+        row: &Result<PlannedRow, RowError>,
+        disposition: Option<Disposition>,
+        index: &Index,
+    ) -> std::io::Result<()> {
+        let (mut out, payment) = output_row(row, disposition, index, self.run_start);
+        if self.payments {
+            if !out.link_id.is_empty() {
+                self.totals.add(payment);
+            }
+            out.refresh = crate::output::refresh_cells(self.api, payment);
+        }
+        *self.counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
+        self.writer.write(&out)
+    }
+
+    /// Puts the file in place; returns the rows per status, and the payment totals when asked for.
+    pub fn finish(self) -> anyhow::Result<Written> {
+        let path = self.path;
+        self.writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
+        Ok((self.counts, self.payments.then_some(self.totals)))
+    }
+}
+
+/// What changed in a conflicting row since its link was made (read back from the ledger).
+pub fn conflict_changes(row: &PlannedRow, index: &Index) -> String {
+    index
+        .get(&row.key_id)
+        .and_then(|state| index.link_request(state))
+        .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(&before))
+}
+
+/// The output row of an input row, and its link's payment state; `disposition` is the row's, when the caller
+/// has it already.
+fn output_row<'a>(
+    row: &'a Result<PlannedRow, RowError>,
+    disposition: Option<Disposition>,
+    index: &'a Index,
+    run_start: Option<u64>,
+) -> (OutputRow<'a>, Option<&'a Payment>) {
+    let row = match row {
+        Err(e) => {
+            let report = decide::rejected(e);
+            let out = OutputRow {
+                line: e.line,
+                key: e.key.as_deref().unwrap_or_default(),
+                status: Some(report.status),
+                error_code: report.error_code.into(),
+                error_message: e.reason.as_str().into(),
+                extra: &e.extra,
+                ..OutputRow::default()
+            };
+            return (out, None);
+        }
+        Ok(row) => row,
+    };
+    let state = index.get(&row.key_id);
+    let disposition = disposition.unwrap_or_else(|| decide::disposition(row, state));
+    let (link_id, changes) = match &disposition {
+        Disposition::Conflict(link) => (index.link_id(link), conflict_changes(row, index)),
+        _ => ("", String::new()),
+    };
+    let report = decide::report(&disposition, state, run_start, link_id, &changes);
+    let mut out = OutputRow {
+        line: row.line,
+        key: &row.key,
+        status: Some(report.status),
+        amount: Some(row.request.amount()),
+        currency: row.request.currency().unwrap_or_default(),
+        title: row.request.title(),
+        extra: &row.extra,
+        ..OutputRow::default()
+    };
+    if let Some(link) = report.link {
+        out.link_id = index.link_id(&link);
+        out.payment_uri = index.payment_uri(&link);
+    }
+    // Most rows have no error: keep their cells borrowed and empty.
+    if !report.error_code.is_empty() {
+        out.error_code = report.error_code.into();
+        out.error_message = report.error_message.into();
+    }
+    (out, state.and_then(|s| s.payment()).map(|(p, _)| p))
+}
