@@ -147,92 +147,105 @@ impl InputReader {
     /// at the end of the file.
     pub fn read_into(&mut self, into: &mut Record) -> Option<Result<(), Rejection>> {
         match &mut self.source {
-            // A loop, not a call per blank line: a file of a million blank lines is still one frame deep.
-            Source::Csv { reader, record, positions } => loop {
-                let line_of = |r: &csv::ByteRecord| r.position().map_or(0, |p| p.line());
-                return match reader.read_byte_record(record) {
-                    Ok(false) => None,
-                    Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line());
-                        // An I/O error mid-file ends the stream; csv reports it once.
-                        Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}") }))
-                    }
-                    Ok(true) => {
-                        let line = line_of(record);
-                        if record.len() != self.columns.len() {
-                            if record.len() == 1 && record.get(0).is_some_and(|f| field(f, true).is_empty()) {
-                                continue;
-                            }
-                            return Some(Err(Rejection {
-                                line,
-                                reason: format!(
-                                    "row has {} fields, the header has {}",
-                                    record.len(),
-                                    self.columns.len()
-                                ),
-                            }));
-                        }
-                        into.line = line;
-                        into.cells.resize_with(positions.len(), || None);
-                        let last = record.len().saturating_sub(1);
-                        let wanted = self.wanted.iter().zip(positions.iter());
-                        for ((name, position), cell) in wanted.zip(into.cells.iter_mut()) {
-                            match position.and_then(|p| record.get(p).map(|f| field(f, p == last))) {
-                                None => *cell = None,
-                                Some(bytes) => match std::str::from_utf8(bytes) {
-                                    Ok(text) => {
-                                        let cell = cell.get_or_insert_with(String::new);
-                                        cell.clear();
-                                        cell.push_str(text);
-                                    }
-                                    Err(_) => {
-                                        return Some(Err(Rejection {
-                                            line,
-                                            reason: format!("column `{name}` is not valid UTF-8"),
-                                        }));
-                                    }
-                                },
-                            }
-                        }
-                        Some(Ok(()))
-                    }
-                };
-            },
-            Source::Jsonl { reader, line, buffer } => loop {
-                buffer.clear();
-                match reader.read_until(b'\n', buffer) {
-                    Ok(0) => return None,
-                    Err(e) => {
-                        return Some(Err(Rejection { line: *line + 1, reason: format!("unreadable line: {e}") }));
-                    }
-                    Ok(_) => {}
+            Source::Csv { reader, record, positions } => {
+                let csv = CsvSource { reader, record, positions, columns: &self.columns, wanted: &self.wanted };
+                csv.read_into(into)
+            }
+            Source::Jsonl { reader, line, buffer } => read_jsonl(reader, line, buffer, &self.wanted, into),
+        }
+    }
+}
+
+/// The CSV reader's state, borrowed for one record.
+struct CsvSource<'a> {
+    reader: &'a mut csv::Reader<File>,
+    record: &'a mut csv::ByteRecord,
+    positions: &'a [Option<usize>],
+    columns: &'a [String],
+    wanted: &'a [String],
+}
+
+impl CsvSource<'_> {
+    fn read_into(self, into: &mut Record) -> Option<Result<(), Rejection>> {
+        // A loop, not a call per blank line: a file of a million blank lines is still one frame deep.
+        loop {
+            match self.reader.read_byte_record(self.record) {
+                Ok(false) => return None,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    // An I/O error mid-file ends the stream; csv reports it once.
+                    return Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}") }));
                 }
-                *line += 1;
-                let Ok(text) = std::str::from_utf8(buffer) else {
-                    return Some(Err(Rejection { line: *line, reason: "line is not valid UTF-8".into() }));
-                };
-                let text = text.trim();
-                if text.is_empty() {
+                Ok(true) => {}
+            }
+            let line = self.record.position().map_or(0, |p| p.line());
+            if self.record.len() != self.columns.len() {
+                if self.record.len() == 1 && self.record.get(0).is_some_and(|f| field(f, true).is_empty()) {
                     continue;
                 }
-                let object = match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Object(object)) => object,
-                    Ok(_) => {
-                        return Some(Err(Rejection { line: *line, reason: "line is not a JSON object".into() }));
-                    }
-                    Err(e) => {
-                        return Some(Err(Rejection { line: *line, reason: format!("malformed JSON: {e}") }));
-                    }
-                };
-                return Some(match json_cells(&object, &self.wanted) {
-                    Ok(cells) => {
-                        *into = Record { line: *line, cells };
-                        Ok(())
-                    }
-                    Err(reason) => Err(Rejection { line: *line, reason }),
-                });
-            },
+                let reason = format!("row has {} fields, the header has {}", self.record.len(), self.columns.len());
+                return Some(Err(Rejection { line, reason }));
+            }
+            return Some(self.cells(line, into));
         }
+    }
+
+    /// The wanted cells of the record just read, into `into` (its strings reused).
+    fn cells(&self, line: u64, into: &mut Record) -> Result<(), Rejection> {
+        into.line = line;
+        into.cells.resize_with(self.positions.len(), || None);
+        let last = self.record.len().saturating_sub(1);
+        let wanted = self.wanted.iter().zip(self.positions.iter());
+        for ((name, position), cell) in wanted.zip(into.cells.iter_mut()) {
+            let Some(bytes) = position.and_then(|p| self.record.get(p).map(|f| field(f, p == last))) else {
+                *cell = None;
+                continue;
+            };
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Rejection { line, reason: format!("column `{name}` is not valid UTF-8") })?;
+            let cell = cell.get_or_insert_with(String::new);
+            cell.clear();
+            cell.push_str(text);
+        }
+        Ok(())
+    }
+}
+
+/// The next JSONL record (blank lines skipped), its cells read by name.
+fn read_jsonl(
+    reader: &mut BufReader<File>,
+    line: &mut u64,
+    buffer: &mut Vec<u8>,
+    wanted: &[String],
+    into: &mut Record,
+) -> Option<Result<(), Rejection>> {
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', buffer) {
+            Ok(0) => return None,
+            Err(e) => return Some(Err(Rejection { line: *line + 1, reason: format!("unreadable line: {e}") })),
+            Ok(_) => {}
+        }
+        *line += 1;
+        let Ok(text) = std::str::from_utf8(buffer) else {
+            return Some(Err(Rejection { line: *line, reason: "line is not valid UTF-8".into() }));
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let object = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return Some(Err(Rejection { line: *line, reason: "line is not a JSON object".into() })),
+            Err(e) => return Some(Err(Rejection { line: *line, reason: format!("malformed JSON: {e}") })),
+        };
+        return Some(match json_cells(&object, wanted) {
+            Ok(cells) => {
+                *into = Record { line: *line, cells };
+                Ok(())
+            }
+            Err(reason) => Err(Rejection { line: *line, reason }),
+        });
     }
 }
 

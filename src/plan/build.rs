@@ -221,3 +221,180 @@ fn paths(spec: &JobSpec, overrides: &Overrides) -> (PathBuf, PathBuf) {
     let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
     (trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Field, MINIMAL};
+    use crate::rate::RateError;
+    use crate::template::TemplateError;
+
+    /// The minimal job over an input with columns `id,amount,title,note`, changed by `edit`, planned with
+    /// `overrides` (its input set to that file).
+    fn plan_with(edit: impl FnOnce(&mut JobSpec), overrides: Overrides) -> Result<Plan, PlanError> {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rows.csv");
+        std::fs::write(&input, "id,amount,title,note\nk1,100,A,n\n").unwrap();
+        let mut spec = JobSpec::parse(MINIMAL).unwrap();
+        edit(&mut spec);
+        let overrides = Overrides { input: overrides.input.or(Some(input)), ..overrides };
+        Plan::new(spec, &overrides).map(|(plan, _)| plan)
+    }
+
+    fn refusal(edit: impl FnOnce(&mut JobSpec)) -> PlanError {
+        plan_with(edit, Overrides::default()).unwrap_err()
+    }
+
+    fn plus(spec: &mut JobSpec) {
+        spec.api.kind = ApiKind::LinksPlus;
+        let l = &mut spec.link;
+        (l.title, l.description, l.multiple) = (None, None, None);
+        (l.team_id, l.template_id, l.name) = (Some(Field::Fixed(1)), Some(Field::Fixed(2)), Some("{title}".into()));
+    }
+
+    #[test]
+    fn the_minimal_job_plans() {
+        let plan = plan_with(|_| {}, Overrides::default()).unwrap();
+        assert_eq!((plan.api(), plan.concurrency(), plan.base_url()), (ApiKind::Links, 4, "https://api.omise.co"));
+        assert_eq!(plan.ledger_path(), std::path::Path::new("out/t.ledger.jsonl"));
+    }
+
+    #[test]
+    fn refuses_no_input() {
+        let mut spec = JobSpec::parse(MINIMAL).unwrap();
+        spec.input.path = None;
+        assert!(matches!(Plan::new(spec, &Overrides::default()), Err(PlanError::NoInput)));
+    }
+
+    #[test]
+    fn refuses_an_input_that_cannot_be_opened() {
+        let overrides = Overrides { input: Some("/nonexistent/rows.csv".into()), ..Overrides::default() };
+        assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::Input(_))));
+    }
+
+    #[test]
+    fn refuses_a_var_shadowing_a_column() {
+        let overrides = Overrides { vars: vec![("note".into(), "x".into())], ..Overrides::default() };
+        assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::VarShadowsColumn(name)) if name == "note"));
+    }
+
+    #[test]
+    fn refuses_a_template_that_does_not_parse() {
+        let error = refusal(|s| s.link.title = Some("{title".into()));
+        let PlanError::Template { field, error, .. } = &error else { panic!("{error:?}") };
+        assert_eq!((field.as_str(), error), ("[link] title", &TemplateError::Unclosed(1)));
+    }
+
+    #[test]
+    fn refuses_links_plus_fields_on_a_classic_job() {
+        let error = refusal(|s| s.link.name = Some("n".into()));
+        assert!(matches!(&error, PlanError::ForeignFields { fields, .. } if fields == &["name"]), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_classic_fields_on_a_links_plus_job() {
+        let error = refusal(|s| {
+            plus(s);
+            s.link.description = Some("d".into());
+        });
+        assert!(matches!(&error, PlanError::ForeignFields { fields, .. } if fields == &["description"]), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_a_missing_classic_field() {
+        let error = refusal(|s| s.link.title = None);
+        assert!(matches!(error, PlanError::Required { field: "title", api: "classic" }), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_a_missing_links_plus_field() {
+        let error = refusal(|s| {
+            plus(s);
+            s.link.template_id = None;
+        });
+        assert!(matches!(error, PlanError::Required { field: "template_id", api: "Links+" }), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_a_fixed_webhook_that_is_not_https_with_a_host() {
+        for hook in ["http://example.com/hook", "https://", "https:// ", "example.com"] {
+            let error = refusal(|s| {
+                plus(s);
+                s.link.custom_webhook = Some(hook.into());
+            });
+            assert!(matches!(error, PlanError::Webhook(_)), "{hook}: {error:?}");
+        }
+        let fine = plan_with(
+            |s| {
+                plus(s);
+                s.link.custom_webhook = Some("https://example.com/hook".into());
+            },
+            Overrides::default(),
+        );
+        assert!(fine.is_ok());
+    }
+
+    #[test]
+    fn refuses_placeholders_naming_nothing_all_at_once() {
+        let error = refusal(|s| {
+            s.link.title = Some("{nope}".into());
+            s.link.description = Some("{neither}".into());
+        });
+        let PlanError::UnknownPlaceholders { unknown, columns, .. } = &error else { panic!("{error:?}") };
+        assert_eq!(unknown, &["{nope} in [link] title", "{neither} in [link] description"]);
+        assert_eq!(columns, &["id", "amount", "title", "note"]);
+    }
+
+    #[test]
+    fn refuses_an_output_column_the_input_lacks() {
+        let error = refusal(|s| s.output.columns = vec!["note".into(), "email".into()]);
+        assert!(matches!(&error, PlanError::UnknownOutputColumn { column, .. } if column == "email"), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_an_unsupported_fixed_currency() {
+        let error = refusal(|s| s.link.currency = Some("eur".into()));
+        assert!(matches!(&error, PlanError::Currency(code) if code == "eur"), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_a_rate_that_does_not_parse() {
+        let error = refusal(|s| s.limits.rates = vec!["60/fortnight".into()]);
+        assert!(matches!(error, PlanError::Rate(RateError::Duration(_))), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_zero_concurrency_from_the_job_or_the_flag() {
+        assert!(matches!(refusal(|s| s.limits.concurrency = 0), PlanError::Concurrency));
+        let overrides = Overrides { concurrency: Some(0), ..Overrides::default() };
+        assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::Concurrency)));
+    }
+
+    #[test]
+    fn refuses_a_duration_that_does_not_parse() {
+        let error = refusal(|s| s.retry.max_delay = "soon".into());
+        assert!(matches!(error, PlanError::Duration { field: "[retry] max_delay", .. }), "{error:?}");
+    }
+
+    #[test]
+    fn refuses_plain_http_off_loopback_and_credentials() {
+        for url in ["http://api.omise.co", "ftp://api.omise.co", "https://skey_test_x:@api.omise.co", "not a url"] {
+            let error = refusal(|s| s.api.base_url = Some(url.into()));
+            assert!(matches!(error, PlanError::BaseUrl(_)), "{url}: {error:?}");
+        }
+        let overrides = Overrides { base_url: Some("http://127.0.0.1:9/".into()), ..Overrides::default() };
+        assert_eq!(plan_with(|_| {}, overrides).unwrap().base_url(), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn sandbox_trials_get_their_own_paths_unless_given() {
+        let sandbox = Overrides { sandbox: true, ..Overrides::default() };
+        let plan = plan_with(|_| {}, sandbox.clone()).unwrap();
+        assert_eq!(plan.output_path(), std::path::Path::new("out/t.sandbox.csv"));
+        assert_eq!(plan.ledger_path(), std::path::Path::new("out/t.sandbox.ledger.jsonl"));
+        let given = Overrides { ledger: Some("l.jsonl".into()), ..sandbox };
+        let plan = plan_with(|_| {}, given).unwrap();
+        assert_eq!(plan.ledger_path(), std::path::Path::new("l.jsonl"));
+        assert_eq!(plan.output_path(), std::path::Path::new("out/t.sandbox.csv"));
+    }
+}

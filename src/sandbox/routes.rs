@@ -51,7 +51,7 @@ enum Api {
 struct Admitted {
     key: String,
     fault: Option<FaultKind>,
-    /// Client asked for an API version older than 2019-05-29: links say `created`, not `created_at`.
+    /// Client asked for an API version older than the one linkbatch speaks (`crate::api::OMISE_VERSION`): links say `created`, not `created_at`.
     legacy: bool,
 }
 
@@ -140,8 +140,10 @@ async fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> R
             other => other,
         }
     };
-    let legacy =
-        headers.get("omise-version").and_then(|v| v.to_str().ok()).is_some_and(|version| version.trim() < "2019-05-29");
+    let legacy = headers
+        .get("omise-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|version| version.trim() < crate::api::OMISE_VERSION);
     Ok(Admitted { key, fault, legacy })
 }
 

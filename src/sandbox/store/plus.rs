@@ -1,0 +1,149 @@
+//! Payment Links+ in the sandbox: teams, templates, and links created, retrieved and listed as the seeds
+//! describe them. Pure data and validation, like the rest of the store: no I/O, no clock of its own.
+
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+impl Store {
+    fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
+        self.teams.iter().find(|t| t.id == team_id).ok_or_else(|| ApiFault::not_found(&format!("team {team_id}")))
+    }
+
+    fn template(&self, template_id: u64) -> Result<(&Team, &Template), ApiFault> {
+        self.teams
+            .iter()
+            .find_map(|team| team.templates.iter().find(|t| t.id == template_id).map(|t| (team, t)))
+            .ok_or_else(|| ApiFault::not_found(&format!("template {template_id}")))
+    }
+
+    fn template_json(team: &Team, template: &Template) -> Value {
+        json!({
+            "id": template.id,
+            "name": template.name,
+            "team_id": team.id,
+            "currency": template.currency,
+        })
+    }
+
+    pub(super) fn plus_json(&self, link: &PlusLink) -> Value {
+        let used = !link.multiple_usage && !link.charges.is_empty();
+        let mut body = json!({
+            "id": link.id,
+            "name": link.name,
+            "amount": link.amount,
+            "currency": link.currency,
+            "status": if used { "paid" } else { "active" },
+            "payment_url": format!("{}/pay/plus/{}", self.base_url, link.id),
+            "multiple_usage": link.multiple_usage,
+            "created_at": iso(link.created),
+            "template_id": link.template_id,
+            "team_id": link.team_id,
+            "payments": link.charges.len(),
+            "paid_amount": link.charges.iter().map(|c| c.amount).sum::<u64>(),
+        });
+        if let Some(hook) = &link.custom_webhook {
+            body["custom_webhook"] = Value::String(hook.clone());
+        }
+        body
+    }
+
+    /// `POST /external/links`.
+    pub fn create_plus(&mut self, key: &str, fields: &Map<String, Value>, now: SystemTime) -> Result<Value, ApiFault> {
+        let template_id = integer(fields, "template_id", "bad_request")?;
+        let team_id = integer(fields, "team_id", "bad_request")?;
+        let name = text(fields, "name")?;
+        let amount = integer(fields, "amount", "invalid_amount")?;
+        let mut missing = Vec::new();
+        for (field, present) in [
+            ("template_id", template_id.is_some()),
+            ("team_id", team_id.is_some()),
+            ("name", name.is_some()),
+            ("amount", amount.is_some()),
+        ] {
+            if !present {
+                missing.push(field);
+            }
+        }
+        require_all(missing)?;
+        // Proven just above: each of these is Some.
+        let (template_id, team_id, name, amount) =
+            (template_id.unwrap_or(0), team_id.unwrap_or(0), name.unwrap_or_default(), amount.unwrap_or(0));
+        if name.chars().count() > MAX_TITLE {
+            return Err(ApiFault::bad_request(format!("name is too long (maximum is {MAX_TITLE} characters)")));
+        }
+        let custom_webhook = text(fields, "custom_webhook")?;
+        if let Some(hook) = &custom_webhook {
+            crate::plan::check_webhook(hook).map_err(|e| ApiFault::bad_request(format!("custom_webhook {e}")))?;
+        }
+        self.team(team_id)?;
+        let (owner, template) = self.template(template_id)?;
+        if owner.id != team_id {
+            return Err(ApiFault::not_found(&format!("template {template_id} in team {team_id}")));
+        }
+        let currency = currency(&text(fields, "currency")?.unwrap_or_else(|| template.currency.clone()))?;
+        let multiple_usage = boolean(fields, "multiple_usage")?;
+        let id = self.next_plus_id;
+        self.next_plus_id += 1;
+        let link = PlusLink {
+            id,
+            team_id,
+            template_id,
+            name,
+            amount,
+            currency,
+            multiple_usage,
+            custom_webhook,
+            charges: Vec::new(),
+            created: now,
+        };
+        let body = self.plus_json(&link);
+        self.account(key).plus.push(link);
+        self.counters.creates += 1;
+        Ok(body)
+    }
+
+    pub(super) fn plus_link(&mut self, key: &str, id: &str) -> Result<&mut PlusLink, ApiFault> {
+        let id: u64 = id.parse().map_err(|_| ApiFault::not_found("link"))?;
+        self.account(key).plus.iter_mut().find(|l| l.id == id).ok_or_else(|| ApiFault::not_found("link"))
+    }
+
+    /// `GET /external/links/{id}`.
+    pub fn get_plus(&mut self, key: &str, id: &str) -> Result<Value, ApiFault> {
+        let link = self.plus_link(key, id)?.clone();
+        Ok(self.plus_json(&link))
+    }
+
+    /// `GET /external/{team_id}/links`.
+    pub fn list_plus(
+        &mut self,
+        key: &str,
+        team_id: &str,
+        query: &ListQuery,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
+        let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
+        self.team(team_id)?;
+        let links: Vec<PlusLink> = self.account(key).plus.iter().filter(|l| l.team_id == team_id).cloned().collect();
+        let (total, page) = query.page(links.iter(), |l| l.created);
+        let data = page.into_iter().map(|l| self.plus_json(l)).collect();
+        Ok(query.envelope(&format!("/external/{team_id}/links"), total, data, now))
+    }
+
+    /// `GET /external/templates/{id}`.
+    pub fn get_template(&self, id: &str) -> Result<Value, ApiFault> {
+        let id: u64 = id.parse().map_err(|_| ApiFault::not_found("template"))?;
+        let (team, template) = self.template(id)?;
+        Ok(Self::template_json(team, template))
+    }
+
+    /// `GET /external/{team_id}/templates`.
+    pub fn list_templates(&self, team_id: &str) -> Result<Value, ApiFault> {
+        let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
+        let team = self.team(team_id)?;
+        let data: Vec<Value> = team.templates.iter().map(|t| Self::template_json(team, t)).collect();
+        Ok(json!({ "object": "list", "total": data.len(), "data": data }))
+    }
+}
