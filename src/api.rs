@@ -5,7 +5,7 @@
 //! (the request is wrong), or [`ApiError::Fatal`] (stop the run). Retry logic matches on these, never on text.
 //! The secret key lives in [`SecretKey`], which has no `Display` and a redacted `Debug`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
@@ -79,7 +79,11 @@ impl SecretKey {
     /// A short one-way hash that tells keys apart in the ledger header without revealing them.
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(format!("linkbatch-ledger-key:{}", self.0).as_bytes());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        digest[..8].iter().fold(String::with_capacity(16), |mut hex, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
     }
 
     fn expose(&self) -> &str {

@@ -119,7 +119,7 @@ struct RunArgs {
     /// Requests in flight at once.
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Allow a live key (skey_live_…): real links, real money.
+    /// Allow a live key (`skey_live`_…): real links, real money.
     #[arg(long)]
     live: bool,
 }
@@ -288,10 +288,7 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     let spec = JobSpec::load(&args.job.job)?;
     // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
-    let sandbox = match args.sandbox {
-        true => Some(start_sandbox().await?),
-        false => None,
-    };
+    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
     let extra = Overrides {
         base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
         concurrency: args.concurrency,
@@ -392,7 +389,7 @@ async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
     let next = async |terminate: &mut Option<tokio::signal::unix::Signal>| {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
-            Some(_) = async { match terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            Some(()) = async { match terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
         }
     };
     next(&mut terminate).await;
@@ -535,7 +532,7 @@ async fn sandbox(args: SandboxArgs) -> Ended {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        Some(_) = async { match &mut terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        Some(()) = async { match &mut terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
     }
     server.shutdown().await;
     Ok(Outcome::Complete)

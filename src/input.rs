@@ -172,13 +172,13 @@ impl CsvSource<'_> {
             match self.reader.read_byte_record(self.record) {
                 Ok(false) => return None,
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = e.position().map_or(0, csv::Position::line);
                     // An I/O error mid-file ends the stream; csv reports it once.
                     return Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}") }));
                 }
                 Ok(true) => {}
             }
-            let line = self.record.position().map_or(0, |p| p.line());
+            let line = self.record.position().map_or(0, csv::Position::line);
             if self.record.len() != self.columns.len() {
                 if self.record.len() == 1 && self.record.get(0).is_some_and(|f| field(f, true).is_empty()) {
                     continue;

@@ -201,7 +201,9 @@ impl OutputWriter {
             &row.error_message,
         ];
         self.row.clear();
-        fixed.into_iter().for_each(|text| self.cell(text));
+        for text in fixed {
+            self.cell(text);
+        }
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
         (0..self.extra_columns).for_each(|i| self.cell(row.extra.get(i).map_or("", String::as_str)));
         (0..self.refresh_columns).for_each(|i| self.cell(row.refresh.get(i).map_or("", String::as_str)));
@@ -346,7 +348,7 @@ mod tests {
     fn rows_are_written_as_the_csv_crate_writes_them() {
         // Every awkward byte in every position, and cells a spreadsheet would run.
         let pieces = ["", "a", ",", "\"", "\"\"", "\n", "\r", "\r\n", " ", "=1+2", "-5", "@x", "\tt", "é", "a,b\"c"];
-        let mut cells: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
+        let mut cells: Vec<String> = pieces.iter().map(std::string::ToString::to_string).collect();
         for a in pieces {
             for b in pieces {
                 cells.push(format!("{a}x{b}"));

@@ -15,7 +15,7 @@ static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Runs `write` with the bar (if any) cleared from the screen, then redraws it.
 pub fn suspend<R>(write: impl FnOnce() -> R) -> R {
-    let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let bar = BAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     match bar {
         Some(bar) => bar.suspend(write),
         None => write(),
@@ -61,7 +61,7 @@ impl Progress {
             let style = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} rows  {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
-            *BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
+            *BAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
             bar
         });
         Progress(Arc::new(Counters {
@@ -124,6 +124,6 @@ impl Progress {
         if let Some(bar) = &self.0.bar {
             bar.finish_and_clear();
         }
-        *BAR.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *BAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }

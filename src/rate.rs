@@ -151,10 +151,10 @@ mod tests {
 
     #[test]
     fn parses_the_forms_the_spec_names() {
-        assert_eq!("60/min".parse::<Rate>().unwrap(), Rate { count: 60, period: Duration::from_secs(60) });
-        assert_eq!("1000/h".parse::<Rate>().unwrap().period, Duration::from_secs(3600));
+        assert_eq!("60/min".parse::<Rate>().unwrap(), Rate { count: 60, period: Duration::from_mins(1) });
+        assert_eq!("1000/h".parse::<Rate>().unwrap().period, Duration::from_hours(1));
         assert_eq!("5/10s".parse::<Rate>().unwrap().period, Duration::from_secs(10));
-        assert_eq!("2000/2min".parse::<Rate>().unwrap().period, Duration::from_secs(120));
+        assert_eq!("2000/2min".parse::<Rate>().unwrap().period, Duration::from_mins(2));
         assert!(matches!("0/min".parse::<Rate>(), Err(RateError::Zero(_))));
         assert!(matches!("60".parse::<Rate>(), Err(RateError::Shape(_))));
         assert!(matches!("60/fortnightly".parse::<Rate>(), Err(RateError::Duration(_))));

@@ -99,7 +99,7 @@ fn an_interrupted_refresh_resumes_where_it_stopped() {
         .spawn()
         .unwrap();
     // The run's 24 requests still fill the 10/s window for a second (the ledger seeds the throttle).
-    std::thread::sleep(Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_secs(2));
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let first = ledger_events(&world, "refreshed").len();

@@ -1,6 +1,6 @@
 //! The official Omise Python library, unmodified, pointed at the sandbox (issue: "must work unchanged").
 //!
-//! It is installed from PyPI into a throwaway virtual environment under `target/`, reused between runs.
+//! It is installed from `PyPI` into a throwaway virtual environment under `target/`, reused between runs.
 
 use std::path::PathBuf;
 use std::process::Command;

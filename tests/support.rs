@@ -8,7 +8,7 @@ use std::process::Command;
 use linkbatch::sandbox::{Sandbox, SandboxConfig, Stats};
 
 /// A sandbox, a scratch directory and a key: one test's world.
-pub struct World {
+pub(crate) struct World {
     pub rt: tokio::runtime::Runtime,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
@@ -16,30 +16,30 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         World::with(SandboxConfig::default())
     }
 
-    pub fn with(config: SandboxConfig) -> World {
+    pub(crate) fn with(config: SandboxConfig) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let sandbox = rt.block_on(Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))).unwrap();
         World { rt, sandbox, dir: tempfile::tempdir().unwrap(), key: Sandbox::test_key() }
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         self.sandbox.base_url().to_owned()
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.sandbox.stats()
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `linkbatch ARGS` from the repository root (so the jobs' `samples/` paths resolve), with the key set.
-    pub fn linkbatch(&self, args: &[&str]) -> Cmd {
+    pub(crate) fn linkbatch(&self, args: &[&str]) -> Cmd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linkbatch"));
         command.current_dir(env!("CARGO_MANIFEST_DIR")).args(args).env("OMISE_SECRET_KEY", &self.key).env("CI", "true");
         command.env_remove("LINKBATCH_LOG");
@@ -47,12 +47,12 @@ impl World {
     }
 
     /// `linkbatch run JOB` against this sandbox, with output and ledger in the scratch directory.
-    pub fn run_job(&self, job: &str, extra: &[&str]) -> Cmd {
+    pub(crate) fn run_job(&self, job: &str, extra: &[&str]) -> Cmd {
         self.job("run", job, extra)
     }
 
     /// `linkbatch COMMAND JOB` (`run`, `refresh`) against this sandbox, output and ledger in the scratch directory.
-    pub fn job(&self, command: &str, job: &str, extra: &[&str]) -> Cmd {
+    pub(crate) fn job(&self, command: &str, job: &str, extra: &[&str]) -> Cmd {
         let (output, ledger, base) = (self.path("out.csv"), self.path("ledger.jsonl"), self.base_url());
         let mut args = vec![command, job, "--base-url", &base];
         args.extend(["--output", output.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()]);
@@ -60,31 +60,31 @@ impl World {
         self.linkbatch(&args)
     }
 
-    pub fn output(&self) -> Vec<BTreeMap<String, String>> {
+    pub(crate) fn output(&self) -> Vec<BTreeMap<String, String>> {
         read_csv(&self.path("out.csv"))
     }
 
     /// A blocking HTTP call to the sandbox, for the API tests.
-    pub fn http(&self) -> Http<'_> {
+    pub(crate) fn http(&self) -> Http<'_> {
         Http { world: self, client: reqwest::Client::new() }
     }
 }
 
-pub struct Http<'a> {
+pub(crate) struct Http<'a> {
     world: &'a World,
     client: reqwest::Client,
 }
 
 /// Status and JSON body of one answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: serde_json::Value,
 }
 
 impl Http<'_> {
-    pub fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+    pub(crate) fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         self.world.rt.block_on(async {
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
@@ -94,41 +94,41 @@ impl Http<'_> {
         })
     }
 
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.world.base_url()))
     }
 
     /// A classic request with Basic auth as the official libraries send it.
-    pub fn classic(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn classic(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.request(method, path).basic_auth(&self.world.key, Some(""))
     }
 
-    pub fn create(&self, form: &[(&str, &str)]) -> Answer {
+    pub(crate) fn create(&self, form: &[(&str, &str)]) -> Answer {
         self.send(self.classic(reqwest::Method::POST, "/links").form(form))
     }
 }
 
-pub struct Cmd {
+pub(crate) struct Cmd {
     command: Command,
 }
 
 impl Cmd {
-    pub fn env(mut self, name: &str, value: &str) -> Cmd {
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Cmd {
         self.command.env(name, value);
         self
     }
 
-    pub fn env_remove(mut self, name: &str) -> Cmd {
+    pub(crate) fn env_remove(mut self, name: &str) -> Cmd {
         self.command.env_remove(name);
         self
     }
 
     /// Starts it in the background, output discarded.
-    pub fn spawn(mut self) -> std::process::Child {
+    pub(crate) fn spawn(mut self) -> std::process::Child {
         self.command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
     }
 
-    pub fn run(mut self) -> Outcome {
+    pub(crate) fn run(mut self) -> Outcome {
         let output = self.command.output().unwrap();
         Outcome {
             code: output.status.code().unwrap_or(-1),
@@ -138,7 +138,7 @@ impl Cmd {
     }
 
     /// Runs and checks the exit code, showing stderr when it differs.
-    pub fn code(self, expected: i32) -> Outcome {
+    pub(crate) fn code(self, expected: i32) -> Outcome {
         let outcome = self.run();
         assert_eq!(outcome.code, expected, "exit code\n--- stdout\n{}\n--- stderr\n{}", outcome.stdout, outcome.stderr);
         outcome
@@ -146,13 +146,13 @@ impl Cmd {
 }
 
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = reader.headers().unwrap().clone();
     reader
@@ -162,7 +162,7 @@ pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
 }
 
 /// How many rows of the output have each status.
-pub fn statuses(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, usize> {
+pub(crate) fn statuses(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for row in rows {
         *counts.entry(row["status"].clone()).or_insert(0) += 1;
@@ -170,15 +170,15 @@ pub fn statuses(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, usize> {
     counts
 }
 
-pub fn count(rows: &[BTreeMap<String, String>], status: &str) -> usize {
+pub(crate) fn count(rows: &[BTreeMap<String, String>], status: &str) -> usize {
     rows.iter().filter(|r| r["status"] == status).count()
 }
 
-pub fn requests(stats: &Stats) -> u64 {
+pub(crate) fn requests(stats: &Stats) -> u64 {
     stats.requests.values().sum()
 }
 
 /// Faults for a sandbox, as (kind, probability) pairs.
-pub fn faults(pairs: &[(linkbatch::sandbox::FaultKind, f64)]) -> Vec<linkbatch::sandbox::FaultSpec> {
+pub(crate) fn faults(pairs: &[(linkbatch::sandbox::FaultKind, f64)]) -> Vec<linkbatch::sandbox::FaultSpec> {
     pairs.iter().map(|&(kind, probability)| linkbatch::sandbox::FaultSpec { kind, probability }).collect()
 }

@@ -423,7 +423,7 @@ impl Index {
                 }
             }
             Event::ReplaceRefused { key, reason, .. } => {
-                self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason)
+                self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,

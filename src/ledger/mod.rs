@@ -70,7 +70,7 @@ pub enum Event {
         key: String,
         /// Link id.
         link_id: String,
-        /// Payment URI (Links+: payment_url).
+        /// Payment URI (Links+: `payment_url`).
         payment_uri: String,
         /// Fingerprint of the request that made it.
         fingerprint: String,
@@ -270,13 +270,12 @@ impl Ledger {
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let (index, report, found_header) = read::read(path, &mut file, true)?;
-        match &found_header {
-            Some(found) => check_header(path, found, header)?,
-            None => {
-                let mut line = serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
-                line.push(b'\n');
-                file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
-            }
+        if let Some(found) = &found_header {
+            check_header(path, found, header)?
+        } else {
+            let mut line = serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
+            line.push(b'\n');
+            file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
         }
         let end = file.metadata().map_err(io)?.len();
         let (queue, jobs) = mpsc::channel::<Job>();

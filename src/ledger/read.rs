@@ -1,10 +1,10 @@
 //! Reading a ledger back: every line checked, the two common ones fast.
 //!
-//! Resuming a million-row job reads two million lines. serde_json through the internally tagged [`Event`]
+//! Resuming a million-row job reads two million lines. `serde_json` through the internally tagged [`Event`]
 //! enum (which buffers each line before it knows the variant) takes about a microsecond a line. The two
-//! lines a run writes per link, `intent` and `created`, always have one shape: serde_json's compact output,
+//! lines a run writes per link, `intent` and `created`, always have one shape: `serde_json`'s compact output,
 //! fields in declaration order. A direct scan reads that shape in a fraction of the time. Any line not
-//! exactly in that shape goes through serde_json, which stays the judge of what is valid: an escape in a
+//! exactly in that shape goes through `serde_json`, which stays the judge of what is valid: an escape in a
 //! string, another event, a hand edit, a damaged byte.
 
 use std::fs::File;
@@ -36,8 +36,8 @@ enum Common<'a> {
     },
 }
 
-/// `line` (without its newline) if it is exactly an `intent`, `created` or `adopted` line as serde_json
-/// writes it; `None` sends it to serde_json.
+/// `line` (without its newline) if it is exactly an `intent`, `created` or `adopted` line as `serde_json`
+/// writes it; `None` sends it to `serde_json`.
 fn common(line: &[u8]) -> Option<Common<'_>> {
     // One check of the whole line: every string found in it is then valid UTF-8 (its ends are ASCII quotes).
     let line = std::str::from_utf8(line).ok()?;
@@ -77,7 +77,7 @@ fn valid_request(request: &str) -> bool {
 }
 
 /// Whether `request` has exactly the shape linkbatch writes (fields in order, numbers as integers, strings with
-/// no escapes): JSON with no parser's look at it. Any other text goes to serde_json.
+/// no escapes): JSON with no parser's look at it. Any other text goes to `serde_json`.
 fn plain_request(request: &str) -> bool {
     let mut scan = Scan { line: request, at: 0 };
     let shape = if scan.literal(br#"{"amount":"#) {
@@ -153,7 +153,7 @@ impl<'a> Scan<'a> {
         self.literal(b"true") || self.literal(b"false")
     }
 
-    /// A JSON string with no escapes and no control characters (anything else: serde_json's business).
+    /// A JSON string with no escapes and no control characters (anything else: `serde_json`'s business).
     fn string(&mut self) -> Option<&'a str> {
         let start = self.at + 1;
         let rest = self.line.as_bytes().get(self.at..)?.strip_prefix(b"\"")?;
@@ -162,7 +162,8 @@ impl<'a> Scan<'a> {
             return None;
         }
         // Folded without a short cut, so the compiler checks many bytes at once.
-        if rest[..end].iter().fold(false, |control, &b| control | (b < 0x20)) {
+        #[allow(clippy::unnecessary_fold)]
+        if rest[..end].iter().fold(false, |control, &b| control || (b < 0x20)) {
             return None;
         }
         self.at = start + end + 1;
@@ -467,9 +468,9 @@ mod tests {
         let created = r#"{"type":"created","key":"b","link_id":"l","payment_uri":"u","fingerprint":"f","at":"x"}"#;
         assert!(fast(created.as_bytes()).is_some());
         for damaged in [
-            created.replace("}", "} "),
+            created.replace('}', "} "),
             created.replace(r#""at":"x""#, r#""at":"x","extra":1"#),
-            created.replace(r#""u""#, r#"7"#),
+            created.replace(r#""u""#, r"7"),
             created.replace("\"l\"", "\"l"),
             r#"{"type":"intent","key":"a","fingerprint":"f","at":"x","request":{"amount":}}"#.into(),
             r#"{"type":"intent","key":"a","fingerprint":"f","at":"x","request":{}"#.into(),

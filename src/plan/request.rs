@@ -42,6 +42,8 @@ pub struct PlusRequest {
 }
 
 /// The parameters of one create request.
+// The lint sees the `unsafe` inside `thread_local!` (the fingerprint's scratch buffer); none is ours.
+#[allow(clippy::unsafe_derive_deserialize)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum LinkRequest {
@@ -66,7 +68,7 @@ impl LinkRequest {
         })
     }
 
-    /// The request's JSON, fields in declaration order: byte for byte what serde_json writes for it (a test
+    /// The request's JSON, fields in declaration order: byte for byte what `serde_json` writes for it (a test
     /// holds the two together), without a serializer's per-field work, which is most of a resumed row's.
     fn canonical(&self, out: &mut Vec<u8>) {
         fn text(out: &mut Vec<u8>, name: &[u8], value: &str) {

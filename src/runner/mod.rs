@@ -109,17 +109,14 @@ pub async fn run(
 /// line of its start.
 async fn mark_start(ledger: &Ledger, index: &mut Index, work: Work) -> Result<(u64, u64), LedgerError> {
     if work == Work::Refresh {
-        let since = match index.unfinished_refresh {
-            Some(line) => {
-                tracing::info!("resuming the refresh interrupted at ledger line {line}");
-                line
-            }
-            None => {
-                let marker = Event::RefreshStarted { at: crate::ledger::now() };
-                let offset = ledger.append(&marker).await?;
-                index.record(marker, offset);
-                index.lines
-            }
+        let since = if let Some(line) = index.unfinished_refresh {
+            tracing::info!("resuming the refresh interrupted at ledger line {line}");
+            line
+        } else {
+            let marker = Event::RefreshStarted { at: crate::ledger::now() };
+            let offset = ledger.append(&marker).await?;
+            index.record(marker, offset);
+            index.lines
         };
         return Ok((index.last_run, since));
     }

@@ -10,7 +10,7 @@ use crate::plan::{LinkRequest, PlannedRow};
 use super::dispatch::{Halt, Shared};
 
 /// How far before an intent's time reconciliation looks, for clocks that disagree.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+pub const CLOCK_SKEW: Duration = Duration::from_mins(2);
 
 /// Lists the links made since `intent` (less the clock skew) and adopts the first unclaimed one that
 /// matches its request (ledger `adopted`). `Ok(true)` when one was adopted, `Ok(false)` when none matches.

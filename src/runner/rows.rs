@@ -209,6 +209,8 @@ pub fn survey_drafting(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
     use crate::job::{JobSpec, MINIMAL as JOB};
     use crate::plan::Overrides;
@@ -221,7 +223,7 @@ mod tests {
         for i in 0..rows {
             // Every 100th row has a bad amount.
             let amount = if i % 100 == 99 { "lots" } else { "10.00" };
-            text += &format!("k{},{amount},Row {i}\n", key(i));
+            writeln!(text, "k{},{amount},Row {i}", key(i)).unwrap();
         }
         std::fs::write(&input, text).unwrap();
         let overrides = Overrides { input: Some(input), ..Overrides::default() };

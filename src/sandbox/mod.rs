@@ -152,7 +152,7 @@ impl Shared {
     /// The store. A poisoned lock (a panic mid-update) still holds consistent data: every update is a
     /// single push or flag set, so the sandbox keeps serving.
     fn store(&self) -> MutexGuard<'_, store::Store> {
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -240,7 +240,7 @@ async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::
             // Dropping the connection future closes the socket: the client sees no answer at all.
             tokio::select! {
                 _ = connection => {}
-                _ = kill.notified() => {}
+                () = kill.notified() => {}
                 _ = stopped.changed() => {}
             }
         });

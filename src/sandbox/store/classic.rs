@@ -5,7 +5,10 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::*;
+use super::{
+    ApiFault, ClassicLink, ListQuery, MAX_DESCRIPTION, MAX_TITLE, Store, boolean, charges_json, classic_payment_uri,
+    currency, integer, iso, require_all, text,
+};
 
 impl Store {
     pub(super) fn classic_json(&self, live: bool, link: &ClassicLink, legacy_created: bool, now: SystemTime) -> Value {
@@ -31,7 +34,7 @@ impl Store {
     }
 
     /// `POST /links`: validates every field, then stores the link.
-    pub fn create_classic(
+    pub(crate) fn create_classic(
         &mut self,
         key: &str,
         fields: &Map<String, Value>,
@@ -94,7 +97,13 @@ impl Store {
     }
 
     /// `GET /links/{id}`.
-    pub fn get_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
+    pub(crate) fn get_classic(
+        &mut self,
+        key: &str,
+        id: &str,
+        legacy: bool,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
         let account = self.account(key);
         let live = account.live;
         let link =
@@ -103,7 +112,13 @@ impl Store {
     }
 
     /// `DELETE /links/{id}`: marks the link deleted; it leaves the list and can no longer be paid.
-    pub fn delete_classic(&mut self, key: &str, id: &str, legacy: bool, now: SystemTime) -> Result<Value, ApiFault> {
+    pub(crate) fn delete_classic(
+        &mut self,
+        key: &str,
+        id: &str,
+        legacy: bool,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
         let account = self.account(key);
         let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
         if account.links[index].deleted {
@@ -116,7 +131,7 @@ impl Store {
     }
 
     /// `GET /links`: the Omise list object over the key's links that are not deleted.
-    pub fn list_classic(&mut self, key: &str, query: &ListQuery, legacy: bool, now: SystemTime) -> Value {
+    pub(crate) fn list_classic(&mut self, key: &str, query: &ListQuery, legacy: bool, now: SystemTime) -> Value {
         let account = self.account(key);
         let live = account.live;
         let links: Vec<ClassicLink> = account.links.iter().filter(|l| !l.deleted).cloned().collect();

@@ -46,7 +46,7 @@ impl ApiFault {
     }
 
     /// The Omise error object.
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         json!({
             "object": "error",
             "location": format!("https://www.omise.co/api-errors#{}", self.code.replace('_', "-")),
@@ -153,7 +153,7 @@ struct Counters {
 
 /// Everything the sandbox holds, behind one lock.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     accounts: HashMap<String, Account>,
     teams: Vec<Team>,
     limits: Vec<Rate>,
@@ -247,7 +247,7 @@ fn charges_json(path: &str, charges: &[Charge], now: SystemTime) -> Value {
 
 /// Options of a list request, already read from the query string.
 #[derive(Debug, Clone)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only links created at or after this time.
     pub from: Option<SystemTime>,
     /// Only links created at or before this time.
@@ -262,7 +262,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Reads Omise's list parameters; a malformed one is a `bad_request`, never ignored.
-    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ApiFault> {
+    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<Self, ApiFault> {
         let mut query = ListQuery { from: None, to: None, offset: 0, limit: 20, reverse: false };
         for (name, value) in pairs {
             let time = |v: &str| {
@@ -327,7 +327,7 @@ impl ListQuery {
 
 /// Whether a request may proceed under the key's windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Inside every window.
     Admitted,
     /// Over a window: retry after this many whole seconds.
@@ -339,7 +339,7 @@ pub enum Admission {
 
 impl Store {
     /// An empty store.
-    pub fn new(teams: Vec<Team>, limits: Vec<Rate>, rng: StdRng) -> Self {
+    pub(crate) fn new(teams: Vec<Team>, limits: Vec<Rate>, rng: StdRng) -> Self {
         Store {
             accounts: HashMap::new(),
             teams,
@@ -364,13 +364,17 @@ impl Store {
             plus: Vec::new(),
             windows: limits
                 .iter()
-                .map(|&rate| KeyWindow { admitted: SlidingWindow::new(rate), seen: Default::default(), max_seen: 0 })
+                .map(|&rate| KeyWindow {
+                    admitted: SlidingWindow::new(rate),
+                    seen: std::collections::VecDeque::default(),
+                    max_seen: 0,
+                })
                 .collect(),
         })
     }
 
     /// Counts a request against every window of `key`; refuses it when any window is full.
-    pub fn admit(&mut self, key: &str, now: Instant) -> Admission {
+    pub(crate) fn admit(&mut self, key: &str, now: Instant) -> Admission {
         let windows = &mut self.account(key).windows;
         let mut wait = std::time::Duration::ZERO;
         for window in windows.iter_mut() {
@@ -384,7 +388,9 @@ impl Store {
             wait = wait.max(free - now);
         }
         if wait.is_zero() {
-            windows.iter_mut().for_each(|w| w.admitted.record(now));
+            for w in windows.iter_mut() {
+                w.admitted.record(now);
+            }
             Admission::Admitted
         } else {
             self.counters.rate_limited += 1;
@@ -395,12 +401,12 @@ impl Store {
     }
 
     /// Tallies an answer for the stats.
-    pub fn count_response(&mut self, status: &str) {
+    pub(crate) fn count_response(&mut self, status: &str) {
         *self.counters.by_status.entry(status.to_owned()).or_default() += 1;
     }
 
     /// Tallies a fault served.
-    pub fn count_fault(&mut self, kind: &'static str) {
+    pub(crate) fn count_fault(&mut self, kind: &'static str) {
         *self.counters.faults.entry(kind).or_default() += 1;
     }
 
@@ -412,7 +418,7 @@ impl Store {
     }
 
     /// `POST /__sandbox/links/{id}/pay`: one successful charge of the link's amount.
-    pub fn pay(&mut self, id: &str, now: SystemTime) -> Result<Value, ApiFault> {
+    pub(crate) fn pay(&mut self, id: &str, now: SystemTime) -> Result<Value, ApiFault> {
         let charge_id = self.new_id("chrg", false);
         let found = self.accounts.iter().find_map(|(key, account)| {
             if let Some(&i) = account.by_id.get(id) {
@@ -425,30 +431,27 @@ impl Store {
         });
         let (key, classic) = found.ok_or_else(|| ApiFault::not_found("link"))?;
         let used_fault = || ApiFault::new(400, "used_link", "this single-use link has already been paid");
-        let body = match classic {
-            Some(index) => {
-                let account = self.account(&key);
-                let live = account.live;
-                let link = &mut account.links[index];
-                if link.deleted {
-                    return Err(ApiFault::new(400, "invalid_link", "this link has been deleted"));
-                }
-                if !link.multiple && !link.charges.is_empty() {
-                    return Err(used_fault());
-                }
-                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
-                let link = link.clone();
-                self.classic_json(live, &link, false, now)
+        let body = if let Some(index) = classic {
+            let account = self.account(&key);
+            let live = account.live;
+            let link = &mut account.links[index];
+            if link.deleted {
+                return Err(ApiFault::new(400, "invalid_link", "this link has been deleted"));
             }
-            None => {
-                let link = self.plus_link(&key, id)?;
-                if !link.multiple_usage && !link.charges.is_empty() {
-                    return Err(used_fault());
-                }
-                link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
-                let link = link.clone();
-                self.plus_json(&link)
+            if !link.multiple && !link.charges.is_empty() {
+                return Err(used_fault());
             }
+            link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+            let link = link.clone();
+            self.classic_json(live, &link, false, now)
+        } else {
+            let link = self.plus_link(&key, id)?;
+            if !link.multiple_usage && !link.charges.is_empty() {
+                return Err(used_fault());
+            }
+            link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+            let link = link.clone();
+            self.plus_json(&link)
         };
         self.counters.payments += 1;
         Ok(body)

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::*;
+use super::{
+    ApiFault, ListQuery, MAX_TITLE, PlusLink, Store, Team, Template, boolean, currency, integer, iso, require_all, text,
+};
 
 impl Store {
     fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
@@ -51,7 +53,12 @@ impl Store {
     }
 
     /// `POST /external/links`.
-    pub fn create_plus(&mut self, key: &str, fields: &Map<String, Value>, now: SystemTime) -> Result<Value, ApiFault> {
+    pub(crate) fn create_plus(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
         let template_id = integer(fields, "template_id", "bad_request")?;
         let team_id = integer(fields, "team_id", "bad_request")?;
         let name = text(fields, "name")?;
@@ -111,13 +118,13 @@ impl Store {
     }
 
     /// `GET /external/links/{id}`.
-    pub fn get_plus(&mut self, key: &str, id: &str) -> Result<Value, ApiFault> {
+    pub(crate) fn get_plus(&mut self, key: &str, id: &str) -> Result<Value, ApiFault> {
         let link = self.plus_link(key, id)?.clone();
         Ok(self.plus_json(&link))
     }
 
     /// `GET /external/{team_id}/links`.
-    pub fn list_plus(
+    pub(crate) fn list_plus(
         &mut self,
         key: &str,
         team_id: &str,
@@ -133,14 +140,14 @@ impl Store {
     }
 
     /// `GET /external/templates/{id}`.
-    pub fn get_template(&self, id: &str) -> Result<Value, ApiFault> {
+    pub(crate) fn get_template(&self, id: &str) -> Result<Value, ApiFault> {
         let id: u64 = id.parse().map_err(|_| ApiFault::not_found("template"))?;
         let (team, template) = self.template(id)?;
         Ok(Self::template_json(team, template))
     }
 
     /// `GET /external/{team_id}/templates`.
-    pub fn list_templates(&self, team_id: &str) -> Result<Value, ApiFault> {
+    pub(crate) fn list_templates(&self, team_id: &str) -> Result<Value, ApiFault> {
         let team_id: u64 = team_id.parse().map_err(|_| ApiFault::not_found("team"))?;
         let team = self.team(team_id)?;
         let data: Vec<Value> = team.templates.iter().map(|t| Self::template_json(team, t)).collect();

@@ -7,7 +7,7 @@ use super::Store;
 
 impl Store {
     /// The figures a test asserts on, from the server's side.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let mut identical: HashMap<(&str, &str, &str, u64, &str), usize> = HashMap::new();
         let mut per_title: BTreeMap<String, usize> = BTreeMap::new();
         let (mut classic, mut plus, mut deleted) = (0, 0, 0);
