@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use linkbatch::ledger::{Header, Ledger, VERSION};
 
-use crate::support::{World, read_csv, requests};
+use crate::support::{World, edited, read_csv, requests};
 
 #[test]
 fn wrong_key_aborts_after_one_request() {
@@ -147,9 +147,11 @@ fn a_changed_row_is_a_conflict_never_a_second_link() {
     let changed = world.path("tickets.csv");
     std::fs::write(
         &changed,
-        std::fs::read_to_string("samples/tickets.csv")
-            .unwrap()
-            .replace("VIP,Bangkok Jazz Night 2026,4500.00", "VIP,Bangkok Jazz Night 2026,5000.00"),
+        edited(
+            &std::fs::read_to_string("samples/tickets.csv").unwrap(),
+            "VIP,Bangkok Jazz Night 2026,4500.00",
+            "VIP,Bangkok Jazz Night 2026,5000.00",
+        ),
     )
     .unwrap();
     world.run_job("jobs/event-tickets.toml", &["--input", changed.to_str().unwrap()]).code(1);

@@ -7,5 +7,6 @@ mod compat;
 mod guards;
 mod run;
 mod sandbox_api;
+mod snapshots;
 mod support;
 mod torture;

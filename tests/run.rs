@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use linkbatch::sandbox::{FaultKind, SandboxConfig};
 
-use crate::support::{World, count, faults, requests, statuses};
+use crate::support::{JobFile, World, count, faults, requests, statuses};
 
 #[test]
 fn catalog_import_validate_run_and_run_again() {
@@ -89,16 +89,13 @@ fn event_tickets_classic_and_links_plus() {
 #[test]
 fn links_plus_wrong_template_creates_nothing() {
     let world = World::new();
-    let job = world.path("wrong.toml");
-    let text = std::fs::read_to_string("jobs/event-tickets-plus.toml")
-        .unwrap()
-        .replace("template_id = 123", "template_id = 321");
-    std::fs::write(&job, text).unwrap();
-    let outcome = world.run_job(job.to_str().unwrap(), &[]).code(2);
+    let job = JobFile::sample("event-tickets-plus").set("link.template_id", 321).write(&world, "wrong.toml");
+    let outcome = world.run_job(&job, &[]).code(2);
     assert!(outcome.stderr.contains("template_id 321 belongs to team 789"), "{}", outcome.stderr);
-    let job_text = std::fs::read_to_string("jobs/event-tickets-plus.toml").unwrap();
-    std::fs::write(&job, job_text.replace("https://tickets.example.com", "http://tickets.example.com")).unwrap();
-    let outcome = world.run_job(job.to_str().unwrap(), &[]).code(2);
+    let job = JobFile::sample("event-tickets-plus")
+        .set("link.custom_webhook", "http://tickets.example.com/hooks/omise")
+        .write(&world, "http.toml");
+    let outcome = world.run_job(&job, &[]).code(2);
     assert!(outcome.stderr.contains("custom_webhook"), "{}", outcome.stderr);
     assert_eq!(world.stats().creates, 0);
 }
@@ -141,12 +138,13 @@ fn limits_and_faults_end_with_one_link_per_row() {
         slow_delay: Duration::from_secs(3),
         ..Default::default()
     });
-    let job = world.path("catalog.toml");
-    let text = std::fs::read_to_string("jobs/catalog-import.toml")
-        .unwrap()
-        .replace("[limits]", "[retry]\nattempts = 12\nbase_delay = \"50ms\"\nmax_delay = \"300ms\"\n\n[limits]");
-    std::fs::write(&job, text.replace("[api]\nkind = \"links\"", "[api]\nkind = \"links\"\ntimeout = \"1s\"")).unwrap();
-    world.run_job(job.to_str().unwrap(), &["--limit", "40/s"]).code(0);
+    let job = JobFile::sample("catalog-import")
+        .add("retry.attempts", 12)
+        .add("retry.base_delay", "50ms")
+        .add("retry.max_delay", "300ms")
+        .add("api.timeout", "1s")
+        .write(&world, "catalog.toml");
+    world.run_job(&job, &["--limit", "40/s"]).code(0);
     let stats = world.stats();
     let rows = world.output();
     assert_eq!(count(&rows, "created"), 60, "{:?}", statuses(&rows));
@@ -174,30 +172,24 @@ fn a_429_pauses_every_worker() {
 fn links_plus_auth_schemes_and_templates_per_row() {
     for auth in ["basic", "raw", "bearer"] {
         let world = World::new();
-        let job = world.path("plus.toml");
-        let text = std::fs::read_to_string("jobs/event-tickets-plus.toml")
-            .unwrap()
-            .replace("auth = \"bearer\"", &format!("auth = \"{auth}\""));
-        std::fs::write(&job, text).unwrap();
-        world.run_job(job.to_str().unwrap(), &["--limit", "100/s"]).code(0);
+        let job = JobFile::sample("event-tickets-plus").set("api.auth", auth).write(&world, "plus.toml");
+        world.run_job(&job, &["--limit", "100/s"]).code(0);
         assert_eq!(world.stats().plus_links, 3, "auth = {auth}");
     }
     // A template per row: every one is checked before the first create.
     let world = World::new();
     let input = world.path("tiers.csv");
     std::fs::write(&input, "tier,price,template\nA,10.00,123\nB,20.00,124\nC,30.00,999\n").unwrap();
-    let job = world.path("per-row.toml");
-    let text = std::fs::read_to_string("jobs/event-tickets-plus.toml")
-        .unwrap()
-        .replace("template_id = 123", "template_id = \"{template}\"")
-        .replace("{event} - {tier}", "{tier}")
-        .replace("key = \"{event}/{tier}\"", "key = \"{tier}\"")
-        .replace("columns = [\"tier\", \"capacity\"]", "columns = [\"tier\"]");
-    std::fs::write(&job, text).unwrap();
-    let outcome = world.run_job(job.to_str().unwrap(), &["--input", input.to_str().unwrap()]).code(2);
+    let job = JobFile::sample("event-tickets-plus")
+        .set("link.template_id", "{template}")
+        .set("link.name", "{tier}")
+        .set("input.key", "{tier}")
+        .set("output.columns", vec!["tier"])
+        .write(&world, "per-row.toml");
+    let outcome = world.run_job(&job, &["--input", input.to_str().unwrap()]).code(2);
     assert!(outcome.stderr.contains("template_id 999 was not found"), "{}", outcome.stderr);
     assert_eq!(world.stats().creates, 0);
     std::fs::write(&input, "tier,price,template\nA,10.00,123\nB,20.00,124\n").unwrap();
-    world.run_job(job.to_str().unwrap(), &["--input", input.to_str().unwrap(), "--limit", "100/s"]).code(0);
+    world.run_job(&job, &["--input", input.to_str().unwrap(), "--limit", "100/s"]).code(0);
     assert_eq!(world.stats().plus_links, 2);
 }

@@ -182,3 +182,61 @@ pub(crate) fn requests(stats: &Stats) -> u64 {
 pub(crate) fn faults(pairs: &[(linkbatch::sandbox::FaultKind, f64)]) -> Vec<linkbatch::sandbox::FaultSpec> {
     pairs.iter().map(|&(kind, probability)| linkbatch::sandbox::FaultSpec { kind, probability }).collect()
 }
+
+/// A sample job file with some of its fields changed, for one test. Every change names its field by path
+/// (`"link.template_id"`); changing a field the sample does not have, or adding one it already has, panics,
+/// so a test cannot quietly stop testing anything when a sample job changes.
+pub(crate) struct JobFile {
+    table: toml::Table,
+}
+
+impl JobFile {
+    /// `jobs/NAME.toml`, as committed.
+    pub(crate) fn sample(name: &str) -> JobFile {
+        let path = format!("jobs/{name}.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        JobFile { table: text.parse().unwrap_or_else(|e| panic!("{path}: {e}")) }
+    }
+
+    fn parent<'t>(table: &'t mut toml::Table, path: &str, create: bool) -> (&'t mut toml::Table, String) {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let field = parts.pop().unwrap().to_owned();
+        let mut table = table;
+        for part in parts {
+            if create && !table.contains_key(part) {
+                table.insert(part.to_owned(), toml::Value::Table(toml::Table::new()));
+            }
+            table = table.get_mut(part).and_then(toml::Value::as_table_mut).unwrap_or_else(|| panic!("no [{part}]"));
+        }
+        (table, field)
+    }
+
+    /// Changes a field the sample has.
+    pub(crate) fn set(mut self, path: &str, value: impl Into<toml::Value>) -> JobFile {
+        let (table, field) = Self::parent(&mut self.table, path, false);
+        let old = table.insert(field, value.into());
+        assert!(old.is_some(), "the sample job has no `{path}` to change");
+        self
+    }
+
+    /// Adds a field (and its table) the sample does not have.
+    pub(crate) fn add(mut self, path: &str, value: impl Into<toml::Value>) -> JobFile {
+        let (table, field) = Self::parent(&mut self.table, path, true);
+        let old = table.insert(field, value.into());
+        assert!(old.is_none(), "the sample job already has `{path}`: use set");
+        self
+    }
+
+    /// Writes the job as `NAME` in the world's scratch directory; returns its path.
+    pub(crate) fn write(&self, world: &World, name: &str) -> String {
+        let path = world.path(name);
+        std::fs::write(&path, toml::to_string(&self.table).unwrap()).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+/// `text` with `from` replaced by `to`; panics when `from` is not there (the sample changed).
+pub(crate) fn edited(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "`{from}` is not in the sample any more");
+    text.replace(from, to)
+}

@@ -271,7 +271,7 @@ impl Ledger {
         }
         let (index, report, found_header) = read::read(path, &mut file, true)?;
         if let Some(found) = &found_header {
-            check_header(path, found, header)?
+            check_header(path, found, header)?;
         } else {
             let mut line = serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
             line.push(b'\n');
