@@ -18,6 +18,8 @@ pub mod codes {
     pub const CONFLICT: &str = "conflict";
     /// The row changed, and its link was paid, so `--replace-changed` kept it.
     pub const CONFLICT_PAID: &str = "conflict_paid";
+    /// The server answered the row's create in a shape linkbatch cannot read: settled by hand only.
+    pub const UNREADABLE_ANSWER: &str = "unreadable_answer";
     /// The last request's outcome is unknown (the next run reconciles it).
     pub const UNCERTAIN: &str = "uncertain";
     /// Every attempt met a retryable failure.
@@ -35,6 +37,9 @@ pub enum Disposition {
     Conflict(LinkRecord),
     /// An earlier request's outcome is unknown: reconcile first.
     Uncertain(OpenIntent),
+    /// The server answered its create in a shape linkbatch cannot read: the link may exist, so the row is
+    /// never sent again until the user settles it (`linkbatch settle`).
+    Unsettled,
     /// Never sent, or failed before: send.
     New,
 }
@@ -50,6 +55,9 @@ pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
             return Disposition::Existing(link);
         }
         return Disposition::Conflict(link);
+    }
+    if state.unsettled().is_some() {
+        return Disposition::Unsettled;
     }
     match state.open_since() {
         Some(at) => {
@@ -116,7 +124,7 @@ pub fn task(
         Disposition::Conflict(link) if replacing && state.is_some_and(|s| s.replace_refused().is_none()) => {
             Some(Task::Create { open: None, replace: Some(link) })
         }
-        Disposition::Existing(_) | Disposition::Conflict(_) => None,
+        Disposition::Existing(_) | Disposition::Conflict(_) | Disposition::Unsettled => None,
     }
 }
 
@@ -154,6 +162,18 @@ pub enum Step {
     Abort {
         /// Why.
         reason: String,
+    },
+    /// An answer linkbatch cannot read: record it with its body (`unreadable`), and stop the run. After a
+    /// create the row waits for the user (`Disposition::Unsettled`); after a list it stays uncertain.
+    Unreadable {
+        /// The create's answer (else a list's, during reconciliation).
+        create: bool,
+        /// HTTP status.
+        status: u16,
+        /// What could not be read.
+        missing: String,
+        /// The answer as sent.
+        body: String,
     },
 }
 
@@ -238,6 +258,9 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
             Answer::ReconcileFailed(ApiError::Fatal { code, message }) => {
                 Step::Abort { reason: format!("{code}: {message}") }
             }
+            Answer::ReconcileFailed(ApiError::Unreadable { status, missing, body }) => {
+                Step::Unreadable { create: false, status: *status, missing: missing.clone(), body: body.clone() }
+            }
             Answer::ReconcileFailed(error) => match self.delays.next() {
                 Some(delay) => Step::Wait { delay: delay.max(retry_after(error)), then: Then::Reconcile },
                 None => Step::LeaveOpen { reason: error.to_string() },
@@ -271,6 +294,9 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
             ApiError::Fatal { code, message } => {
                 Step::Fail { code: code.clone(), message: message.clone(), abort: true }
             }
+            ApiError::Unreadable { status, missing, body } => {
+                Step::Unreadable { create: true, status: *status, missing: missing.clone(), body: body.clone() }
+            }
         }
     }
 }
@@ -287,7 +313,7 @@ fn retry_after(error: &ApiError) -> Duration {
 /// `None` to give up (the error is permanent or fatal, or `next_delay` says the attempts ran out).
 pub fn retry_read(error: &ApiError, next_delay: Option<Duration>) -> Option<Duration> {
     match error {
-        ApiError::Permanent { .. } | ApiError::Fatal { .. } => None,
+        ApiError::Permanent { .. } | ApiError::Fatal { .. } | ApiError::Unreadable { .. } => None,
         ApiError::Retryable { .. } | ApiError::Uncertain { .. } => next_delay.map(|d| d.max(retry_after(error))),
     }
 }
@@ -368,6 +394,12 @@ pub fn report(
                 error_message: format!("row changed after link {link_id} was made ({changes}); {why}"),
             }
         }
+        Disposition::Unsettled => Report {
+            status: Status::Failed,
+            link: None,
+            error_code: codes::UNREADABLE_ANSWER.into(),
+            error_message: state.and_then(KeyState::unsettled).unwrap_or_default().to_owned(),
+        },
         Disposition::Uncertain(_) => Report {
             status: Status::Failed,
             link: None,
@@ -426,6 +458,12 @@ mod tests {
         Deleted,
         Refused,
         Paid(u64),
+        /// The create's answer could not be read.
+        Unread,
+        /// The list's answer could not be read.
+        UnreadList,
+        /// Settled by hand: the link (`Some`), or none made.
+        Settled(bool),
     }
 
     fn index(events: &[Ev]) -> Index {
@@ -456,6 +494,22 @@ mod tests {
                 },
                 Ev::Deleted => Event::Deleted { key, link_id, at: stamp(9) },
                 Ev::Refused => Event::ReplaceRefused { key, link_id, reason: "paid".into(), at: stamp(9) },
+                Ev::Unread | Ev::UnreadList => Event::Unreadable {
+                    key,
+                    fingerprint: request("a").fingerprint().to_string(),
+                    answer_to: if matches!(event, Ev::Unread) { "create" } else { "list" }.into(),
+                    status: 200,
+                    missing: "id".into(),
+                    body: "{}".into(),
+                    at: stamp(9),
+                },
+                Ev::Settled(made) => Event::Settled {
+                    key,
+                    link_id: made.then_some(link_id),
+                    payment_uri: made.then(|| "https://pay.example/l/1".into()),
+                    fingerprint: request("a").fingerprint().to_string(),
+                    at: stamp(9),
+                },
                 Ev::Paid(charges) => Event::Refreshed {
                     key,
                     link_id,
@@ -483,6 +537,7 @@ mod tests {
         Existing,
         Conflict,
         UncertainSince(u64),
+        Unsettled,
     }
 
     #[rstest]
@@ -495,6 +550,10 @@ mod tests {
     #[case::failed_then_sent_again_uncertain(&[Ev::Intent(1), Ev::Failed, Ev::Intent(4)], Is::UncertainSince(4))]
     #[case::deleted_is_new_again(&[Ev::Intent(1), Ev::Created("b"), Ev::Deleted], Is::New)]
     #[case::deleted_then_uncertain(&[Ev::Intent(1), Ev::Created("b"), Ev::Deleted, Ev::Intent(7)], Is::UncertainSince(7))]
+    #[case::unreadable_create_waits_to_be_settled(&[Ev::Intent(1), Ev::Unread], Is::Unsettled)]
+    #[case::unreadable_list_stays_uncertain(&[Ev::Intent(1), Ev::UnreadList], Is::UncertainSince(1))]
+    #[case::settled_with_its_link(&[Ev::Intent(1), Ev::Unread, Ev::Settled(true)], Is::Existing)]
+    #[case::settled_as_never_made(&[Ev::Intent(1), Ev::Unread, Ev::Settled(false)], Is::New)]
     #[case::recreated_after_delete(&[Ev::Created("b"), Ev::Deleted, Ev::Intent(7), Ev::Created("a")], Is::Existing)]
     fn disposition_from_the_ledger(#[case] events: &[Ev], #[case] expected: Is) {
         let index = index(events);
@@ -502,6 +561,7 @@ mod tests {
             Disposition::New => Is::New,
             Disposition::Existing(_) => Is::Existing,
             Disposition::Conflict(_) => Is::Conflict,
+            Disposition::Unsettled => Is::Unsettled,
             Disposition::Uncertain(open) => {
                 // An intent this run wrote (none read from the file) is the row's own request.
                 assert_eq!((open.request, open.fingerprint), (request("a"), request("a").fingerprint()));
@@ -530,6 +590,7 @@ mod tests {
     #[case::conflict_is_replaced(Work::CreateReplacing, &[Ev::Created("b")], true, Gives::Replace)]
     #[case::paid_conflict_is_kept(Work::CreateReplacing, &[Ev::Created("b"), Ev::Refused], true, Gives::Nothing)]
     #[case::replacing_still_creates_new(Work::CreateReplacing, &[], true, Gives::Create)]
+    #[case::unsettled_row_is_never_sent(Work::Create, &[Ev::Intent(1), Ev::Unread], true, Gives::Nothing)]
     #[case::refresh_reads_a_link(Work::Refresh, &[Ev::Created("a")], false, Gives::Refresh)]
     #[case::refresh_reads_a_conflicting_link(Work::Refresh, &[Ev::Created("b")], false, Gives::Refresh)]
     #[case::refresh_skips_rows_without_link(Work::Refresh, &[Ev::Intent(1)], false, Gives::Nothing)]
@@ -574,6 +635,7 @@ mod tests {
         Uncertain,
         Permanent,
         Fatal,
+        Unreadable,
     }
 
     impl E {
@@ -592,6 +654,7 @@ mod tests {
                     ApiError::Permanent { status: 400, code: "invalid_amount".into(), message: "too small".into() }
                 }
                 E::Fatal => ApiError::Fatal { code: "authentication_failure".into(), message: "no".into() },
+                E::Unreadable => ApiError::Unreadable { status: 200, missing: "id".into(), body: "{}".into() },
             }
         }
     }
@@ -602,6 +665,10 @@ mod tests {
 
     fn fail(code: &str, message: &str, abort: bool) -> Step {
         Step::Fail { code: code.into(), message: message.into(), abort }
+    }
+
+    fn unread(create: bool) -> Step {
+        Step::Unreadable { create, status: 200, missing: "id".into(), body: "{}".into() }
     }
 
     fn leave(reason: &str) -> Step {
@@ -637,6 +704,10 @@ mod tests {
     #[case::list_rate_limited_waits_its_retry_after(true, &[A::List(E::RateLimited(60))], &[Step::Reconcile, wait(60, Then::Reconcile)])]
     #[case::list_permanent_reconciles_again(true, &[A::List(E::Permanent)], &[Step::Reconcile, wait(1, Then::Reconcile)])]
     #[case::list_uncertain_reconciles_again(true, &[A::List(E::Uncertain)], &[Step::Reconcile, wait(1, Then::Reconcile)])]
+    #[case::unreadable_create_is_kept_and_stops(false, &[A::Create(E::Unreadable)], &[Step::Send, unread(true)])]
+    #[case::unreadable_create_after_a_retry(false, &[A::Create(E::Retry), A::Create(E::Unreadable)], &[Step::Send, wait(1, Then::Send), unread(true)])]
+    #[case::unreadable_list_is_kept_and_stops(true, &[A::List(E::Unreadable)], &[Step::Reconcile, unread(false)])]
+    #[case::unreadable_list_after_an_uncertain_create(false, &[A::Create(E::Uncertain), A::List(E::Unreadable)], &[Step::Send, wait(2, Then::Reconcile), unread(false)])]
     #[case::list_fatal_aborts(true, &[A::List(E::Fatal)], &[Step::Reconcile, Step::Abort { reason: REFUSED.into() }])]
     #[case::list_out_of_attempts_stays_open(true, &[A::List(E::Retry), A::List(E::Retry), A::List(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), wait(5, Then::Reconcile), leave("busy")])]
     #[case::retries_are_shared_by_reconcile_and_send(true, &[A::List(E::Retry), A::NotFound, A::Create(E::Retry), A::Create(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), Step::Send, wait(5, Then::Send), fail(codes::RETRIES_EXHAUSTED, EXHAUSTED, false)])]
@@ -703,6 +774,7 @@ mod tests {
     #[case::uncertain_read_out_of_attempts(E::Uncertain, None, None)]
     #[case::permanent_is_final(E::Permanent, Some(2), None)]
     #[case::fatal_is_final(E::Fatal, Some(2), None)]
+    #[case::unreadable_is_final(E::Unreadable, Some(2), None)]
     fn idempotent_retries(#[case] error: E, #[case] next: Option<u64>, #[case] expected: Option<u64>) {
         let wait = retry_read(&error.error(), next.map(Duration::from_secs));
         assert_eq!(wait, expected.map(Duration::from_secs));
@@ -713,6 +785,7 @@ mod tests {
             used,
             charges,
             paid_amount: charges * 1000,
+            refunded_amount: 0,
             currency: "thb".into(),
             last_paid_at: None,
             link_status: status.map(str::to_owned),
@@ -751,6 +824,7 @@ mod tests {
     #[case::uncertain(&[Ev::Intent(1)], Some(1), Status::Failed, codes::UNCERTAIN)]
     #[case::failed(&[Ev::Intent(1), Ev::Failed], Some(1), Status::Failed, "invalid_amount")]
     #[case::pending(&[], Some(1), Status::Pending, "")]
+    #[case::unsettled(&[Ev::Intent(1), Ev::Unread], Some(1), Status::Failed, codes::UNREADABLE_ANSWER)]
     fn output_of_a_row(
         #[case] events: &[Ev],
         #[case] run_start: Option<u64>,

@@ -41,13 +41,36 @@ impl ApiKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
-    /// `Authorization: Bearer KEY`.
+    /// Found before the first create: a read with each scheme in turn (raw, bearer, basic), the first the
+    /// server accepts kept and recorded in the ledger header (SPEC section 1).
     #[default]
+    Auto,
+    /// `Authorization: Bearer KEY`.
     Bearer,
     /// HTTP Basic, key as user name.
     Basic,
     /// `Authorization: KEY`.
     Raw,
+}
+
+impl AuthScheme {
+    /// The schemes `Auto` tries, in order: Omise's Links+ documentation shows the raw key first.
+    pub const TRIED: [AuthScheme; 3] = [AuthScheme::Raw, AuthScheme::Bearer, AuthScheme::Basic];
+
+    /// The name in job files and the ledger header.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthScheme::Auto => "auto",
+            AuthScheme::Bearer => "bearer",
+            AuthScheme::Basic => "basic",
+            AuthScheme::Raw => "raw",
+        }
+    }
+
+    /// A scheme by its name (`raw`, `bearer`, `basic`).
+    pub fn named(name: &str) -> Option<AuthScheme> {
+        Self::TRIED.into_iter().find(|s| s.name() == name)
+    }
 }
 
 /// Input file format.

@@ -21,7 +21,7 @@ pub const COLUMNS: [&str; 10] =
 /// row's).
 pub fn refresh_columns(api: ApiKind) -> &'static [&'static str] {
     match api {
-        ApiKind::Links => &["used", "charges", "paid_amount", "last_paid_at"],
+        ApiKind::Links => &["used", "charges", "paid_amount", "last_paid_at", "refunded_amount"],
         ApiKind::LinksPlus => &["link_status", "charges", "paid_amount"],
     }
 }
@@ -35,6 +35,7 @@ pub fn refresh_cells(api: ApiKind, payment: Option<&Payment>) -> Vec<String> {
             p.charges.to_string(),
             p.paid_amount.to_string(),
             p.last_paid_at.clone().unwrap_or_default(),
+            p.refunded_amount.to_string(),
         ],
         ApiKind::LinksPlus => {
             vec![p.link_status.clone().unwrap_or_default(), p.charges.to_string(), p.paid_amount.to_string()]

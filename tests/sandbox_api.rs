@@ -142,13 +142,14 @@ fn links_plus_templates_teams_and_webhooks() {
         json!({"template_id": 123, "team_id": 456, "name": "x", "amount": 1, "custom_webhook": "http://insecure.example.com"}),
     );
     assert_eq!(http_hook.status, 400);
-    assert_eq!(plus(json!({"template_id": 999, "team_id": 456, "name": "x", "amount": 1})).status, 404);
+    assert_eq!(plus(json!({"template_id": 999, "team_id": 456, "name": "x", "amount": 100})).status, 404);
+    assert_eq!(plus(json!({"template_id": 123, "team_id": 456, "name": "x", "amount": 99})).status, 400);
     assert_eq!(
-        plus(json!({"template_id": 321, "team_id": 456, "name": "x", "amount": 1})).status,
+        plus(json!({"template_id": 321, "team_id": 456, "name": "x", "amount": 100})).status,
         404,
         "template of another team"
     );
-    assert_eq!(plus(json!({"template_id": 123, "team_id": 1, "name": "x", "amount": 1})).status, 404);
+    assert_eq!(plus(json!({"template_id": 123, "team_id": 1, "name": "x", "amount": 100})).status, 404);
     let missing = plus(json!({"team_id": 456}));
     assert!(missing.body["message"].as_str().unwrap().contains("template_id"));
     let id = created.body["id"].as_u64().unwrap();

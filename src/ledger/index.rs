@@ -68,6 +68,8 @@ struct Rare {
     failed: Option<(String, String)>,
     replace_refused: Option<String>,
     payment: Option<(Payment, u64)>,
+    /// Why the row waits to be settled by hand: its create's answer could not be read.
+    unsettled: Option<String>,
 }
 
 impl KeyState {
@@ -99,6 +101,11 @@ impl KeyState {
         self.rare.as_ref()?.payment.as_ref()
     }
 
+    /// Why the row waits to be settled by hand, if it does (its create's answer could not be read).
+    pub fn unsettled(&self) -> Option<&str> {
+        self.rare.as_ref()?.unsettled.as_deref()
+    }
+
     /// The request and fingerprint of an open intent found in the file at start (`None` for one this run
     /// made, whose request is its row's).
     pub fn open_request(&self) -> Option<&(LinkRequest, Digest)> {
@@ -109,6 +116,7 @@ impl KeyState {
         self.open_since = 0;
         if let Some(rare) = &mut self.rare {
             rare.open = None;
+            rare.unsettled = None;
         }
     }
 }
@@ -425,6 +433,20 @@ impl Index {
             Event::ReplaceRefused { key, reason, .. } => {
                 self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
+            Event::Unreadable { key, answer_to, status, missing, .. } => {
+                if answer_to == "create" {
+                    self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some(format!(
+                        "the server answered the create with HTTP {status} and no readable {missing} (kept in the \
+                         ledger); the link may exist, so the row is not sent again: settle it with `linkbatch settle`"
+                    ));
+                }
+            }
+            Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {
+                let fingerprint = Digest::from_text(&fingerprint);
+                let uri = payment_uri.unwrap_or_default();
+                self.on_link(Digest::of(key.as_bytes()), &link_id, &uri, fingerprint, line);
+            }
+            Event::Settled { key, link_id: None, .. } => self.slot(Digest::of(key.as_bytes())).close(),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
             Event::Refreshed { key, link_id, payment, .. } => {

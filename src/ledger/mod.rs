@@ -103,6 +103,39 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// The server answered in a shape linkbatch cannot read (SPEC section 3, fail closed): kept with its
+    /// body, and nothing done on it. After a create the row waits for `settle`; after a list it stays open.
+    Unreadable {
+        /// Row key.
+        key: String,
+        /// Fingerprint of the row's request.
+        fingerprint: String,
+        /// `create` or `list`.
+        answer_to: String,
+        /// HTTP status.
+        status: u16,
+        /// What could not be read.
+        missing: String,
+        /// The answer as sent (at most 64 KiB; the key redacted should the server echo it).
+        body: String,
+        /// When.
+        at: String,
+    },
+    /// The user settled an open row by hand (`linkbatch settle`): the link it has, or that none was made.
+    Settled {
+        /// Row key.
+        key: String,
+        /// The link adopted, or none (the row is then new, and sent on the next run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_id: Option<String>,
+        /// Its payment URI.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_uri: Option<String>,
+        /// Fingerprint of the row's request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
     /// `--replace-changed`: the row's old, unpaid link is about to be deleted.
     ReplaceIntent {
         /// Row key.
@@ -166,8 +199,11 @@ pub struct Payment {
     pub used: Option<bool>,
     /// Successful charges.
     pub charges: u64,
-    /// Sum of the successful charges, minor units.
+    /// Sum of the successful charges less what was refunded of them, minor units.
     pub paid_amount: u64,
+    /// Refunded of the successful charges, minor units.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refunded_amount: u64,
     /// Currency of the link.
     pub currency: String,
     /// Time of the latest charge.
@@ -176,6 +212,12 @@ pub struct Payment {
     /// Links+: the link's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_status: Option<String>,
+}
+
+// serde's `skip_serializing_if` hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The current time as the ledger writes it.
@@ -259,6 +301,21 @@ pub struct OpenReport {
 impl Ledger {
     /// Opens (or creates) and locks the ledger, checks its header against `header`, and reads it.
     pub fn open(path: &Path, header: &Header) -> Result<(Ledger, Index, OpenReport), LedgerError> {
+        Self::open_as(path, Some(header))
+    }
+
+    /// Opens and locks a ledger that exists, whatever its header says (for `settle`, which sends nothing
+    /// and so needs no key); `None` when there is no ledger there.
+    pub fn reopen(path: &Path) -> Result<Option<(Ledger, Index)>, LedgerError> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => Self::open_as(path, None).map(|(ledger, index, _)| Some((ledger, index))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LedgerError::Io { path: path.to_owned(), source }),
+        }
+    }
+
+    fn open_as(path: &Path, header: Option<&Header>) -> Result<(Ledger, Index, OpenReport), LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -270,12 +327,18 @@ impl Ledger {
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let (index, report, found_header) = read::read(path, &mut file, true)?;
-        if let Some(found) = &found_header {
-            check_header(path, found, header)?;
-        } else {
-            let mut line = serde_json::to_vec(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
-            line.push(b'\n');
-            file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
+        match (&found_header, header) {
+            (Some(found), Some(wanted)) => check_header(path, found, wanted)?,
+            (Some(_), None) => {}
+            (None, Some(wanted)) => {
+                let mut line = serde_json::to_vec(&Event::Header(wanted.clone())).map_err(|e| io(e.into()))?;
+                line.push(b'\n');
+                file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
+            }
+            (None, None) => {
+                let reason = "no header line".to_owned();
+                return Err(LedgerError::Corrupt { path: path.to_owned(), line: 1, reason });
+            }
         }
         let end = file.metadata().map_err(io)?.len();
         let (queue, jobs) = mpsc::channel::<Job>();

@@ -26,6 +26,10 @@ use crate::template::{Template, TemplateError};
 pub const MAX_TITLE: usize = 200;
 /// Longest classic description (seed 003).
 pub const MAX_DESCRIPTION: usize = 1000;
+/// Longest Links+ name (Omise's Payment Links+ documentation).
+pub const MAX_PLUS_NAME: usize = 45;
+/// Smallest Links+ amount, in the currency's smallest unit (Omise's Payment Links+ documentation).
+pub const MIN_PLUS_AMOUNT: u64 = 100;
 
 /// What the command line changes in a job.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use super::request::{ClassicRequest, LinkRequest, PlusRequest};
-use super::{FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_TITLE, Plan, check_webhook};
+use super::{
+    FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_PLUS_NAME, MAX_TITLE, MIN_PLUS_AMOUNT, Plan, check_webhook,
+};
 use crate::digest::{BuildDigestHasher, Digest};
 use crate::input::Record;
 use crate::money::{AmountUnit, Currency, parse_amount};
@@ -209,6 +211,10 @@ impl Plan {
             }
             None => cells.amount(Currency { code: "", exponent: 0 }, &mut scratch)?,
         };
+        if amount < MIN_PLUS_AMOUNT {
+            let reason = format!("amount {amount} is below the Links+ minimum of {MIN_PLUS_AMOUNT} (smallest unit)");
+            return Err(cells.fail("amount", reason));
+        }
         let custom_webhook = match custom_webhook {
             Some(t) => {
                 let hook = cells.render("custom_webhook", t)?;
@@ -220,7 +226,7 @@ impl Plan {
         Ok(LinkRequest::Plus(PlusRequest {
             template_id: cells.integer("template_id", template_id)?,
             team_id: cells.integer("team_id", team_id)?,
-            name: cells.bounded("name", name, MAX_TITLE, spare.title)?,
+            name: cells.bounded("name", name, MAX_PLUS_NAME, spare.title)?,
             amount,
             currency: currency.map(|c| c.code.to_owned()),
             multiple_usage: cells.boolean("multiple_usage", multiple_usage)?,

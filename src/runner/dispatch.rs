@@ -285,8 +285,45 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 shared.abort(reason);
                 return;
             }
+            Step::Unreadable { create, status, missing, body } => {
+                stop_unread(shared, row, create, status, missing, body).await;
+                return;
+            }
         };
     }
+}
+
+/// An answer that cannot be read (SPEC section 3, fail closed): kept in the ledger with its body, and the
+/// run stopped with the row named and the way out. The row's intent stays open.
+async fn stop_unread(shared: &Shared, row: &PlannedRow, create: bool, status: u16, missing: String, body: String) {
+    let answer_to = if create { "create" } else { "list" };
+    let reason = format!(
+        "line {} (key `{}`): the server answered the {answer_to} with HTTP {status} and no readable {missing}. \
+         Nothing was sent again and the answer is in the ledger. {}",
+        row.line,
+        row.key,
+        if create {
+            "The link may exist: look for it in the dashboard, then `linkbatch settle JOB --key KEY --link-id ID \
+             --payment-uri URI`, or `--no-link` if none was made"
+        } else {
+            "The row stays uncertain: run again once the server answers as documented, or settle it by hand \
+             (`linkbatch settle`)"
+        }
+    );
+    tracing::error!(line = row.line, key = %row.key, "{reason}");
+    let event = Event::Unreadable {
+        key: row.key.clone(),
+        fingerprint: row.fingerprint().to_string(),
+        answer_to: answer_to.into(),
+        status,
+        missing,
+        body,
+        at: crate::ledger::now(),
+    };
+    if shared.record(event).await.is_ok() {
+        shared.abort(reason);
+    }
+    shared.progress.failed();
 }
 
 fn log_failure(row: &PlannedRow, error: &ApiError) {
@@ -295,7 +332,7 @@ fn log_failure(row: &PlannedRow, error: &ApiError) {
         ApiError::Uncertain { reason } => {
             tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
         }
-        ApiError::Permanent { .. } | ApiError::Fatal { .. } => {}
+        ApiError::Permanent { .. } | ApiError::Fatal { .. } | ApiError::Unreadable { .. } => {}
     }
 }
 

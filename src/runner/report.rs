@@ -78,8 +78,10 @@ pub struct PaymentTotals {
     pub unpaid: u64,
     /// Links never read by a refresh.
     pub unknown: u64,
-    /// Sum collected, per currency, in minor units.
+    /// Sum collected (net of refunds), per currency, in minor units.
     pub collected: BTreeMap<String, u64>,
+    /// Sum refunded of it, per currency, in minor units.
+    pub refunded: BTreeMap<String, u64>,
 }
 
 impl PaymentTotals {
@@ -89,24 +91,30 @@ impl PaymentTotals {
             Some(p) if is_paid(p) => {
                 self.paid += 1;
                 *self.collected.entry(p.currency.clone()).or_default() += p.paid_amount;
+                if p.refunded_amount > 0 {
+                    *self.refunded.entry(p.currency.clone()).or_default() += p.refunded_amount;
+                }
             }
             Some(_) => self.unpaid += 1,
         }
     }
 
-    /// `12 paid, 3 unpaid; collected 1500.00 THB, 2000 JPY`.
+    /// `12 paid, 3 unpaid; collected 1500.00 THB, 2000 JPY` (and `; refunded 100.00 THB` when any was).
     pub fn line(&self) -> String {
-        let collected: Vec<String> = self
-            .collected
-            .iter()
-            .map(|(code, minor)| match Currency::find(code) {
-                Some(c) => format!("{} {}", c.format_major(*minor), code.to_uppercase()),
-                None => format!("{minor} {code} (minor units)"),
-            })
-            .collect();
+        let money = |sums: &BTreeMap<String, u64>| -> Vec<String> {
+            sums.iter()
+                .map(|(code, minor)| match Currency::find(code) {
+                    Some(c) => format!("{} {}", c.format_major(*minor), code.to_uppercase()),
+                    None => format!("{minor} {code} (minor units)"),
+                })
+                .collect()
+        };
         let unknown = if self.unknown > 0 { format!(", {} not read", self.unknown) } else { String::new() };
+        let collected = money(&self.collected);
         let collected = if collected.is_empty() { "nothing".to_owned() } else { collected.join(", ") };
-        format!("{} paid, {} unpaid{unknown}; collected {collected}", self.paid, self.unpaid)
+        let refunded = money(&self.refunded);
+        let refunded = if refunded.is_empty() { String::new() } else { format!("; refunded {}", refunded.join(", ")) };
+        format!("{} paid, {} unpaid{unknown}; collected {collected}{refunded}", self.paid, self.unpaid)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Survey {
     pub failed_before: u64,
     /// Rows changed since their link was made.
     pub conflict: u64,
+    /// Rows whose create's answer could not be read: waiting to be settled by hand.
+    pub unsettled: u64,
     /// Bad rows.
     pub rejected: u64,
     /// Links+ (team, template) pairs the rows to send use, checked before the first create.
@@ -178,6 +180,7 @@ pub fn survey_drafting(
                         survey.by_latest_run += u64::from(index.last_run > 0 && link.line() > index.last_run);
                     }
                     Disposition::Conflict(_) => survey.conflict += 1,
+                    Disposition::Unsettled => survey.unsettled += 1,
                     Disposition::Uncertain(_) => {
                         survey.uncertain += 1;
                         // Something to send: the output is written after the run. Dropping the draft

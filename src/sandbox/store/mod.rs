@@ -515,14 +515,33 @@ mod tests {
     #[test]
     fn plus_template_must_belong_to_team() {
         let mut s = store();
-        let f =
-            fields(&[("template_id", json!(321)), ("team_id", json!(456)), ("name", json!("n")), ("amount", json!(5))]);
+        let f = fields(&[
+            ("template_id", json!(321)),
+            ("team_id", json!(456)),
+            ("name", json!("n")),
+            ("amount", json!(500)),
+        ]);
         assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 404);
+        // Below the documented minimum of 100, and a name over 45 characters: refused as Omise documents.
+        let small = fields(&[
+            ("template_id", json!(123)),
+            ("team_id", json!(456)),
+            ("name", json!("n")),
+            ("amount", json!(99)),
+        ]);
+        assert_eq!(s.create_plus("k", &small, SystemTime::now()).unwrap_err().code, "invalid_amount");
+        let long = fields(&[
+            ("template_id", json!(123)),
+            ("team_id", json!(456)),
+            ("name", json!("n".repeat(46))),
+            ("amount", json!(500)),
+        ]);
+        assert_eq!(s.create_plus("k", &long, SystemTime::now()).unwrap_err().status, 400);
         let f = fields(&[
             ("template_id", json!(123)),
             ("team_id", json!(456)),
             ("name", json!("n")),
-            ("amount", json!(5)),
+            ("amount", json!(500)),
             ("custom_webhook", json!("http://x")),
         ]);
         assert_eq!(s.create_plus("k", &f, SystemTime::now()).unwrap_err().status, 400);

@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    ApiFault, ListQuery, MAX_TITLE, PlusLink, Store, Team, Template, boolean, currency, integer, iso, require_all, text,
-};
+use crate::plan::{MAX_PLUS_NAME, MIN_PLUS_AMOUNT};
+
+use super::{ApiFault, ListQuery, PlusLink, Store, Team, Template, boolean, currency, integer, iso, require_all, text};
 
 impl Store {
     fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
@@ -78,8 +78,11 @@ impl Store {
         // Proven just above: each of these is Some.
         let (template_id, team_id, name, amount) =
             (template_id.unwrap_or(0), team_id.unwrap_or(0), name.unwrap_or_default(), amount.unwrap_or(0));
-        if name.chars().count() > MAX_TITLE {
-            return Err(ApiFault::bad_request(format!("name is too long (maximum is {MAX_TITLE} characters)")));
+        if name.chars().count() > MAX_PLUS_NAME {
+            return Err(ApiFault::bad_request(format!("name is too long (maximum is {MAX_PLUS_NAME} characters)")));
+        }
+        if amount < MIN_PLUS_AMOUNT {
+            return Err(ApiFault::new(400, "invalid_amount", format!("amount must be at least {MIN_PLUS_AMOUNT}")));
         }
         let custom_webhook = text(fields, "custom_webhook")?;
         if let Some(hook) = &custom_webhook {

@@ -1,0 +1,329 @@
+//! The Omise clients (classic Links and Links+) and the one place every answer is classified.
+//!
+//! A response becomes exactly one of: a value, [`ApiError::Retryable`] (nothing happened, try again),
+//! [`ApiError::Uncertain`] (a create may have happened: reconcile before sending again), [`ApiError::Permanent`]
+//! (the request is wrong), or [`ApiError::Fatal`] (stop the run). Retry logic matches on these, never on text.
+//! The secret key lives in [`SecretKey`], which has no `Display` and a redacted `Debug`.
+
+mod key;
+pub mod shape;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use serde_json::Value;
+
+pub use key::{KeyError, Mode, SecretKey};
+pub use shape::{LinkPage, RemoteLink, Unreadable};
+
+use crate::job::{ApiKind, AuthScheme};
+use crate::ledger::Payment;
+use crate::plan::LinkRequest;
+
+/// A classified failure.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    /// A 2xx answer linkbatch cannot read: it is never a reason to act (for a create, the link may well
+    /// exist). The body is kept for the ledger, with the key redacted should the server echo it.
+    #[error("HTTP {status} answer without a readable {missing}")]
+    Unreadable {
+        /// HTTP status.
+        status: u16,
+        /// What could not be read.
+        missing: String,
+        /// The answer as sent (at most 64 KiB).
+        body: String,
+    },
+    /// Nothing was done on the server: safe to send again (after `retry_after`, when given).
+    #[error("{reason}")]
+    Retryable {
+        /// Server's `Retry-After`.
+        retry_after: Option<Duration>,
+        /// Rate limited (429): the whole dispatcher pauses, not only this request.
+        rate_limited: bool,
+        /// What happened.
+        reason: String,
+    },
+    /// A create may or may not have happened.
+    #[error("outcome unknown: {reason}")]
+    Uncertain {
+        /// What happened.
+        reason: String,
+    },
+    /// The server refused the request; sending it again cannot help.
+    #[error("{code}: {message}")]
+    Permanent {
+        /// HTTP status.
+        status: u16,
+        /// Omise error code.
+        code: String,
+        /// Omise error message.
+        message: String,
+    },
+    /// Every further request would fail the same way (401): stop the run.
+    #[error("{code}: {message}")]
+    Fatal {
+        /// Omise error code.
+        code: String,
+        /// Omise error message.
+        message: String,
+    },
+}
+
+/// Largest page the list endpoints serve.
+pub const PAGE: usize = 100;
+
+/// A client for one API, one key and one base URL.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: SecretKey,
+    api: ApiKind,
+    auth: AuthScheme,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("api", &self.api).field("key", &self.key).finish()
+    }
+}
+
+/// `User-Agent` naming linkbatch and its version.
+pub const USER_AGENT: &str = concat!("linkbatch/", env!("CARGO_PKG_VERSION"));
+/// The API version the classic client speaks.
+pub const OMISE_VERSION: &str = "2019-05-29";
+
+impl Client {
+    /// A client; `base` is already checked (https, or http on loopback).
+    pub fn new(
+        api: ApiKind,
+        base: &str,
+        key: SecretKey,
+        auth: AuthScheme,
+        timeout: Duration,
+    ) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            // A create is never re-posted to a place the job did not name (a 3xx is an error).
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key, api, auth })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        let key = self.key.expose();
+        match (self.api, self.auth) {
+            (ApiKind::Links, _) => builder.basic_auth(key, Some("")).header("Omise-Version", OMISE_VERSION),
+            (ApiKind::LinksPlus, AuthScheme::Basic) => builder.basic_auth(key, Some("")),
+            (ApiKind::LinksPlus, scheme) => {
+                // `Auto` is settled before the first request (cli); until then the raw key is what is tried first.
+                let value = if scheme == AuthScheme::Bearer { format!("Bearer {key}") } else { key.to_owned() };
+                match HeaderValue::from_str(&value) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        builder.header(AUTHORIZATION, value)
+                    }
+                    // SecretKey::new admits printable ASCII only, which is always a valid header value.
+                    Err(_) => builder,
+                }
+            }
+        }
+    }
+
+    /// Sends and classifies. `mutating`: a create, whose lost answer is uncertain rather than retryable.
+    /// A 2xx comes back as its status and body, to be read by the caller; everything else is an error.
+    async fn send(&self, builder: reqwest::RequestBuilder, mutating: bool) -> Result<Answer, ApiError> {
+        let lost = |reason: String| {
+            if mutating {
+                ApiError::Uncertain { reason }
+            } else {
+                ApiError::Retryable { retry_after: None, rate_limited: false, reason }
+            }
+        };
+        let response = builder.send().await.map_err(|e| {
+            // Connection refused or never established: the request never reached a server.
+            if e.is_connect() {
+                ApiError::Retryable { retry_after: None, rate_limited: false, reason: describe(&e) }
+            } else {
+                lost(describe(&e))
+            }
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| lost(describe(&e)))?;
+        let json = serde_json::from_slice::<Value>(&body).ok();
+        if (200..300).contains(&status) && shape::error_object(json.as_ref()).is_none() {
+            return Ok(Answer { status, json, body });
+        }
+        Err(classify(status, &headers, json.as_ref(), mutating))
+    }
+
+    /// An answer linkbatch cannot read, kept as the server sent it (less the key, should it echo it).
+    fn unreadable(&self, answer: &Answer, missing: String) -> ApiError {
+        let body = String::from_utf8_lossy(&answer.body[..answer.body.len().min(MAX_KEPT_BODY)]);
+        ApiError::Unreadable { status: answer.status, missing, body: self.key.redact(&body) }
+    }
+
+    /// Reads a 2xx answer with `read`; what it cannot read is an [`ApiError::Unreadable`].
+    fn read<T>(&self, answer: &Answer, read: impl FnOnce(&Value) -> Result<T, Unreadable>) -> Result<T, ApiError> {
+        let json = answer.json.as_ref().ok_or_else(|| self.unreadable(answer, "JSON body".into()))?;
+        read(json).map_err(|e| self.unreadable(answer, e.missing))
+    }
+
+    /// Creates one link. A 2xx whose link cannot be read is [`ApiError::Unreadable`]: the link may well
+    /// exist, so the row must not be sent again (SPEC section 3, fail closed).
+    pub async fn create(&self, request: &LinkRequest) -> Result<RemoteLink, ApiError> {
+        let builder = match request {
+            LinkRequest::Classic(r) => self.request(reqwest::Method::POST, "/links").form(r),
+            LinkRequest::Plus(r) => self.request(reqwest::Method::POST, "/external/links").json(r),
+        };
+        let answer = self.send(builder, true).await?;
+        self.read(&answer, |json| RemoteLink::read(self.api, json))
+    }
+
+    /// One page of links created at or after `since`, oldest first. Links+ lists one team. A page with an
+    /// item that cannot be read is [`ApiError::Unreadable`], never a page without it.
+    pub async fn list(&self, since: SystemTime, offset: usize, team_id: Option<u64>) -> Result<LinkPage, ApiError> {
+        let path = match (self.api, team_id) {
+            (ApiKind::LinksPlus, Some(team)) => format!("/external/{team}/links"),
+            _ => "/links".to_owned(),
+        };
+        let from = humantime::format_rfc3339_seconds(since).to_string();
+        let query = [
+            ("from", from),
+            ("offset", offset.to_string()),
+            ("limit", PAGE.to_string()),
+            ("order", "chronological".into()),
+        ];
+        let answer = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
+        self.read(&answer, |json| shape::link_page(self.api, json))
+    }
+
+    /// A link's payment state: `GET /links/{id}` and, when the link has more charges than it embeds, their
+    /// pages (`GET /links/{id}/charges`); Links+: `GET /external/links/{id}`.
+    pub async fn payment(&self, id: &str) -> Result<Payment, ApiError> {
+        if self.api == ApiKind::LinksPlus {
+            let answer = self.send(self.request(reqwest::Method::GET, &format!("/external/links/{id}")), false).await?;
+            return self.read(&answer, |json| Ok(shape::plus_payment(json)));
+        }
+        let answer = self.send(self.request(reqwest::Method::GET, &format!("/links/{id}")), false).await?;
+        let mut embedded = self.read(&answer, |json| {
+            shape::charges(json.get("charges").ok_or_else(|| Unreadable { missing: "charges".into() })?)
+        })?;
+        let total = embedded.total;
+        let mut charges = std::mem::take(&mut embedded.charges);
+        while (charges.len() as u64) < total {
+            let query = [("offset", charges.len().to_string()), ("limit", PAGE.to_string())];
+            let path = format!("/links/{id}/charges");
+            let page = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
+            let page = self.read(&page, shape::charges)?;
+            if page.charges.is_empty() {
+                break;
+            }
+            charges.extend(page.charges);
+        }
+        self.read(&answer, |json| shape::classic_payment(json, &charges))
+    }
+
+    /// `DELETE /links/{id}`. Deleting is idempotent: a link already gone (404) counts as deleted, and a lost
+    /// answer is safe to send again. Any 2xx is enough: older versions answer `{object, id, deleted}` only.
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        match self.send(self.request(reqwest::Method::DELETE, &format!("/links/{id}")), false).await {
+            Ok(_) | Err(ApiError::Permanent { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /external/templates/{id}`: the template's team id.
+    pub async fn template_team(&self, template_id: u64) -> Result<u64, ApiError> {
+        let path = format!("/external/templates/{template_id}");
+        let answer = self.send(self.request(reqwest::Method::GET, &path), false).await?;
+        self.read(&answer, shape::template_team)
+    }
+
+    /// Whether the server takes this client's Links+ scheme: a read of the template, whatever its answer,
+    /// unless it is a 401. Reads are safe to repeat, so this is how `auth = "auto"` finds the scheme.
+    pub async fn accepts_auth(&self, template_id: u64) -> Result<bool, ApiError> {
+        match self.template_team(template_id).await {
+            Err(ApiError::Fatal { .. }) => Ok(false),
+            Ok(_) | Err(ApiError::Permanent { .. } | ApiError::Unreadable { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The same client with another Links+ scheme.
+    pub fn with_auth(&self, auth: AuthScheme) -> Client {
+        Client { auth, ..self.clone() }
+    }
+}
+
+/// The most of an unreadable answer the ledger keeps.
+const MAX_KEPT_BODY: usize = 64 * 1024;
+
+/// A 2xx answer: its status, its body, and the body as JSON when it is JSON.
+struct Answer {
+    status: u16,
+    json: Option<Value>,
+    body: bytes::Bytes,
+}
+
+/// Every non-2xx answer (and a 2xx carrying an error object) classified once.
+fn classify(status: u16, headers: &reqwest::header::HeaderMap, json: Option<&Value>, mutating: bool) -> ApiError {
+    let (code, message) = shape::error_object(json)
+        .unwrap_or_else(|| (format!("http_{status}"), format!("HTTP {status} with no Omise error object")));
+    let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+    match status {
+        429 => {
+            ApiError::Retryable { retry_after, rate_limited: true, reason: format!("rate limited (429): {message}") }
+        }
+        401 => ApiError::Fatal { code, message },
+        300..=399 => {
+            let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("nowhere");
+            ApiError::Permanent {
+                status,
+                code: "redirected".into(),
+                message: format!("HTTP {status} to {location}: redirects are not followed; check the base URL"),
+            }
+        }
+        500..=599 if mutating => ApiError::Uncertain { reason: format!("HTTP {status}: {message}") },
+        500..=599 => {
+            ApiError::Retryable { retry_after, rate_limited: false, reason: format!("HTTP {status}: {message}") }
+        }
+        _ => ApiError::Permanent { status, code, message },
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date (the wait until then).
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// A transport error in one line, with its cause (reqwest's top line alone says little).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
+}

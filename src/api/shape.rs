@@ -1,0 +1,295 @@
+//! What the server's answers say, read from their JSON: links, pages of links, charges and the error object.
+//! Pure functions over `serde_json::Value`, held to the recorded answers of the real API
+//! (`tests/fixtures/omise/`) by the contract tests. Never guesses: a field it needs and cannot read is an
+//! [`Unreadable`], which the caller treats as "do not act on this answer" (SPEC section 3, fail closed).
+
+use serde_json::Value;
+
+use crate::job::ApiKind;
+use crate::ledger::Payment;
+use crate::plan::LinkRequest;
+
+/// An answer linkbatch cannot read: what it needed and did not find.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the answer has no readable {missing}")]
+pub struct Unreadable {
+    /// The field (or item and field) that is missing or of the wrong type.
+    pub missing: String,
+}
+
+fn unreadable(missing: impl Into<String>) -> Unreadable {
+    Unreadable { missing: missing.into() }
+}
+
+/// A link as the server describes it, from either API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteLink {
+    /// Id (Links+ integer ids as text).
+    pub id: String,
+    /// Where the customer pays (classic `payment_uri`; Links+ `payment_url` or `transaction_url`).
+    pub payment_uri: String,
+    /// Minor units.
+    pub amount: u64,
+    /// Currency code, lower case (the 2025 recording answers `THB`).
+    pub currency: String,
+    /// Title (Links+: name).
+    pub title: String,
+    /// Description (classic only).
+    pub description: String,
+    /// Multiple-use.
+    pub multiple: bool,
+    /// Deleted (classic: `deleted`, or a `deleted_at` time; absent in older versions).
+    pub deleted: bool,
+    /// Links+ team and template.
+    pub team_template: Option<(u64, u64)>,
+}
+
+fn text(v: &Value, name: &str) -> Option<String> {
+    v.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn flag(v: &Value, name: &str) -> bool {
+    v.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// An id that may be a JSON number or a string of one (Links+ answers either).
+fn number_or_text(v: &Value, name: &str) -> Option<String> {
+    match v.get(name)? {
+        Value::Number(n) if n.is_u64() => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn whole(v: &Value, name: &str) -> Option<u64> {
+    match v.get(name)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+impl RemoteLink {
+    /// Reads a link object of `api`; what a create, a retrieve or a list item answers.
+    pub fn read(api: ApiKind, v: &Value) -> Result<RemoteLink, Unreadable> {
+        match api {
+            ApiKind::Links => Self::classic(v),
+            ApiKind::LinksPlus => Self::plus(v),
+        }
+    }
+
+    fn classic(v: &Value) -> Result<RemoteLink, Unreadable> {
+        let id = text(v, "id").filter(|id| !id.is_empty()).ok_or_else(|| unreadable("id"))?;
+        let payment_uri = text(v, "payment_uri").filter(|u| !u.is_empty()).ok_or_else(|| unreadable("payment_uri"))?;
+        let deleted_at = v.get("deleted_at").is_some_and(|d| !d.is_null());
+        Ok(RemoteLink {
+            id,
+            payment_uri,
+            amount: v.get("amount").and_then(Value::as_u64).ok_or_else(|| unreadable("amount"))?,
+            currency: text(v, "currency").ok_or_else(|| unreadable("currency"))?.to_ascii_lowercase(),
+            title: text(v, "title").unwrap_or_default(),
+            description: text(v, "description").unwrap_or_default(),
+            multiple: flag(v, "multiple"),
+            deleted: flag(v, "deleted") || deleted_at,
+            team_template: None,
+        })
+    }
+
+    fn plus(v: &Value) -> Result<RemoteLink, Unreadable> {
+        let id = number_or_text(v, "id").ok_or_else(|| unreadable("id"))?;
+        let url = text(v, "payment_url").or_else(|| text(v, "transaction_url")).filter(|u| !u.is_empty());
+        let payment_uri = url.ok_or_else(|| unreadable("payment_url (or transaction_url)"))?;
+        let team = whole(v, "team_id").ok_or_else(|| unreadable("team_id"))?;
+        let template = whole(v, "template_id").ok_or_else(|| unreadable("template_id"))?;
+        Ok(RemoteLink {
+            id,
+            payment_uri,
+            amount: whole(v, "amount").ok_or_else(|| unreadable("amount"))?,
+            currency: text(v, "currency").unwrap_or_default().to_ascii_lowercase(),
+            title: text(v, "name").unwrap_or_default(),
+            description: String::new(),
+            multiple: flag(v, "multiple_usage"),
+            deleted: false,
+            team_template: Some((team, template)),
+        })
+    }
+
+    /// Whether this link is what `request` would have created.
+    pub fn matches(&self, request: &LinkRequest) -> bool {
+        if self.deleted {
+            return false;
+        }
+        match request {
+            LinkRequest::Classic(r) => {
+                self.amount == r.amount
+                    && self.currency.eq_ignore_ascii_case(&r.currency)
+                    && self.title == r.title
+                    && self.description == r.description
+                    && self.multiple == r.multiple
+            }
+            LinkRequest::Plus(r) => {
+                self.amount == r.amount
+                    && r.currency.as_ref().is_none_or(|c| self.currency.eq_ignore_ascii_case(c))
+                    && self.title == r.name
+                    && self.multiple == r.multiple_usage
+                    && self.team_template == Some((r.team_id, r.template_id))
+            }
+        }
+    }
+}
+
+/// One page of a link list.
+#[derive(Debug, Clone)]
+pub struct LinkPage {
+    /// The links on this page.
+    pub links: Vec<RemoteLink>,
+    /// Links matching the query in all pages.
+    pub total: usize,
+}
+
+/// Reads a list object of links. Every item must be readable: reconciliation that skipped one could miss
+/// the very link it looks for, and send a second (SPEC section 3).
+pub fn link_page(api: ApiKind, v: &Value) -> Result<LinkPage, Unreadable> {
+    let data = v.get("data").and_then(Value::as_array).ok_or_else(|| unreadable("data list"))?;
+    let links = data
+        .iter()
+        .enumerate()
+        .map(|(i, item)| RemoteLink::read(api, item).map_err(|e| unreadable(format!("{} of list item {i}", e.missing))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total =
+        v.get("total").and_then(Value::as_u64).map_or(links.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
+    Ok(LinkPage { links, total })
+}
+
+/// One charge of a link, as far as payment goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// `status: successful` (older answers without a status: `paid: true`).
+    pub successful: bool,
+    /// Minor units charged.
+    pub amount: u64,
+    /// Minor units refunded (`refunded_amount`, or `refunded` in older answers).
+    pub refunded: u64,
+    /// When (`created_at`, or `created`).
+    pub at: Option<String>,
+}
+
+/// A list of charges: the ones on this page, and how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Charges {
+    /// The charges read.
+    pub charges: Vec<Charge>,
+    /// `total`: all of the link's charges, on every page.
+    pub total: u64,
+}
+
+fn charge(v: &Value) -> Result<Charge, Unreadable> {
+    let successful = match text(v, "status") {
+        Some(status) => status == "successful",
+        None => flag(v, "paid"),
+    };
+    Ok(Charge {
+        successful,
+        amount: v.get("amount").and_then(Value::as_u64).ok_or_else(|| unreadable("charge amount"))?,
+        refunded: whole(v, "refunded_amount").or_else(|| whole(v, "refunded")).unwrap_or(0),
+        at: text(v, "created_at").or_else(|| text(v, "created")),
+    })
+}
+
+/// Reads a list object of charges (a link's embedded `charges`, or a page of `GET /links/{id}/charges`).
+pub fn charges(v: &Value) -> Result<Charges, Unreadable> {
+    let data = v.get("data").and_then(Value::as_array).ok_or_else(|| unreadable("charges data list"))?;
+    let charges = data.iter().map(charge).collect::<Result<Vec<_>, _>>()?;
+    let total = v.get("total").and_then(Value::as_u64).unwrap_or(charges.len() as u64);
+    Ok(Charges { charges, total })
+}
+
+/// The payment state of a classic link from all of its charges: only successful charges count, and
+/// refunded money is taken off what was paid.
+pub fn classic_payment(link: &Value, charges: &[Charge]) -> Result<Payment, Unreadable> {
+    let paid: Vec<&Charge> = charges.iter().filter(|c| c.successful).collect();
+    let gross: u64 = paid.iter().map(|c| c.amount).sum();
+    let refunded: u64 = paid.iter().map(|c| c.refunded.min(c.amount)).sum();
+    Ok(Payment {
+        used: link.get("used").and_then(Value::as_bool),
+        charges: paid.len() as u64,
+        paid_amount: gross - refunded,
+        refunded_amount: refunded,
+        currency: text(link, "currency").ok_or_else(|| unreadable("currency"))?.to_ascii_lowercase(),
+        last_paid_at: paid.iter().filter_map(|c| c.at.clone()).max(),
+        link_status: None,
+    })
+}
+
+/// The payment state of a Links+ link (`status`, or `state` as third-party code reads it).
+pub fn plus_payment(link: &Value) -> Payment {
+    Payment {
+        used: None,
+        charges: whole(link, "payments").unwrap_or(0),
+        paid_amount: whole(link, "paid_amount").unwrap_or(0),
+        refunded_amount: 0,
+        currency: text(link, "currency").unwrap_or_default().to_ascii_lowercase(),
+        last_paid_at: None,
+        link_status: text(link, "status").or_else(|| text(link, "state")),
+    }
+}
+
+/// The Omise error object's code and message, when the body is one.
+pub fn error_object(v: Option<&Value>) -> Option<(String, String)> {
+    let v = v?;
+    if v.get("object").and_then(Value::as_str) != Some("error") {
+        return None;
+    }
+    Some((text(v, "code")?, text(v, "message").unwrap_or_default()))
+}
+
+/// A Links+ template's team (`GET /external/templates/{id}`).
+pub fn template_team(v: &Value) -> Result<u64, Unreadable> {
+    whole(v, "team_id").ok_or_else(|| unreadable("team_id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn links_plus_reads_either_spelling_and_either_id() {
+        let seeds = json!({"id": 7, "name": "VIP", "amount": 100000, "currency": "thb", "status": "active",
+            "payment_url": "https://pay.example/7", "multiple_usage": true, "template_id": 123, "team_id": 456});
+        let variant = json!({"id": "7", "name": "VIP", "amount": "100000", "currency": "THB", "state": "active",
+            "transaction_url": "https://pay.example/7", "multiple_usage": true, "template_id": "123", "team_id": 456});
+        let (a, b) = (RemoteLink::read(ApiKind::LinksPlus, &seeds), RemoteLink::read(ApiKind::LinksPlus, &variant));
+        assert_eq!(a, b);
+        assert_eq!(plus_payment(&variant).link_status.as_deref(), Some("active"));
+        let neither = json!({"id": 7, "amount": 1, "team_id": 1, "template_id": 1, "url": "https://pay.example/7"});
+        assert_eq!(
+            RemoteLink::read(ApiKind::LinksPlus, &neither).unwrap_err().missing,
+            "payment_url (or transaction_url)"
+        );
+        let float_id = json!({"id": 7.5, "payment_url": "u", "amount": 1, "team_id": 1, "template_id": 1});
+        assert_eq!(RemoteLink::read(ApiKind::LinksPlus, &float_id).unwrap_err().missing, "id");
+    }
+
+    #[test]
+    fn a_list_with_one_unreadable_item_is_unreadable() {
+        let page = json!({"object": "list", "total": 2, "data": [
+            {"id": "link_1", "payment_uri": "u", "amount": 1, "currency": "thb"},
+            {"id": "link_2", "amount": 1, "currency": "thb"}]});
+        assert_eq!(link_page(ApiKind::Links, &page).unwrap_err().missing, "payment_uri of list item 1");
+    }
+
+    #[test]
+    fn only_successful_charges_pay_and_refunds_come_off() {
+        let link = json!({"currency": "THB", "used": false});
+        let list = json!({"total": 3, "data": [
+            {"amount": 1000, "status": "successful", "refunded_amount": 400, "created_at": "2026-01-02T00:00:00Z"},
+            {"amount": 1000, "status": "failed"},
+            {"amount": 500, "paid": true, "refunded": 0, "created": "2016-10-18T06:56:51Z"}]});
+        let charges = charges(&list).unwrap();
+        let payment = classic_payment(&link, &charges.charges).unwrap();
+        assert_eq!((payment.charges, payment.paid_amount, payment.refunded_amount), (2, 1100, 400));
+        assert_eq!((payment.currency.as_str(), payment.last_paid_at.as_deref()), ("thb", Some("2026-01-02T00:00:00Z")));
+    }
+}

@@ -1,0 +1,143 @@
+//! `validate`, `status`, `export` and `settle`: the plan and the ledger read, nothing sent. Never writes the
+//! ledger but through `Ledger` (settle appends one event, under the lock).
+
+use std::io::Write;
+
+use super::{Ended, InspectArgs, SettleArgs, overrides, usage};
+use crate::job::JobSpec;
+use crate::ledger::Ledger;
+use crate::outcome::Outcome;
+use crate::plan::{Overrides, Plan};
+use crate::rate::Rate;
+use crate::runner;
+
+fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Outcome> {
+    let spec = JobSpec::load(&args.job.job)?;
+    let extra = Overrides { sandbox: args.sandbox, ..Overrides::default() };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let index = Ledger::inspect(plan.ledger_path())?.map(|(_, index, report)| {
+        if report.torn_tail.is_some() {
+            tracing::warn!("the ledger ends with a torn line; the next run will drop it");
+        }
+        index
+    });
+    Ok((plan, index))
+}
+
+pub(super) fn validate(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
+    let index = index.unwrap_or_default();
+    let mut reader = plan.reader()?;
+    let (survey, rejections) = runner::survey(&plan, &mut reader, &index);
+    let to_send = survey.new + survey.uncertain;
+    let eta = crate::throttle::fastest_schedule(to_send, plan.rates());
+    let limits = if plan.rates().is_empty() {
+        "no limits".to_owned()
+    } else {
+        plan.rates().iter().map(Rate::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}: {} rows in {}", plan.name(), survey.rows, plan.input_path().display());
+    let _ = writeln!(out, "  new:              {}", survey.new);
+    if survey.failed_before > 0 {
+        let _ = writeln!(out, "    (of which failed before: {})", survey.failed_before);
+    }
+    let _ = writeln!(out, "  already created:  {}", survey.existing);
+    let _ = writeln!(out, "  uncertain:        {} (reconciled before any resend)", survey.uncertain);
+    let _ = writeln!(out, "  conflicts:        {}", survey.conflict);
+    if survey.unsettled > 0 {
+        let _ = writeln!(
+            out,
+            "  unsettled:        {} (answers that could not be read: linkbatch settle)",
+            survey.unsettled
+        );
+    }
+    let _ = writeln!(out, "  rejected:         {}", survey.rejected);
+    let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
+    for e in rejections.iter().take(20) {
+        let _ = writeln!(out, "  line {}: {}: {}", e.line, e.field, e.reason);
+    }
+    if rejections.len() > 20 {
+        let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
+    }
+    Ok(Outcome::complete_if(survey.rejected + survey.conflict == 0))
+}
+
+pub(super) fn export(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
+    let index = index.ok_or_else(|| {
+        usage(format!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path().display()))
+    })?;
+    let payments = index.has_payments();
+    let (counts, totals) =
+        runner::write_output(&plan, &index, Some(index.last_run), payments).map_err(Outcome::Refused)?;
+    let totals = totals.map(|t| format!("; links: {}", t.line())).unwrap_or_default();
+    println!("{}: {}{totals}; output {}", plan.name(), runner::counts_line(&counts), plan.output_path().display());
+    Ok(Outcome::Complete)
+}
+
+pub(super) fn status(args: &InspectArgs) -> Ended {
+    let (plan, index) = inspect_plan(args)?;
+    let index = index.unwrap_or_default();
+    let mut reader = plan.reader()?;
+    let (survey, _) = runner::survey(&plan, &mut reader, &index);
+    let failed = survey.failed_before;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name(), survey.rows, plan.ledger_path().display());
+    let _ = writeln!(out, "  created:   {}   (by the latest run)", survey.by_latest_run);
+    let _ = writeln!(out, "  existing:  {}   (by earlier runs)", survey.existing - survey.by_latest_run);
+    let _ = writeln!(out, "  uncertain: {}", survey.uncertain);
+    let _ = writeln!(out, "  failed:    {failed}");
+    let _ = writeln!(out, "  pending:   {}", survey.new - failed);
+    let _ = writeln!(out, "  conflict:  {}", survey.conflict);
+    if survey.unsettled > 0 {
+        let _ = writeln!(out, "  unsettled: {}   (answers that could not be read: linkbatch settle)", survey.unsettled);
+    }
+    let _ = writeln!(out, "  rejected:  {}", survey.rejected);
+    Ok(Outcome::Complete)
+}
+
+/// `settle`: the user's word on a row linkbatch left open (an answer it could not read, or one it could not
+/// reconcile), recorded in the ledger as `settled`. The row must be in the input and open; a link id must
+/// not belong to another key. Sends nothing.
+pub(super) async fn settle(args: &SettleArgs) -> Ended {
+    let (plan, _) = inspect_plan(&args.inspect)?;
+    let Some((ledger, index)) = Ledger::reopen(plan.ledger_path())? else {
+        return Err(usage(format!("no ledger at {}: nothing to settle", plan.ledger_path().display())));
+    };
+    let mut reader = plan.reader()?;
+    let mut found = None;
+    runner::for_each_row(&plan, &mut reader, None, |row| {
+        if let Ok(row) = row
+            && row.key == args.key
+        {
+            found = Some(row.clone());
+        }
+        found.is_none()
+    });
+    let row =
+        found.ok_or_else(|| usage(format!("no row of {} has the key `{}`", plan.input_path().display(), args.key)))?;
+    let state = index.get(&row.key_id);
+    if let Some(link) = state.and_then(|s| s.link) {
+        return Err(usage(format!("`{}` already has link {}: nothing to settle", args.key, index.link_id(&link))));
+    }
+    if state.is_none_or(|s| s.unsettled().is_none() && s.open_since().is_none()) {
+        return Err(usage(format!("`{}` has no open request: nothing to settle", args.key)));
+    }
+    if let Some(id) = args.link_id.as_deref().filter(|id| index.is_claimed(id)) {
+        return Err(usage(format!("link {id} belongs to another key of this ledger")));
+    }
+    let event = crate::ledger::Event::Settled {
+        key: row.key.clone(),
+        link_id: args.link_id.clone(),
+        payment_uri: args.payment_uri.clone(),
+        fingerprint: row.fingerprint().to_string(),
+        at: crate::ledger::now(),
+    };
+    ledger.append(&event).await.map_err(Outcome::from)?;
+    match &args.link_id {
+        Some(id) => println!("{}: `{}` settled with link {id}; the next run reports it", plan.name(), row.key),
+        None => println!("{}: `{}` settled as never made; the next run sends it", plan.name(), row.key),
+    }
+    Ok(Outcome::Complete)
+}

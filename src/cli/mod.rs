@@ -1,0 +1,307 @@
+//! The command line: flags as SPEC section 7 names them, turned into a [`Plan`] and handed to the runner.
+//!
+//! Everything that can be refused without the network is refused here, with exit code 2 and nothing sent:
+//! a bad job, a bad flag, a missing or public key, a live key without `--live`. The key is read from the
+//! environment and goes straight into a [`SecretKey`]; it is never printed.
+
+mod inspect;
+mod run;
+mod sandbox;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::outcome::Outcome;
+use crate::plan::Overrides;
+use crate::rate::Rate;
+use crate::runner::Work;
+
+/// The key `--sandbox` uses when the job's variable is unset: fixed, so a re-run finds its ledger.
+pub const SANDBOX_KEY: &str = "skey_test_linkbatch_sandbox";
+
+const EXAMPLES: &str = "Examples:
+  linkbatch run jobs/catalog-import.toml --sandbox        try a job on the built-in sandbox
+  linkbatch validate jobs/monthly-subscriptions.toml --var billing_month=2026-12
+  OMISE_SECRET_KEY=skey_test_... linkbatch run jobs/monthly-subscriptions.toml --var billing_month=$(date +%Y-%m)
+  linkbatch status jobs/catalog-import.toml
+  linkbatch sandbox --limit 60/min --limit 1000/h --fault drop-after-commit=0.05 --seed 7
+
+Exit codes: 0 every row has a link; 1 some rows failed, were rejected or conflict; 2 usage, job or
+input error (nothing sent); 3 aborted (authentication failure, ledger locked or mismatched);
+130 interrupted (run again to resume).";
+
+/// Turns rows of a CSV or JSONL file into Omise payment links, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "linkbatch", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log detail (-vv for traces).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a link for every new row of the job's input.
+    Run(RunCommand),
+    /// Check every row and count what a run would do; nothing is sent.
+    Validate(InspectArgs),
+    /// Count rows per state from the input and the ledger; nothing is sent.
+    Status(InspectArgs),
+    /// Serve both Omise link APIs on localhost, in memory, for trying jobs without an account.
+    Sandbox(SandboxArgs),
+    /// Read which links were paid (one request per link, within the limits; resumable) into the output.
+    Refresh(RunArgs),
+    /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
+    Export(InspectArgs),
+    /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
+    Settle(SettleArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("outcome").required(true).args(["link_id", "no_link"])))]
+struct SettleArgs {
+    #[command(flatten)]
+    inspect: InspectArgs,
+    /// The row's key, as the output CSV and the error name it.
+    #[arg(long)]
+    key: String,
+    /// The id of the link the row has (found in the dashboard or with the server's answer in the ledger).
+    #[arg(long, requires = "payment_uri")]
+    link_id: Option<String>,
+    /// That link's payment URI.
+    #[arg(long)]
+    payment_uri: Option<String>,
+    /// No link was made: the row is sent again on the next run.
+    #[arg(long)]
+    no_link: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// For a row changed since its link was made (classic API): delete the old link, if unpaid, and create
+    /// the new one. A paid link is never replaced.
+    #[arg(long)]
+    replace_changed: bool,
+}
+
+#[derive(Debug, Args)]
+struct JobArgs {
+    /// The job file (TOML).
+    job: PathBuf,
+    /// Input file, instead of the job's [input] path.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Ledger file, instead of the job's [output] ledger.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// A run variable for templates, e.g. --var billing_month=2026-11 (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Output CSV, instead of the job's [output] path.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Run against an in-process sandbox (no account, no network).
+    #[arg(long, conflicts_with = "base_url")]
+    sandbox: bool,
+    /// API base URL: https, or http on a loopback address.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Rate limit COUNT/PERIOD replacing the job's (repeatable; `none` lifts them).
+    #[arg(long = "limit", value_name = "RATE")]
+    limits: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Allow a live key (`skey_live_…`): real links, real money.
+    #[arg(long)]
+    live: bool,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Output CSV whose ledger to read, instead of the job's.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Look at the ledger of `run --sandbox` trials.
+    #[arg(long)]
+    sandbox: bool,
+    /// Rate limits for the ETA, replacing the job's (repeatable; `none` lifts them).
+    #[arg(long = "limit", value_name = "RATE")]
+    limits: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    addr: SocketAddr,
+    /// Rate limit per key, COUNT/PERIOD (repeatable), e.g. --limit 60/min --limit 1000/h.
+    #[arg(long = "limit", value_name = "RATE")]
+    limits: Vec<String>,
+    /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit (repeatable).
+    #[arg(long = "fault", value_name = "KIND=PROB")]
+    faults: Vec<String>,
+    /// Seed for ids and fault draws (same seed, same sequence); random when not given.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Latency added to every API answer, e.g. 300ms.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    latency: String,
+    /// How long a slow-after fault holds its answer once the link is stored.
+    #[arg(long, value_name = "DURATION", default_value = "40s")]
+    slow_delay: String,
+    /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
+    #[arg(long, value_name = "FILE")]
+    teams: Option<PathBuf>,
+}
+
+fn usage(error: impl std::fmt::Display) -> Outcome {
+    Outcome::refused(anyhow::anyhow!("{error}"))
+}
+
+/// What a command returns: `Err` carries an outcome that stops it early, so `?` works on every error type
+/// that has an [`Outcome`].
+type Ended = Result<Outcome, Outcome>;
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Outcome::refused(anyhow::anyhow!("no runtime")).code());
+        }
+    };
+    let (Ok(outcome) | Err(outcome)) = runtime.block_on(dispatch(cli));
+    if let Some(error) = outcome.error() {
+        crate::progress::suspend(|| eprintln!("error: {error:#}"));
+    }
+    ExitCode::from(outcome.code())
+}
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("LINKBATCH_LOG").unwrap_or_else(|_| EnvFilter::new(format!("linkbatch={level}")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.with_ansi(crate::progress::interactive()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Outcome> {
+    if limits.is_empty() {
+        return Ok(None);
+    }
+    if limits.iter().any(|l| l.eq_ignore_ascii_case("none")) {
+        return Ok(Some(Vec::new()));
+    }
+    limits
+        .iter()
+        .map(|l| l.parse::<Rate>().map_err(|e| usage(format!("--limit: {e}"))))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Outcome> {
+    vars.iter()
+        .map(|v| match v.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+            _ => Err(usage(format!("--var `{v}` is not NAME=VALUE"))),
+        })
+        .collect()
+}
+
+/// The job file and the flags every job command shares, as [`Overrides`] (`extra`: the command's own).
+fn overrides(
+    job: &JobArgs,
+    output: Option<PathBuf>,
+    limits: &[String],
+    extra: Overrides,
+) -> Result<Overrides, Outcome> {
+    Ok(Overrides {
+        input: job.input.clone(),
+        output,
+        ledger: job.ledger.clone(),
+        vars: parse_vars(&job.vars)?,
+        limits: parse_limits(limits)?,
+        ..extra
+    })
+}
+
+async fn dispatch(cli: Cli) -> Ended {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Run(RunCommand { args, replace_changed }) => {
+            run::run(args, if replace_changed { Work::CreateReplacing } else { Work::Create }, quiet).await
+        }
+        Command::Refresh(args) => run::run(args, Work::Refresh, quiet).await,
+        Command::Export(args) => inspect::export(&args),
+        Command::Settle(args) => inspect::settle(&args).await,
+        Command::Validate(args) => inspect::validate(&args),
+        Command::Status(args) => inspect::status(&args),
+        Command::Sandbox(args) => sandbox::sandbox(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,143 @@
+//! `run` and `refresh`: the sandbox (with `--sandbox`), the plan, the key, the ledger, the Links+ checks
+//! and the signals, then the runner. Never sends a create before the plan, key and ledger are checked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::{Ended, RunArgs, SANDBOX_KEY, overrides, usage};
+use crate::api::{ApiError, Client, Mode, SecretKey};
+use crate::job::JobSpec;
+use crate::ledger::{Header, Ledger, VERSION};
+use crate::outcome::Outcome;
+use crate::plan::{Overrides, Plan};
+use crate::runner::{self, RunOptions, Stop, Work};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
+    Header {
+        version: VERSION,
+        api: plan.api().name().to_owned(),
+        base_url: base_url.to_owned(),
+        mode: key.mode().name().to_owned(),
+        key_hash: key.fingerprint(),
+    }
+}
+
+/// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
+pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
+    let spec = JobSpec::load(&args.job.job)?;
+    // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
+    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
+    let extra = Overrides {
+        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
+        concurrency: args.concurrency,
+        sandbox: args.sandbox,
+        ..Overrides::default()
+    };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let key = secret_key(&plan, args.sandbox, args.live)?;
+    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
+    let (ledger, index, report) = Ledger::open(plan.ledger_path(), &header(&plan, &key, ledger_base))?;
+    if let Some(bytes) = report.torn_tail {
+        tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
+    }
+    let client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
+
+    let mut reader = plan.reader()?;
+    // A plain run drafts its output while surveying: a finished job run again then reads its input once.
+    let draft = match work {
+        Work::Create => Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?),
+        Work::CreateReplacing | Work::Refresh => None,
+    };
+    let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
+    for &(team, template) in &survey.templates {
+        check_template(&client, team, template).await?;
+    }
+
+    let stop = Arc::new(Stop::default());
+    let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
+    let options = RunOptions { progress: !quiet, work, draft };
+    let summary = runner::run(plan, client, ledger, index, survey, stop, options).await.map_err(Outcome::Refused)?;
+    signals.abort();
+    if let Some(server) = sandbox {
+        server.shutdown().await;
+    }
+    let outcome = summary.outcome();
+    if let Some(reason) = &summary.aborted {
+        eprintln!("aborted: {reason}");
+    }
+    if summary.interrupted {
+        eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
+    }
+    if !quiet || outcome.code() != 0 {
+        eprintln!("{}", summary.line());
+    }
+    // The reason was printed above; the exit status is what is left to say.
+    Ok(match outcome {
+        Outcome::Aborted(_) => Outcome::Aborted(anyhow::anyhow!("aborted")),
+        other => other,
+    })
+}
+
+async fn start_sandbox() -> Result<Sandbox, Outcome> {
+    let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
+    let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| usage(format!("cannot start the sandbox: {e}")))?;
+    tracing::info!(base_url = %server.base_url(), "started the in-process sandbox");
+    Ok(server)
+}
+
+/// The key from the job's variable (`--sandbox` has its own when none is set); a live key needs `--live`.
+fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
+    let raw_key = std::env::var(plan.key_env()).ok().filter(|k| !k.trim().is_empty());
+    let raw_key = match (raw_key, sandbox) {
+        (Some(key), _) => key,
+        (None, true) => SANDBOX_KEY.to_owned(),
+        (None, false) => String::new(),
+    };
+    let key = SecretKey::new(raw_key, plan.key_env())?;
+    if key.mode() == Mode::Live && !live {
+        return Err(usage(format!(
+            "the key in ${} is a live key: it creates real payment links. Pass --live to confirm",
+            plan.key_env()
+        )));
+    }
+    Ok(key)
+}
+
+/// Links+: the job's template must exist and belong to its team, or nothing is created.
+async fn check_template(client: &Client, team: u64, template: u64) -> Result<(), Outcome> {
+    match client.template_team(template).await {
+        Ok(owner) if owner == team => Ok(()),
+        Ok(owner) => Err(usage(format!(
+            "[link] template_id {template} belongs to team {owner}, not to team_id {team}; nothing was created"
+        ))),
+        Err(ApiError::Permanent { status: 404, .. }) => Err(usage(format!(
+            "[link] template_id {template} was not found (list your team's templates: GET /external/{team}/templates); nothing was created"
+        ))),
+        Err(e @ ApiError::Fatal { .. }) => Err(Outcome::aborted(anyhow::anyhow!("checking template {template}: {e}"))),
+        Err(e) => Err(usage(format!("could not check template {template}: {e}; nothing was created"))),
+    }
+}
+
+/// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish (bounded). Second: exit now;
+/// every intent is already on disk, so the next run reconciles whatever was cut short.
+async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let next = async |terminate: &mut Option<tokio::signal::unix::Signal>| {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+    };
+    next(&mut terminate).await;
+    tracing::warn!("stopping: finishing requests in flight (press Ctrl-C again to quit at once; the next run resumes)");
+    stop.stop();
+    let grace = timeout + std::time::Duration::from_secs(5);
+    tokio::select! {
+        () = next(&mut terminate) => {}
+        () = tokio::time::sleep(grace) => tracing::warn!("requests in flight did not finish in {grace:?}; quitting"),
+    }
+    std::process::exit(130);
+}

@@ -1,0 +1,68 @@
+//! `linkbatch sandbox`: both APIs served on an address until Ctrl-C, with the limits, faults, latency and
+//! teams the flags give. Never runs a job.
+
+use std::io::Write;
+
+use super::{Ended, SandboxArgs, parse_limits, usage};
+use crate::outcome::Outcome;
+use crate::rate::parse_duration;
+use crate::sandbox::{FaultSpec, Sandbox, SandboxConfig};
+
+pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
+    let limits = parse_limits(&args.limits)?.unwrap_or_default();
+    let faults = args
+        .faults
+        .iter()
+        .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(format!("--fault: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(format!("{flag}: {e}")));
+    let config = SandboxConfig {
+        limits,
+        faults,
+        seed: args.seed.unwrap_or_else(rand::random),
+        latency: duration("--latency", &args.latency)?,
+        slow_delay: duration("--slow-delay", &args.slow_delay)?,
+        ..SandboxConfig::default()
+    };
+    config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
+    let mut config = config;
+    if let Some(path) = &args.teams {
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;
+        config.teams = serde_json::from_str(&text).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;
+    }
+    let teams: Vec<String> = config
+        .teams
+        .iter()
+        .map(|t| {
+            format!(
+                "team {} (templates {})",
+                t.id,
+                t.templates.iter().map(|x| x.id.to_string()).collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    let seed = config.seed;
+    let server =
+        Sandbox::start(config, args.addr).await.map_err(|e| usage(format!("cannot listen on {}: {e}", args.addr)))?;
+    let base = server.base_url().to_owned();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "linkbatch sandbox listening on {base}");
+    let _ = writeln!(out, "  test key:  {}", Sandbox::test_key());
+    let _ = writeln!(out, "  classic:   {base}/links");
+    let _ = writeln!(out, "  Links+:    {base}/external/links  ({})", teams.join("; "));
+    let _ = writeln!(out, "  stats:     {base}/__sandbox/stats");
+    let _ = writeln!(out, "  seed:      {seed}   (--seed {seed} replays the same ids and faults)");
+    let _ = writeln!(
+        out,
+        "  try:       linkbatch run JOB --base-url {base}   (with OMISE_SECRET_KEY set to the key above)"
+    );
+    let _ = out.flush();
+    drop(out);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match &mut terminate { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+    server.shutdown().await;
+    Ok(Outcome::Complete)
+}
