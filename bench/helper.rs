@@ -67,6 +67,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         base_url: base_url.trim_end_matches('/').to_owned(),
         mode: key.mode().name().to_owned(),
         key_hash: key.fingerprint(),
+        auth: None,
     };
     let line = |event: &Event, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
         serde_json::to_writer(&mut *out, event)?;

@@ -60,6 +60,7 @@ fn a_locked_ledger_stops_a_second_run() {
         base_url: world.base_url(),
         mode: "test".into(),
         key_hash: "x".into(),
+        auth: None,
     };
     let _held = Ledger::open(&world.path("ledger.jsonl"), &header).unwrap();
     let outcome = world.run_job("jobs/event-tickets.toml", &[]).code(3);

@@ -179,6 +179,13 @@ struct SandboxArgs {
     /// How long a slow-after fault holds its answer once the link is stored.
     #[arg(long, value_name = "DURATION", default_value = "40s")]
     slow_delay: String,
+    /// The shape of the answers: current, legacy (`created`, no `deleted`), 2025 (`deleted_at`, upper-case
+    /// currency) or plus-variant (Links+ `transaction_url` and `state`).
+    #[arg(long, default_value = "current")]
+    profile: String,
+    /// Links+: accept only this scheme (raw, bearer or basic); all three when not given.
+    #[arg(long, value_name = "SCHEME")]
+    auth: Option<String>,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,

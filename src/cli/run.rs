@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::{Ended, RunArgs, SANDBOX_KEY, overrides, usage};
 use crate::api::{ApiError, Client, Mode, SecretKey};
-use crate::job::JobSpec;
+use crate::job::{ApiKind, AuthScheme, JobSpec};
 use crate::ledger::{Header, Ledger, VERSION};
 use crate::outcome::Outcome;
-use crate::plan::{Overrides, Plan};
+use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
@@ -20,6 +20,7 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
         base_url: base_url.to_owned(),
         mode: key.mode().name().to_owned(),
         key_hash: key.fingerprint(),
+        auth: None,
     }
 }
 
@@ -37,11 +38,17 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
     let key = secret_key(&plan, args.sandbox, args.live)?;
     let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
-    let (ledger, index, report) = Ledger::open(plan.ledger_path(), &header(&plan, &key, ledger_base))?;
+    let mut header = header(&plan, &key, ledger_base);
+    let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
+    if plan.api() == ApiKind::LinksPlus {
+        let scheme = links_plus_auth(&plan, &client).await?;
+        header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
+        client = client.with_auth(scheme);
+    }
+    let (ledger, index, report) = Ledger::open(plan.ledger_path(), &header)?;
     if let Some(bytes) = report.torn_tail {
         tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
     }
-    let client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
 
     let mut reader = plan.reader()?;
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
@@ -104,6 +111,52 @@ fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outco
         )));
     }
     Ok(key)
+}
+
+/// The Links+ scheme: the job's, else the one the ledger header recorded, else the first the server accepts
+/// on a read of the job's first template (raw, bearer, basic: Omise's documentation shows the raw key, the
+/// seeds Bearer and Basic). Each scheme tried costs one read, refused or not; none is tried twice.
+async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
+    if plan.auth() != AuthScheme::Auto {
+        return Ok(plan.auth());
+    }
+    let recorded = crate::ledger::peek_header(plan.ledger_path()).and_then(|h| h.auth);
+    if let Some(scheme) = recorded.as_deref().and_then(AuthScheme::named) {
+        return Ok(scheme);
+    }
+    let Some(template) = first_template(plan)? else {
+        // No row can be sent: there is nothing to authenticate.
+        return Ok(AuthScheme::Raw);
+    };
+    for scheme in AuthScheme::TRIED {
+        match client.with_auth(scheme).accepts_auth(template).await {
+            Ok(true) => {
+                tracing::info!("Links+ accepts the {} scheme; recorded in the ledger header", scheme.name());
+                return Ok(scheme);
+            }
+            Ok(false) => tracing::debug!("Links+ refused the {} scheme", scheme.name()),
+            Err(e) => {
+                return Err(usage(format!("could not reach Links+ to find its auth scheme: {e}; nothing was created")));
+            }
+        }
+    }
+    Err(Outcome::aborted(anyhow::anyhow!(
+        "the server refused the key with every Links+ scheme (raw, bearer, basic): check ${}; nothing was created",
+        plan.key_env()
+    )))
+}
+
+/// The template of the first row that plans, for the auth search.
+fn first_template(plan: &Plan) -> Result<Option<u64>, Outcome> {
+    let mut reader = plan.reader()?;
+    let mut found = None;
+    runner::for_each_row(plan, &mut reader, None, |row| {
+        if let Ok(PlannedRow { request: LinkRequest::Plus(r), .. }) = row {
+            found = Some(r.template_id);
+        }
+        found.is_none()
+    });
+    Ok(found)
 }
 
 /// Links+: the job's template must exist and belong to its team, or nothing is created.

@@ -16,7 +16,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(format!("--fault: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(format!("{flag}: {e}")));
-    let config = SandboxConfig {
+    let mut config = SandboxConfig {
         limits,
         faults,
         seed: args.seed.unwrap_or_else(rand::random),
@@ -25,7 +25,15 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
-    let mut config = config;
+    config.profile = args.profile.parse().map_err(|e| usage(format!("--profile: {e}")))?;
+    config.plus_auth = match args.auth.as_deref() {
+        None => None,
+        Some(name) => Some(
+            crate::job::AuthScheme::named(name)
+                .ok_or_else(|| usage(format!("--auth `{name}`: one of raw, bearer, basic")))?,
+        ),
+    };
+
     if let Some(path) = &args.teams {
         let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;
         config.teams = serde_json::from_str(&text).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;

@@ -38,6 +38,20 @@ pub struct Header {
     pub mode: String,
     /// A hash of the secret key (never the key).
     pub key_hash: String,
+    /// Links+ with `auth = "auto"`: the scheme the server accepted, so the next run need not search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+/// The header of the ledger at `path`, from its first line alone (`None`: no ledger, or no header).
+pub fn peek_header(path: &Path) -> Option<Header> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut line = String::new();
+    BufReader::new(File::open(path).ok()?.take(64 * 1024)).read_line(&mut line).ok()?;
+    match serde_json::from_str::<Event>(&line) {
+        Ok(Event::Header(header)) => Some(header),
+        _ => None,
+    }
 }
 
 /// One line of the ledger.
@@ -444,6 +458,7 @@ mod tests {
             base_url: "http://127.0.0.1:1".into(),
             mode: "test".into(),
             key_hash: "h".into(),
+            auth: None,
         }
     }
 

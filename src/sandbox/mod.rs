@@ -101,6 +101,49 @@ impl FromStr for FaultSpec {
     }
 }
 
+/// The shape the sandbox answers in, each one a recording of the real API (`tests/fixtures/omise/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// API version 2019-05-29: `created_at`, `deleted`, lower-case currency, full charge objects with
+    /// `refunded_amount`, a full link as the DELETE answer (the Java recordings).
+    #[default]
+    Current,
+    /// An older API version (the 2016 Ruby recordings): `created`, no `deleted`, charges with `refunded`,
+    /// `{object, id, livemode, deleted}` as the DELETE answer. Also what a client asking for an
+    /// `Omise-Version` older than 2019-05-29 gets.
+    Legacy,
+    /// The 2025 staging recording (PHP): `deleted_at`, `used_at`, currency in upper case.
+    Recorded2025,
+    /// Links+ as third-party code reads it: `transaction_url` and `state`, ids as strings.
+    PlusVariant,
+}
+
+impl Profile {
+    /// Every profile, for tests that run on each.
+    pub const ALL: [Profile; 4] = [Profile::Current, Profile::Legacy, Profile::Recorded2025, Profile::PlusVariant];
+
+    /// The name `--profile` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Current => "current",
+            Profile::Legacy => "legacy",
+            Profile::Recorded2025 => "2025",
+            Profile::PlusVariant => "plus-variant",
+        }
+    }
+}
+
+impl FromStr for Profile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Profile::ALL.into_iter().find(|p| p.name() == text).ok_or_else(|| {
+            let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown profile `{text}` (one of {})", names.join(", "))
+        })
+    }
+}
+
 /// How a sandbox behaves.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -116,6 +159,10 @@ pub struct SandboxConfig {
     pub slow_delay: Duration,
     /// Links+ teams and templates.
     pub teams: Vec<Team>,
+    /// The shape of the answers.
+    pub profile: Profile,
+    /// Links+: accept only this scheme (`None`: raw, bearer and basic alike).
+    pub plus_auth: Option<crate::job::AuthScheme>,
 }
 
 impl Default for SandboxConfig {
@@ -127,6 +174,8 @@ impl Default for SandboxConfig {
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(40),
             teams: default_teams(),
+            profile: Profile::Current,
+            plus_auth: None,
         }
     }
 }
@@ -184,6 +233,7 @@ impl Sandbox {
         let mut store =
             store::Store::new(config.teams.clone(), config.limits.clone(), StdRng::seed_from_u64(config.seed));
         store.set_base_url(base_url.clone());
+        store.profile = config.profile;
         let shared = Arc::new(Shared { store: Mutex::new(store), config });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));

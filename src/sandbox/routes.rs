@@ -14,11 +14,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
+
+use crate::job::AuthScheme;
 use rand::Rng;
 use serde_json::{Map, Value};
 
 use super::store::{Admission, ApiFault, ListQuery};
-use super::{ConnectionKill, FaultKind, Shared};
+use super::{ConnectionKill, FaultKind, Profile, Shared};
 
 type Sandbox = State<Arc<Shared>>;
 
@@ -26,6 +28,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/links", post(create_classic).get(list_classic))
         .route("/links/{id}", get(get_classic).delete(delete_classic))
+        .route("/links/{id}/charges", get(link_charges))
         .route("/external/links", post(create_plus))
         .route("/external/links/{id}", get(get_plus))
         .route("/external/templates/{id}", get(get_template))
@@ -33,6 +36,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/external/{team_id}/templates", get(list_templates))
         .route("/__sandbox/stats", get(stats))
         .route("/__sandbox/links/{id}/pay", post(pay))
+        .route("/__sandbox/links/{id}/refund", post(refund))
         .route("/pay/{id}", get(payment_page))
         .route("/pay/plus/{id}", get(payment_page))
         .fallback(unknown_route)
@@ -51,8 +55,9 @@ enum Api {
 struct Admitted {
     key: String,
     fault: Option<FaultKind>,
-    /// Client asked for an API version older than the one linkbatch speaks (`crate::api::OMISE_VERSION`): links say `created`, not `created_at`.
-    legacy: bool,
+    /// The shape to answer in: the sandbox's profile, or `Legacy` for a client asking for an API version
+    /// older than the one linkbatch speaks (`crate::api::OMISE_VERSION`).
+    profile: Profile,
 }
 
 fn answer(status: u16, body: Value) -> Response {
@@ -79,13 +84,23 @@ fn result(outcome: Result<Value, ApiFault>) -> Response {
 
 /// The secret key of a request, as Omise reads it: Basic with the key as user name; on Links+ also
 /// `Bearer KEY` or the raw key.
-fn secret_key(headers: &HeaderMap, api: Api) -> Result<String, ApiFault> {
+fn secret_key(headers: &HeaderMap, api: Api, only: Option<AuthScheme>) -> Result<String, ApiFault> {
     let unauthorized = |message: &str| ApiFault::new(401, "authentication_failure", message);
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .ok_or_else(|| unauthorized("authentication failed: no secret key was given"))?;
+    let scheme = if value.starts_with("Basic ") {
+        AuthScheme::Basic
+    } else if value.starts_with("Bearer ") {
+        AuthScheme::Bearer
+    } else {
+        AuthScheme::Raw
+    };
+    if let Some(only) = only.filter(|_| api == Api::Plus).filter(|&only| only != scheme) {
+        return Err(unauthorized(&format!("authentication failed: this server takes the {} scheme", only.name())));
+    }
     let key = if let Some(encoded) = value.strip_prefix("Basic ") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
@@ -112,7 +127,7 @@ fn secret_key(headers: &HeaderMap, api: Api) -> Result<String, ApiFault> {
 // A refusal is the answer itself, made once per request: boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
 fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<Admitted, Response> {
-    let key = secret_key(headers, api).map_err(refuse)?;
+    let key = secret_key(headers, api, shared.config.plus_auth).map_err(refuse)?;
     let fault = {
         let mut store = shared.store();
         if let Admission::Limited { retry_after } = store.admit(&key, Instant::now()) {
@@ -146,7 +161,8 @@ fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<
         .get("omise-version")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|version| version.trim() < crate::api::OMISE_VERSION);
-    Ok(Admitted { key, fault, legacy })
+    let profile = if legacy { Profile::Legacy } else { shared.config.profile };
+    Ok(Admitted { key, fault, profile })
 }
 
 /// Applies an after-commit fault to a create that succeeded.
@@ -218,23 +234,33 @@ async fn create_classic(
 ) -> Response {
     let gate = admitted!(s, headers, Api::Classic, true);
     let outcome =
-        fields(&headers, &body).and_then(|f| s.store().create_classic(&gate.key, &f, gate.legacy, SystemTime::now()));
+        fields(&headers, &body).and_then(|f| s.store().create_classic(&gate.key, &f, gate.profile, SystemTime::now()));
     after_commit(&s, gate.fault, outcome, kill).await
 }
 
 async fn list_classic(State(s): Sandbox, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.legacy, SystemTime::now())))
+    result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.profile, SystemTime::now())))
 }
 
 async fn get_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(s.store().get_classic(&gate.key, &id, gate.legacy, SystemTime::now()))
+    result(s.store().get_classic(&gate.key, &id, gate.profile, SystemTime::now()))
+}
+
+async fn link_charges(
+    State(s): Sandbox,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let gate = admitted!(s, headers, Api::Classic, false);
+    result(list_query(query).and_then(|q| s.store().link_charges(&gate.key, &id, &q, SystemTime::now())))
 }
 
 async fn delete_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(s.store().delete_classic(&gate.key, &id, gate.legacy, SystemTime::now()))
+    result(s.store().delete_classic(&gate.key, &id, gate.profile, SystemTime::now()))
 }
 
 async fn create_plus(
@@ -279,6 +305,10 @@ async fn stats(State(s): Sandbox) -> Response {
 
 async fn pay(State(s): Sandbox, Path(id): Path<String>) -> Response {
     result(s.store().pay(&id, SystemTime::now()))
+}
+
+async fn refund(State(s): Sandbox, Path(id): Path<String>) -> Response {
+    result(s.store().refund(&id, SystemTime::now()))
 }
 
 async fn payment_page(Path(id): Path<String>) -> Html<String> {

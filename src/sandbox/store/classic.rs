@@ -6,31 +6,80 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ApiFault, ClassicLink, ListQuery, MAX_DESCRIPTION, MAX_TITLE, Store, boolean, charges_json, classic_payment_uri,
-    currency, integer, iso, require_all, text,
+    ApiFault, ClassicLink, EMBEDDED_CHARGES, ListQuery, MAX_DESCRIPTION, MAX_TITLE, Profile, Store, boolean,
+    charges_json, classic_payment_uri, currency, currency_shape, integer, iso, require_all, text,
 };
 
 impl Store {
-    pub(super) fn classic_json(&self, live: bool, link: &ClassicLink, legacy_created: bool, now: SystemTime) -> Value {
+    /// A link object in `profile`'s shape (the recordings in `tests/fixtures/omise/`).
+    pub(super) fn classic_json(&self, live: bool, link: &ClassicLink, profile: Profile, now: SystemTime) -> Value {
         let location = format!("/links/{}", link.id);
+        let used = !link.multiple && !link.charges.is_empty();
         let mut body = json!({
             "object": "link",
             "id": link.id,
             "livemode": live,
             "location": location,
             "amount": link.amount,
-            "currency": link.currency,
-            "used": !link.multiple && !link.charges.is_empty(),
+            "currency": currency_shape(link.currency, profile),
+            "used": used,
             "multiple": link.multiple,
             "title": link.title,
             "description": link.description,
-            "charges": charges_json(&location, &link.charges, now),
+            "charges": charges_json(&link.id, &link.charges, profile, (0, EMBEDDED_CHARGES), now),
             "payment_uri": classic_payment_uri(&self.base_url, &link.id),
-            "deleted": link.deleted,
         });
-        let created_field = if legacy_created { "created" } else { "created_at" };
-        body[created_field] = Value::String(iso(link.created));
+        match profile {
+            Profile::Legacy => body["created"] = Value::String(iso(link.created)),
+            Profile::Current | Profile::PlusVariant => {
+                body["deleted"] = json!(link.deleted);
+                body["created_at"] = Value::String(iso(link.created));
+            }
+            Profile::Recorded2025 => {
+                body["deleted"] = json!(link.deleted);
+                body["created_at"] = Value::String(iso(link.created));
+                body["used_at"] = json!(link.charges.first().filter(|_| used).map(|c| iso(c.created)));
+                body["deleted_at"] = json!(link.deleted_at.map(iso));
+            }
+        }
         body
+    }
+
+    /// `GET /links/{id}/charges`: a page of the link's charges.
+    pub(crate) fn link_charges(
+        &mut self,
+        key: &str,
+        id: &str,
+        query: &ListQuery,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
+        let profile = self.profile;
+        let account = self.account(key);
+        let link = account.by_id.get(id).map(|&i| &account.links[i]).ok_or_else(|| ApiFault::not_found("link"))?;
+        Ok(charges_json(&link.id, &link.charges, profile, (query.offset, query.limit), now))
+    }
+
+    /// `POST /__sandbox/links/{id}/refund`: the latest charge not yet refunded is refunded in full.
+    pub(crate) fn refund(&mut self, id: &str, now: SystemTime) -> Result<Value, ApiFault> {
+        let profile = self.profile;
+        let (key, index) = self
+            .accounts
+            .iter()
+            .find_map(|(key, account)| account.by_id.get(id).map(|&i| (key.clone(), i)))
+            .ok_or_else(|| ApiFault::not_found("link"))?;
+        let account = self.account(&key);
+        let live = account.live;
+        let link = &mut account.links[index];
+        let charge = link
+            .charges
+            .iter_mut()
+            .rev()
+            .find(|c| c.refunded == 0)
+            .ok_or_else(|| ApiFault::new(400, "failed_refund", "the link has no charge left to refund"))?;
+        charge.refunded = charge.amount;
+        let link = link.clone();
+        self.counters.refunds += 1;
+        Ok(self.classic_json(live, &link, profile, now))
     }
 
     /// `POST /links`: validates every field, then stores the link.
@@ -38,7 +87,7 @@ impl Store {
         &mut self,
         key: &str,
         fields: &Map<String, Value>,
-        legacy: bool,
+        profile: Profile,
         now: SystemTime,
     ) -> Result<Value, ApiFault> {
         let amount = integer(fields, "amount", "invalid_amount")?;
@@ -85,10 +134,11 @@ impl Store {
             description,
             multiple,
             deleted: false,
+            deleted_at: None,
             charges: Vec::new(),
             created: now,
         };
-        let body = self.classic_json(live, &link, legacy, now);
+        let body = self.classic_json(live, &link, profile, now);
         let account = self.account(key);
         account.by_id.insert(id, account.links.len());
         account.links.push(link);
@@ -101,22 +151,23 @@ impl Store {
         &mut self,
         key: &str,
         id: &str,
-        legacy: bool,
+        profile: Profile,
         now: SystemTime,
     ) -> Result<Value, ApiFault> {
         let account = self.account(key);
         let live = account.live;
         let link =
             account.by_id.get(id).map(|&i| account.links[i].clone()).ok_or_else(|| ApiFault::not_found("link"))?;
-        Ok(self.classic_json(live, &link, legacy, now))
+        Ok(self.classic_json(live, &link, profile, now))
     }
 
-    /// `DELETE /links/{id}`: marks the link deleted; it leaves the list and can no longer be paid.
+    /// `DELETE /links/{id}`: marks the link deleted; it leaves the list and can no longer be paid. Older
+    /// versions answer `{object, id, livemode, deleted}`; newer ones the whole link.
     pub(crate) fn delete_classic(
         &mut self,
         key: &str,
         id: &str,
-        legacy: bool,
+        profile: Profile,
         now: SystemTime,
     ) -> Result<Value, ApiFault> {
         let account = self.account(key);
@@ -125,18 +176,22 @@ impl Store {
             return Err(ApiFault::not_found("link"));
         }
         account.links[index].deleted = true;
+        account.links[index].deleted_at = Some(now);
         let live = account.live;
+        if profile == Profile::Legacy {
+            return Ok(json!({"object": "link", "id": id, "livemode": live, "deleted": true}));
+        }
         let link = account.links[index].clone();
-        Ok(self.classic_json(live, &link, legacy, now))
+        Ok(self.classic_json(live, &link, profile, now))
     }
 
     /// `GET /links`: the Omise list object over the key's links that are not deleted.
-    pub(crate) fn list_classic(&mut self, key: &str, query: &ListQuery, legacy: bool, now: SystemTime) -> Value {
+    pub(crate) fn list_classic(&mut self, key: &str, query: &ListQuery, profile: Profile, now: SystemTime) -> Value {
         let account = self.account(key);
         let live = account.live;
         let links: Vec<ClassicLink> = account.links.iter().filter(|l| !l.deleted).cloned().collect();
         let (total, page) = query.page(links.iter(), |l| l.created);
-        let data = page.into_iter().map(|l| self.classic_json(live, l, legacy, now)).collect();
+        let data = page.into_iter().map(|l| self.classic_json(live, l, profile, now)).collect();
         query.envelope("/links", total, data, now)
     }
 }

@@ -11,6 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
+use super::Profile;
 use crate::money::Currency;
 use crate::plan::{MAX_DESCRIPTION, MAX_TITLE};
 use crate::rate::{Rate, SlidingWindow};
@@ -94,6 +95,8 @@ struct Charge {
     amount: u64,
     currency: &'static str,
     created: SystemTime,
+    /// Refunded of it, minor units.
+    refunded: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,7 @@ struct ClassicLink {
     description: String,
     multiple: bool,
     deleted: bool,
+    deleted_at: Option<SystemTime>,
     charges: Vec<Charge>,
     created: SystemTime,
 }
@@ -149,6 +153,7 @@ struct Counters {
     faults: BTreeMap<&'static str, u64>,
     creates: u64,
     payments: u64,
+    refunds: u64,
 }
 
 /// Everything the sandbox holds, behind one lock.
@@ -162,6 +167,8 @@ pub(crate) struct Store {
     /// Seeded source for ids and fault draws: the same seed and request order give the same run.
     pub(crate) rng: StdRng,
     base_url: String,
+    /// The shape of the answers.
+    pub(crate) profile: Profile,
 }
 
 /// Where links point customers: payment pages under the sandbox's own host.
@@ -223,26 +230,65 @@ fn require_all(missing: Vec<&str>) -> Result<(), ApiFault> {
     Err(ApiFault::bad_request(fields))
 }
 
-fn charges_json(path: &str, charges: &[Charge], now: SystemTime) -> Value {
+/// Links embed their first charges; `GET /links/{id}/charges` pages through the rest.
+const EMBEDDED_CHARGES: usize = 20;
+
+/// A list of a link's charges (`offset`, `limit`), each a full charge object in the profile's shape.
+fn charges_json(
+    link: &str,
+    charges: &[Charge],
+    profile: Profile,
+    (offset, limit): (usize, usize),
+    now: SystemTime,
+) -> Value {
+    let created = if profile == Profile::Legacy { "created" } else { "created_at" };
+    let refunded = if profile == Profile::Legacy { "refunded" } else { "refunded_amount" };
+    let data: Vec<Value> = charges
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| {
+            let mut charge = json!({
+                "object": "charge",
+                "id": c.id,
+                "livemode": false,
+                "location": format!("/charges/{}", c.id),
+                "amount": c.amount,
+                "currency": currency_shape(c.currency, profile),
+                "description": null,
+                "status": "successful",
+                "capture": true,
+                "authorized": true,
+                "reversed": false,
+                "paid": true,
+                "transaction": c.id.replacen("chrg", "trxn", 1),
+                "refunds": {"object": "list", "offset": 0, "limit": 20, "total": u64::from(c.refunded > 0),
+                    "location": format!("/charges/{}/refunds", c.id), "data": []},
+                "failure_code": null,
+                "failure_message": null,
+                "link": link,
+            });
+            charge[refunded] = json!(c.refunded);
+            charge[created] = Value::String(iso(c.created));
+            charge
+        })
+        .collect();
     json!({
         "object": "list",
         "from": "1970-01-01T00:00:00Z",
         "to": iso(now),
-        "offset": 0,
-        "limit": 20,
+        "offset": offset,
+        "limit": limit,
         "total": charges.len(),
         "order": "chronological",
-        "location": format!("{path}/charges"),
-        "data": charges.iter().map(|c| json!({
-            "object": "charge",
-            "id": c.id,
-            "amount": c.amount,
-            "currency": c.currency,
-            "status": "successful",
-            "paid": true,
-            "created_at": iso(c.created),
-        })).collect::<Vec<_>>(),
+        "location": format!("/links/{link}/charges"),
+        "data": data,
     })
+}
+
+/// A currency code as the profile writes it (the 2025 recording: upper case).
+fn currency_shape(code: &str, profile: Profile) -> String {
+    if profile == Profile::Recorded2025 { code.to_ascii_uppercase() } else { code.to_owned() }
 }
 
 /// Options of a list request, already read from the query string.
@@ -348,6 +394,7 @@ impl Store {
             counters: Counters::default(),
             rng,
             base_url: String::new(),
+            profile: Profile::Current,
         }
     }
 
@@ -441,15 +488,27 @@ impl Store {
             if !link.multiple && !link.charges.is_empty() {
                 return Err(used_fault());
             }
-            link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+            link.charges.push(Charge {
+                id: charge_id.clone(),
+                amount: link.amount,
+                currency: link.currency,
+                created: now,
+                refunded: 0,
+            });
             let link = link.clone();
-            self.classic_json(live, &link, false, now)
+            self.classic_json(live, &link, self.profile, now)
         } else {
             let link = self.plus_link(&key, id)?;
             if !link.multiple_usage && !link.charges.is_empty() {
                 return Err(used_fault());
             }
-            link.charges.push(Charge { id: charge_id, amount: link.amount, currency: link.currency, created: now });
+            link.charges.push(Charge {
+                id: charge_id.clone(),
+                amount: link.amount,
+                currency: link.currency,
+                created: now,
+                refunded: 0,
+            });
             let link = link.clone();
             self.plus_json(&link)
         };
@@ -473,7 +532,7 @@ mod tests {
 
     #[test]
     fn names_every_missing_field() {
-        let err = store().create_classic("skey_test_x", &Map::new(), false, SystemTime::now()).unwrap_err();
+        let err = store().create_classic("skey_test_x", &Map::new(), Profile::Current, SystemTime::now()).unwrap_err();
         assert_eq!(err.status, 400);
         for field in ["amount", "currency", "title", "description"] {
             assert!(err.message.contains(field), "{}", err.message);
@@ -492,10 +551,19 @@ mod tests {
             ])
         };
         let now = SystemTime::now();
-        assert_eq!(s.create_classic("k", &base(json!(-5), "thb"), false, now).unwrap_err().code, "invalid_amount");
-        assert_eq!(s.create_classic("k", &base(json!("12.5"), "thb"), false, now).unwrap_err().code, "invalid_amount");
-        assert_eq!(s.create_classic("k", &base(json!(100), "eur"), false, now).unwrap_err().code, "invalid_currency");
-        let ok = s.create_classic("skey_test_k", &base(json!("100"), "THB"), false, now).unwrap();
+        assert_eq!(
+            s.create_classic("k", &base(json!(-5), "thb"), Profile::Current, now).unwrap_err().code,
+            "invalid_amount"
+        );
+        assert_eq!(
+            s.create_classic("k", &base(json!("12.5"), "thb"), Profile::Current, now).unwrap_err().code,
+            "invalid_amount"
+        );
+        assert_eq!(
+            s.create_classic("k", &base(json!(100), "eur"), Profile::Current, now).unwrap_err().code,
+            "invalid_currency"
+        );
+        let ok = s.create_classic("skey_test_k", &base(json!("100"), "THB"), Profile::Current, now).unwrap();
         assert_eq!(ok["currency"], "thb");
         assert!(ok["id"].as_str().unwrap().starts_with("link_test_"));
     }

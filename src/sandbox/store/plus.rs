@@ -7,7 +7,9 @@ use serde_json::{Map, Value, json};
 
 use crate::plan::{MAX_PLUS_NAME, MIN_PLUS_AMOUNT};
 
-use super::{ApiFault, ListQuery, PlusLink, Store, Team, Template, boolean, currency, integer, iso, require_all, text};
+use super::{
+    ApiFault, ListQuery, PlusLink, Profile, Store, Team, Template, boolean, currency, integer, iso, require_all, text,
+};
 
 impl Store {
     fn team(&self, team_id: u64) -> Result<&Team, ApiFault> {
@@ -30,15 +32,19 @@ impl Store {
         })
     }
 
+    /// A Links+ link as the seeds show it, or (`Profile::PlusVariant`) as third-party code reads it:
+    /// `transaction_url` and `state`, the id as a string.
     pub(super) fn plus_json(&self, link: &PlusLink) -> Value {
         let used = !link.multiple_usage && !link.charges.is_empty();
+        let variant = self.profile == Profile::PlusVariant;
+        let (url, status) = if variant { ("transaction_url", "state") } else { ("payment_url", "status") };
         let mut body = json!({
-            "id": link.id,
+            "id": if variant { json!(link.id.to_string()) } else { json!(link.id) },
             "name": link.name,
             "amount": link.amount,
             "currency": link.currency,
-            "status": if used { "paid" } else { "active" },
-            "payment_url": format!("{}/pay/plus/{}", self.base_url, link.id),
+            status: if used { "paid" } else { "active" },
+            url: format!("{}/pay/plus/{}", self.base_url, link.id),
             "multiple_usage": link.multiple_usage,
             "created_at": iso(link.created),
             "template_id": link.template_id,

@@ -44,6 +44,7 @@ impl Store {
             deleted_links: deleted,
             creates: self.counters.creates,
             payments: self.counters.payments,
+            refunds: self.counters.refunds,
             requests: self.counters.by_status.clone(),
             rate_limited: self.counters.rate_limited,
             faults: self.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -79,6 +80,9 @@ pub struct Stats {
     pub creates: u64,
     /// Simulated payments.
     pub payments: u64,
+    /// Simulated refunds.
+    #[serde(default)]
+    pub refunds: u64,
     /// Answers by HTTP status, plus `dropped` for connections closed without one.
     pub requests: BTreeMap<String, u64>,
     /// 429s served because a key was over a window (not counting the `429` fault).
