@@ -172,7 +172,7 @@ fn a_429_pauses_every_worker() {
 fn links_plus_auth_schemes_and_templates_per_row() {
     for auth in ["basic", "raw", "bearer"] {
         let world = World::new();
-        let job = JobFile::sample("event-tickets-plus").set("api.auth", auth).write(&world, "plus.toml");
+        let job = JobFile::sample("event-tickets-plus").add("api.auth", auth).write(&world, "plus.toml");
         world.run_job(&job, &["--limit", "100/s"]).code(0);
         assert_eq!(world.stats().plus_links, 3, "auth = {auth}");
     }

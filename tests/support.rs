@@ -240,3 +240,43 @@ pub(crate) fn edited(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "`{from}` is not in the sample any more");
     text.replace(from, to)
 }
+
+/// A server on loopback that answers each `(method, path)` with a recorded answer of the real API (status
+/// and body as Omise's libraries recorded them), and `not_found` to anything else. For contract tests of
+/// the client: it answers what the real API answered, it does not echo.
+pub(crate) struct Replay {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) base_url: String,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Replay {
+    pub(crate) fn start(answers: Vec<(&'static str, String, u16, String)>) -> Replay {
+        use axum::http::{Method as M, StatusCode};
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let answers = std::sync::Arc::new(answers);
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = hits.clone();
+        let app = axum::Router::new().fallback(move |method: M, uri: axum::http::Uri| {
+            let answers = answers.clone();
+            seen.lock().unwrap().push(method.to_string());
+            async move {
+                let found = answers.iter().find(|(m, p, _, _)| *m == method.as_str() && *p == uri.path());
+                let (status, body) = found.map_or_else(
+                    || (404, r#"{"object":"error","code":"not_found","message":"no recording"}"#.to_owned()),
+                    |(_, _, status, body)| (*status, body.clone()),
+                );
+                (StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body)
+            }
+        });
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Replay { rt, base_url, hits }
+    }
+
+    /// How many requests of this method came.
+    pub(crate) fn hits(&self, method: &str) -> usize {
+        self.hits.lock().unwrap().iter().filter(|m| *m == method).count()
+    }
+}

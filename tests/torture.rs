@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use linkbatch::sandbox::{FaultKind, SandboxConfig};
+use linkbatch::sandbox::{FaultKind, Profile, SandboxConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -54,8 +54,9 @@ fn write_job(world: &World, kind: &str) {
     std::fs::write(world.path("job.toml"), job).unwrap();
 }
 
-fn torture(kind: &str) {
+fn torture(kind: &str, profile: Profile) {
     let world = World::with(SandboxConfig {
+        profile,
         faults: faults(&[
             (FaultKind::DropAfterCommit, 0.06),
             (FaultKind::ServerErrorAfter, 0.05),
@@ -112,7 +113,8 @@ fn torture(kind: &str) {
     }
     let stats = world.stats();
     eprintln!(
-        "{kind}: {kills} kills in {:.1}s; faults served {:?}; sandbox holds {} links for {ROWS} rows",
+        "{kind} ({}): {kills} kills in {:.1}s; faults served {:?}; sandbox holds {} links for {ROWS} rows",
+        profile.name(),
         started.elapsed().as_secs_f64(),
         stats.faults,
         stats.links_held
@@ -169,10 +171,25 @@ fn held_ids(world: &World, kind: &str) -> BTreeSet<String> {
 
 #[test]
 fn kill_nine_classic() {
-    torture("links");
+    torture("links", Profile::Current);
+}
+
+#[test]
+fn kill_nine_classic_legacy_answers() {
+    torture("links", Profile::Legacy);
+}
+
+#[test]
+fn kill_nine_classic_2025_answers() {
+    torture("links", Profile::Recorded2025);
 }
 
 #[test]
 fn kill_nine_links_plus() {
-    torture("links_plus");
+    torture("links_plus", Profile::Current);
+}
+
+#[test]
+fn kill_nine_links_plus_variant_answers() {
+    torture("links_plus", Profile::PlusVariant);
 }

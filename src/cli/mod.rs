@@ -167,7 +167,8 @@ struct SandboxArgs {
     /// Rate limit per key, COUNT/PERIOD (repeatable), e.g. --limit 60/min --limit 1000/h.
     #[arg(long = "limit", value_name = "RATE")]
     limits: Vec<String>,
-    /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit (repeatable).
+    /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit, unreadable-after
+    /// (repeatable).
     #[arg(long = "fault", value_name = "KIND=PROB")]
     faults: Vec<String>,
     /// Seed for ids and fault draws (same seed, same sequence); random when not given.

@@ -58,7 +58,7 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     };
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
     for &(team, template) in &survey.templates {
-        check_template(&client, team, template).await?;
+        check_template(&plan, &client, team, template).await?;
     }
 
     let stop = Arc::new(Stop::default());
@@ -129,7 +129,8 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
         return Ok(AuthScheme::Raw);
     };
     for scheme in AuthScheme::TRIED {
-        match client.with_auth(scheme).accepts_auth(template).await {
+        let client = client.with_auth(scheme);
+        match retried(plan, || client.accepts_auth(template)).await {
             Ok(true) => {
                 tracing::info!("Links+ accepts the {} scheme; recorded in the ledger header", scheme.name());
                 return Ok(scheme);
@@ -146,6 +147,26 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
     )))
 }
 
+/// A read before the run, sent again as the job's retry policy says while the answer is retryable (a 429, a
+/// 5xx, a lost connection): reads are safe to repeat, and a passing fault must not stop the job.
+async fn retried<T, F, Fut>(plan: &Plan, mut read: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delays = plan.retry().delays();
+    loop {
+        let error = match read().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        match crate::decide::retry_read(&error, delays.next()) {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return Err(error),
+        }
+    }
+}
+
 /// The template of the first row that plans, for the auth search.
 fn first_template(plan: &Plan) -> Result<Option<u64>, Outcome> {
     let mut reader = plan.reader()?;
@@ -160,8 +181,8 @@ fn first_template(plan: &Plan) -> Result<Option<u64>, Outcome> {
 }
 
 /// Links+: the job's template must exist and belong to its team, or nothing is created.
-async fn check_template(client: &Client, team: u64, template: u64) -> Result<(), Outcome> {
-    match client.template_team(template).await {
+async fn check_template(plan: &Plan, client: &Client, team: u64, template: u64) -> Result<(), Outcome> {
+    match retried(plan, || client.template_team(template)).await {
         Ok(owner) if owner == team => Ok(()),
         Ok(owner) => Err(usage(format!(
             "[link] template_id {template} belongs to team {owner}, not to team_id {team}; nothing was created"

@@ -38,15 +38,18 @@ pub enum FaultKind {
     SlowAfter,
     /// The link is stored, then the connection closes with no answer at all.
     DropAfterCommit,
+    /// The link is stored, then a 200 answers in a shape no client can read (no id, no URL).
+    UnreadableAfter,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 5] = [
+    const ALL: [FaultKind; 6] = [
         FaultKind::ServerErrorBefore,
         FaultKind::ServerErrorAfter,
         FaultKind::RateLimited,
         FaultKind::SlowAfter,
         FaultKind::DropAfterCommit,
+        FaultKind::UnreadableAfter,
     ];
 
     /// The name used on the command line and in the stats.
@@ -57,12 +60,19 @@ impl FaultKind {
             FaultKind::RateLimited => "429",
             FaultKind::SlowAfter => "slow-after",
             FaultKind::DropAfterCommit => "drop-after-commit",
+            FaultKind::UnreadableAfter => "unreadable-after",
         }
     }
 
     /// Whether the fault needs a stored link, and so only applies to create requests.
     fn after_commit(self) -> bool {
-        matches!(self, FaultKind::ServerErrorAfter | FaultKind::SlowAfter | FaultKind::DropAfterCommit)
+        matches!(
+            self,
+            FaultKind::ServerErrorAfter
+                | FaultKind::SlowAfter
+                | FaultKind::DropAfterCommit
+                | FaultKind::UnreadableAfter
+        )
     }
 }
 

@@ -188,6 +188,7 @@ async fn after_commit(
             // The connection task drops this future together with the socket.
             std::future::pending().await
         }
+        FaultKind::UnreadableAfter => answer(200, serde_json::json!({"object": "link", "state": "processing"})),
         FaultKind::ServerErrorBefore | FaultKind::RateLimited => result(outcome),
     }
 }
