@@ -348,3 +348,38 @@ fn sample_jobs_on_every_profile() {
         world.job("refresh", job, &["--limit", "100/s"]).code(0);
     }
 }
+
+/// An answer kept as unreadable is read again by every later run: once a linkbatch can read it (here, the
+/// kept body replaced by the link the server holds, as a newer reader would see it), the row adopts its
+/// link and is never sent.
+#[test]
+fn a_kept_answer_is_read_again_by_a_later_run() {
+    let world =
+        World::with(SandboxConfig { faults: faults(&[(FaultKind::UnreadableAfter, 1.0)]), ..SandboxConfig::default() });
+    let args = ["--limit", "100/s", "--concurrency", "1"];
+    world.run_job("jobs/event-tickets.toml", &args).code(3);
+    let http = world.http();
+    let held = http.send(http.classic(Method::GET, "/links")).body["data"][0].clone();
+    let path = world.path("ledger.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut event: Value = serde_json::from_str(line).unwrap();
+            if event["type"] == "unreadable" {
+                event["body"] = held.to_string().into();
+            }
+            event.to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    world.run_job("jobs/event-tickets.toml", &args).code(3);
+    let rows = world.output();
+    // Made by the first run: reported as existing.
+    assert_eq!(
+        (rows[0]["status"].as_str(), &rows[0]["link_id"]),
+        ("existing", &held["id"].as_str().unwrap().to_owned())
+    );
+    let stats = world.stats();
+    assert_eq!((stats.creates, stats.identical_extra), (2, 0), "the first row was adopted, not sent again");
+}

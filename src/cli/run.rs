@@ -45,7 +45,8 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
         header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
         client = client.with_auth(scheme);
     }
-    let (ledger, index, report) = Ledger::open(plan.ledger_path(), &header)?;
+    let (ledger, mut index, report) = Ledger::open(plan.ledger_path(), &header)?;
+    runner::read_kept_answers(&ledger, &mut index, plan.api()).await?;
     if let Some(bytes) = report.torn_tail {
         tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
     }

@@ -68,8 +68,9 @@ struct Rare {
     failed: Option<(String, String)>,
     replace_refused: Option<String>,
     payment: Option<(Payment, u64)>,
-    /// Why the row waits to be settled by hand: its create's answer could not be read.
-    unsettled: Option<String>,
+    /// Why the row waits to be settled by hand (its create's answer could not be read), and the byte offset
+    /// of the `unreadable` line that kept the answer.
+    unsettled: Option<(String, u64)>,
 }
 
 impl KeyState {
@@ -103,7 +104,7 @@ impl KeyState {
 
     /// Why the row waits to be settled by hand, if it does (its create's answer could not be read).
     pub fn unsettled(&self) -> Option<&str> {
-        self.rare.as_ref()?.unsettled.as_deref()
+        self.rare.as_ref()?.unsettled.as_ref().map(|(why, _)| why.as_str())
     }
 
     /// The request and fingerprint of an open intent found in the file at start (`None` for one this run
@@ -435,10 +436,11 @@ impl Index {
             }
             Event::Unreadable { key, answer_to, status, missing, .. } => {
                 if answer_to == "create" {
-                    self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some(format!(
+                    let why = format!(
                         "the server answered the create with HTTP {status} and no readable {missing} (kept in the \
                          ledger); the link may exist, so the row is not sent again: settle it with `linkbatch settle`"
-                    ));
+                    );
+                    self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((why, offset));
                 }
             }
             Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {
@@ -464,6 +466,18 @@ impl Index {
     pub fn record(&mut self, event: Event, offset: u64) {
         let line = self.lines + 1;
         self.apply(event, line, offset);
+    }
+
+    /// The answers kept for rows waiting to be settled (`unreadable` events, read back from the file), so a
+    /// later linkbatch can try to read them again.
+    pub fn kept_answers(&self) -> Vec<Event> {
+        let Some(path) = &self.path else { return Vec::new() };
+        let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+        self.slots
+            .iter()
+            .filter_map(|s| s.rare.as_ref()?.unsettled.as_ref().map(|(_, offset)| *offset))
+            .filter_map(|offset| read_event_at(&mut file, offset).ok())
+            .collect()
     }
 
     /// After reading the file: the request of every intent still open, for reconciliation. Returns the byte

@@ -104,6 +104,40 @@ pub async fn run(
     finish(shared, work, start_line, options.draft.filter(|_| idle), started).await
 }
 
+/// Answers kept because an earlier run could not read them, read again with this linkbatch's parsers: a
+/// row whose answer now yields its link is `adopted` with it, and reported as created; the others stay
+/// unsettled. Returns how many were adopted.
+pub async fn read_kept_answers(
+    ledger: &Ledger,
+    index: &mut Index,
+    api: crate::job::ApiKind,
+) -> Result<u64, LedgerError> {
+    let mut adopted = 0;
+    for kept in index.kept_answers() {
+        let Event::Unreadable { key, fingerprint, body, .. } = kept else { continue };
+        let Some(link) =
+            serde_json::from_str(&body).ok().and_then(|json| crate::api::RemoteLink::read(api, &json).ok())
+        else {
+            continue;
+        };
+        if index.is_claimed(&link.id) {
+            continue;
+        }
+        tracing::info!(key = %key, link = %link.id, "the answer kept in the ledger can be read now: adopted its link");
+        let event = Event::Adopted {
+            key,
+            link_id: link.id,
+            payment_uri: link.payment_uri,
+            fingerprint,
+            at: crate::ledger::now(),
+        };
+        let offset = ledger.append(&event).await?;
+        index.record(event, offset);
+        adopted += 1;
+    }
+    Ok(adopted)
+}
+
 /// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a
 /// `refresh_started` unless one is being resumed. Returns the line the run starts at and, for a refresh, the
 /// line of its start.
