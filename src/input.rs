@@ -8,7 +8,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 use crate::job::InputFormat;
 
@@ -114,9 +116,7 @@ impl InputReader {
             }
             InputFormat::Jsonl => {
                 let mut first = BufReader::new(file);
-                let columns = first_object_keys(&mut first).map_err(io)?.ok_or_else(|| {
-                    header("no JSON object found: the first non-blank line must be an object, e.g. {\"id\": 1}".into())
-                })?;
+                let columns = first_object_keys(&mut first).map_err(io)?.map_err(header)?;
                 let file = File::open(path).map_err(io)?;
                 (columns, Source::Jsonl { reader: BufReader::new(file), line: 0, buffer: Vec::new() })
             }
@@ -234,10 +234,9 @@ fn read_jsonl(
         if text.is_empty() {
             continue;
         }
-        let object = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
-            Ok(_) => return Some(Err(Rejection { line: *line, reason: "line is not a JSON object".into() })),
-            Err(e) => return Some(Err(Rejection { line: *line, reason: format!("malformed JSON: {e}") })),
+        let object = match json_object(text) {
+            Ok(object) => object,
+            Err(reason) => return Some(Err(Rejection { line: *line, reason })),
         };
         return Some(match json_cells(&object, wanted) {
             Ok(cells) => {
@@ -254,34 +253,55 @@ fn field(bytes: &[u8], last: bool) -> &[u8] {
     if last { bytes.strip_suffix(b"\r").unwrap_or(bytes) } else { bytes }
 }
 
-fn first_object_keys(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<String>>> {
+/// The keys of the first non-blank line's object (sorted, as the rows' are looked up by name), or what is
+/// wrong with that line, with its number.
+fn first_object_keys(reader: &mut impl BufRead) -> std::io::Result<Result<Vec<String>, String>> {
     let mut buffer = Vec::new();
+    let mut line = 0u64;
     loop {
         buffer.clear();
         if reader.read_until(b'\n', &mut buffer)? == 0 {
-            return Ok(None);
+            return Ok(Err("no JSON object found: the file has no non-blank line".into()));
         }
+        line += 1;
         let text = String::from_utf8_lossy(&buffer);
         if text.trim().is_empty() {
             continue;
         }
-        return Ok(match serde_json::from_str::<Value>(text.trim()) {
-            Ok(Value::Object(object)) => Some(object.keys().cloned().collect()),
-            _ => None,
-        });
+        return Ok(json_object(text.trim()).map(|object| object.into_keys().collect()).map_err(|reason| {
+            format!("line {line}: {reason}; the first non-blank line must be an object, e.g. {{\"id\": 1}}")
+        }));
     }
 }
 
-fn json_cells(object: &Map<String, Value>, wanted: &[String]) -> Result<Vec<Option<String>>, String> {
+/// One line's object, its values kept as the JSON text they were written as: a number is never read through
+/// a binary float (`123456789012345.67` stays exactly that).
+fn json_object(text: &str) -> Result<BTreeMap<String, &RawValue>, String> {
+    match serde_json::from_str::<BTreeMap<String, &RawValue>>(text) {
+        Ok(object) => Ok(object),
+        Err(e) if e.is_data() && serde_json::from_str::<&RawValue>(text).is_ok() => {
+            Err("line is not a JSON object".into())
+        }
+        Err(e) => Err(format!("malformed JSON: {e}")),
+    }
+}
+
+fn json_cells(object: &BTreeMap<String, &RawValue>, wanted: &[String]) -> Result<Vec<Option<String>>, String> {
     wanted
         .iter()
-        .map(|name| match object.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-            Some(_) => {
-                Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used"))
+        .map(|name| {
+            let Some(raw) = object.get(name) else { return Ok(None) };
+            let text = raw.get();
+            match text.as_bytes().first() {
+                Some(b'n') => Ok(None),
+                Some(b'"') => {
+                    serde_json::from_str::<String>(text).map(Some).map_err(|e| format!("field `{name}`: {e}"))
+                }
+                Some(b't' | b'f') => Ok(Some(text.to_owned())),
+                Some(b'{' | b'[') => {
+                    Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used"))
+                }
+                _ => crate::money::decimal_text(text).map(Some).map_err(|e| format!("field `{name}`: {e}")),
             }
         })
         .collect()

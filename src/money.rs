@@ -123,12 +123,74 @@ pub fn parse_amount(text: &str, unit: AmountUnit, currency: Currency) -> Result<
     }
 }
 
+/// The most a JSON number's exponent may shift its point: no amount needs more, and it bounds the text.
+const MAX_EXPONENT: i64 = 40;
+
+/// A JSON number's text as a plain decimal (`1.5e2` → `150`, `2.50` → `2.50`), exactly: the digits are moved,
+/// never computed, so nothing is rounded. An exponent past [`MAX_EXPONENT`] either way is refused
+/// (`1e-400`, `1e309`): no amount is that small or that large.
+pub fn decimal_text(number: &str) -> Result<String, String> {
+    let (mantissa, exponent) = match number.find(['e', 'E']) {
+        Some(at) => (&number[..at], &number[at + 1..]),
+        None => return Ok(number.to_owned()),
+    };
+    let exponent: i64 = exponent
+        .parse()
+        .ok()
+        .filter(|e: &i64| e.abs() <= MAX_EXPONENT)
+        .ok_or_else(|| format!("number `{number}` has an exponent past {MAX_EXPONENT}: not an exact amount"))?;
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    // Where the point goes in `digits`, once the exponent has moved it.
+    let point = i64::try_from(whole.len()).unwrap_or(i64::MAX).saturating_add(exponent);
+    let text = if point <= 0 {
+        let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+        format!("0.{zeros}{digits}")
+    } else {
+        let point = usize::try_from(point).unwrap_or(usize::MAX);
+        if point >= digits.len() {
+            format!("{digits}{}", "0".repeat(point - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point], &digits[point..])
+        }
+    };
+    // Leading zeros of the whole part are not part of the value ("0150" is 150).
+    let trimmed = text.trim_start_matches('0');
+    let text = if trimmed.is_empty() || trimmed.starts_with('.') { format!("0{trimmed}") } else { trimmed.to_owned() };
+    Ok(format!("{sign}{text}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn thb() -> Currency {
         Currency::find("THB").unwrap()
+    }
+
+    #[test]
+    fn json_numbers_become_their_exact_decimal_text() {
+        for (number, text) in [
+            ("123456789012345.67", "123456789012345.67"),
+            ("1.5e2", "150"),
+            ("15E-1", "1.5"),
+            ("1e-2", "0.01"),
+            ("2.50", "2.50"),
+            ("0", "0"),
+            ("0.5e1", "5"),
+            ("-1e2", "-100"),
+            ("12e0", "12"),
+        ] {
+            assert_eq!(decimal_text(number).as_deref(), Ok(text), "{number}");
+        }
+        assert!(decimal_text("1e-400").is_err());
+        assert!(decimal_text("1e309").is_err());
+        assert_eq!(
+            parse_amount(&decimal_text("123456789012345.67").unwrap(), AmountUnit::Major, thb()),
+            Ok(12345678901234567)
+        );
+        assert!(parse_amount(&decimal_text("1e-3").unwrap(), AmountUnit::Major, thb()).is_err(), "never rounded");
     }
 
     #[test]

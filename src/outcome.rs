@@ -80,7 +80,7 @@ impl From<LedgerError> for Outcome {
     fn from(e: LedgerError) -> Self {
         match e {
             // A ledger that cannot be opened or created is a path to fix: nothing was sent.
-            LedgerError::Io { .. } => Outcome::refused(e),
+            LedgerError::Io { .. } | LedgerError::NotALedger(_) => Outcome::refused(e),
             LedgerError::Locked(_) | LedgerError::Corrupt { .. } | LedgerError::Mismatch { .. } => Outcome::aborted(e),
         }
     }

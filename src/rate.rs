@@ -29,7 +29,15 @@ pub enum RateError {
     /// The period or duration could not be read.
     #[error("duration `{0}` is not understood (use e.g. 500ms, 30s, 2min, 1h)")]
     Duration(String),
+    /// A count or period outside what any rate limit means.
+    #[error("rate `{0}`: the count must be 1 to {MAX_COUNT} and the period 1ms to 7 days")]
+    Range(String),
 }
+
+/// The largest count a rate may have.
+pub const MAX_COUNT: u32 = 1_000_000;
+/// The longest period a rate may have: a week.
+pub const MAX_PERIOD: Duration = Duration::from_hours(7 * 24);
 
 impl Rate {
     /// The even spacing between requests that this rate allows.
@@ -53,6 +61,9 @@ impl FromStr for Rate {
         };
         if count == 0 || period.is_zero() {
             return Err(RateError::Zero(text.to_owned()));
+        }
+        if count > MAX_COUNT || period > MAX_PERIOD || period < Duration::from_millis(1) {
+            return Err(RateError::Range(text.to_owned()));
         }
         Ok(Rate { count, period })
     }
@@ -158,6 +169,11 @@ mod tests {
         assert!(matches!("0/min".parse::<Rate>(), Err(RateError::Zero(_))));
         assert!(matches!("60".parse::<Rate>(), Err(RateError::Shape(_))));
         assert!(matches!("60/fortnightly".parse::<Rate>(), Err(RateError::Duration(_))));
+        // Numbers no rate limit means, which would overflow a clock: refused, not panicked on.
+        for text in ["1/18446744073709551615s", "1/8d", "1000001/s", "1/1us", "4294967295/h"] {
+            assert!(matches!(text.parse::<Rate>(), Err(RateError::Range(_))), "{text}");
+        }
+        assert_eq!("1000000/7d".parse::<Rate>().map(|r| r.count), Ok(1_000_000));
     }
 
     #[test]

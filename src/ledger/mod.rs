@@ -43,6 +43,22 @@ pub struct Header {
     pub auth: Option<String>,
 }
 
+/// Whether the file is empty, starts with a ledger header line, or holds only the torn start of one (a crash
+/// while the header was written). Leaves the file at its start.
+fn starts_as_ledger(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+    const HEADER: &str = r#"{"type":"header""#;
+    file.seek(SeekFrom::Start(0))?;
+    let mut first = Vec::new();
+    BufReader::new(Read::by_ref(file).take(64 * 1024)).read_until(b'\n', &mut first)?;
+    file.seek(SeekFrom::Start(0))?;
+    let text = String::from_utf8_lossy(&first);
+    Ok(match text.strip_suffix('\n') {
+        Some(line) => matches!(serde_json::from_str::<Event>(line), Ok(Event::Header(_))),
+        None => text.is_empty() || text.starts_with(HEADER) || HEADER.starts_with(text.as_ref()),
+    })
+}
+
 /// The header of the ledger at `path`, from its first line alone (`None`: no ledger, or no header).
 pub fn peek_header(path: &Path) -> Option<Header> {
     use std::io::{BufRead, BufReader, Read};
@@ -266,6 +282,11 @@ pub enum LedgerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is not a ledger: it is left as it is, never written over.
+    #[error(
+        "{0} is not a linkbatch ledger (its first line is no ledger header); it was left untouched: name another --ledger"
+    )]
+    NotALedger(PathBuf),
     /// Another run holds the lock.
     #[error("ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish")]
     Locked(PathBuf),
@@ -340,6 +361,9 @@ impl Ledger {
             Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(path.to_owned())),
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
+        if !starts_as_ledger(&mut file).map_err(io)? {
+            return Err(LedgerError::NotALedger(path.to_owned()));
+        }
         let (index, report, found_header) = read::read(path, &mut file, true)?;
         match (&found_header, header) {
             (Some(found), Some(wanted)) => check_header(path, found, wanted)?,
@@ -376,6 +400,9 @@ impl Ledger {
                 return Err(LedgerError::Io { path: path.to_owned(), source });
             }
         };
+        if !starts_as_ledger(&mut file).map_err(|source| LedgerError::Io { path: path.to_owned(), source })? {
+            return Err(LedgerError::NotALedger(path.to_owned()));
+        }
         let (index, report, header) = read::read(path, &mut file, false)?;
         Ok(header.map(|h| (h, index, report)))
     }

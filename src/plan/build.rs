@@ -2,11 +2,12 @@
 //! a [`PlanError`] variant with a unit test below. Opens the input to read its header; sends nothing.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{
-    LinkTemplates, Overrides, Plan, PlanError, RetryPolicy, check_base_url, check_webhook, field_source,
-    refuse_foreign, required, sandbox_path, template,
+    LinkTemplates, MAX_ATTEMPTS, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy, check_base_url,
+    check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{ApiKind, JobSpec, LinkSpec};
@@ -39,23 +40,24 @@ impl Plan {
             return Err(PlanError::Currency(currency.to_string()));
         }
         let (output_path, ledger_path) = paths(&spec, overrides);
+        check_paths(&input_path, &output_path, &ledger_path)?;
         let plan = Plan {
             api: spec.api.kind,
             base_url: base_url(&spec, overrides)?,
-            timeout: duration("[api] timeout", &spec.api.timeout)?,
+            timeout: duration("[api] timeout", &spec.api.timeout, Duration::from_millis(1), HOUR)?,
             auth: spec.api.auth,
             input_path,
             format,
             output_path,
             ledger_path,
             rates: rates(&spec, overrides)?,
-            concurrency: Some(overrides.concurrency.unwrap_or(spec.limits.concurrency))
-                .filter(|&n| n > 0)
-                .ok_or(PlanError::Concurrency)?,
+            concurrency: concurrency(overrides.concurrency.unwrap_or(spec.limits.concurrency))?,
             retry: RetryPolicy {
-                attempts: spec.retry.attempts.max(1),
-                base_delay: duration("[retry] base_delay", &spec.retry.base_delay)?,
-                max_delay: duration("[retry] max_delay", &spec.retry.max_delay)?,
+                attempts: Some(spec.retry.attempts)
+                    .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                    .ok_or(PlanError::Attempts(spec.retry.attempts))?,
+                base_delay: duration("[retry] base_delay", &spec.retry.base_delay, Duration::ZERO, HOUR)?,
+                max_delay: duration("[retry] max_delay", &spec.retry.max_delay, Duration::ZERO, HOUR)?,
             },
             extra_columns: spec.output.columns,
             extra_positions,
@@ -189,6 +191,44 @@ fn with_output_columns(
     Ok((wanted, positions))
 }
 
+/// A path as it will be opened: symlinks followed, `..` resolved; a file not there yet by its directory's
+/// canonical path and its name.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(found) = path.canonicalize() {
+        return found;
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (dir.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_owned(),
+    }
+}
+
+/// The output and the ledger are written: neither may be the input, each other, or a directory. Compared by
+/// canonical path, so a symlink or `./` spelling cannot hide the same file.
+fn check_paths(input: &Path, output: &Path, ledger: &Path) -> Result<(), PlanError> {
+    let (input_c, output_c, ledger_c) = (canonical(input), canonical(output), canonical(ledger));
+    let refuse = |what: String| Err(PlanError::Paths(format!("{what}; nothing was sent and no file was changed")));
+    if output_c == input_c {
+        return refuse(format!("the output {} is the input: it would be overwritten", output.display()));
+    }
+    if ledger_c == input_c {
+        return refuse(format!("the ledger {} is the input", ledger.display()));
+    }
+    if output_c == ledger_c {
+        return refuse(format!(
+            "the output and the ledger are the same file ({}): give each its own",
+            output.display()
+        ));
+    }
+    for (what, path) in [("output", output), ("ledger", ledger)] {
+        if path.is_dir() {
+            return refuse(format!("the {what} {} is a directory; name a file", path.display()));
+        }
+    }
+    Ok(())
+}
+
 fn rates(spec: &JobSpec, overrides: &Overrides) -> Result<Vec<Rate>, PlanError> {
     match &overrides.limits {
         Some(rates) => Ok(rates.clone()),
@@ -196,8 +236,20 @@ fn rates(spec: &JobSpec, overrides: &Overrides) -> Result<Vec<Rate>, PlanError> 
     }
 }
 
-fn duration(field: &'static str, text: &str) -> Result<std::time::Duration, PlanError> {
-    parse_duration(text).map_err(|error| PlanError::Duration { field, error })
+const HOUR: Duration = Duration::from_hours(1);
+
+/// A duration of the job, read and held within `min..=max` (a zero timeout would fail every request at once;
+/// hours-long ones would hide a stuck run).
+fn duration(field: &'static str, text: &str, min: Duration, max: Duration) -> Result<Duration, PlanError> {
+    let value = parse_duration(text).map_err(|error| PlanError::Duration { field, error })?;
+    if value < min || value > max {
+        return Err(PlanError::DurationRange { field, value, min, max });
+    }
+    Ok(value)
+}
+
+fn concurrency(n: usize) -> Result<usize, PlanError> {
+    if (1..=MAX_CONCURRENCY).contains(&n) { Ok(n) } else { Err(PlanError::Concurrency(n)) }
 }
 
 fn base_url(spec: &JobSpec, overrides: &Overrides) -> Result<String, PlanError> {
@@ -364,10 +416,30 @@ mod tests {
     }
 
     #[test]
-    fn refuses_zero_concurrency_from_the_job_or_the_flag() {
-        assert!(matches!(refusal(|s| s.limits.concurrency = 0), PlanError::Concurrency));
-        let overrides = Overrides { concurrency: Some(0), ..Overrides::default() };
-        assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::Concurrency)));
+    fn refuses_concurrency_outside_its_range_from_the_job_or_the_flag() {
+        assert!(matches!(refusal(|s| s.limits.concurrency = 0), PlanError::Concurrency(0)));
+        for n in [0, 65, 1_000_000_000, usize::MAX] {
+            let overrides = Overrides { concurrency: Some(n), ..Overrides::default() };
+            assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::Concurrency(m)) if m == n), "{n}");
+        }
+        let overrides = Overrides { concurrency: Some(64), ..Overrides::default() };
+        assert_eq!(plan_with(|_| {}, overrides).unwrap().concurrency(), 64);
+    }
+
+    #[test]
+    fn refuses_attempts_outside_their_range() {
+        assert!(matches!(refusal(|s| s.retry.attempts = 0), PlanError::Attempts(0)));
+        assert!(matches!(refusal(|s| s.retry.attempts = 101), PlanError::Attempts(101)));
+    }
+
+    #[test]
+    fn refuses_durations_outside_their_range() {
+        let error = refusal(|s| s.api.timeout = "0s".into());
+        assert!(matches!(error, PlanError::DurationRange { field: "[api] timeout", .. }), "{error:?}");
+        assert!(error.to_string().contains("outside 1ms to 3600s"), "{error}");
+        let error = refusal(|s| s.retry.max_delay = "18446744073709551615s".into());
+        assert!(matches!(error, PlanError::DurationRange { .. } | PlanError::Duration { .. }), "{error:?}");
+        assert!(matches!(refusal(|s| s.retry.base_delay = "2h".into()), PlanError::DurationRange { .. }));
     }
 
     #[test]
@@ -384,6 +456,30 @@ mod tests {
         }
         let overrides = Overrides { base_url: Some("http://127.0.0.1:9/".into()), ..Overrides::default() };
         assert_eq!(plan_with(|_| {}, overrides).unwrap().base_url(), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn refuses_paths_that_would_overwrite_the_input_or_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rows.csv");
+        std::fs::write(&input, "id,amount,title,note\nk1,100,A,n\n").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        let spelled = dir.path().join(".").join("rows.csv");
+        let cases: [(Option<PathBuf>, Option<PathBuf>); 5] = [
+            (Some(input.clone()), None),
+            (Some(link), None),
+            (Some(spelled), None),
+            (Some(dir.path().join("o.csv")), Some(dir.path().join("o.csv"))),
+            (Some(dir.path().to_owned()), None),
+        ];
+        for (output, ledger) in cases {
+            let overrides = Overrides { input: Some(input.clone()), output, ledger, ..Overrides::default() };
+            let error = plan_with(|_| {}, overrides).unwrap_err();
+            assert!(matches!(error, PlanError::Paths(_)), "{error:?}");
+        }
+        let overrides = Overrides { input: Some(input.clone()), ledger: Some(input), ..Overrides::default() };
+        assert!(matches!(plan_with(|_| {}, overrides), Err(PlanError::Paths(_))));
     }
 
     #[test]

@@ -26,6 +26,11 @@ use crate::template::{Template, TemplateError};
 pub const MAX_TITLE: usize = 200;
 /// Longest classic description (seed 003).
 pub const MAX_DESCRIPTION: usize = 1000;
+/// Most requests in flight at once.
+pub const MAX_CONCURRENCY: usize = 64;
+/// Most attempts per request.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// Longest Links+ name (Omise's Payment Links+ documentation).
 pub const MAX_PLUS_NAME: usize = 45;
 /// Smallest Links+ amount, in the currency's smallest unit (Omise's Payment Links+ documentation).
@@ -142,9 +147,12 @@ pub enum PlanError {
     /// A rate that does not parse.
     #[error("[limits] rates: {0}")]
     Rate(RateError),
-    /// No request could ever be sent.
-    #[error("concurrency must be at least 1")]
-    Concurrency,
+    /// Requests in flight at once, outside 1 to [`MAX_CONCURRENCY`].
+    #[error("concurrency {0} is outside 1 to {MAX_CONCURRENCY} (Omise advises at most 10 parallel workers)")]
+    Concurrency(usize),
+    /// Attempts per request, outside 1 to [`MAX_ATTEMPTS`].
+    #[error("[retry] attempts = {0} is outside 1 to {MAX_ATTEMPTS}")]
+    Attempts(u32),
     /// A duration that does not parse.
     #[error("{field}: {error}")]
     Duration {
@@ -153,6 +161,21 @@ pub enum PlanError {
         /// Why.
         error: RateError,
     },
+    /// A duration outside its range.
+    #[error("{field} = {value:?} is outside {min:?} to {max:?}")]
+    DurationRange {
+        /// `[api] timeout`…
+        field: &'static str,
+        /// As given.
+        value: Duration,
+        /// Shortest allowed.
+        min: Duration,
+        /// Longest allowed.
+        max: Duration,
+    },
+    /// Files that would overwrite one another, or a directory where a file is written.
+    #[error("{0}")]
+    Paths(String),
     /// A base URL that is not https (or http on loopback), or carries credentials.
     #[error("{0}")]
     BaseUrl(String),
