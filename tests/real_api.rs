@@ -361,18 +361,16 @@ fn a_kept_answer_is_read_again_by_a_later_run() {
     let http = world.http();
     let held = http.send(http.classic(Method::GET, "/links")).body["data"][0].clone();
     let path = world.path("ledger.jsonl");
-    let lines: Vec<String> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut event: Value = serde_json::from_str(line).unwrap();
-            if event["type"] == "unreadable" {
-                event["body"] = held.to_string().into();
-            }
-            event.to_string()
-        })
-        .collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    // Each line written again as the ledger writes it (with its checksum), the kept body replaced.
+    let mut text = Vec::new();
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        let mut event: linkbatch::ledger::Event = serde_json::from_str(line).unwrap();
+        if let linkbatch::ledger::Event::Unreadable { body, .. } = &mut event {
+            *body = held.to_string();
+        }
+        text.extend(linkbatch::ledger::encode(&event).unwrap());
+    }
+    std::fs::write(&path, text).unwrap();
     world.run_job("jobs/event-tickets.toml", &args).code(3);
     let rows = world.output();
     // Made by the first run: reported as existing.

@@ -45,7 +45,11 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
         header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
         client = client.with_auth(scheme);
     }
+    let suspect = ledger_changed_after_output(&plan);
     let (ledger, mut index, report) = Ledger::open(plan.ledger_path(), &header)?;
+    if suspect || report.torn_tail.is_some() || index.is_empty() {
+        refuse_if_output_names_more(&plan, &index)?;
+    }
     runner::read_kept_answers(&ledger, &mut index, plan.api()).await?;
     if let Some(bytes) = report.torn_tail {
         tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
@@ -112,6 +116,37 @@ fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outco
         )));
     }
     Ok(key)
+}
+
+/// Whether the ledger may have lost lines the output was written from: there is an output, and the ledger is
+/// missing, empty, or was changed after the output was written (a run writes its output last). A ledger
+/// intact since its output costs nothing more to open.
+fn ledger_changed_after_output(plan: &Plan) -> bool {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).ok().and_then(|m| m.modified().ok());
+    match (modified(plan.output_path()), std::fs::metadata(plan.ledger_path())) {
+        (None, _) => false,
+        (Some(_), Err(_)) => true,
+        (Some(output), Ok(ledger)) => ledger.len() == 0 || ledger.modified().ok().is_none_or(|l| l > output),
+    }
+}
+
+/// A ledger that lacks links its output names was damaged or replaced: running on it would send those rows
+/// again. Refused (exit 3), the files untouched, with the way out.
+fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Result<(), Outcome> {
+    let missing = runner::links_missing_from(index, plan.output_path()).map_err(|e| {
+        usage(format!("cannot read the output {} to check the ledger: {e}", plan.output_path().display()))
+    })?;
+    let Some(missing) = missing else { return Ok(()) };
+    let (key, link) = &missing.first;
+    Err(Outcome::aborted(anyhow::anyhow!(
+        "the ledger {} lacks {} link(s) that the output {} names (the first: `{key}` has {link}): it was emptied, cut \
+         short or replaced since that output was written. Nothing was sent: running on it would create those links \
+         again. Restore the ledger from a backup. No command rebuilds a ledger from the server yet: until one does, \
+         keep this job off this ledger (or, if the output belongs to another ledger, move the output aside).",
+        plan.ledger_path().display(),
+        missing.count,
+        plan.output_path().display()
+    )))
 }
 
 /// The Links+ scheme: the job's, else the one the ledger header recorded, else the first the server accepts

@@ -22,8 +22,40 @@ mod read;
 
 pub use index::{Index, KeyState, LinkRecord};
 
-/// Format version written in the header.
-pub const VERSION: u32 = 1;
+/// Format version written in the header: 2 puts a checksum on every line (`sum`, CRC32C of the event's
+/// JSON); version 1 ledgers, without them, are still read.
+pub const VERSION: u32 = 2;
+
+/// One ledger line: `{"sum":"CRC32C",` and the event's JSON after its `{`, then a newline. The sum covers the
+/// event's JSON exactly as serde_json writes it, so a damaged byte anywhere in the line is told from a line a
+/// crash cut short (which has no newline). The field comes first so that `jq` still reads every line.
+pub fn encode(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
+    let json = serde_json::to_vec(event)?;
+    let mut line = Vec::with_capacity(json.len() + SUM_PREFIX + 1);
+    line.extend_from_slice(format!("{{\"sum\":\"{:08x}\",", crc32c::crc32c(&json)).as_bytes());
+    line.extend_from_slice(&json[1..]);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Bytes of `{"sum":"XXXXXXXX",`.
+pub(crate) const SUM_PREFIX: usize = 18;
+
+/// Where a line's event starts after its checksum: `Ok(Some(18))` when the sum is there and right, `Ok(None)`
+/// when the line has none (version 1), `Err` when it is there and wrong.
+pub(crate) fn check_sum(line: &[u8]) -> Result<Option<usize>, String> {
+    let Some(rest) = line.strip_prefix(br#"{"sum":""#) else { return Ok(None) };
+    let (hex, body) = (rest.get(..8), rest.get(8..));
+    let (Some(hex), Some(body)) = (hex, body.and_then(|b| b.strip_prefix(b"\",".as_slice()))) else {
+        return Err("its checksum is cut".into());
+    };
+    let expected = std::str::from_utf8(hex).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+    let actual = crc32c::crc32c_append(crc32c::crc32c(b"{"), body);
+    match expected {
+        Some(sum) if sum == actual => Ok(Some(SUM_PREFIX)),
+        _ => Err("its checksum does not match its content (the line was damaged)".into()),
+    }
+}
 
 /// First line of every ledger: what the links in it were made on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +79,7 @@ pub struct Header {
 /// while the header was written). Leaves the file at its start.
 fn starts_as_ledger(file: &mut File) -> std::io::Result<bool> {
     use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-    const HEADER: &str = r#"{"type":"header""#;
+    const HEADERS: [&str; 2] = [r#"{"sum":""#, r#"{"type":"header""#];
     file.seek(SeekFrom::Start(0))?;
     let mut first = Vec::new();
     BufReader::new(Read::by_ref(file).take(64 * 1024)).read_until(b'\n', &mut first)?;
@@ -55,7 +87,7 @@ fn starts_as_ledger(file: &mut File) -> std::io::Result<bool> {
     let text = String::from_utf8_lossy(&first);
     Ok(match text.strip_suffix('\n') {
         Some(line) => matches!(serde_json::from_str::<Event>(line), Ok(Event::Header(_))),
-        None => text.is_empty() || text.starts_with(HEADER) || HEADER.starts_with(text.as_ref()),
+        None => HEADERS.iter().any(|h| text.starts_with(h) || h.starts_with(text.as_ref())),
     })
 }
 
@@ -369,8 +401,7 @@ impl Ledger {
             (Some(found), Some(wanted)) => check_header(path, found, wanted)?,
             (Some(_), None) => {}
             (None, Some(wanted)) => {
-                let mut line = serde_json::to_vec(&Event::Header(wanted.clone())).map_err(|e| io(e.into()))?;
-                line.push(b'\n');
+                let line = encode(&Event::Header(wanted.clone())).map_err(|e| io(e.into()))?;
                 file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
             }
             (None, None) => {
@@ -410,8 +441,7 @@ impl Ledger {
     /// Appends an event and returns once it is on disk, with the byte offset of its line.
     pub async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
-        let mut line = serde_json::to_vec(event).map_err(|e| io(e.into()))?;
-        line.push(b'\n');
+        let line = encode(event).map_err(|e| io(e.into()))?;
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
         queue.send((line, done)).map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
@@ -562,6 +592,46 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         assert!(matches!(Ledger::open(&path, &header()), Err(LedgerError::Corrupt { line: 2, .. })));
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_checksum_tells_damage_from_a_torn_write() {
+        let line = encode(&intent("a")).unwrap();
+        let body = line.strip_suffix(b"\n").unwrap();
+        assert_eq!(check_sum(body), Ok(Some(SUM_PREFIX)));
+        // `jq` reads it, and serde_json reads the event with the sum ignored.
+        assert!(matches!(serde_json::from_slice::<Event>(body), Ok(Event::Intent { .. })));
+        // (A flip inside `{"sum":"` leaves a line without a checksum: the reader refuses it in a version 2
+        // ledger, as the next test shows for the whole file.)
+        for at in [10, 20, body.len() / 2, body.len() - 2] {
+            let mut flipped = body.to_vec();
+            flipped[at] ^= 0x04;
+            assert!(check_sum(&flipped).is_err(), "a flip at {at} is seen");
+        }
+        assert_eq!(check_sum(br#"{"type":"run","at":"x","version":"1"}"#), Ok(None), "version 1 lines have none");
+    }
+
+    #[test]
+    fn a_damaged_line_is_corrupt_even_last_but_a_torn_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        {
+            let (ledger, _, _) = Ledger::open(&path, &header()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(ledger.append(&intent("a"))).unwrap();
+        }
+        let good = std::fs::read(&path).unwrap();
+        // The last complete line with one byte changed: damage, not a crash. The file is left as it was.
+        let mut damaged = good.clone();
+        let at = damaged.len() - 10;
+        damaged[at] ^= 0x01;
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(Ledger::open(&path, &header()), Err(LedgerError::Corrupt { line: 2, .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), damaged);
+        // The same line without its newline: a write cut short, dropped.
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        let (_, index, report) = Ledger::open(&path, &header()).unwrap();
+        assert!(report.torn_tail.is_some() && index.is_empty());
     }
 
     #[test]

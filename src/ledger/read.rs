@@ -38,11 +38,14 @@ enum Common<'a> {
 
 /// `line` (without its newline) if it is exactly an `intent`, `created` or `adopted` line as `serde_json`
 /// writes it; `None` sends it to `serde_json`.
-fn common(line: &[u8]) -> Option<Common<'_>> {
+///
+/// `start` is where the event's fields begin: after the checksum (`{"sum":"…",`), or after the `{` of a line
+/// without one.
+fn common(line: &[u8], start: usize) -> Option<Common<'_>> {
     // One check of the whole line: every string found in it is then valid UTF-8 (its ends are ASCII quotes).
     let line = std::str::from_utf8(line).ok()?;
-    let mut scan = Scan { line, at: 0 };
-    if scan.literal(br#"{"type":"intent","key":"#) {
+    let mut scan = Scan { line, at: start };
+    if scan.literal(br#""type":"intent","key":"#) {
         let key = scan.string()?;
         scan.field(b"fingerprint")?;
         scan.string()?;
@@ -55,7 +58,7 @@ fn common(line: &[u8]) -> Option<Common<'_>> {
         }
         return Some(Common::Intent { key, at, request });
     }
-    if !(scan.literal(br#"{"type":"created","key":"#) || scan.literal(br#"{"type":"adopted","key":"#)) {
+    if !(scan.literal(br#""type":"created","key":"#) || scan.literal(br#""type":"adopted","key":"#)) {
         return None;
     }
     let key = scan.string()?;
@@ -349,7 +352,15 @@ fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) 
             let offset = base + start as u64;
             start = newline + 1;
             line += 1;
-            found.push(match common(bytes).filter(|_| line > 1) {
+            // A line with a wrong checksum is damage, never a torn write (that has no newline); one without a
+            // checksum is only right in a version 1 ledger.
+            let fields = match super::check_sum(bytes) {
+                Ok(Some(fields)) => fields,
+                Ok(None) if header.as_ref().is_none_or(|h: &Header| h.version < 2) => 1,
+                Ok(None) => return Err(Stop::Corrupt(line, "it has no checksum".into())),
+                Err(reason) => return Err(Stop::Corrupt(line, reason)),
+            };
+            found.push(match common(bytes, fields).filter(|_| line > 1 && bytes.first() == Some(&b'{')) {
                 Some(Common::Intent { key, at, request }) => {
                     let at = parse_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
                     let whole = start - bytes.len() - 1..start - 1;
@@ -452,7 +463,8 @@ mod tests {
 
     /// The fast path whole: the line's shape, then its request.
     fn fast(line: &[u8]) -> Option<Common<'_>> {
-        common(line).filter(|found| match found {
+        let start = crate::ledger::check_sum(line).ok()?.unwrap_or(1);
+        common(line, start).filter(|found| match found {
             Common::Intent { request, .. } => valid_request(request),
             Common::Link { .. } => true,
         })
@@ -463,6 +475,9 @@ mod tests {
         for (event, expected) in lines() {
             let text = serde_json::to_string(&event).unwrap();
             assert_eq!(fast(text.as_bytes()), expected, "{text}");
+            // The same line as a ledger writes it, with its checksum first.
+            let line = crate::ledger::encode(&event).unwrap();
+            assert_eq!(fast(line.strip_suffix(b"\n").unwrap()), expected, "{}", String::from_utf8_lossy(&line));
         }
         // Anything off the exact shape falls back, so serde_json decides.
         let created = r#"{"type":"created","key":"b","link_id":"l","payment_uri":"u","fingerprint":"f","at":"x"}"#;
@@ -537,7 +552,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.jsonl");
         let request = crate::ledger::tests::request();
-        let mut text = serde_json::to_string(&Event::Header(crate::ledger::tests::header())).unwrap() + "\n";
+        // Written by hand without checksums, as a version 1 ledger is.
+        let header = Header { version: 1, ..crate::ledger::tests::header() };
+        let mut text = serde_json::to_string(&Event::Header(header)).unwrap() + "\n";
         for i in 0..keys {
             let key = format!("key-{i}");
             let fingerprint = request.fingerprint().to_string();

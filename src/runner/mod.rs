@@ -25,7 +25,10 @@ use std::time::Instant;
 pub use crate::decide::Work;
 pub use dispatch::Stop;
 pub use reconcile::CLOCK_SKEW;
-pub use report::{OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, write_output};
+pub use report::{
+    MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
+    write_output,
+};
 pub use rows::{Survey, for_each_row, survey, survey_drafting};
 
 use crate::api::Client;

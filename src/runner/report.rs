@@ -197,6 +197,47 @@ impl OutputPass {
     }
 }
 
+/// Links an existing output CSV names that the ledger does not hold: how many, and the first (key, link id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingLinks {
+    /// Rows of the output whose link the ledger lacks.
+    pub count: u64,
+    /// The first of them: key and link id.
+    pub first: (String, String),
+}
+
+/// Reads the output CSV at `path` (if there is one) and finds the links it names that `index` never held: a
+/// ledger emptied, cut short or replaced since that output was written. Such a ledger must not be run on: its
+/// rows would be sent again (SPEC section 3, damage).
+pub fn links_missing_from(index: &Index, path: &std::path::Path) -> std::io::Result<Option<MissingLinks>> {
+    let mut reader = match csv::Reader::from_path(path) {
+        Ok(reader) => reader,
+        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let headers = reader.headers().map_err(std::io::Error::other)?.clone();
+    let column = |name| headers.iter().position(|h| h == name);
+    let (Some(key), Some(link)) = (column("key"), column("link_id")) else { return Ok(None) };
+    let mut missing: Option<MissingLinks> = None;
+    for record in reader.records() {
+        let record = record.map_err(std::io::Error::other)?;
+        let id = record.get(link).unwrap_or_default();
+        if id.is_empty() || index.is_claimed(id) {
+            continue;
+        }
+        match &mut missing {
+            Some(m) => m.count += 1,
+            None => {
+                let first = (record.get(key).unwrap_or_default().to_owned(), id.to_owned());
+                missing = Some(MissingLinks { count: 1, first });
+            }
+        }
+    }
+    Ok(missing)
+}
+
 /// What changed in a conflicting row since its link was made (read back from the ledger).
 pub fn conflict_changes(row: &PlannedRow, index: &Index) -> String {
     index
