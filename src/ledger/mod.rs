@@ -27,7 +27,7 @@ pub use index::{Index, KeyState, LinkRecord};
 pub const VERSION: u32 = 2;
 
 /// One ledger line: `{"sum":"CRC32C",` and the event's JSON after its `{`, then a newline. The sum covers the
-/// event's JSON exactly as serde_json writes it, so a damaged byte anywhere in the line is told from a line a
+/// event's JSON exactly as `serde_json` writes it, so a damaged byte anywhere in the line is told from a line a
 /// crash cut short (which has no newline). The field comes first so that `jq` still reads every line.
 pub fn encode(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
     let json = serde_json::to_vec(event)?;

@@ -227,12 +227,11 @@ pub fn links_missing_from(index: &Index, path: &std::path::Path) -> std::io::Res
         if id.is_empty() || index.is_claimed(id) {
             continue;
         }
-        match &mut missing {
-            Some(m) => m.count += 1,
-            None => {
-                let first = (record.get(key).unwrap_or_default().to_owned(), id.to_owned());
-                missing = Some(MissingLinks { count: 1, first });
-            }
+        if let Some(m) = &mut missing {
+            m.count += 1;
+        } else {
+            let first = (record.get(key).unwrap_or_default().to_owned(), id.to_owned());
+            missing = Some(MissingLinks { count: 1, first });
         }
     }
     Ok(missing)
