@@ -186,7 +186,12 @@ impl CsvSource<'_> {
                 let reason = format!("row has {} fields, the header has {}", self.record.len(), self.columns.len());
                 return Some(Err(Rejection { line, reason }));
             }
-            return Some(self.cells(line, into));
+            let cells = self.cells(line, into);
+            if self.record.as_slice().len() > MAX_CELL {
+                // A huge record read once must not keep its room for the rest of the file.
+                *self.record = csv::ByteRecord::new();
+            }
+            return Some(cells);
         }
     }
 
@@ -201,6 +206,7 @@ impl CsvSource<'_> {
                 *cell = None;
                 continue;
             };
+            check_size(name, bytes.len()).map_err(|reason| Rejection { line, reason })?;
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| Rejection { line, reason: format!("column `{name}` is not valid UTF-8") })?;
             let cell = cell.get_or_insert_with(String::new);
@@ -209,6 +215,17 @@ impl CsvSource<'_> {
         }
         Ok(())
     }
+}
+
+/// The most a cell may hold: far more than any link field (a description is at most 1000 characters), far
+/// less than what would cost the machine its memory.
+pub const MAX_CELL: usize = 64 * 1024;
+
+fn check_size(name: &str, bytes: usize) -> Result<(), String> {
+    if bytes > MAX_CELL {
+        return Err(format!("column `{name}` holds {bytes} bytes, more than any link field can ({MAX_CELL} at most)"));
+    }
+    Ok(())
 }
 
 /// The next JSONL record (blank lines skipped), its cells read by name.
@@ -220,6 +237,10 @@ fn read_jsonl(
     into: &mut Record,
 ) -> Option<Result<(), Rejection>> {
     loop {
+        if buffer.capacity() > 16 * MAX_CELL {
+            // A huge line read once must not keep its room for the rest of the file.
+            *buffer = Vec::new();
+        }
         buffer.clear();
         match reader.read_until(b'\n', buffer) {
             Ok(0) => return None,
@@ -292,6 +313,7 @@ fn json_cells(object: &BTreeMap<String, &RawValue>, wanted: &[String]) -> Result
         .map(|name| {
             let Some(raw) = object.get(name) else { return Ok(None) };
             let text = raw.get();
+            check_size(name, text.len())?;
             match text.as_bytes().first() {
                 Some(b'n') => Ok(None),
                 Some(b'"') => {

@@ -261,6 +261,16 @@ pub enum JobError {
         /// Why.
         source: std::io::Error,
     },
+    /// Bytes that are not UTF-8, at this line and column.
+    #[error("job file {path}: line {line}, column {column}: not valid UTF-8 (a job file is UTF-8 text)")]
+    Encoding {
+        /// The job file.
+        path: PathBuf,
+        /// 1-based line of the first bad byte.
+        line: usize,
+        /// 1-based column (in bytes) of it.
+        column: usize,
+    },
     /// TOML or schema error; the message carries line and column.
     #[error("job file {path}: {message}")]
     Parse {
@@ -274,8 +284,14 @@ pub enum JobError {
 impl JobSpec {
     /// Reads and parses a job file.
     pub fn load(path: &Path) -> Result<JobSpec, JobError> {
-        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|message| JobError::Parse { path: path.to_owned(), message })
+        let bytes = std::fs::read(path).map_err(|source| JobError::Read { path: path.to_owned(), source })?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            let before = &bytes[..e.valid_up_to()];
+            let line = memchr::memchr_iter(b'\n', before).count() + 1;
+            let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+            JobError::Encoding { path: path.to_owned(), line, column }
+        })?;
+        Self::parse(text).map_err(|message| JobError::Parse { path: path.to_owned(), message })
     }
 
     /// Parses job TOML; the error names line and column.
@@ -312,6 +328,16 @@ mod tests {
         assert_eq!(job.limits.rates, ["60/min", "1000/h"]);
         assert_eq!(job.retry.attempts, 6);
         assert_eq!(job.link.multiple, Some(Field::Fixed(true)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_named_once_with_its_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, b"name = \"t\"\n[api]\nkind = \"li\xffnks\"\n").unwrap();
+        let error = JobSpec::load(&path).unwrap_err().to_string();
+        assert!(error.contains("line 3, column 11: not valid UTF-8"), "{error}");
+        assert_eq!(error.matches("UTF-8").count(), 2, "said once (and once in the hint): {error}");
     }
 
     #[test]

@@ -234,12 +234,8 @@ impl OutputWriter {
     /// Flushes, syncs and renames into place.
     pub fn finish(mut self) -> io::Result<PathBuf> {
         let spool = self.spool.take().ok_or_else(|| io::Error::other("output already finished"))?;
-        // Stamped now: an output is newer than every ledger line it was written from, which is how the next run
-        // tells a ledger changed since (and so checks it against this output) from one left as it was.
-        let result = spool
-            .finish()
-            .and_then(|file| file.set_modified(std::time::SystemTime::now()).and_then(|()| file.sync_all()))
-            .and_then(|()| std::fs::rename(&self.temporary, &self.path));
+        let result =
+            spool.finish().and_then(|file| file.sync_all()).and_then(|()| std::fs::rename(&self.temporary, &self.path));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.temporary);
             return Err(e);

@@ -5,6 +5,7 @@
 mod after;
 mod compat;
 mod guards;
+mod hostile;
 mod real_api;
 mod run;
 mod sandbox_api;

@@ -45,9 +45,15 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
         header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
         client = client.with_auth(scheme);
     }
-    let suspect = ledger_changed_after_output(&plan);
+    if std::fs::metadata(plan.ledger_path()).is_ok_and(|m| m.len() == 0) || !plan.ledger_path().exists() {
+        // Checked before a new ledger is made in its place.
+        refuse_if_output_names_more(&plan, &crate::ledger::Index::default())?;
+    }
     let (ledger, mut index, report) = Ledger::open(plan.ledger_path(), &header)?;
-    if suspect || report.torn_tail.is_some() || index.is_empty() {
+    // The output the ledger last recorded is the one on disk: the ledger holds every link it names. Anything
+    // else (a ledger cut short, restored or replaced, an output from elsewhere) is checked line by line.
+    let stamp = crate::ledger::file_stamp(plan.output_path());
+    if stamp.is_some() && index.last_output != stamp {
         refuse_if_output_names_more(&plan, &index)?;
     }
     runner::read_kept_answers(&ledger, &mut index, plan.api()).await?;
@@ -116,18 +122,6 @@ fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outco
         )));
     }
     Ok(key)
-}
-
-/// Whether the ledger may have lost lines the output was written from: there is an output, and the ledger is
-/// missing, empty, or was changed after the output was written (a run writes its output last). A ledger
-/// intact since its output costs nothing more to open.
-fn ledger_changed_after_output(plan: &Plan) -> bool {
-    let modified = |path: &std::path::Path| std::fs::metadata(path).ok().and_then(|m| m.modified().ok());
-    match (modified(plan.output_path()), std::fs::metadata(plan.ledger_path())) {
-        (None, _) => false,
-        (Some(_), Err(_)) => true,
-        (Some(output), Ok(ledger)) => ledger.len() == 0 || ledger.modified().ok().is_none_or(|l| l > output),
-    }
 }
 
 /// A ledger that lacks links its output names was damaged or replaced: running on it would send those rows

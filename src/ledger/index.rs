@@ -289,6 +289,8 @@ pub struct Index {
     pub last_run: u64,
     /// Line of the latest `refresh_started`, while no `refresh_finished` follows it (a refresh to resume).
     pub unfinished_refresh: Option<u64>,
+    /// The output the latest `output` event describes: its size and modification time.
+    pub last_output: Option<(u64, String)>,
 }
 
 const RECENT: usize = 32;
@@ -449,6 +451,7 @@ impl Index {
                 self.on_link(Digest::of(key.as_bytes()), &link_id, &uri, fingerprint, line);
             }
             Event::Settled { key, link_id: None, .. } => self.slot(Digest::of(key.as_bytes())).close(),
+            Event::Output { bytes, modified, .. } => self.last_output = Some((bytes, modified)),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
             Event::Refreshed { key, link_id, payment, .. } => {

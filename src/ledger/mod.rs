@@ -229,6 +229,16 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// The output CSV was put in place from the ledger as it stood: the file's size and modification time,
+    /// so the next run can tell the output it finds is this one (and the ledger holds every link it names).
+    Output {
+        /// Bytes in the file.
+        bytes: u64,
+        /// Its modification time, nanoseconds since 1970.
+        modified: String,
+        /// When.
+        at: String,
+    },
     /// `refresh` began (or resumed, when the last one has no `refresh_finished`).
     RefreshStarted {
         /// When.
@@ -280,6 +290,13 @@ pub struct Payment {
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Size and modification time of a file, as an `output` event records them; `None` when there is no file.
+pub fn file_stamp(path: &Path) -> Option<(u64, String)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
+    Some((meta.len(), modified.to_string()))
 }
 
 /// The current time as the ledger writes it.

@@ -124,7 +124,7 @@ pub enum PlanError {
     #[error("[link] custom_webhook {0}")]
     Webhook(String),
     /// Placeholders naming no column and no `--var`.
-    #[error("no input column or --var for {} (columns in {}: {})", .unknown.join(", "), .input.display(), .columns.join(", "))]
+    #[error("no input column or --var for {} (columns in {}: {})", .unknown.join(", "), .input.display(), listed(.columns))]
     UnknownPlaceholders {
         /// `{name} in [link] field`, each.
         unknown: Vec<String>,
@@ -134,7 +134,7 @@ pub enum PlanError {
         columns: Vec<String>,
     },
     /// `[output] columns` names a column the input does not have.
-    #[error("[output] columns names `{column}`, which is not an input column (columns: {})", .columns.join(", "))]
+    #[error("[output] columns names `{column}`, which is not an input column (columns: {})", listed(.columns))]
     UnknownOutputColumn {
         /// The column.
         column: String,
@@ -179,6 +179,27 @@ pub enum PlanError {
     /// A base URL that is not https (or http on loopback), or carries credentials.
     #[error("{0}")]
     BaseUrl(String),
+}
+
+/// A list of column names for a message: the first 20, each cut at 40 characters, and how many more there are
+/// (a header line can be megabytes long).
+fn listed(columns: &[String]) -> String {
+    let mut names: Vec<String> =
+        columns
+            .iter()
+            .take(20)
+            .map(|c| {
+                if c.chars().count() > 40 {
+                    format!("{}…", c.chars().take(40).collect::<String>())
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+    if columns.len() > 20 {
+        names.push(format!("… and {} more", columns.len() - 20));
+    }
+    names.join(", ")
 }
 
 /// How a field of the link is produced per row.

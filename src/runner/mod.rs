@@ -192,6 +192,15 @@ impl Producer {
     }
 }
 
+/// Records the output just put in place (`output`): a later run that finds this very file beside a ledger
+/// ending with this event knows the ledger holds every link the file names, without reading it.
+pub async fn record_output(ledger: &Ledger, path: &std::path::Path) -> Result<(), LedgerError> {
+    if let Some((bytes, modified)) = crate::ledger::file_stamp(path) {
+        ledger.append(&Event::Output { bytes, modified, at: crate::ledger::now() }).await?;
+    }
+    Ok(())
+}
+
 /// After the workers: the refresh's end mark, the output (the survey's draft when nothing was sent), and
 /// the summary.
 async fn finish(
@@ -214,6 +223,7 @@ async fn finish(
         Some(draft) => draft.finish()?,
         None => write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?,
     };
+    record_output(&shared.ledger, shared.plan.output_path()).await?;
     Ok(Summary {
         counts,
         payments,
