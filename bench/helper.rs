@@ -69,9 +69,9 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         key_hash: key.fingerprint(),
         auth: None,
     };
+    // Each line exactly as the ledger writes it, checksum included.
     let line = |event: &Event, out: &mut std::io::BufWriter<std::fs::File>| -> anyhow::Result<()> {
-        serde_json::to_writer(&mut *out, event)?;
-        out.write_all(b"\n")?;
+        out.write_all(&linkbatch::ledger::encode(event)?)?;
         Ok(())
     };
     line(&Event::Header(header), &mut out)?;

@@ -4,6 +4,7 @@
 
 mod after;
 mod compat;
+mod fuzz;
 mod guards;
 mod hostile;
 mod real_api;
