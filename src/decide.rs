@@ -309,6 +309,45 @@ fn retry_after(error: &ApiError) -> Duration {
     }
 }
 
+/// The breaker: `limit` permanent failures in a row with the same code mean every row would get it (the
+/// account's cap, a frozen account, a field every row gets wrong), so dispatch stops rather than spend the
+/// hour's budget on refusals. A link made, or another code, starts the count again.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    limit: u32,
+    code: Option<String>,
+    run: u32,
+}
+
+impl Breaker {
+    /// A breaker that trips after `limit` failures in a row with one code.
+    pub fn new(limit: u32) -> Breaker {
+        Breaker { limit, code: None, run: 0 }
+    }
+
+    /// A row got its link: the count starts again.
+    pub fn success(&mut self) {
+        (self.code, self.run) = (None, 0);
+    }
+
+    /// A row failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
+    pub fn failure(&mut self, code: &str) -> Option<String> {
+        if self.code.as_deref() == Some(code) {
+            self.run += 1;
+        } else {
+            (self.code, self.run) = (Some(code.to_owned()), 1);
+        }
+        (self.run >= self.limit).then(|| {
+            format!(
+                "{} creates in a row were refused with `{code}`: every row would be, so dispatch stopped and the rows \
+                 not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a field \
+                 every row gets wrong), then run again",
+                self.run
+            )
+        })
+    }
+}
+
 /// After an idempotent request (a read, a delete) failed: how long to wait before sending it again, or
 /// `None` to give up (the error is permanent or fatal, or `next_delay` says the attempts ran out).
 pub fn retry_read(error: &ApiError, next_delay: Option<Duration>) -> Option<Duration> {
@@ -841,6 +880,26 @@ mod tests {
         if status == Status::Conflict {
             assert!(out.error_message.starts_with("row changed after link link_test_1 was made (title"));
         }
+    }
+
+    #[rstest]
+    #[case::trips_at_the_limit(3, &["cap", "cap", "cap"], Some(2))]
+    #[case::another_code_starts_again(3, &["cap", "cap", "other", "cap", "cap"], None)]
+    #[case::a_success_starts_again(3, &["cap", "cap", "ok", "cap", "cap"], None)]
+    #[case::after_a_success_trips_again(2, &["cap", "ok", "cap", "cap"], Some(3))]
+    #[case::a_limit_of_one_trips_at_once(1, &["cap"], Some(0))]
+    fn the_breaker(#[case] limit: u32, #[case] outcomes: &[&str], #[case] trips_at: Option<usize>) {
+        let mut breaker = Breaker::new(limit);
+        let mut tripped = None;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if *outcome == "ok" {
+                breaker.success();
+            } else if let Some(reason) = breaker.failure(outcome) {
+                assert!(reason.contains(&format!("`{outcome}`")) && reason.contains("pending"), "{reason}");
+                tripped.get_or_insert(i);
+            }
+        }
+        assert_eq!(tripped, trips_at);
     }
 
     #[test]

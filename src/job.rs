@@ -163,6 +163,10 @@ pub struct LimitsSpec {
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// The account's cap on active links (standard accounts: 100); `validate` and `run` refuse a job that
+    /// would pass it.
+    #[serde(default)]
+    pub active_links: Option<u64>,
 }
 
 /// `[retry]`.
@@ -178,6 +182,9 @@ pub struct RetrySpec {
     /// Largest backoff delay.
     #[serde(default = "default_max_delay")]
     pub max_delay: String,
+    /// Consecutive permanent failures with one code that stop dispatch (a refusal every row would get).
+    #[serde(default = "default_breaker")]
+    pub breaker: u32,
 }
 
 /// `[output]`.
@@ -237,16 +244,24 @@ fn default_base_delay() -> String {
 fn default_max_delay() -> String {
     "60s".into()
 }
+fn default_breaker() -> u32 {
+    10
+}
 
 impl Default for LimitsSpec {
     fn default() -> Self {
-        LimitsSpec { rates: default_rates(), concurrency: default_concurrency() }
+        LimitsSpec { rates: default_rates(), concurrency: default_concurrency(), active_links: None }
     }
 }
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec { attempts: default_attempts(), base_delay: default_base_delay(), max_delay: default_max_delay() }
+        RetrySpec {
+            attempts: default_attempts(),
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+            breaker: default_breaker(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod after;
 mod compat;
 mod fuzz;
 mod guards;
+mod guide;
 mod hostile;
 mod real_api;
 mod run;

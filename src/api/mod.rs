@@ -248,6 +248,13 @@ impl Client {
         self.read(&answer, shape::template_team)
     }
 
+    /// `GET /external/{team_id}/templates`: the team's templates.
+    pub async fn templates(&self, team_id: u64) -> Result<Vec<shape::TemplateInfo>, ApiError> {
+        let answer =
+            self.send(self.request(reqwest::Method::GET, &format!("/external/{team_id}/templates")), false).await?;
+        self.read(&answer, shape::templates)
+    }
+
     /// Whether the server takes this client's Links+ scheme: a read of the template, whatever its answer,
     /// unless it is a 401. Reads are safe to repeat, so this is how `auth = "auto"` finds the scheme.
     pub async fn accepts_auth(&self, template_id: u64) -> Result<bool, ApiError> {

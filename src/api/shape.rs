@@ -243,6 +243,32 @@ pub fn error_object(v: Option<&Value>) -> Option<(String, String)> {
     Some((text(v, "code")?, text(v, "message").unwrap_or_default()))
 }
 
+/// A Links+ template: id, name and currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateInfo {
+    /// Template id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its currency (links made from it default to it).
+    pub currency: String,
+}
+
+/// Reads `GET /external/{team_id}/templates`: a list of templates, every one readable.
+pub fn templates(v: &Value) -> Result<Vec<TemplateInfo>, Unreadable> {
+    let data = v.get("data").and_then(Value::as_array).ok_or_else(|| unreadable("data list"))?;
+    data.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(TemplateInfo {
+                id: whole(t, "id").ok_or_else(|| unreadable(format!("id of template {i}")))?,
+                name: text(t, "name").unwrap_or_default(),
+                currency: text(t, "currency").unwrap_or_default().to_ascii_lowercase(),
+            })
+        })
+        .collect()
+}
+
 /// A Links+ template's team (`GET /external/templates/{id}`).
 pub fn template_team(v: &Value) -> Result<u64, Unreadable> {
     whole(v, "team_id").ok_or_else(|| unreadable("team_id"))

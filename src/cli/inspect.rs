@@ -54,12 +54,17 @@ pub(super) fn validate(args: &InspectArgs) -> Ended {
     }
     let _ = writeln!(out, "  rejected:         {}", survey.rejected);
     let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
+    if let Some(cap) = plan.active_links() {
+        let _ = writeln!(out, "  active links:     {} once run (the account holds at most {cap})", survey.active_links);
+    }
     for e in rejections.iter().take(20) {
         let _ = writeln!(out, "  line {}: {}: {}", e.line, e.field, e.reason);
     }
     if rejections.len() > 20 {
         let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
     }
+    drop(out);
+    runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
     Ok(Outcome::complete_if(survey.rejected + survey.conflict == 0))
 }
 

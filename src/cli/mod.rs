@@ -74,6 +74,17 @@ enum Command {
     Export(InspectArgs),
     /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
     Settle(SettleArgs),
+    /// List a Links+ team's templates (id, name, currency), for a job's template id; nothing is created.
+    Templates(TemplatesArgs),
+}
+
+#[derive(Debug, Args)]
+struct TemplatesArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The team, instead of the job's team.
+    #[arg(long)]
+    team: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +198,9 @@ struct SandboxArgs {
     /// Links+: accept only this scheme (raw, bearer or basic); all three when not given.
     #[arg(long, value_name = "SCHEME")]
     auth: Option<String>,
+    /// Refuse creates past N active links per key, as a standard account does at 100.
+    #[arg(long, value_name = "N")]
+    active_links: Option<usize>,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,
@@ -297,6 +311,7 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Refresh(args) => run::run(args, Work::Refresh, quiet).await,
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
+        Command::Templates(args) => run::templates(args).await,
         Command::Validate(args) => inspect::validate(&args),
         Command::Status(args) => inspect::status(&args),
         Command::Sandbox(args) => sandbox::sandbox(args).await,

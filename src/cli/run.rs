@@ -68,6 +68,7 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
         Work::CreateReplacing | Work::Refresh => None,
     };
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
+    runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
     for &(team, template) in &survey.templates {
         check_template(&plan, &client, team, template).await?;
     }
@@ -140,6 +141,48 @@ fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Res
         plan.ledger_path().display(),
         missing.count,
         plan.output_path().display()
+    )))
+}
+
+/// `templates`: the Links+ team's templates, read with the job's key and scheme (found as for a run, on the
+/// list itself when the job does not fix one). Sends nothing but reads.
+pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
+    let spec = JobSpec::load(&args.run.job.job)?;
+    let sandbox = if args.run.sandbox { Some(start_sandbox().await?) } else { None };
+    let extra = Overrides {
+        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.run.base_url.clone()),
+        sandbox: args.run.sandbox,
+        ..Overrides::default()
+    };
+    let (plan, _) = Plan::new(spec, &overrides(&args.run.job, args.run.output.clone(), &args.run.limits, extra)?)?;
+    if plan.api() != ApiKind::LinksPlus {
+        return Err(usage("templates are Payment Links+'s: this job's kind is the classic Links API"));
+    }
+    let team = args
+        .team
+        .or(plan.team_id())
+        .ok_or_else(|| usage("the job's team_id is a column: name the team with --team"))?;
+    let key = secret_key(&plan, args.run.sandbox, args.run.live)?;
+    let client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
+    let schemes = if plan.auth() == AuthScheme::Auto { AuthScheme::TRIED.to_vec() } else { vec![plan.auth()] };
+    for scheme in schemes {
+        let client = client.with_auth(scheme);
+        match retried(&plan, || client.templates(team)).await {
+            Ok(templates) => {
+                println!("team {team}: {} template(s)", templates.len());
+                for t in templates {
+                    println!("  {:<8} {:<4} {}", t.id, t.currency.to_uppercase(), t.name);
+                }
+                return Ok(Outcome::Complete);
+            }
+            Err(ApiError::Fatal { .. }) => {}
+            Err(e @ ApiError::Permanent { status: 404, .. }) => return Err(usage(format!("team {team}: {e}"))),
+            Err(e) => return Err(usage(format!("could not list team {team}'s templates: {e}"))),
+        }
+    }
+    Err(Outcome::aborted(anyhow::anyhow!(
+        "the server refused the key with every Links+ scheme: check ${}",
+        plan.key_env()
     )))
 }
 

@@ -26,6 +26,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
     config.profile = args.profile.parse().map_err(|e| usage(format!("--profile: {e}")))?;
+    config.active_links = args.active_links;
     config.plus_auth = match args.auth.as_deref() {
         None => None,
         Some(name) => Some(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    LinkTemplates, MAX_ATTEMPTS, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy, check_base_url,
+    LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy, check_base_url,
     check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
 };
 use crate::input::{InputReader, detect_format};
@@ -58,7 +58,11 @@ impl Plan {
                     .ok_or(PlanError::Attempts(spec.retry.attempts))?,
                 base_delay: duration("[retry] base_delay", &spec.retry.base_delay, Duration::ZERO, HOUR)?,
                 max_delay: duration("[retry] max_delay", &spec.retry.max_delay, Duration::ZERO, HOUR)?,
+                breaker: Some(spec.retry.breaker)
+                    .filter(|n| (1..=MAX_BREAKER).contains(n))
+                    .ok_or(PlanError::Breaker(spec.retry.breaker))?,
             },
+            active_links: spec.limits.active_links,
             extra_columns: spec.output.columns,
             extra_positions,
             columns,

@@ -30,6 +30,8 @@ pub const MAX_DESCRIPTION: usize = 1000;
 pub const MAX_CONCURRENCY: usize = 64;
 /// Most attempts per request.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// Most consecutive permanent failures before the breaker stops dispatch.
+pub const MAX_BREAKER: u32 = 1000;
 
 /// Longest Links+ name (Omise's Payment Links+ documentation).
 pub const MAX_PLUS_NAME: usize = 45;
@@ -67,6 +69,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Largest delay.
     pub max_delay: Duration,
+    /// Consecutive permanent failures with one code that stop dispatch.
+    pub breaker: u32,
 }
 
 impl RetryPolicy {
@@ -153,6 +157,9 @@ pub enum PlanError {
     /// Attempts per request, outside 1 to [`MAX_ATTEMPTS`].
     #[error("[retry] attempts = {0} is outside 1 to {MAX_ATTEMPTS}")]
     Attempts(u32),
+    /// A breaker outside 1 to [`MAX_BREAKER`].
+    #[error("[retry] breaker = {0} is outside 1 to {MAX_BREAKER}")]
+    Breaker(u32),
     /// A duration that does not parse.
     #[error("{field}: {error}")]
     Duration {
@@ -271,6 +278,7 @@ pub struct Plan {
     ledger_path: PathBuf,
     rates: Vec<Rate>,
     concurrency: usize,
+    active_links: Option<u64>,
     retry: RetryPolicy,
     extra_columns: Vec<String>,
     columns: Vec<String>,
@@ -410,6 +418,19 @@ impl Plan {
     /// Requests in flight at once.
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// The Links+ team the job names, when it is fixed (not a column).
+    pub fn team_id(&self) -> Option<u64> {
+        match &self.link {
+            LinkTemplates::Plus { team_id: FieldSource::Fixed(team), .. } => Some(*team),
+            _ => None,
+        }
+    }
+
+    /// The account's cap on active links, when the job states it.
+    pub fn active_links(&self) -> Option<u64> {
+        self.active_links
     }
 
     /// Retry policy.

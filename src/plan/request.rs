@@ -92,6 +92,14 @@ impl LinkRequest {
         }
     }
 
+    /// Multiple-use (Links+: `multiple_usage`).
+    pub fn multiple(&self) -> bool {
+        match self {
+            LinkRequest::Classic(r) => r.multiple,
+            LinkRequest::Plus(r) => r.multiple_usage,
+        }
+    }
+
     /// Title (Links+: name).
     pub fn title(&self) -> &str {
         match self {

@@ -80,6 +80,8 @@ pub(super) struct Shared {
     /// a time: a wrong key costs one request, not one per worker.
     probe: tokio::sync::Mutex<()>,
     verified: AtomicBool,
+    /// Stops dispatch when every row gets the same refusal.
+    breaker: Mutex<decide::Breaker>,
 }
 
 /// Permission to send one request: its place under the limits, and the probe while the key is unproven.
@@ -99,6 +101,7 @@ impl Shared {
     ) -> Shared {
         let throttle = Throttle::new(plan.rates());
         throttle.seed(index.sent());
+        let breaker = Mutex::new(decide::Breaker::new(plan.retry().breaker));
         Shared {
             plan,
             client,
@@ -112,12 +115,18 @@ impl Shared {
             progress,
             probe: tokio::sync::Mutex::new(()),
             verified: AtomicBool::new(false),
+            breaker,
         }
     }
 
     pub(super) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         // Updates are single inserts; a panic elsewhere cannot leave the index half-written.
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, decide::Breaker> {
+        // A counter and a code: a panic elsewhere cannot leave them half-written.
+        self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn content_lock(&self, request: &LinkRequest) -> &RwLock<()> {
@@ -265,6 +274,7 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
             Step::Wait { delay, then } if shared.stop.sleep(delay).await => then.into(),
             Step::Wait { .. } => return,
             Step::Done => {
+                shared.breaker().success();
                 shared.progress.created();
                 return;
             }
@@ -272,6 +282,10 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 fail(shared, row, &code, &message).await;
                 if abort {
                     shared.abort(format!("{code}: {message}"));
+                } else if code != decide::codes::RETRIES_EXHAUSTED
+                    && let Some(reason) = shared.breaker().failure(&code)
+                {
+                    shared.abort(reason);
                 }
                 return;
             }

@@ -29,7 +29,7 @@ pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
     write_output,
 };
-pub use rows::{Survey, for_each_row, survey, survey_drafting};
+pub use rows::{Survey, check_cap, for_each_row, survey, survey_drafting};
 
 use crate::api::Client;
 use crate::decide;

@@ -29,6 +29,9 @@ pub struct Survey {
     pub conflict: u64,
     /// Rows whose create's answer could not be read: waiting to be settled by hand.
     pub unsettled: u64,
+    /// Active links the job would hold once run: multiple-use links, and single-use ones not known to be used
+    /// (seed 003: the account's cap counts these).
+    pub active_links: u64,
     /// Bad rows.
     pub rejected: u64,
     /// Links+ (team, template) pairs the rows to send use, checked before the first create.
@@ -140,6 +143,21 @@ fn plan_record(
     }
 }
 
+/// The account's cap (`[limits] active_links`): a job that would hold more active links than the account
+/// may is refused before anything is sent, with the numbers, instead of failing row by row past the cap.
+pub fn check_cap(plan: &Plan, survey: &Survey) -> Result<(), anyhow::Error> {
+    match plan.active_links() {
+        Some(cap) if survey.active_links > cap => Err(anyhow::anyhow!(
+            "the job would hold {} active links, and the account holds at most {cap} ([limits] active_links): \
+             {} would be refused. Split the job, make single-use links, or ask Omise support to raise the limit; \
+             nothing was sent",
+            survey.active_links,
+            survey.active_links - cap
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Counts what a run would do, without sending anything.
 pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, Vec<RowError>) {
     let (survey, rejections, _) = survey_drafting(plan, reader, index, None);
@@ -169,6 +187,9 @@ pub fn survey_drafting(
             }
             Ok(row) => {
                 let disposition = disposition(row, index.get(&row.key_id));
+                let used =
+                    index.get(&row.key_id).and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
+                survey.active_links += u64::from(row.request.multiple() || !used);
                 if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
                     (&disposition, &row.request)
                 {

@@ -173,6 +173,8 @@ pub struct SandboxConfig {
     pub profile: Profile,
     /// Links+: accept only this scheme (`None`: raw, bearer and basic alike).
     pub plus_auth: Option<crate::job::AuthScheme>,
+    /// Refuse a create past this many active links per key (standard accounts hold 100).
+    pub active_links: Option<usize>,
 }
 
 impl Default for SandboxConfig {
@@ -186,6 +188,7 @@ impl Default for SandboxConfig {
             teams: default_teams(),
             profile: Profile::Current,
             plus_auth: None,
+            active_links: None,
         }
     }
 }
@@ -244,6 +247,7 @@ impl Sandbox {
             store::Store::new(config.teams.clone(), config.limits.clone(), StdRng::seed_from_u64(config.seed));
         store.set_base_url(base_url.clone());
         store.profile = config.profile;
+        store.active_links = config.active_links;
         let shared = Arc::new(Shared { store: Mutex::new(store), config });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));

@@ -119,6 +119,7 @@ impl Store {
             )));
         }
         let multiple = boolean(fields, "multiple")?;
+        self.check_cap(key)?;
         let live = self.account(key).live;
         let id = loop {
             let id = self.new_id("link", live);

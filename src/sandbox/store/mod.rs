@@ -169,6 +169,8 @@ pub(crate) struct Store {
     base_url: String,
     /// The shape of the answers.
     pub(crate) profile: Profile,
+    /// The cap on active links per key, if any.
+    pub(crate) active_links: Option<usize>,
 }
 
 /// Where links point customers: payment pages under the sandbox's own host.
@@ -395,11 +397,29 @@ impl Store {
             rng,
             base_url: String::new(),
             profile: Profile::Current,
+            active_links: None,
         }
     }
 
     pub(crate) fn set_base_url(&mut self, base: String) {
         self.base_url = base;
+    }
+
+    /// Refuses a create when the key's account already holds its cap of active links: multiple-use links and
+    /// unused single-use ones (seed 003: a used single-use link no longer counts), classic and Links+ alike.
+    fn check_cap(&mut self, key: &str) -> Result<(), ApiFault> {
+        let Some(cap) = self.active_links else { return Ok(()) };
+        let account = self.account(key);
+        let classic = account.links.iter().filter(|l| !l.deleted && (l.multiple || l.charges.is_empty())).count();
+        let plus = account.plus.iter().filter(|l| l.multiple_usage || l.charges.is_empty()).count();
+        if classic + plus >= cap {
+            return Err(ApiFault::new(
+                400,
+                "link_limit_reached",
+                format!("this account holds {cap} active links, its limit; contact Omise support to raise it"),
+            ));
+        }
+        Ok(())
     }
 
     fn account(&mut self, key: &str) -> &mut Account {

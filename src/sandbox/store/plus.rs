@@ -94,6 +94,7 @@ impl Store {
         if let Some(hook) = &custom_webhook {
             crate::plan::check_webhook(hook).map_err(|e| ApiFault::bad_request(format!("custom_webhook {e}")))?;
         }
+        self.check_cap(key)?;
         self.team(team_id)?;
         let (owner, template) = self.template(template_id)?;
         if owner.id != team_id {

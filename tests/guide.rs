@@ -1,0 +1,81 @@
+//! What the Links guide documents (seed 003, seed 000): the account's cap of active links, a breaker for a
+//! refusal every row would get, and the Links+ templates a job needs.
+
+use linkbatch::sandbox::SandboxConfig;
+
+use crate::support::{JobFile, World, count};
+
+/// A catalog of `rows` multiple-use products, as `jobs/catalog-import.toml` reads them.
+fn catalog(world: &World, rows: usize) -> String {
+    let path = world.path("catalog.csv");
+    let mut text = String::from("sku,name,description,price,currency,stock\n");
+    for i in 0..rows {
+        text += &format!("SKU-{i:04},Product {i},A product,{}.00,thb,1\n", 100 + i);
+    }
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_job_past_the_accounts_cap_is_refused_before_sending() {
+    let world = World::with(SandboxConfig { active_links: Some(100), ..SandboxConfig::default() });
+    let input = catalog(&world, 150);
+    let job = JobFile::sample("catalog-import").add("limits.active_links", 100).write(&world, "capped.toml");
+    let ledger = world.path("ledger.jsonl");
+    let outcome = world.linkbatch(&["validate", &job, "--input", &input, "--ledger", ledger.to_str().unwrap()]).code(2);
+    assert!(
+        outcome.stdout.contains("active links:     150 once run (the account holds at most 100)"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stderr.contains("would hold 150 active links") && outcome.stderr.contains("50 would be refused"),
+        "{}",
+        outcome.stderr
+    );
+    world.run_job(&job, &["--input", &input, "--limit", "1000/s"]).code(2);
+    assert_eq!(world.stats().creates, 0, "refused before anything was sent");
+}
+
+#[test]
+fn the_breaker_stops_a_refusal_every_row_would_get() {
+    let world = World::with(SandboxConfig { active_links: Some(100), ..SandboxConfig::default() });
+    let input = catalog(&world, 150);
+    // The job does not know the cap: the server's refusals past it trip the breaker (default 10).
+    let outcome = world
+        .run_job("jobs/catalog-import.toml", &["--input", &input, "--limit", "1000/s", "--concurrency", "1"])
+        .code(3);
+    assert!(
+        outcome.stderr.contains("10 creates in a row were refused with `link_limit_reached`"),
+        "{}",
+        outcome.stderr
+    );
+    let stats = world.stats();
+    assert_eq!(stats.links_held, 100);
+    let refused = stats.requests.get("400").copied().unwrap_or(0);
+    assert_eq!(refused, 10, "K refusals, not one per row");
+    let rows = world.output();
+    assert_eq!((count(&rows, "created"), count(&rows, "failed"), count(&rows, "pending")), (100, 10, 40));
+
+    // A smaller breaker from the job stops sooner.
+    let world = World::with(SandboxConfig { active_links: Some(5), ..SandboxConfig::default() });
+    let input = catalog(&world, 20);
+    let job = JobFile::sample("catalog-import").add("retry.breaker", 3).write(&world, "breaker.toml");
+    world.run_job(&job, &["--input", &input, "--limit", "1000/s", "--concurrency", "1"]).code(3);
+    assert_eq!(world.stats().requests.get("400").copied().unwrap_or(0), 3);
+}
+
+#[test]
+fn templates_lists_the_teams_templates() {
+    let world = World::new();
+    let outcome =
+        world.linkbatch(&["templates", "jobs/event-tickets-plus.toml", "--base-url", &world.base_url()]).code(0);
+    assert!(outcome.stdout.starts_with("team 456: 2 template(s)"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("123      THB") && outcome.stdout.contains("124      USD"), "{}", outcome.stdout);
+    let other = world
+        .linkbatch(&["templates", "jobs/event-tickets-plus.toml", "--base-url", &world.base_url(), "--team", "789"])
+        .code(0);
+    assert!(other.stdout.contains("321      JPY"), "{}", other.stdout);
+    world.linkbatch(&["templates", "jobs/event-tickets.toml", "--base-url", &world.base_url()]).code(2);
+    assert_eq!(world.stats().creates, 0);
+}
