@@ -1,6 +1,8 @@
 //! What the Links guide documents (seed 003, seed 000): the account's cap of active links, a breaker for a
 //! refusal every row would get, and the Links+ templates a job needs.
 
+use std::fmt::Write as _;
+
 use linkbatch::sandbox::SandboxConfig;
 
 use crate::support::{JobFile, World, count};
@@ -10,7 +12,7 @@ fn catalog(world: &World, rows: usize) -> String {
     let path = world.path("catalog.csv");
     let mut text = String::from("sku,name,description,price,currency,stock\n");
     for i in 0..rows {
-        text += &format!("SKU-{i:04},Product {i},A product,{}.00,thb,1\n", 100 + i);
+        writeln!(text, "SKU-{i:04},Product {i},A product,{}.00,thb,1", 100 + i).unwrap();
     }
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
