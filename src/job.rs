@@ -151,6 +151,12 @@ pub struct LinkSpec {
     pub multiple_usage: Option<Field<bool>>,
     /// Links+: per-link webhook (https only).
     pub custom_webhook: Option<String>,
+    /// Classic: `[link.metadata]`, a template per metadata key (`invoice_id = "{invoice}"`).
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Classic: send the row's key as metadata `linkbatch_key` (reconciliation and `recover` match by it).
+    #[serde(default)]
+    pub key_in_metadata: bool,
 }
 
 /// `[limits]`.

@@ -81,3 +81,70 @@ fn templates_lists_the_teams_templates() {
     world.linkbatch(&["templates", "jobs/event-tickets.toml", "--base-url", &world.base_url()]).code(2);
     assert_eq!(world.stats().creates, 0);
 }
+
+/// A classic job with metadata: an invoice-like id per row and the row's key; identical rows included.
+fn tagged_job(world: &World, key_in_metadata: bool) -> (String, String) {
+    let input = world.path("tiers.csv");
+    let rows = "id,tier,event,price,currency,capacity\n1,VIP,Night,10.00,thb,5\n2,VIP,Night,10.00,thb,5\n3,Regular,Night,5.00,thb,9\n";
+    std::fs::write(&input, rows).unwrap();
+    let job = JobFile::sample("event-tickets")
+        .set("input.key", "{id}")
+        .add("link.metadata.ticket_id", "T-{id}")
+        .add("link.key_in_metadata", key_in_metadata)
+        .write(world, "tagged.toml");
+    (job, input.to_str().unwrap().to_owned())
+}
+
+#[test]
+fn metadata_is_held_on_the_link() {
+    let world = World::new();
+    let (job, input) = tagged_job(&world, true);
+    world.run_job(&job, &["--input", &input, "--limit", "100/s"]).code(0);
+    let http = world.http();
+    let links = http.send(http.classic(reqwest::Method::GET, "/links")).body;
+    let mut tickets: Vec<(String, String)> = links["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["metadata"]["ticket_id"].as_str().unwrap().to_owned(),
+                l["metadata"]["linkbatch_key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    tickets.sort();
+    assert_eq!(tickets, [("T-1".into(), "1".into()), ("T-2".into(), "2".into()), ("T-3".into(), "3".into())]);
+}
+
+#[test]
+fn a_lost_ledger_is_rebuilt_by_recover() {
+    for tagged in [true, false] {
+        let world = World::new();
+        let (job, input) = tagged_job(&world, tagged);
+        let args = ["--input", input.as_str(), "--limit", "100/s"];
+        world.run_job(&job, &args).code(0);
+        let before = world.output();
+        std::fs::remove_file(world.path("ledger.jsonl")).unwrap();
+        // Lost: the run refuses, pointing at recover.
+        let refused = world.run_job(&job, &args).code(3);
+        assert!(refused.stderr.contains("linkbatch recover"), "{}", refused.stderr);
+        let recovered = world.job("recover", &job, &args).code(0);
+        let how = if tagged {
+            "3 recovered (3 by the key"
+        } else {
+            "3 recovered (0 by the key in their metadata, 3 by content)"
+        };
+        assert!(recovered.stdout.contains(how), "{}", recovered.stdout);
+        world.run_job(&job, &args).code(0);
+        assert_eq!(world.stats().creates, 3, "tagged: {tagged}: nothing sent again");
+        let after = world.output();
+        assert!(after.iter().all(|r| r["status"] == "existing"), "{after:?}");
+        if tagged {
+            let ids = |rows: &[std::collections::BTreeMap<String, String>]| {
+                rows.iter().map(|r| r["link_id"].clone()).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&after), ids(&before), "by key, each row has its own link back");
+        }
+    }
+}

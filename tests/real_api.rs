@@ -174,6 +174,7 @@ fn linkbatch_request() -> linkbatch::plan::LinkRequest {
         title: "Lunch".into(),
         description: "Pay me back for lunch".into(),
         multiple: false,
+        metadata: std::collections::BTreeMap::new(),
     })
 }
 

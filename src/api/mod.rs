@@ -181,7 +181,7 @@ impl Client {
     /// exist, so the row must not be sent again (SPEC section 3, fail closed).
     pub async fn create(&self, request: &LinkRequest) -> Result<RemoteLink, ApiError> {
         let builder = match request {
-            LinkRequest::Classic(r) => self.request(reqwest::Method::POST, "/links").form(r),
+            LinkRequest::Classic(r) => self.request(reqwest::Method::POST, "/links").form(&r.form()),
             LinkRequest::Plus(r) => self.request(reqwest::Method::POST, "/external/links").json(r),
         };
         let answer = self.send(builder, true).await?;

@@ -42,6 +42,8 @@ pub struct RemoteLink {
     pub deleted: bool,
     /// Links+ team and template.
     pub team_template: Option<(u64, u64)>,
+    /// Metadata, when the answer carries it (the API reference and the recordings show none).
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn text(v: &Value, name: &str) -> Option<String> {
@@ -92,6 +94,9 @@ impl RemoteLink {
             multiple: flag(v, "multiple"),
             deleted: flag(v, "deleted") || deleted_at,
             team_template: None,
+            metadata: v.get("metadata").and_then(Value::as_object).map(|m| {
+                m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
+            }),
         })
     }
 
@@ -111,7 +116,13 @@ impl RemoteLink {
             multiple: flag(v, "multiple_usage"),
             deleted: false,
             team_template: Some((team, template)),
+            metadata: None,
         })
+    }
+
+    /// The row key linkbatch put in the link's metadata (`[link] key_in_metadata`), if the answer carries it.
+    pub fn key(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get(crate::plan::KEY_IN_METADATA).map(String::as_str)
     }
 
     /// Whether this link is what `request` would have created.
@@ -121,7 +132,9 @@ impl RemoteLink {
         }
         match request {
             LinkRequest::Classic(r) => {
-                self.amount == r.amount
+                // Metadata counts when the server carries it back; when it does not, content alone decides.
+                self.metadata.as_ref().is_none_or(|m| r.metadata.is_empty() || *m == r.metadata)
+                    && self.amount == r.amount
                     && self.currency.eq_ignore_ascii_case(&r.currency)
                     && self.title == r.title
                     && self.description == r.description

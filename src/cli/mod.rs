@@ -5,6 +5,7 @@
 //! environment and goes straight into a [`SecretKey`]; it is never printed.
 
 mod inspect;
+mod recover;
 mod run;
 mod sandbox;
 
@@ -74,6 +75,8 @@ enum Command {
     Export(InspectArgs),
     /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
     Settle(SettleArgs),
+    /// Rebuild a lost ledger from the links the server holds, matched to the job's rows; nothing is created.
+    Recover(RunArgs),
     /// List a Links+ team's templates (id, name, currency), for a job's template id; nothing is created.
     Templates(TemplatesArgs),
 }
@@ -312,6 +315,7 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,
+        Command::Recover(args) => recover::recover(args).await,
         Command::Validate(args) => inspect::validate(&args),
         Command::Status(args) => inspect::status(&args),
         Command::Sandbox(args) => sandbox::sandbox(args).await,

@@ -13,7 +13,7 @@ use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
-fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
+pub(super) fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     Header {
         version: VERSION,
         api: plan.api().name().to_owned(),
@@ -98,7 +98,7 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     })
 }
 
-async fn start_sandbox() -> Result<Sandbox, Outcome> {
+pub(super) async fn start_sandbox() -> Result<Sandbox, Outcome> {
     let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
     let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -108,7 +108,7 @@ async fn start_sandbox() -> Result<Sandbox, Outcome> {
 }
 
 /// The key from the job's variable (`--sandbox` has its own when none is set); a live key needs `--live`.
-fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
+pub(super) fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
     let raw_key = std::env::var(plan.key_env()).ok().filter(|k| !k.trim().is_empty());
     let raw_key = match (raw_key, sandbox) {
         (Some(key), _) => key,
@@ -136,8 +136,8 @@ fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Res
     Err(Outcome::aborted(anyhow::anyhow!(
         "the ledger {} lacks {} link(s) that the output {} names (the first: `{key}` has {link}): it was emptied, cut \
          short or replaced since that output was written. Nothing was sent: running on it would create those links \
-         again. Restore the ledger from a backup. No command rebuilds a ledger from the server yet: until one does, \
-         keep this job off this ledger (or, if the output belongs to another ledger, move the output aside).",
+         again. Restore the ledger from a backup, or move it aside and rebuild it from the server with `linkbatch \
+         recover` (or, if the output belongs to another ledger, move the output aside).",
         plan.ledger_path().display(),
         missing.count,
         plan.output_path().display()
@@ -189,7 +189,7 @@ pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
 /// The Links+ scheme: the job's, else the one the ledger header recorded, else the first the server accepts
 /// on a read of the job's first template (raw, bearer, basic: Omise's documentation shows the raw key, the
 /// seeds Bearer and Basic). Each scheme tried costs one read, refused or not; none is tried twice.
-async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
+pub(super) async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
     if plan.auth() != AuthScheme::Auto {
         return Ok(plan.auth());
     }
@@ -222,7 +222,7 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
 
 /// A read before the run, sent again as the job's retry policy says while the answer is retryable (a 429, a
 /// 5xx, a lost connection): reads are safe to repeat, and a passing fault must not stop the job.
-async fn retried<T, F, Fut>(plan: &Plan, mut read: F) -> Result<T, ApiError>
+pub(super) async fn retried<T, F, Fut>(plan: &Plan, mut read: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,

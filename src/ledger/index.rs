@@ -437,11 +437,17 @@ impl Index {
                 self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
             Event::Unreadable { key, answer_to, status, missing, .. } => {
-                if answer_to == "create" {
-                    let why = format!(
+                let why = match answer_to.as_str() {
+                    "create" => format!(
                         "the server answered the create with HTTP {status} and no readable {missing} (kept in the \
                          ledger); the link may exist, so the row is not sent again: settle it with `linkbatch settle`"
-                    );
+                    ),
+                    "recover" => format!(
+                        "`linkbatch recover` found {missing}; the row is not sent again: settle it with `linkbatch settle`"
+                    ),
+                    _ => String::new(),
+                };
+                if !why.is_empty() {
                     self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((why, offset));
                 }
             }

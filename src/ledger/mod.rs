@@ -544,6 +544,7 @@ mod tests {
             title: "t".into(),
             description: "d".into(),
             multiple: false,
+            metadata: std::collections::BTreeMap::new(),
         })
     }
 

@@ -511,6 +511,7 @@ mod tests {
                 title: text.into(),
                 description: "d".into(),
                 multiple: true,
+                metadata: std::collections::BTreeMap::new(),
             }));
             for (currency, custom_webhook) in
                 [(None, None), (Some("usd".to_owned()), Some(format!("https://h/{text}")))]

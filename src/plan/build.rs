@@ -107,11 +107,18 @@ fn link_templates(api: ApiKind, l: &LinkSpec) -> Result<LinkTemplates, PlanError
             let text = |field, value: &Option<String>| {
                 template(&format!("[link] {field}"), required(field, "classic", value.as_ref())?)
             };
+            let metadata = l
+                .metadata
+                .iter()
+                .map(|(name, source)| Ok((name.clone(), template(&format!("[link.metadata] {name}"), source)?)))
+                .collect::<Result<_, PlanError>>()?;
             LinkTemplates::Classic {
                 currency: text("currency", &l.currency)?,
                 title: text("title", &l.title)?,
                 description: text("description", &l.description)?,
                 multiple: field_source("multiple", l.multiple.as_ref(), false)?,
+                metadata,
+                key_in_metadata: l.key_in_metadata,
             }
         }
         ApiKind::LinksPlus => {
@@ -119,6 +126,8 @@ fn link_templates(api: ApiKind, l: &LinkSpec) -> Result<LinkTemplates, PlanError
                 ("title", l.title.is_some()),
                 ("description", l.description.is_some()),
                 ("multiple", l.multiple.is_some()),
+                ("metadata", !l.metadata.is_empty()),
+                ("key_in_metadata", l.key_in_metadata),
             ];
             refuse_foreign(&classic_only, "classic jobs; Links+ links use team_id, template_id, name, multiple_usage")?;
             if let Some(hook) = &l.custom_webhook

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use request::{ClassicRequest, LinkRequest, PlusRequest};
+pub use request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
 pub use row::{KeyGuard, PlannedRow, RowError};
 
 use crate::input::{InputError, InputReader};
@@ -223,6 +223,10 @@ enum LinkTemplates {
         title: Template,
         description: Template,
         multiple: FieldSource<bool>,
+        /// `[link.metadata]`: a template per key.
+        metadata: Vec<(String, Template)>,
+        /// Send the row's key as `linkbatch_key`.
+        key_in_metadata: bool,
     },
     Plus {
         team_id: FieldSource<u64>,
@@ -244,10 +248,11 @@ impl LinkTemplates {
             }
         }
         match self {
-            LinkTemplates::Classic { currency, title, description, multiple } => {
+            LinkTemplates::Classic { currency, title, description, multiple, metadata, .. } => {
                 let mut all =
                     vec![("[link] currency", currency), ("[link] title", title), ("[link] description", description)];
                 all.extend(source("[link] multiple", multiple));
+                all.extend(metadata.iter().map(|(_, t)| ("[link.metadata]", t)));
                 all
             }
             LinkTemplates::Plus { team_id, template_id, name, currency, multiple_usage, custom_webhook } => {

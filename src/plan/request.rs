@@ -18,6 +18,28 @@ pub struct ClassicRequest {
     pub description: String,
     /// Multiple-use.
     pub multiple: bool,
+    /// Metadata (seed 003), rendered from `[link.metadata]`; left out of the JSON when empty, so requests
+    /// without it keep the fingerprints existing ledgers hold.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// The metadata key that carries a row's key (`[link] key_in_metadata = true`).
+pub const KEY_IN_METADATA: &str = "linkbatch_key";
+
+impl ClassicRequest {
+    /// The form body of `POST /links`, as Omise's libraries send it: `metadata[name]=value` for each entry.
+    pub fn form(&self) -> Vec<(String, String)> {
+        let mut pairs = vec![
+            ("amount".to_owned(), self.amount.to_string()),
+            ("currency".to_owned(), self.currency.clone()),
+            ("title".to_owned(), self.title.clone()),
+            ("description".to_owned(), self.description.clone()),
+            ("multiple".to_owned(), self.multiple.to_string()),
+        ];
+        pairs.extend(self.metadata.iter().map(|(k, v)| (format!("metadata[{k}]"), v.clone())));
+        pairs
+    }
 }
 
 /// A Links+ link, as `POST /external/links` takes it.
@@ -144,6 +166,7 @@ mod tests {
             title: "Quote \" and ünïcødé\n".into(),
             description: "d".into(),
             multiple: true,
+            metadata: std::collections::BTreeMap::new(),
         });
         let plus = LinkRequest::Plus(PlusRequest {
             template_id: 123,

@@ -1,9 +1,9 @@
 //! One input record turned into a [`PlannedRow`] (key, request, extra cells), or a [`RowError`] naming the
 //! line and field; and the [`KeyGuard`] that finds repeated keys. Never touches the ledger or the network.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use super::request::{ClassicRequest, LinkRequest, PlusRequest};
+use super::request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
 use super::{
     FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_PLUS_NAME, MAX_TITLE, MIN_PLUS_AMOUNT, Plan, check_webhook,
 };
@@ -125,6 +125,18 @@ impl<'a> Cells<'a> {
         text.trim().parse().map_err(|_| self.fail(field, format!("`{text}` is not a whole number")))
     }
 
+    /// `[link.metadata]` rendered, and the row's key as `linkbatch_key` when the job asks.
+    fn metadata(&self, templates: &[(String, Template)], with_key: bool) -> Result<BTreeMap<String, String>, RowError> {
+        let mut metadata = BTreeMap::new();
+        for (name, t) in templates {
+            metadata.insert(name.clone(), self.render("metadata", t)?);
+        }
+        if let Some(key) = self.key.filter(|_| with_key) {
+            metadata.insert(KEY_IN_METADATA.to_owned(), key.to_owned());
+        }
+        Ok(metadata)
+    }
+
     /// Renders text of at most `max` characters into `text` (a spare row's string).
     fn bounded(&self, field: &'static str, t: &Template, max: usize, mut text: String) -> Result<String, RowError> {
         self.render_into(field, t, &mut text)?;
@@ -177,7 +189,8 @@ impl Plan {
     // scratch buffer for what is only read (a currency code, an amount).
 
     fn classic(&self, cells: &Cells<'_>, spare: Spare) -> Result<LinkRequest, RowError> {
-        let LinkTemplates::Classic { currency, title, description, multiple } = &self.link else {
+        let LinkTemplates::Classic { currency, title, description, multiple, metadata, key_in_metadata } = &self.link
+        else {
             unreachable!("called for classic plans only")
         };
         let mut scratch = String::new();
@@ -191,6 +204,7 @@ impl Plan {
             title: cells.bounded("title", title, MAX_TITLE, spare.title)?,
             description: cells.bounded("description", description, MAX_DESCRIPTION, spare.description)?,
             multiple: cells.boolean("multiple", multiple)?,
+            metadata: cells.metadata(metadata, *key_in_metadata)?,
         }))
     }
 

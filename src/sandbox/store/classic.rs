@@ -10,6 +10,23 @@ use super::{
     charges_json, classic_payment_uri, currency, currency_shape, integer, iso, require_all, text,
 };
 
+/// `metadata` as a JSON object, or `metadata[name]` form fields; values are text.
+fn metadata(fields: &Map<String, Value>) -> Result<Map<String, Value>, ApiFault> {
+    let mut found = Map::new();
+    if let Some(object) = fields.get("metadata") {
+        let Value::Object(object) = object else {
+            return Err(ApiFault::bad_request("metadata must be an object"));
+        };
+        found.extend(object.clone());
+    }
+    for (name, value) in fields {
+        if let Some(key) = name.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+            found.insert(key.to_owned(), value.clone());
+        }
+    }
+    Ok(found)
+}
+
 impl Store {
     /// A link object in `profile`'s shape (the recordings in `tests/fixtures/omise/`).
     pub(super) fn classic_json(&self, live: bool, link: &ClassicLink, profile: Profile, now: SystemTime) -> Value {
@@ -29,6 +46,10 @@ impl Store {
             "charges": charges_json(&link.id, &link.charges, profile, (0, EMBEDDED_CHARGES), now),
             "payment_uri": classic_payment_uri(&self.base_url, &link.id),
         });
+        if profile != Profile::Legacy {
+            // The Links guide's metadata (seed 003); the older version answers without it.
+            body["metadata"] = Value::Object(link.metadata.clone());
+        }
         match profile {
             Profile::Legacy => body["created"] = Value::String(iso(link.created)),
             Profile::Current | Profile::PlusVariant => {
@@ -138,6 +159,7 @@ impl Store {
             deleted_at: None,
             charges: Vec::new(),
             created: now,
+            metadata: metadata(fields)?,
         };
         let body = self.classic_json(live, &link, profile, now);
         let account = self.account(key);

@@ -111,6 +111,7 @@ struct ClassicLink {
     deleted_at: Option<SystemTime>,
     charges: Vec<Charge>,
     created: SystemTime,
+    metadata: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,157 @@
+//! `linkbatch recover JOB`: a lost ledger rebuilt from the links the server holds, matched to the rows by
+//! `decide::recover`. Sends no create; writes a new ledger only where none is (a damaged one is moved aside by
+//! the user, never overwritten).
+
+use std::time::SystemTime;
+
+use super::run::{links_plus_auth, retried, secret_key, start_sandbox};
+use super::{Ended, RunArgs, overrides, usage};
+use crate::api::{Client, RemoteLink};
+use crate::decide::{self, Recovered};
+use crate::job::{ApiKind, JobSpec};
+use crate::ledger::{Event, Ledger, now};
+use crate::outcome::Outcome;
+use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
+use crate::runner;
+
+/// Rebuilds the job's ledger from the server, and reports what it could not match.
+pub(super) async fn recover(args: RunArgs) -> Ended {
+    let spec = JobSpec::load(&args.job.job)?;
+    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
+    let extra = Overrides {
+        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
+        sandbox: args.sandbox,
+        ..Overrides::default()
+    };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    if std::fs::metadata(plan.ledger_path()).is_ok_and(|m| m.len() > 0) {
+        return Err(usage(format!(
+            "a ledger is at {}: recover writes a new one and never over an old one. Move it aside first",
+            plan.ledger_path().display()
+        )));
+    }
+    let key = secret_key(&plan, args.sandbox, args.live)?;
+    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
+    let mut header = super::run::header(&plan, &key, ledger_base);
+    let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
+    if plan.api() == ApiKind::LinksPlus {
+        let scheme = links_plus_auth(&plan, &client).await?;
+        header.auth = (plan.auth() == crate::job::AuthScheme::Auto).then(|| scheme.name().to_owned());
+        client = client.with_auth(scheme);
+    }
+    let rows = planned_rows(&plan)?;
+    let links = all_links(&plan, &client, &rows).await?;
+    let found = decide::recover(&rows.iter().map(|r| (r.key.as_str(), &r.request)).collect::<Vec<_>>(), &links);
+    let (ledger, _, _) = Ledger::open(plan.ledger_path(), &header)?;
+    let counts = write_recovered(&ledger, &rows, &links, &found).await.map_err(Outcome::from)?;
+    println!(
+        "{}: {} rows; {} recovered ({} by the key in their metadata, {} by content), {} ambiguous (settle them with \
+         `linkbatch settle`), {} with no link on the server (the next run sends them); ledger {}",
+        plan.name(),
+        rows.len(),
+        counts.by_key + counts.by_content,
+        counts.by_key,
+        counts.by_content,
+        counts.ambiguous,
+        counts.none,
+        plan.ledger_path().display()
+    );
+    Ok(Outcome::complete_if(counts.ambiguous == 0))
+}
+
+fn planned_rows(plan: &Plan) -> Result<Vec<PlannedRow>, Outcome> {
+    let mut reader = plan.reader()?;
+    let mut rows = Vec::new();
+    runner::for_each_row(plan, &mut reader, None, |row| {
+        if let Ok(row) = row {
+            rows.push(row.clone());
+        }
+        true
+    });
+    Ok(rows)
+}
+
+/// Every link the key's account holds (classic), or the rows' teams hold (Links+), oldest first.
+async fn all_links(plan: &Plan, client: &Client, rows: &[PlannedRow]) -> Result<Vec<RemoteLink>, Outcome> {
+    let mut teams: Vec<Option<u64>> = rows
+        .iter()
+        .filter_map(|r| match &r.request {
+            LinkRequest::Plus(p) => Some(Some(p.team_id)),
+            LinkRequest::Classic(_) => None,
+        })
+        .collect();
+    teams.sort_unstable();
+    teams.dedup();
+    if teams.is_empty() {
+        teams.push(None);
+    }
+    let mut links = Vec::new();
+    for team in teams {
+        let mut offset = 0;
+        loop {
+            let page = retried(plan, || client.list(SystemTime::UNIX_EPOCH, offset, team))
+                .await
+                .map_err(|e| Outcome::aborted(anyhow::anyhow!("listing the links: {e}; no ledger was written")))?;
+            offset += page.links.len();
+            let done = page.links.is_empty() || offset >= page.total;
+            links.extend(page.links);
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(links)
+}
+
+#[derive(Default)]
+struct Counts {
+    by_key: usize,
+    by_content: usize,
+    ambiguous: usize,
+    none: usize,
+}
+
+async fn write_recovered(
+    ledger: &Ledger,
+    rows: &[PlannedRow],
+    links: &[RemoteLink],
+    found: &[Recovered],
+) -> Result<Counts, crate::ledger::LedgerError> {
+    let mut counts = Counts::default();
+    ledger.append(&Event::Run { at: now(), version: format!("{} recover", env!("CARGO_PKG_VERSION")) }).await?;
+    for (row, found) in rows.iter().zip(found) {
+        let (key, fingerprint) = (row.key.clone(), row.fingerprint().to_string());
+        let event = match found {
+            Recovered::Link { link, by_key } => {
+                *(if *by_key { &mut counts.by_key } else { &mut counts.by_content }) += 1;
+                let link = &links[*link];
+                Event::Adopted {
+                    key,
+                    link_id: link.id.clone(),
+                    payment_uri: link.payment_uri.clone(),
+                    fingerprint,
+                    at: now(),
+                }
+            }
+            Recovered::Ambiguous(n) => {
+                counts.ambiguous += 1;
+                tracing::warn!(line = row.line, key = %row.key, "{n} links could be this row's: settle it by hand");
+                Event::Unreadable {
+                    key,
+                    fingerprint,
+                    answer_to: "recover".into(),
+                    status: 0,
+                    missing: format!("{n} links that could each be this row's"),
+                    body: String::new(),
+                    at: now(),
+                }
+            }
+            Recovered::None => {
+                counts.none += 1;
+                continue;
+            }
+        };
+        ledger.append(&event).await?;
+    }
+    Ok(counts)
+}
