@@ -102,16 +102,32 @@ pub enum Task {
     },
     /// Read its link's payment state.
     Refresh(LinkRecord),
+    /// Change its link in place (`--update-changed`): only its description or metadata changed.
+    Update(LinkRecord),
+}
+
+/// Whether a row changed only where a link can be changed in place (seed 003: description and metadata; not
+/// amount, currency, title or multiple).
+pub fn updatable(before: &LinkRequest, now: &LinkRequest) -> bool {
+    match (before, now) {
+        (LinkRequest::Classic(b), LinkRequest::Classic(n)) => {
+            (b.amount, &b.currency, &b.title, b.multiple) == (n.amount, &n.currency, &n.title, n.multiple)
+                && (b.description != n.description || b.metadata != n.metadata)
+        }
+        _ => false,
+    }
 }
 
 /// The task a row gives a run doing `work`, if any. `refresh_since`: the ledger line of the refresh being
-/// done (a reading after it is fresh). `replacing` is false when the API cannot delete (Links+).
+/// done (a reading after it is fresh). `replacing` is false when the API cannot delete (Links+). `before`:
+/// with `--update-changed`, the request a conflicting row's link was made with.
 pub fn task(
     work: Work,
     row: &PlannedRow,
     state: Option<&KeyState>,
     refresh_since: u64,
     replacing: bool,
+    before: Option<&LinkRequest>,
 ) -> Option<Task> {
     if work == Work::Refresh {
         // Every row with a link is read, unless this refresh (or the one it resumes) already did.
@@ -121,6 +137,7 @@ pub fn task(
     match disposition(row, state) {
         Disposition::New => Some(Task::Create { open: None, replace: None }),
         Disposition::Uncertain(open) => Some(Task::Create { open: Some(open), replace: None }),
+        Disposition::Conflict(link) if before.is_some_and(|b| updatable(b, &row.request)) => Some(Task::Update(link)),
         Disposition::Conflict(link) if replacing && state.is_some_and(|s| s.replace_refused().is_none()) => {
             Some(Task::Create { open: None, replace: Some(link) })
         }
@@ -696,13 +713,14 @@ mod tests {
     fn task_for_a_row(#[case] work: Work, #[case] events: &[Ev], #[case] replacing: bool, #[case] expected: Gives) {
         let index = index(events);
         // Refresh since line 2: a reading after the row's events is fresh, one before it is not.
-        let gives = match task(work, &row("a"), state(&index), 2, replacing) {
+        let gives = match task(work, &row("a"), state(&index), 2, replacing, None) {
             None => Gives::Nothing,
             Some(Task::Create { open: None, replace: None }) => Gives::Create,
             Some(Task::Create { open: Some(_), replace: None }) => Gives::Reconcile,
             Some(Task::Create { open: None, replace: Some(_) }) => Gives::Replace,
             Some(Task::Create { .. }) => panic!("reconcile and replace at once"),
             Some(Task::Refresh(_)) => Gives::Refresh,
+            Some(Task::Update(_)) => panic!("no update without --update-changed"),
         };
         assert_eq!(gives, expected);
     }
@@ -710,7 +728,29 @@ mod tests {
     #[test]
     fn refresh_reads_again_a_reading_older_than_this_refresh() {
         let index = index(&[Ev::Created("a"), Ev::Paid(1)]);
-        assert!(matches!(task(Work::Refresh, &row("a"), state(&index), 99, false), Some(Task::Refresh(_))));
+        assert!(matches!(task(Work::Refresh, &row("a"), state(&index), 99, false, None), Some(Task::Refresh(_))));
+    }
+
+    #[test]
+    fn only_a_description_or_metadata_change_is_updated_in_place() {
+        let before = request("a");
+        let with = |f: &dyn Fn(&mut crate::plan::ClassicRequest)| {
+            let LinkRequest::Classic(mut r) = before.clone() else { unreachable!("a classic request") };
+            f(&mut r);
+            LinkRequest::Classic(r)
+        };
+        assert!(updatable(&before, &with(&|r| r.description = "new".into())));
+        assert!(updatable(&before, &with(&|r| _ = r.metadata.insert("invoice".into(), "9".into()))));
+        assert!(!updatable(&before, &with(&|r| r.amount += 1)), "an amount change stays a conflict");
+        assert!(!updatable(&before, &with(&|r| r.title = "b".into())));
+        assert!(!updatable(&before, &before), "nothing changed: nothing to update");
+        // The row's link was made from `before`; the row now has a new description.
+        let index = index(&[Ev::Created("b")]);
+        let row = PlannedRow::new(2, "k".into(), with(&|r| r.description = "new".into()), Vec::new());
+        assert!(matches!(task(Work::Create, &row, state(&index), 0, false, Some(&before)), Some(Task::Update(_))));
+        assert_eq!(task(Work::Create, &row, state(&index), 0, false, None), None, "without the flag: a conflict");
+        let retitled = with(&|r| r.title = "z".into());
+        assert_eq!(task(Work::Create, &row, state(&index), 0, false, Some(&retitled)), None, "a title change is left");
     }
 
     /// An answer the runner brings back, in the table below.

@@ -148,3 +148,64 @@ fn a_lost_ledger_is_rebuilt_by_recover() {
         }
     }
 }
+
+#[test]
+fn a_description_change_is_updated_in_place_and_an_amount_change_stays_a_conflict() {
+    let world = World::new();
+    let (job, input) = tagged_job(&world, false);
+    let args = ["--input", input.as_str(), "--limit", "100/s"];
+    world.run_job(&job, &args).code(0);
+    let before = world.output();
+    // The description template changes: every row's description, nothing else.
+    let changed = JobFile::sample("event-tickets")
+        .set("input.key", "{id}")
+        .set("link.description", "{tier} ticket for {event}, doors at 7")
+        .add("link.metadata.ticket_id", "T-{id}")
+        .write(&world, "changed.toml");
+    world.run_job(&changed, &args).code(1);
+    assert_eq!(count(&world.output(), "conflict"), 3, "without the flag: conflicts");
+    world.run_job(&changed, &[&args[..], &["--update-changed"]].concat()).code(0);
+    let stats = world.stats();
+    assert_eq!((stats.creates, stats.updates), (3, 3), "one PATCH a row and no create");
+    let after = world.output();
+    assert!(after.iter().zip(&before).all(|(a, b)| a["status"] == "existing" && a["link_id"] == b["link_id"]));
+    let http = world.http();
+    let link = http.send(http.classic(reqwest::Method::GET, &format!("/links/{}", after[0]["link_id"]))).body;
+    assert_eq!(link["description"], "VIP ticket for Night, doors at 7");
+    // Again: nothing to do.
+    world.run_job(&changed, &[&args[..], &["--update-changed"]].concat()).code(0);
+    assert_eq!(world.stats().updates, 3);
+    // An amount change is not a change in place: still a conflict, no PATCH, no create.
+    std::fs::write(
+        &input,
+        std::fs::read_to_string(&input).unwrap().replace("3,Regular,Night,5.00", "3,Regular,Night,6.00"),
+    )
+    .unwrap();
+    world.run_job(&changed, &[&args[..], &["--update-changed"]].concat()).code(1);
+    let stats = world.stats();
+    assert_eq!((stats.creates, stats.updates), (3, 3));
+    assert_eq!(world.output()[2]["status"], "conflict");
+}
+
+#[test]
+fn the_sandbox_changes_description_and_metadata_only() {
+    let world = World::new();
+    let http = world.http();
+    let created = http.create(&[
+        ("amount", "1000"),
+        ("currency", "thb"),
+        ("title", "t"),
+        ("description", "d"),
+        ("metadata[invoice]", "1"),
+    ]);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["metadata"]["invoice"], "1");
+    let patch =
+        |form: &[(&str, &str)]| http.send(http.classic(reqwest::Method::PATCH, &format!("/links/{id}")).form(form));
+    let ok = patch(&[("description", "new"), ("metadata[invoice]", "2")]);
+    assert_eq!(
+        (ok.status, ok.body["description"].as_str(), ok.body["metadata"]["invoice"].as_str()),
+        (200, Some("new"), Some("2"))
+    );
+    assert_eq!(patch(&[("amount", "5")]).status, 400, "the guide: other fields cannot change");
+}

@@ -248,6 +248,21 @@ impl Client {
         self.read(&answer, shape::template_team)
     }
 
+    /// `PATCH /links/{id}` with a new description and metadata (seed 003: only these can change). The same body
+    /// sent twice leaves the link the same, so a lost answer is safe to send again.
+    pub async fn update(
+        &self,
+        id: &str,
+        description: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<RemoteLink, ApiError> {
+        let mut form = vec![("description".to_owned(), description.to_owned())];
+        form.extend(metadata.iter().map(|(k, v)| (format!("metadata[{k}]"), v.clone())));
+        let answer =
+            self.send(self.request(reqwest::Method::PATCH, &format!("/links/{id}")).form(&form), false).await?;
+        self.read(&answer, |json| RemoteLink::read(self.api, json))
+    }
+
     /// `GET /external/{team_id}/templates`: the team's templates.
     pub async fn templates(&self, team_id: u64) -> Result<Vec<shape::TemplateInfo>, ApiError> {
         let answer =

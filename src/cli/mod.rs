@@ -117,6 +117,10 @@ struct RunCommand {
     /// the new one. A paid link is never replaced.
     #[arg(long)]
     replace_changed: bool,
+    /// For a row whose description or metadata changed since its link was made (classic API): change the
+    /// link in place (PATCH). Other changes stay conflicts, or go to --replace-changed.
+    #[arg(long)]
+    update_changed: bool,
 }
 
 #[derive(Debug, Args)]
@@ -308,10 +312,11 @@ fn overrides(
 async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Run(RunCommand { args, replace_changed }) => {
-            run::run(args, if replace_changed { Work::CreateReplacing } else { Work::Create }, quiet).await
+        Command::Run(RunCommand { args, replace_changed, update_changed }) => {
+            let work = if replace_changed { Work::CreateReplacing } else { Work::Create };
+            run::run(args, work, update_changed, quiet).await
         }
-        Command::Refresh(args) => run::run(args, Work::Refresh, quiet).await,
+        Command::Refresh(args) => run::run(args, Work::Refresh, false, quiet).await,
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,

@@ -25,7 +25,7 @@ pub(super) fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 }
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
-pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
+pub(super) async fn run(args: RunArgs, work: Work, update: bool, quiet: bool) -> Ended {
     let spec = JobSpec::load(&args.job.job)?;
     // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
     let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
@@ -75,7 +75,7 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
-    let options = RunOptions { progress: !quiet, work, draft };
+    let options = RunOptions { progress: !quiet, work, draft, update };
     let summary = runner::run(plan, client, ledger, index, survey, stop, options).await.map_err(Outcome::Refused)?;
     signals.abort();
     if let Some(server) = sandbox {

@@ -403,7 +403,16 @@ impl Index {
     /// Applies one event found on `line`, at byte `offset`.
     pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
         match event {
-            Event::Header(_) | Event::ReplaceIntent { .. } => {}
+            Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } => {}
+            Event::Updated { key, link_id, fingerprint, .. } => {
+                let key = Digest::of(key.as_bytes());
+                let current = self.get(&key).and_then(|s| s.link).filter(|l| self.link_id(l) == link_id);
+                if let Some(mut link) = current {
+                    // The same link, made by the same run as before: only what it was made from changed.
+                    link.fingerprint = Digest::from_text(&fingerprint);
+                    self.slot(key).link = Some(link);
+                }
+            }
             Event::Run { .. } => self.last_run = line,
             Event::Intent { key, at, .. } => {
                 let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);

@@ -198,6 +198,28 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// `--update-changed`: the row's link is about to be changed in place (`PATCH`: description, metadata).
+    UpdateIntent {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// The link now holds the row's new description and metadata: its fingerprint is the new request's.
+    Updated {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
     /// `--replace-changed`: the row's old, unpaid link is about to be deleted.
     ReplaceIntent {
         /// Row key.

@@ -82,6 +82,8 @@ pub(super) struct Shared {
     verified: AtomicBool,
     /// Stops dispatch when every row gets the same refusal.
     breaker: Mutex<decide::Breaker>,
+    /// Said once: the server answers links without the metadata they were made with.
+    metadata_unheld: AtomicBool,
 }
 
 /// Permission to send one request: its place under the limits, and the probe while the key is unproven.
@@ -116,6 +118,7 @@ impl Shared {
             probe: tokio::sync::Mutex::new(()),
             verified: AtomicBool::new(false),
             breaker,
+            metadata_unheld: AtomicBool::new(false),
         }
     }
 
@@ -237,6 +240,37 @@ async fn work(shared: &Shared, row: PlannedRow, task: Task) {
             create(shared, &row, open).await;
         }
         Task::Refresh(link) => refresh_one(shared, &row, &link_id(link)).await,
+        Task::Update(link) => update(shared, &row, &link_id(link)).await,
+    }
+}
+
+/// `--update-changed`: the link changed in place. `update_intent` first, then the PATCH (the same body is
+/// safe to send again, so it is retried directly), then `updated`: a crash in between sends the PATCH again.
+async fn update(shared: &Shared, row: &PlannedRow, link_id: &str) {
+    let LinkRequest::Classic(request) = &row.request else { return };
+    let (key, fingerprint) = (row.key.clone(), row.fingerprint().to_string());
+    let intent = Event::UpdateIntent {
+        key: key.clone(),
+        link_id: link_id.to_owned(),
+        fingerprint: fingerprint.clone(),
+        at: crate::ledger::now(),
+    };
+    if shared.record(intent).await.is_err() {
+        return;
+    }
+    match with_retries(shared, || shared.client.update(link_id, &request.description, &request.metadata)).await {
+        Ok(Some(_)) => {
+            let updated = Event::Updated { key, link_id: link_id.to_owned(), fingerprint, at: crate::ledger::now() };
+            if shared.record(updated).await.is_ok() {
+                tracing::info!(line = row.line, key = %row.key, link = %link_id, "changed the link in place (description, metadata)");
+                shared.progress.created();
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(line = row.line, key = %row.key, link = %link_id, "could not change the link in place: {e}");
+            shared.progress.failed();
+        }
     }
 }
 
@@ -367,6 +401,13 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
     };
     shared.record(intent).await.map_err(|e| (e.into(), at))?;
     let link = shared.sent(turn, shared.client.create(&row.request)).await.map_err(|e| (e.into(), at))?;
+    let sent_metadata = matches!(&row.request, LinkRequest::Classic(r) if !r.metadata.is_empty());
+    if sent_metadata && link.metadata.is_none() && !shared.metadata_unheld.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "the server answers links without their metadata (the API reference shows none): links are matched by \
+             content, and a webhook handler cannot rely on metadata"
+        );
+    }
     let created = Event::Created {
         key: row.key.clone(),
         link_id: link.id,

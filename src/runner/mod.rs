@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub work: Work,
     /// The output [`survey_drafting`] wrote, when every row was settled: the run finishes it.
     pub draft: Option<OutputPass>,
+    /// `--update-changed`: a row whose description or metadata changed gets its link changed in place.
+    pub update: bool,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -80,7 +82,7 @@ pub async fn run(
     );
     let total = match work {
         Work::Refresh => survey.existing + survey.conflict,
-        _ => survey.new + survey.uncertain + if replacing { survey.conflict } else { 0 },
+        _ => survey.new + survey.uncertain + if replacing || options.update { survey.conflict } else { 0 },
     };
     let progress = Progress::new(options.progress, total, if work == Work::Refresh { "refreshed" } else { "created" });
     let concurrency = plan.concurrency();
@@ -93,7 +95,8 @@ pub async fn run(
     let idle = total == 0 && survey.uncertain == 0;
     if !idle {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
-        let producer = Producer { shared: shared.clone(), work, refresh_since, replacing };
+        let updating = options.update && work != Work::Refresh;
+        let producer = Producer { shared: shared.clone(), work, refresh_since, replacing, updating };
         tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
         for worker in workers {
             let _ = worker.await;
@@ -171,6 +174,7 @@ struct Producer {
     work: Work,
     refresh_since: u64,
     replacing: bool,
+    updating: bool,
 }
 
 impl Producer {
@@ -183,7 +187,13 @@ impl Producer {
             };
             let task = {
                 let index = shared.index();
-                decide::task(self.work, row, index.get(&row.key_id), self.refresh_since, self.replacing)
+                let state = index.get(&row.key_id);
+                // The request a changed row's link was made with, read back only for a conflict.
+                let before = state
+                    .filter(|_| self.updating)
+                    .filter(|s| s.link.is_some_and(|l| l.fingerprint != row.fingerprint()))
+                    .and_then(|s| index.link_request(s));
+                decide::task(self.work, row, state, self.refresh_since, self.replacing, before.as_ref())
             };
             let Some(task) = task else { return true };
             !shared.stop.is_stopped() && queue.blocking_send((row.clone(), task)).is_ok()

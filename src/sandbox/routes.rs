@@ -27,7 +27,7 @@ type Sandbox = State<Arc<Shared>>;
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/links", post(create_classic).get(list_classic))
-        .route("/links/{id}", get(get_classic).delete(delete_classic))
+        .route("/links/{id}", get(get_classic).delete(delete_classic).patch(update_classic))
         .route("/links/{id}/charges", get(link_charges))
         .route("/external/links", post(create_plus))
         .route("/external/links/{id}", get(get_plus))
@@ -247,6 +247,11 @@ async fn list_classic(State(s): Sandbox, headers: HeaderMap, RawQuery(query): Ra
 async fn get_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
     result(s.store().get_classic(&gate.key, &id, gate.profile, SystemTime::now()))
+}
+
+async fn update_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let gate = admitted!(s, headers, Api::Classic, false);
+    result(fields(&headers, &body).and_then(|f| s.store().update_classic(&gate.key, &id, &f, SystemTime::now())))
 }
 
 async fn link_charges(

@@ -66,6 +66,50 @@ impl Store {
         body
     }
 
+    /// `PATCH /links/{id}` as the Links guide has it (seed 003): `description` and `metadata` change; any other
+    /// field is a 400.
+    pub(crate) fn update_classic(
+        &mut self,
+        key: &str,
+        id: &str,
+        fields: &Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<Value, ApiFault> {
+        let other: Vec<&str> = fields
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "description" && *k != "metadata" && !k.starts_with("metadata["))
+            .collect();
+        if !other.is_empty() {
+            return Err(ApiFault::bad_request(format!(
+                "only description and metadata can be changed, not {}",
+                other.join(", ")
+            )));
+        }
+        let description = text(fields, "description")?;
+        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+            return Err(ApiFault::bad_request(format!(
+                "description is too long (maximum is {MAX_DESCRIPTION} characters)"
+            )));
+        }
+        let metadata = metadata(fields)?;
+        let profile = self.profile;
+        let account = self.account(key);
+        let live = account.live;
+        let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
+        let link = &mut account.links[index];
+        if link.deleted {
+            return Err(ApiFault::not_found("link"));
+        }
+        if let Some(description) = description {
+            link.description = description;
+        }
+        link.metadata.extend(metadata);
+        let link = link.clone();
+        self.counters.updates += 1;
+        Ok(self.classic_json(live, &link, profile, now))
+    }
+
     /// `GET /links/{id}/charges`: a page of the link's charges.
     pub(crate) fn link_charges(
         &mut self,

@@ -155,6 +155,7 @@ struct Counters {
     creates: u64,
     payments: u64,
     refunds: u64,
+    updates: u64,
 }
 
 /// Everything the sandbox holds, behind one lock.

@@ -45,6 +45,7 @@ impl Store {
             creates: self.counters.creates,
             payments: self.counters.payments,
             refunds: self.counters.refunds,
+            updates: self.counters.updates,
             requests: self.counters.by_status.clone(),
             rate_limited: self.counters.rate_limited,
             faults: self.counters.faults.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
@@ -83,6 +84,9 @@ pub struct Stats {
     /// Simulated refunds.
     #[serde(default)]
     pub refunds: u64,
+    /// Links changed in place (`PATCH /links/{id}`).
+    #[serde(default)]
+    pub updates: u64,
     /// Answers by HTTP status, plus `dropped` for connections closed without one.
     pub requests: BTreeMap<String, u64>,
     /// 429s served because a key was over a window (not counting the `429` fault).
