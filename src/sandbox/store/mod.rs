@@ -99,6 +99,13 @@ struct Charge {
     refunded: u64,
 }
 
+impl Charge {
+    /// A successful charge of `amount`, nothing refunded.
+    fn paid(id: String, amount: u64, currency: &'static str, created: SystemTime) -> Charge {
+        Charge { id, amount, currency, created, refunded: 0 }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ClassicLink {
     id: String,
@@ -510,13 +517,7 @@ impl Store {
             if !link.multiple && !link.charges.is_empty() {
                 return Err(used_fault());
             }
-            link.charges.push(Charge {
-                id: charge_id.clone(),
-                amount: link.amount,
-                currency: link.currency,
-                created: now,
-                refunded: 0,
-            });
+            link.charges.push(Charge::paid(charge_id.clone(), link.amount, link.currency, now));
             let link = link.clone();
             self.classic_json(live, &link, self.profile, now)
         } else {
@@ -524,13 +525,7 @@ impl Store {
             if !link.multiple_usage && !link.charges.is_empty() {
                 return Err(used_fault());
             }
-            link.charges.push(Charge {
-                id: charge_id.clone(),
-                amount: link.amount,
-                currency: link.currency,
-                created: now,
-                refunded: 0,
-            });
+            link.charges.push(Charge::paid(charge_id.clone(), link.amount, link.currency, now));
             let link = link.clone();
             self.plus_json(&link)
         };
