@@ -90,7 +90,7 @@ fn mutate(sample: &[u8], mutations: &[Mutation]) -> Vec<u8> {
 
 /// Runs `target` on mutations of `samples` for the fuzzing time, in rounds of proptest cases; returns how
 /// many inputs were tried. A panic fails the test with the smallest input found.
-fn fuzz(samples: &[Vec<u8>], target: impl Fn(&[u8])) -> u64 {
+fn fuzz(name: &str, samples: &[Vec<u8>], target: impl Fn(&[u8])) -> u64 {
     let seconds: u64 = std::env::var("LINKBATCH_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let strategy = (0..samples.len(), prop::collection::vec(mutation(), 1..6));
@@ -106,7 +106,7 @@ fn fuzz(samples: &[Vec<u8>], target: impl Fn(&[u8])) -> u64 {
         }
         tried += 200;
     }
-    eprintln!("{tried} inputs in {seconds}s, no panic");
+    eprintln!("{name}: {tried} inputs in {seconds}s, no panic");
     tried
 }
 
@@ -128,9 +128,9 @@ fn read_all(bytes: &[u8], format: InputFormat, dir: &Path) {
 fn fuzz_input_readers() {
     let dir = tempfile::tempdir().unwrap();
     let csv = samples(&["samples/subscriptions.csv", "samples/tickets.csv", "samples/tickets-plus.csv"]);
-    assert!(fuzz(&csv, |bytes| read_all(bytes, InputFormat::Csv, dir.path())) > 0);
+    assert!(fuzz("CSV reader", &csv, |bytes| read_all(bytes, InputFormat::Csv, dir.path())) > 0);
     let jsonl = samples(&["samples/catalog.jsonl", "samples/catalog-broken.jsonl"]);
-    assert!(fuzz(&jsonl, |bytes| read_all(bytes, InputFormat::Jsonl, dir.path())) > 0);
+    assert!(fuzz("JSONL reader", &jsonl, |bytes| read_all(bytes, InputFormat::Jsonl, dir.path())) > 0);
 }
 
 /// A job file, parsed, planned against the sample input, and every row planned.
@@ -143,7 +143,7 @@ fn fuzz_job_parser() {
         "jobs/event-tickets-plus.toml",
     ]);
     let root = env!("CARGO_MANIFEST_DIR");
-    fuzz(&jobs, |bytes| {
+    fuzz("job parser", &jobs, |bytes| {
         let Ok(text) = std::str::from_utf8(bytes) else { return };
         let Ok(spec) = JobSpec::parse(text) else { return };
         let input = spec.input.path.as_ref().map(|p| Path::new(root).join(p));
@@ -172,7 +172,7 @@ fn fuzz_ledger_reader() {
     world.job("refresh", "jobs/event-tickets.toml", &["--limit", "100/s"]).code(0);
     let ledger = std::fs::read(world.path("ledger.jsonl")).unwrap();
     let path = dir.path().join("ledger.jsonl");
-    fuzz(&[ledger], |bytes| {
+    fuzz("ledger reader", &[ledger], |bytes| {
         std::fs::write(&path, bytes).unwrap();
         let _ = Ledger::inspect(&path);
     });
