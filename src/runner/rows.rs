@@ -186,10 +186,11 @@ pub fn survey_drafting(
                 None
             }
             Ok(row) => {
-                let disposition = disposition(row, index.get(&row.key_id));
-                let used =
-                    index.get(&row.key_id).and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
-                survey.active_links += u64::from(row.request.multiple() || !used);
+                let state = index.get(&row.key_id);
+                let disposition = disposition(row, state);
+                // A single-use link stops counting against the account's cap once paid.
+                let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
+                survey.active_links += u64::from(row.request.multiple() || !paid());
                 if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
                     (&disposition, &row.request)
                 {
