@@ -349,3 +349,39 @@ fn describe(e: &reqwest::Error) -> String {
     }
     if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        assert_eq!(retry_after("120"), Some(Duration::from_mins(2)));
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_mins(1));
+        let wait = retry_after(&in_a_minute).unwrap();
+        assert!(wait > Duration::from_secs(58) && wait <= Duration::from_mins(1), "{wait:?}");
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a date past: no wait");
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_redirect_is_a_permanent_error_naming_where_it_pointed() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::LOCATION, HeaderValue::from_static("https://elsewhere.example/links"));
+        let error = classify(307, &headers, None, true);
+        let ApiError::Permanent { status: 307, code, message } = error else { panic!("{error:?}") };
+        assert_eq!(code, "redirected");
+        assert!(message.contains("https://elsewhere.example/links"), "{message}");
+    }
+
+    #[test]
+    fn a_lost_create_is_uncertain_and_a_lost_read_is_retryable() {
+        let headers = reqwest::header::HeaderMap::new();
+        assert!(matches!(classify(503, &headers, None, true), ApiError::Uncertain { .. }));
+        assert!(matches!(classify(503, &headers, None, false), ApiError::Retryable { rate_limited: false, .. }));
+        assert!(matches!(classify(429, &headers, None, false), ApiError::Retryable { rate_limited: true, .. }));
+        let refused = serde_json::json!({"object": "error", "code": "authentication_failure", "message": "no"});
+        assert!(matches!(classify(401, &headers, Some(&refused), true), ApiError::Fatal { .. }));
+    }
+}
