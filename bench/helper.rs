@@ -2,7 +2,8 @@
 //! - `input N FILE`: a catalog CSV of N rows (the columns jobs/catalog-import.toml uses), always the same;
 //! - `ledger JOB INPUT LEDGER BASE_URL KEY`: a ledger in which every row already has its link, exactly as a
 //!   finished run leaves it, so a 1M-row resume can be measured without a 1M-request run;
-//! - `bound N RATE...`: the fastest legal schedule for N requests, in seconds (the library's own figure).
+//! - `bound N RATE...`: the fastest legal schedule for N requests, in seconds, computed here from the
+//!   definition (SPEC section 4) with none of the library's code.
 //! - `read LEDGER`: reads a ledger into its index, as a run does at start, and prints the time it took.
 
 use std::io::Write;
@@ -49,8 +50,30 @@ fn input(args: &[String]) -> anyhow::Result<()> {
 fn bound(args: &[String]) -> anyhow::Result<()> {
     let Some((n, rates)) = args.split_first() else { anyhow::bail!("usage: bench-helper bound N RATE...") };
     let rates = rates.iter().map(|r| r.parse::<linkbatch::rate::Rate>()).collect::<Result<Vec<_>, _>>()?;
-    println!("{:.3}", linkbatch::throttle::fastest_schedule(n.parse()?, &rates).as_secs_f64());
+    let windows: Vec<(u64, f64)> = rates.iter().map(|r| (u64::from(r.count), r.period.as_secs_f64())).collect();
+    println!("{:.3}", fastest_legal_schedule(n.parse()?, &windows));
     Ok(())
+}
+
+/// The bound, from its definition alone (SPEC section 4), with none of linkbatch's code: `n` requests,
+/// spaced at least the smallest period/count apart, each window `(count, period in seconds)` a sliding count
+/// (no more than `count` requests in any span shorter than `period`). Returns the seconds from the first
+/// request to the last.
+fn fastest_legal_schedule(n: u64, windows: &[(u64, f64)]) -> f64 {
+    let spacing = windows.iter().map(|&(count, period)| period / count as f64).fold(f64::INFINITY, f64::min);
+    let spacing = if spacing.is_finite() { spacing } else { 0.0 };
+    let mut times: Vec<f64> = Vec::new();
+    for i in 0..n as usize {
+        let mut t = times.last().map_or(0.0, |&last| last + spacing);
+        for &(count, period) in windows {
+            // The request `count` back must have left the window: at least `period` before this one.
+            if let Some(earlier) = i.checked_sub(count as usize) {
+                t = t.max(times[earlier] + period);
+            }
+        }
+        times.push(t);
+    }
+    times.last().copied().unwrap_or(0.0)
 }
 
 fn ledger(args: &[String]) -> anyhow::Result<()> {
