@@ -4,41 +4,26 @@
 
 use std::time::SystemTime;
 
-use super::run::{links_plus_auth, retried, secret_key, start_sandbox};
-use super::{Ended, RunArgs, overrides, usage};
+use super::run::{connect, planned, retried};
+use super::{Ended, RunArgs, usage};
 use crate::api::{Client, RemoteLink};
 use crate::decide::{self, Recovered};
-use crate::job::{ApiKind, JobSpec};
+
 use crate::ledger::{Event, Ledger, now};
 use crate::outcome::Outcome;
-use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
+use crate::plan::{LinkRequest, Plan, PlannedRow};
 use crate::runner;
 
 /// Rebuilds the job's ledger from the server, and reports what it could not match.
 pub(super) async fn recover(args: RunArgs) -> Ended {
-    let spec = JobSpec::load(&args.job.job)?;
-    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
-    let extra = Overrides {
-        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
-        sandbox: args.sandbox,
-        ..Overrides::default()
-    };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let (plan, _sandbox) = planned(&args).await?;
     if std::fs::metadata(plan.ledger_path()).is_ok_and(|m| m.len() > 0) {
         return Err(usage(format!(
             "a ledger is at {}: recover writes a new one and never over an old one. Move it aside first",
             plan.ledger_path().display()
         )));
     }
-    let key = secret_key(&plan, args.sandbox, args.live)?;
-    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
-    let mut header = super::run::header(&plan, &key, ledger_base);
-    let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
-    if plan.api() == ApiKind::LinksPlus {
-        let scheme = links_plus_auth(&plan, &client).await?;
-        header.auth = (plan.auth() == crate::job::AuthScheme::Auto).then(|| scheme.name().to_owned());
-        client = client.with_auth(scheme);
-    }
+    let (client, header) = connect(&plan, &args).await?;
     let rows = planned_rows(&plan)?;
     let links = all_links(&plan, &client, &rows).await?;
     let found = decide::recover(&rows.iter().map(|r| (r.key.as_str(), &r.request)).collect::<Vec<_>>(), &links);

@@ -13,7 +13,7 @@ use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
-pub(super) fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
+fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     Header {
         version: VERSION,
         api: plan.api().name().to_owned(),
@@ -26,26 +26,9 @@ pub(super) fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
 pub(super) async fn run(args: RunArgs, work: Work, update: bool, quiet: bool) -> Ended {
-    let spec = JobSpec::load(&args.job.job)?;
-    // The in-process sandbox lives as long as this run; its ledger records "sandbox", not its port.
-    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
-    let extra = Overrides {
-        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
-        concurrency: args.concurrency,
-        sandbox: args.sandbox,
-        ..Overrides::default()
-    };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
-    let key = secret_key(&plan, args.sandbox, args.live)?;
-    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
-    let mut header = header(&plan, &key, ledger_base);
-    let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
-    if plan.api() == ApiKind::LinksPlus {
-        let scheme = links_plus_auth(&plan, &client).await?;
-        header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
-        client = client.with_auth(scheme);
-    }
-    if std::fs::metadata(plan.ledger_path()).is_ok_and(|m| m.len() == 0) || !plan.ledger_path().exists() {
+    let (plan, sandbox) = planned(&args).await?;
+    let (client, header) = connect(&plan, &args).await?;
+    if std::fs::metadata(plan.ledger_path()).map_or(true, |m| m.len() == 0) {
         // Checked before a new ledger is made in its place.
         refuse_if_output_names_more(&plan, &crate::ledger::Index::default())?;
     }
@@ -98,7 +81,37 @@ pub(super) async fn run(args: RunArgs, work: Work, update: bool, quiet: bool) ->
     })
 }
 
-pub(super) async fn start_sandbox() -> Result<Sandbox, Outcome> {
+/// The job planned with the command's flags. With `--sandbox` an in-process sandbox is started first, its
+/// address the plan's base URL; it lives as long as the value returned (its ledger records "sandbox").
+pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), Outcome> {
+    let spec = JobSpec::load(&args.job.job)?;
+    let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
+    let extra = Overrides {
+        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.base_url.clone()),
+        concurrency: args.concurrency,
+        sandbox: args.sandbox,
+        ..Overrides::default()
+    };
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    Ok((plan, sandbox))
+}
+
+/// The key, the ledger header the job's links are recorded under, and a client with the Links+ scheme
+/// settled (found and put in the header when the job says `auto`).
+pub(super) async fn connect(plan: &Plan, args: &RunArgs) -> Result<(Client, Header), Outcome> {
+    let key = secret_key(plan, args.sandbox, args.live)?;
+    let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
+    let mut header = header(plan, &key, ledger_base);
+    let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
+    if plan.api() == ApiKind::LinksPlus {
+        let scheme = links_plus_auth(plan, &client).await?;
+        header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
+        client = client.with_auth(scheme);
+    }
+    Ok((client, header))
+}
+
+async fn start_sandbox() -> Result<Sandbox, Outcome> {
     let config = SandboxConfig { seed: rand::random(), ..SandboxConfig::default() };
     let server = Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -108,7 +121,7 @@ pub(super) async fn start_sandbox() -> Result<Sandbox, Outcome> {
 }
 
 /// The key from the job's variable (`--sandbox` has its own when none is set); a live key needs `--live`.
-pub(super) fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
+fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
     let raw_key = std::env::var(plan.key_env()).ok().filter(|k| !k.trim().is_empty());
     let raw_key = match (raw_key, sandbox) {
         (Some(key), _) => key,
@@ -147,14 +160,7 @@ fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Res
 /// `templates`: the Links+ team's templates, read with the job's key and scheme (found as for a run, on the
 /// list itself when the job does not fix one). Sends nothing but reads.
 pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
-    let spec = JobSpec::load(&args.run.job.job)?;
-    let sandbox = if args.run.sandbox { Some(start_sandbox().await?) } else { None };
-    let extra = Overrides {
-        base_url: sandbox.as_ref().map(|s| s.base_url().to_owned()).or(args.run.base_url.clone()),
-        sandbox: args.run.sandbox,
-        ..Overrides::default()
-    };
-    let (plan, _) = Plan::new(spec, &overrides(&args.run.job, args.run.output.clone(), &args.run.limits, extra)?)?;
+    let (plan, _sandbox) = planned(&args.run).await?;
     if plan.api() != ApiKind::LinksPlus {
         return Err(usage("templates are Payment Links+'s: this job's kind is the classic Links API"));
     }
@@ -189,7 +195,7 @@ pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
 /// The Links+ scheme: the job's, else the one the ledger header recorded, else the first the server accepts
 /// on a read of the job's first template (raw, bearer, basic: Omise's documentation shows the raw key, the
 /// seeds Bearer and Basic). Each scheme tried costs one read, refused or not; none is tried twice.
-pub(super) async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
+async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
     if plan.auth() != AuthScheme::Auto {
         return Ok(plan.auth());
     }

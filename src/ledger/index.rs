@@ -489,13 +489,12 @@ impl Index {
     /// The answers kept for rows waiting to be settled (`unreadable` events, read back from the file), so a
     /// later linkbatch can try to read them again.
     pub fn kept_answers(&self) -> Vec<Event> {
-        let Some(path) = &self.path else { return Vec::new() };
-        let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
-        self.slots
-            .iter()
-            .filter_map(|s| s.rare.as_ref()?.unsettled.as_ref().map(|(_, offset)| *offset))
-            .filter_map(|offset| read_event_at(&mut file, offset).ok())
-            .collect()
+        let offsets: Vec<u64> =
+            self.slots.iter().filter_map(|s| s.rare.as_ref()?.unsettled.as_ref().map(|(_, offset)| *offset)).collect();
+        // Nearly always none: the file is opened only when there is something to read back.
+        let file = self.path.as_ref().filter(|_| !offsets.is_empty()).and_then(|p| std::fs::File::open(p).ok());
+        let Some(mut file) = file else { return Vec::new() };
+        offsets.into_iter().filter_map(|offset| read_event_at(&mut file, offset).ok()).collect()
     }
 
     /// After reading the file: the request of every intent still open, for reconciliation. Returns the byte

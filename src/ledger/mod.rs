@@ -78,28 +78,37 @@ pub struct Header {
 /// Whether the file is empty, starts with a ledger header line, or holds only the torn start of one (a crash
 /// while the header was written). Leaves the file at its start.
 fn starts_as_ledger(file: &mut File) -> std::io::Result<bool> {
-    use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     const HEADERS: [&str; 2] = [r#"{"sum":""#, r#"{"type":"header""#];
     file.seek(SeekFrom::Start(0))?;
-    let mut first = Vec::new();
-    BufReader::new(Read::by_ref(file).take(64 * 1024)).read_until(b'\n', &mut first)?;
+    let first = first_line(&mut *file)?;
     file.seek(SeekFrom::Start(0))?;
+    if let Some(line) = first.strip_suffix(b"\n") {
+        return Ok(header_of(line).is_some());
+    }
     let text = String::from_utf8_lossy(&first);
-    Ok(match text.strip_suffix('\n') {
-        Some(line) => matches!(serde_json::from_str::<Event>(line), Ok(Event::Header(_))),
-        None => HEADERS.iter().any(|h| text.starts_with(h) || h.starts_with(text.as_ref())),
-    })
+    Ok(HEADERS.iter().any(|h| text.starts_with(h) || h.starts_with(text.as_ref())))
+}
+
+/// The first line of a ledger, its newline kept (none: the line is torn), at most 64 KiB of it.
+fn first_line(file: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::{BufRead, BufReader};
+    let mut line = Vec::new();
+    BufReader::new(file.take(64 * 1024)).read_until(b'\n', &mut line)?;
+    Ok(line)
+}
+
+/// The header a line holds, if it is a header line.
+fn header_of(line: &[u8]) -> Option<Header> {
+    match serde_json::from_slice::<Event>(line) {
+        Ok(Event::Header(header)) => Some(header),
+        _ => None,
+    }
 }
 
 /// The header of the ledger at `path`, from its first line alone (`None`: no ledger, or no header).
 pub fn peek_header(path: &Path) -> Option<Header> {
-    use std::io::{BufRead, BufReader, Read};
-    let mut line = String::new();
-    BufReader::new(File::open(path).ok()?.take(64 * 1024)).read_line(&mut line).ok()?;
-    match serde_json::from_str::<Event>(&line) {
-        Ok(Event::Header(header)) => Some(header),
-        _ => None,
-    }
+    header_of(&first_line(File::open(path).ok()?).ok()?)
 }
 
 /// One line of the ledger.

@@ -93,20 +93,34 @@ impl Store {
             )));
         }
         let metadata = metadata(fields)?;
+        let index = *self.account(key).by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
+        let answer = self.change_classic(key, index, now, |link| {
+            if link.deleted {
+                return Err(ApiFault::not_found("link"));
+            }
+            if let Some(description) = description {
+                link.description = description;
+            }
+            link.metadata.extend(metadata);
+            Ok(())
+        })?;
+        self.counters.updates += 1;
+        Ok(answer)
+    }
+
+    /// Changes the key's classic link at `index` with `change`, and answers it as it now is.
+    fn change_classic(
+        &mut self,
+        key: &str,
+        index: usize,
+        now: SystemTime,
+        change: impl FnOnce(&mut ClassicLink) -> Result<(), ApiFault>,
+    ) -> Result<Value, ApiFault> {
         let profile = self.profile;
         let account = self.account(key);
         let live = account.live;
-        let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
-        let link = &mut account.links[index];
-        if link.deleted {
-            return Err(ApiFault::not_found("link"));
-        }
-        if let Some(description) = description {
-            link.description = description;
-        }
-        link.metadata.extend(metadata);
-        let link = link.clone();
-        self.counters.updates += 1;
+        change(&mut account.links[index])?;
+        let link = account.links[index].clone();
         Ok(self.classic_json(live, &link, profile, now))
     }
 
@@ -126,25 +140,23 @@ impl Store {
 
     /// `POST /__sandbox/links/{id}/refund`: the latest charge not yet refunded is refunded in full.
     pub(crate) fn refund(&mut self, id: &str, now: SystemTime) -> Result<Value, ApiFault> {
-        let profile = self.profile;
         let (key, index) = self
             .accounts
             .iter()
             .find_map(|(key, account)| account.by_id.get(id).map(|&i| (key.clone(), i)))
             .ok_or_else(|| ApiFault::not_found("link"))?;
-        let account = self.account(&key);
-        let live = account.live;
-        let link = &mut account.links[index];
-        let charge = link
-            .charges
-            .iter_mut()
-            .rev()
-            .find(|c| c.refunded == 0)
-            .ok_or_else(|| ApiFault::new(400, "failed_refund", "the link has no charge left to refund"))?;
-        charge.refunded = charge.amount;
-        let link = link.clone();
+        let answer = self.change_classic(&key, index, now, |link| {
+            let charge = link
+                .charges
+                .iter_mut()
+                .rev()
+                .find(|c| c.refunded == 0)
+                .ok_or_else(|| ApiFault::new(400, "failed_refund", "the link has no charge left to refund"))?;
+            charge.refunded = charge.amount;
+            Ok(())
+        })?;
         self.counters.refunds += 1;
-        Ok(self.classic_json(live, &link, profile, now))
+        Ok(answer)
     }
 
     /// `POST /links`: validates every field, then stores the link.
