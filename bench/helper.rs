@@ -4,6 +4,8 @@
 //!   finished run leaves it, so a 1M-row resume can be measured without a 1M-request run;
 //! - `bound N RATE...`: the fastest legal schedule for N requests, in seconds, computed here from the
 //!   definition (SPEC section 4) with none of the library's code.
+//! - `schedules COUNT SEED`: COUNT random rate schedules for the rate bench, a line each: rows, concurrency,
+//!   latency and jitter (ms), then the windows (see [`schedule`]);
 //! - `read LEDGER`: reads a ledger into its index, as a run does at start, and prints the time it took.
 
 use std::io::Write;
@@ -20,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         Some("input") => input(&args[1..]),
         Some("ledger") => ledger(&args[1..]),
         Some("bound") => bound(&args[1..]),
+        Some("schedules") => schedules(&args[1..]),
         Some("read") => {
             let Some(path) = args.get(1) else { anyhow::bail!("usage: bench-helper read LEDGER") };
             let t = std::time::Instant::now();
@@ -28,7 +31,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench-helper input N FILE | ledger JOB INPUT LEDGER BASE_URL KEY | bound N RATE... | read LEDGER"
+            "usage: bench-helper input N FILE | ledger JOB INPUT LEDGER BASE_URL KEY | bound N RATE... | \
+             schedules COUNT SEED | read LEDGER"
         ),
     }
 }
@@ -53,6 +57,72 @@ fn bound(args: &[String]) -> anyhow::Result<()> {
     let windows: Vec<(u64, f64)> = rates.iter().map(|r| (u64::from(r.count), r.period.as_secs_f64())).collect();
     println!("{:.3}", fastest_legal_schedule(n.parse()?, &windows));
     Ok(())
+}
+
+fn schedules(args: &[String]) -> anyhow::Result<()> {
+    use rand::SeedableRng;
+    let [count, seed] = args else { anyhow::bail!("usage: bench-helper schedules COUNT SEED") };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed.parse()?);
+    for _ in 0..count.parse::<usize>()? {
+        let s = schedule(&mut rng);
+        let windows: Vec<String> = s.windows.iter().map(|&(count, ms)| format!("{count}/{ms}ms")).collect();
+        println!("{} {} {} {} {}", s.rows, s.concurrency, s.latency_ms, s.jitter_ms, windows.join(" "));
+    }
+    Ok(())
+}
+
+struct Schedule {
+    rows: u64,
+    concurrency: u64,
+    latency_ms: u64,
+    jitter_ms: u64,
+    /// `(count, period in ms)`.
+    windows: Vec<(u64, u64)>,
+}
+
+/// One random schedule. Two or three windows, periods log-uniform from 0.5 s to 30 s (a 60-fold span, as
+/// from a minute to an hour at 1/120 scale). One window, drawn at random (so not always the shortest), is the
+/// densest at 10 to 50 requests a second; the others allow 30% to 95% of its rate on average. Server latency
+/// 0 to 300 ms plus jitter up to half of it; concurrency 1 to 16, but at least what keeps the densest pace
+/// through the latency (else no client could reach the bound, which knows nothing of latency). Rows: as
+/// many as make the bound 6 to 12 s.
+fn schedule(rng: &mut impl rand::Rng) -> Schedule {
+    let k = rng.random_range(2..=3);
+    let densest = rng.random_range(0..k);
+    let peak: f64 = rng.random_range(10.0..50.0);
+    let windows: Vec<(u64, u64)> = (0..k)
+        .map(|i| {
+            let period = 0.5 * 60f64.powf(rng.random::<f64>());
+            let rate = if i == densest { peak } else { peak * rng.random_range(0.3..0.95) };
+            (whole(rate * period).max(1), whole(period * 1000.0))
+        })
+        .collect();
+    let spacing = windows.iter().map(|&(c, ms)| ms as f64 / 1000.0 / c as f64).fold(f64::INFINITY, f64::min);
+    let (mut latency_ms, mut jitter_ms) = (rng.random_range(0..=300u64), 0);
+    jitter_ms = rng.random_range(jitter_ms..=latency_ms / 2);
+    let in_flight = |latency: u64| whole(((latency + 5) as f64 / 1000.0 / spacing).ceil()) + 1;
+    // Sixteen workers carry at most so much latency at this pace: a slower server is drawn faster.
+    while in_flight(latency_ms + jitter_ms) > 16 {
+        (latency_ms, jitter_ms) = (latency_ms * 2 / 3, jitter_ms * 2 / 3);
+    }
+    let concurrency = rng.random_range(in_flight(latency_ms + jitter_ms)..=16);
+    let seconds: Vec<(u64, f64)> = windows.iter().map(|&(c, ms)| (c, ms as f64 / 1000.0)).collect();
+    let target = rng.random_range(6.0..12.0);
+    let (mut low, mut high) = (2u64, 2u64);
+    while fastest_legal_schedule(high, &seconds) < target {
+        high *= 2;
+    }
+    while low + 1 < high {
+        let mid = u64::midpoint(low, high);
+        if fastest_legal_schedule(mid, &seconds) < target { low = mid } else { high = mid }
+    }
+    Schedule { rows: high, concurrency, latency_ms, jitter_ms, windows }
+}
+
+/// A non-negative figure of a few thousand at most, rounded to a whole number.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn whole(x: f64) -> u64 {
+    x.max(0.0).round() as u64
 }
 
 /// The bound, from its definition alone (SPEC section 4), with none of linkbatch's code: `n` requests,

@@ -133,25 +133,34 @@ where
     }
 
     /// The earliest instant at or after `now` when one more request fits, with `margin` added to the
-    /// period (the client's allowance for the server seeing a request later than it was sent).
+    /// period (the client's allowance for the server seeing a request later than it was sent): the request
+    /// `count` places back must lie at least `period + margin` before it.
     pub fn next_free(&mut self, now: T, margin: Duration) -> T {
-        self.expire(now);
-        if self.admitted.len() < self.rate.count as usize {
-            return now;
-        }
-        // The window is full: one more fits once the request `count` places back has left it.
-        let blocking = self.admitted[self.admitted.len() - self.rate.count as usize];
-        let free = blocking + self.rate.period + margin;
+        let count = self.rate.count as usize;
+        let Some(place) = self.admitted.len().checked_sub(count) else { return now };
+        let free = self.admitted[place] + (self.rate.period + margin);
         if free > now { free } else { now }
     }
 
     /// Records a request at `at`. Callers keep `at` non-decreasing (a clock reading under a lock).
     pub fn record(&mut self, at: T) {
         self.admitted.push_back(at);
-        // Entries beyond `count` can never block anything again.
-        while self.admitted.len() > self.rate.count as usize {
+        // Entries beyond `count` can never block anything again; up to `count` more (at most 4096) are kept
+        // so that a 429 can be read against what the window held just before it (see `throttle::learn`).
+        let count = self.rate.count as usize;
+        while self.admitted.len() > count + count.min(4096) {
             self.admitted.pop_front();
         }
+    }
+
+    /// The requests it remembers, oldest first.
+    pub fn log(&self) -> impl Iterator<Item = T> + '_ {
+        self.admitted.iter().copied()
+    }
+
+    /// Keeps the same requests under a different rate (a window learned to be tighter).
+    pub fn retarget(&mut self, rate: Rate) {
+        self.rate = rate;
     }
 }
 

@@ -1,50 +1,81 @@
-//! The throttle every request passes before it is sent: even pacing, exact sliding windows, and a shared pause.
+//! The throttle every request passes before it is sent: even pacing, exact sliding windows, a shared pause,
+//! and what a 429 teaches about a server stricter than the job says.
 //!
-//! `governor` spaces requests by the shortest window's interval (burst 1), so 60/min is one a second rather
-//! than sixty at once. Every window, the long ones included, is also kept as an exact sliding-window count
-//! (a token bucket would be 3.6 times slower for 1000/h, or break the hour with a larger burst). A 429
-//! pauses all dispatch, not only the request that met it.
+//! `governor` spaces requests at the densest window's interval (the smallest period/count, burst 1), the
+//! spacing of the bound in SPEC section 4. Every window is also kept as an exact sliding-window count (a token
+//! bucket would be 3.6 times slower for 1000/h, or break the hour with a larger burst), with a margin at its
+//! edge for a request that reaches the server later than it left. A 429 pauses all dispatch, not only the
+//! request that met it.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::rate::{Rate, SlidingWindow};
 
-/// Slack added to each window, for a request that reaches the server later than it left here.
+/// Slack added at a window's edge, for a request that reaches the server later than it left here (a new
+/// connection, a busy scheduler): 20 ms, and 0.1% of the period for the long windows. It is paid once per
+/// window cycle: a saturated minute loses 0.13%, an hour 0.1%, a one-second window 2%.
 pub fn margin(rate: Rate) -> Duration {
-    Duration::from_millis(50) + rate.period / 500
+    Duration::from_millis(20) + rate.period / 1000
+}
+
+/// What a 429 taught the throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lesson {
+    /// A window the server holds tighter than the rates kept.
+    Window(Learned),
+    /// No window explains it (each held fewer before, or the request met it at the very edge of one): the
+    /// server saw requests closer together than they left, so every window's margin grows to this.
+    Margin(Duration),
+}
+
+/// A window the server turned out to hold tighter than the job said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    /// The window as the throttle kept it.
+    pub was: Rate,
+    /// The window the 429 explains.
+    pub now: Rate,
 }
 
 struct State {
     windows: Vec<SlidingWindow<Instant>>,
     paused_until: Option<Instant>,
+    /// Added to every window's margin after a 429 no window explains.
+    extra: Duration,
 }
+
+/// The most the margins grow to after unexplained 429s.
+const MAX_EXTRA: Duration = Duration::from_secs(1);
 
 /// Paces requests under a set of rate limits.
 pub struct Throttle {
-    pace: Option<DefaultDirectRateLimiter>,
-    rates: Vec<Rate>,
+    pace: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
     state: Mutex<State>,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Throttle").field("rates", &self.rates).finish()
+        f.debug_struct("Throttle").field("rates", &self.rates()).finish()
     }
+}
+
+fn pacer(rates: &[Rate]) -> Option<Arc<DefaultDirectRateLimiter>> {
+    pacing_interval(rates)
+        .filter(|interval| !interval.is_zero())
+        .and_then(Quota::with_period)
+        .map(|quota| Arc::new(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))))
 }
 
 impl Throttle {
     /// A throttle for `rates` (empty: no limit at all).
     pub fn new(rates: &[Rate]) -> Throttle {
-        let pace = pacing_interval(rates)
-            .filter(|interval| !interval.is_zero())
-            .and_then(Quota::with_period)
-            .map(|quota| RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN)));
         let windows = rates.iter().map(|&r| SlidingWindow::new(r)).collect();
-        Throttle { pace, rates: rates.to_vec(), state: Mutex::new(State { windows, paused_until: None }) }
+        let state = State { windows, paused_until: None, extra: Duration::ZERO };
+        Throttle { pace: RwLock::new(pacer(rates)), state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -52,10 +83,20 @@ impl Throttle {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn pace(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
+        // Replaced whole, never changed in place: a panic elsewhere cannot leave it half-written.
+        self.pace.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The rates kept now: the ones it was made with, tightened by what it learned.
+    pub fn rates(&self) -> Vec<Rate> {
+        self.state().windows.iter().map(SlidingWindow::rate).collect()
+    }
+
     /// Counts requests an earlier run sent (from the ledger) against the windows they still fall in.
     pub fn seed(&self, sent: impl Iterator<Item = SystemTime>) {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let longest = self.rates.iter().map(|r| r.period).max().unwrap_or_default();
+        let longest = self.rates().iter().map(|r| r.period).max().unwrap_or_default();
         let mut recent: Vec<Instant> = sent
             .filter_map(|at| wall.duration_since(at).ok())
             .filter(|&age| age < longest)
@@ -68,15 +109,15 @@ impl Throttle {
         }
     }
 
-    /// Waits until one more request may be sent, and counts it.
-    pub async fn acquire(&self) {
+    /// Waits until one more request may be sent, counts it, and returns the instant it was counted at.
+    pub async fn acquire(&self) -> Instant {
         loop {
             let paused = self.state().paused_until.filter(|&until| until > Instant::now());
             if let Some(until) = paused {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
             }
-            if let Some(pace) = &self.pace {
+            if let Some(pace) = self.pace() {
                 pace.until_ready().await;
             }
             let now = Instant::now();
@@ -85,10 +126,12 @@ impl Throttle {
                 if state.paused_until.is_some_and(|until| until > now) {
                     continue;
                 }
-                let free = state.windows.iter_mut().map(|w| w.next_free(now, margin(w.rate()))).max().unwrap_or(now);
+                let extra = state.extra;
+                let free =
+                    state.windows.iter_mut().map(|w| w.next_free(now, margin(w.rate()) + extra)).max().unwrap_or(now);
                 if free <= now {
                     state.windows.iter_mut().for_each(|w| w.record(now));
-                    return;
+                    return now;
                 }
                 free
             };
@@ -106,22 +149,106 @@ impl Throttle {
         }
     }
 
-    /// The fastest legal time for `n` more requests from now, given what the windows already hold.
-    pub fn eta(&self, n: u64) -> Option<Duration> {
-        if self.rates.is_empty() {
+    /// A 429 met by the request counted at `sent`, although every window was kept. Tightens the window that
+    /// explains it (see [`explain`]) for the rest of the run; when none does, the server saw requests closer
+    /// together than they left (a stalled connection, a busy machine), and every margin doubles (from 20 ms,
+    /// at most 1 s more). `None` without windows.
+    pub fn learn(&self, sent: Instant, retry_after: Option<Duration>) -> Option<Lesson> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if state.windows.is_empty() {
             return None;
         }
+        let readings: Vec<Reading> = state.windows.iter().map(|w| Reading::at(w, sent, now)).collect();
+        let Some((index, now_rate)) = explain(&readings, retry_after) else {
+            state.extra = (state.extra * 2).clamp(Duration::from_millis(20), MAX_EXTRA);
+            return Some(Lesson::Margin(state.extra));
+        };
+        let window = &mut state.windows[index];
+        let learned = Learned { was: window.rate(), now: now_rate };
+        window.retarget(now_rate);
+        let rates: Vec<Rate> = state.windows.iter().map(SlidingWindow::rate).collect();
+        drop(state);
+        *self.pace.write().unwrap_or_else(std::sync::PoisonError::into_inner) = pacer(&rates);
+        Some(Lesson::Window(learned))
+    }
+
+    /// The fastest legal time for `n` more requests from now, given what the windows already hold.
+    pub fn eta(&self, n: u64) -> Option<Duration> {
         let windows = self.state().windows.clone();
-        Some(schedule(n, &self.rates, windows, Instant::now()))
+        if windows.is_empty() {
+            return None;
+        }
+        let rates: Vec<Rate> = windows.iter().map(SlidingWindow::rate).collect();
+        Some(schedule(n, &rates, windows, Instant::now()))
     }
 }
 
-/// Even spacing comes from the shortest window (60/min: one a second); the longer windows are enforced by
-/// their exact counts, never by spacing, which would make 1000/h 3.6 times slower than the bound.
+/// What one window held when a request met a 429.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reading {
+    rate: Rate,
+    /// Requests counted in the window before the refused one (in flight or answered).
+    before: usize,
+    /// The most requests the window held at any earlier request it still remembers.
+    peak: usize,
+    /// When the oldest of `before` leaves the window, from now: the Retry-After this window would give.
+    frees_in: Duration,
+}
+
+impl Reading {
+    fn at(window: &SlidingWindow<Instant>, sent: Instant, now: Instant) -> Reading {
+        let period = window.rate().period;
+        // The log is in time order: one pass with a trailing edge gives each request's count.
+        let earlier: Vec<Instant> = window.log().filter(|&at| at < sent).collect();
+        let (mut peak, mut first) = (0, 0);
+        for (i, &at) in earlier.iter().enumerate() {
+            while at - earlier[first] >= period {
+                first += 1;
+            }
+            peak = peak.max(i + 1 - first);
+        }
+        let oldest = earlier.iter().position(|&at| sent - at < period);
+        let before = oldest.map_or(0, |first| earlier.len() - first);
+        let oldest = oldest.map(|first| earlier[first]);
+        let frees_in = oldest.map_or(Duration::ZERO, |at| (at + period).saturating_duration_since(now));
+        Reading { rate: window.rate(), before, peak, frees_in }
+    }
+}
+
+/// Which window a 429 explains, and its count on the server.
+///
+/// A window of period P explains it when the requests it held before the refused one (`before`) are at
+/// least the most it held earlier (`peak`): the server accepted every earlier request, so its count for P
+/// cannot be below `peak`, and it refused one more than `before`. A window that once held more than it holds
+/// now does not explain the 429 (a 429 met at its very edge, or sent for the server's own reasons). The
+/// `Retry-After` must name the window: its oldest request leaves within a second (or a tenth) of it; without
+/// one, only the shortest window can explain a 429. One 429 at most halves a window, so a 429 for another
+/// reason costs half, not the whole rate.
+fn explain(readings: &[Reading], retry_after: Option<Duration>) -> Option<(usize, Rate)> {
+    let shortest = readings.iter().map(|r| r.rate.period).min()?;
+    let named = |r: &Reading| match retry_after {
+        Some(ra) => ra.abs_diff(r.frees_in) <= Duration::from_secs(1) + r.frees_in / 10,
+        None => r.rate.period == shortest,
+    };
+    let fits = |r: &Reading| r.before > 0 && r.before >= r.peak && (r.before as u64) < u64::from(r.rate.count);
+    let distance = |r: &Reading| retry_after.map(|ra| ra.abs_diff(r.frees_in)).unwrap_or_default();
+    let (index, reading) = readings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| fits(r) && named(r))
+        .min_by_key(|(_, r)| (distance(r), r.rate.period))?;
+    // `before` is below the window's count (a u32), so it fits in one.
+    let before = u32::try_from(reading.before).unwrap_or(u32::MAX);
+    let count = before.max(reading.rate.count / 2).max(1);
+    (count < reading.rate.count).then_some((index, Rate { count, period: reading.rate.period }))
+}
+
+/// The pace is the densest window's interval (the smallest period/count: 2/s and 100/10s space requests
+/// 100 ms apart), as in the bound; the sparser windows are kept by their exact counts, never by spacing,
+/// which would make 1000/h 3.6 times slower than the bound.
 fn pacing_interval(rates: &[Rate]) -> Option<Duration> {
-    // Of several windows that short, the tightest sets the pace (200/s and 30/s: 30/s).
-    let shortest = rates.iter().map(|r| r.period).min()?;
-    rates.iter().filter(|r| r.period == shortest).map(Rate::interval).max()
+    rates.iter().map(Rate::interval).min()
 }
 
 /// The fastest legal schedule for `n` requests under `rates`, starting with empty windows: the bound a run
@@ -170,10 +297,66 @@ mod tests {
     }
 
     #[test]
-    fn the_tightest_of_the_shortest_windows_sets_the_pace() {
-        assert_eq!(pacing_interval(&rates(&["200/s", "30/s", "1000/h"])), Some(Duration::from_secs(1) / 30));
+    fn the_densest_window_sets_the_pace() {
+        // 100/10s is denser than 2/s although longer: requests leave 100 ms apart, two at a time.
+        assert_eq!(pacing_interval(&rates(&["2/s", "100/10s"])), Some(Duration::from_millis(100)));
         assert_eq!(pacing_interval(&rates(&["60/min", "1000/h"])), Some(Duration::from_secs(1)));
+        assert_eq!(fastest_schedule(4, &rates(&["2/s", "100/10s"])), Duration::from_millis(1100));
         assert_eq!(fastest_schedule(31, &rates(&["200/s", "30/s"])), Duration::from_secs(1));
+    }
+
+    fn reading(rate: &str, before: usize, peak: usize, frees_in_ms: u64) -> Reading {
+        Reading { rate: rate.parse().unwrap(), before, peak, frees_in: Duration::from_millis(frees_in_ms) }
+    }
+
+    #[test]
+    fn a_429_is_explained_by_the_window_it_fits() {
+        let second = |before, peak| reading("20/s", before, peak, 500);
+        let hour = reading("1000/h", 10, 10, 3_599_500);
+        let secs = |s| Some(Duration::from_secs(s));
+        // Half the job's rate: 10 accepted in the second, the 11th refused.
+        assert_eq!(explain(&[second(10, 10)], secs(1)), Some((0, "10/s".parse().unwrap())));
+        // Retry-After names the window: a second, or the hour (halved at most).
+        assert_eq!(explain(&[second(10, 10), hour], secs(1)), Some((0, "10/s".parse().unwrap())));
+        assert_eq!(explain(&[second(10, 10), hour], secs(3600)), Some((1, "500/h".parse().unwrap())));
+        // Without Retry-After, the shortest window, and only it.
+        assert_eq!(explain(&[hour, second(10, 10)], None), Some((1, "10/s".parse().unwrap())));
+        assert_eq!(explain(&[hour, second(15, 19)], None), None);
+        // A Retry-After that names no window: nothing learned.
+        assert_eq!(explain(&[second(10, 10), hour], secs(60)), None);
+        // A window that held more before cannot be the server's: a 429 for another reason teaches nothing.
+        assert_eq!(explain(&[second(15, 19)], secs(1)), None);
+        // One 429 at most halves a window; one that would not tighten it teaches nothing.
+        assert_eq!(explain(&[second(2, 2)], secs(1)), Some((0, "10/s".parse().unwrap())));
+        assert_eq!(explain(&[second(0, 0)], secs(1)), None);
+        assert_eq!(explain(&[], secs(1)), None);
+    }
+
+    #[test]
+    fn learning_reads_the_windows_as_they_were_when_the_request_left() {
+        let throttle = Throttle::new(&rates(&["20/s", "1000/h"]));
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        // Ten sent 50 ms apart, the eleventh refused, a twelfth in flight after it.
+        {
+            let mut state = throttle.state();
+            for i in 0..12 {
+                state.windows.iter_mut().for_each(|w| w.record(at(i * 50)));
+            }
+        }
+        let read = Reading::at(&throttle.state().windows[0], at(500), at(520));
+        assert_eq!((read.before, read.peak), (10, 10));
+        assert_eq!(read.frees_in, Duration::from_millis(480));
+        let learned = throttle.learn(at(500), Some(Duration::from_secs(1)));
+        let Some(Lesson::Window(learned)) = learned else { panic!("{learned:?}") };
+        assert_eq!((learned.was.to_string(), learned.now.to_string()), ("20/s".into(), "10/s".into()));
+        assert_eq!(throttle.rates(), rates(&["10/s", "1000/h"]));
+        // Met again at the edge of the learned window (it held ten before): the margins grow instead.
+        let edge = throttle.learn(at(550), Some(Duration::from_secs(1)));
+        assert_eq!(edge, Some(Lesson::Margin(Duration::from_millis(20))));
+        assert_eq!(throttle.learn(at(550), None), Some(Lesson::Margin(Duration::from_millis(40))));
+        assert_eq!(throttle.rates(), rates(&["10/s", "1000/h"]));
+        assert_eq!(Throttle::new(&[]).learn(at(0), None), None);
     }
 
     #[tokio::test]

@@ -113,6 +113,11 @@ pub(crate) struct Cmd {
 }
 
 impl Cmd {
+    pub(crate) fn args(mut self, args: &[&str]) -> Cmd {
+        self.command.args(args);
+        self
+    }
+
     pub(crate) fn env(mut self, name: &str, value: &str) -> Cmd {
         self.command.env(name, value);
         self

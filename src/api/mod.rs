@@ -191,6 +191,11 @@ impl Client {
     /// One page of links created at or after `since`, oldest first. Links+ lists one team. A page with an
     /// item that cannot be read is [`ApiError::Unreadable`], never a page without it.
     pub async fn list(&self, since: SystemTime, offset: usize, team_id: Option<u64>) -> Result<LinkPage, ApiError> {
+        let answer = self.send(self.list_request(since, offset, team_id), false).await?;
+        self.read(&answer, |json| shape::link_page(self.api, json))
+    }
+
+    fn list_request(&self, since: SystemTime, offset: usize, team_id: Option<u64>) -> reqwest::RequestBuilder {
         let path = match (self.api, team_id) {
             (ApiKind::LinksPlus, Some(team)) => format!("/external/{team}/links"),
             _ => "/links".to_owned(),
@@ -202,8 +207,27 @@ impl Client {
             ("limit", PAGE.to_string()),
             ("order", "chronological".into()),
         ];
-        let answer = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
-        self.read(&answer, |json| shape::link_page(self.api, json))
+        self.request(reqwest::Method::GET, &path).query(&query)
+    }
+
+    /// One page of links for `refresh`, created at or after `since`, oldest first (Links+: one team's): each
+    /// with its embedded charges, and how many links match in all.
+    pub async fn payment_page(
+        &self,
+        since: SystemTime,
+        offset: usize,
+        team_id: Option<u64>,
+    ) -> Result<(Vec<shape::Listed>, usize), ApiError> {
+        let answer = self.send(self.list_request(since, offset, team_id), false).await?;
+        self.read(&answer, |json| shape::payment_page(self.api, json))
+    }
+
+    /// A page of a classic link's charges from `offset` (`GET /links/{id}/charges`).
+    pub async fn charges(&self, id: &str, offset: usize) -> Result<shape::Charges, ApiError> {
+        let query = [("offset", offset.to_string()), ("limit", PAGE.to_string())];
+        let path = format!("/links/{id}/charges");
+        let page = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
+        self.read(&page, shape::charges)
     }
 
     /// A link's payment state: `GET /links/{id}` and, when the link has more charges than it embeds, their
@@ -220,10 +244,7 @@ impl Client {
         let total = embedded.total;
         let mut charges = std::mem::take(&mut embedded.charges);
         while (charges.len() as u64) < total {
-            let query = [("offset", charges.len().to_string()), ("limit", PAGE.to_string())];
-            let path = format!("/links/{id}/charges");
-            let page = self.send(self.request(reqwest::Method::GET, &path).query(&query), false).await?;
-            let page = self.read(&page, shape::charges)?;
+            let page = self.charges(id, charges.len()).await?;
             if page.charges.is_empty() {
                 break;
             }

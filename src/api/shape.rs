@@ -234,6 +234,57 @@ pub fn classic_payment(link: &Value, charges: &[Charge]) -> Result<Payment, Unre
     })
 }
 
+/// One link of a page of the list endpoint, as far as payment goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// Its id (Links+ integer ids as text).
+    pub id: String,
+    /// The link as listed.
+    pub link: Value,
+    /// Classic: its embedded charges (the first page of them); Links+: none.
+    pub charges: Charges,
+}
+
+impl Listed {
+    /// Whether the embedded charges are all of them (else their pages are read from `charges.len()`).
+    pub fn complete(&self) -> bool {
+        self.charges.charges.len() as u64 >= self.charges.total
+    }
+
+    /// The payment state, once `charges` holds all of the link's charges.
+    pub fn payment(&self, api: ApiKind) -> Result<Payment, Unreadable> {
+        match api {
+            ApiKind::Links => classic_payment(&self.link, &self.charges.charges),
+            ApiKind::LinksPlus => Ok(plus_payment(&self.link)),
+        }
+    }
+}
+
+/// Reads a page of the list endpoint for `refresh`: every item's id and, classic, its embedded charges. An
+/// item without them makes the page unreadable (its links are then read one by one).
+pub fn payment_page(api: ApiKind, v: &Value) -> Result<(Vec<Listed>, usize), Unreadable> {
+    let data = v.get("data").and_then(Value::as_array).ok_or_else(|| unreadable("data list"))?;
+    let listed = data
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let id = match item.get("id") {
+                Some(Value::String(id)) => id.clone(),
+                Some(Value::Number(id)) if api == ApiKind::LinksPlus => id.to_string(),
+                _ => return Err(unreadable(format!("id of list item {i}"))),
+            };
+            let charges = match api {
+                ApiKind::Links => charges(item.get("charges").ok_or_else(|| unreadable(format!("charges of {id}")))?)?,
+                ApiKind::LinksPlus => Charges::default(),
+            };
+            Ok(Listed { id, link: item.clone(), charges })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let total =
+        v.get("total").and_then(Value::as_u64).map_or(listed.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
+    Ok((listed, total))
+}
+
 /// The payment state of a Links+ link (`status`, or `state` as third-party code reads it).
 pub fn plus_payment(link: &Value) -> Payment {
     Payment {

@@ -69,8 +69,9 @@ enum Command {
     Status(InspectArgs),
     /// Serve both Omise link APIs on localhost, in memory, for trying jobs without an account.
     Sandbox(SandboxArgs),
-    /// Read which links were paid (one request per link, within the limits; resumable) into the output.
-    Refresh(RunArgs),
+    /// Read which links were paid (100 links a page of the list, then by id; within the limits; resumable)
+    /// into the output.
+    Refresh(RefreshCommand),
     /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
     Export(InspectArgs),
     /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
@@ -121,6 +122,15 @@ struct RunCommand {
     /// link in place (PATCH). Other changes stay conflicts, or go to --replace-changed.
     #[arg(long)]
     update_changed: bool,
+}
+
+#[derive(Debug, Args)]
+struct RefreshCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// Read every link by id (one request per link), not from the list pages first.
+    #[arg(long)]
+    by_id: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +205,9 @@ struct SandboxArgs {
     /// Latency added to every API answer, e.g. 300ms.
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     latency: String,
+    /// Up to this much more, drawn afresh for every answer (uniform), e.g. 100ms.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    jitter: String,
     /// How long a slow-after fault holds its answer once the link is stored.
     #[arg(long, value_name = "DURATION", default_value = "40s")]
     slow_delay: String,
@@ -314,9 +327,11 @@ async fn dispatch(cli: Cli) -> Ended {
     match cli.command {
         Command::Run(RunCommand { args, replace_changed, update_changed }) => {
             let work = if replace_changed { Work::CreateReplacing } else { Work::Create };
-            run::run(args, work, update_changed, quiet).await
+            run::run(args, work, run::Flags { update: update_changed, by_id: false }, quiet).await
         }
-        Command::Refresh(args) => run::run(args, Work::Refresh, false, quiet).await,
+        Command::Refresh(RefreshCommand { args, by_id }) => {
+            run::run(args, Work::Refresh, run::Flags { update: false, by_id }, quiet).await
+        }
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,

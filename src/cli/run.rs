@@ -25,7 +25,16 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 }
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
-pub(super) async fn run(args: RunArgs, work: Work, update: bool, quiet: bool) -> Ended {
+/// The flags of `run` and `refresh` beyond the job's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Flags {
+    /// `run --update-changed`.
+    pub(super) update: bool,
+    /// `refresh --by-id`.
+    pub(super) by_id: bool,
+}
+
+pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) -> Ended {
     let (plan, sandbox) = planned(&args).await?;
     let (client, header) = connect(&plan, &args).await?;
     if std::fs::metadata(plan.ledger_path()).map_or(true, |m| m.len() == 0) {
@@ -58,7 +67,7 @@ pub(super) async fn run(args: RunArgs, work: Work, update: bool, quiet: bool) ->
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
-    let options = RunOptions { progress: !quiet, work, draft, update };
+    let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id };
     let summary = runner::run(plan, client, ledger, index, survey, stop, options).await.map_err(Outcome::Refused)?;
     signals.abort();
     if let Some(server) = sandbox {

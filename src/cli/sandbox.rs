@@ -21,6 +21,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         faults,
         seed: args.seed.unwrap_or_else(rand::random),
         latency: duration("--latency", &args.latency)?,
+        jitter: duration("--jitter", &args.jitter)?,
         slow_delay: duration("--slow-delay", &args.slow_delay)?,
         ..SandboxConfig::default()
     };

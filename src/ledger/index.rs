@@ -291,6 +291,8 @@ pub struct Index {
     pub unfinished_refresh: Option<u64>,
     /// The output the latest `output` event describes: its size and modification time.
     pub last_output: Option<(u64, String)>,
+    /// The latest rates learned from a stricter server: the job's rates they were learned under, and them.
+    pub learned: Option<(Vec<String>, Vec<String>)>,
 }
 
 const RECENT: usize = 32;
@@ -467,6 +469,7 @@ impl Index {
             }
             Event::Settled { key, link_id: None, .. } => self.slot(Digest::of(key.as_bytes())).close(),
             Event::Output { bytes, modified, .. } => self.last_output = Some((bytes, modified)),
+            Event::Learned { job_rates, rates, .. } => self.learned = Some((job_rates, rates)),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
             Event::Refreshed { key, link_id, payment, .. } => {

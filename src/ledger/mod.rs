@@ -270,6 +270,20 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// A 429 met although the throttle kept every window: the server holds one tighter than the rates the
+    /// run started from. The next run from the same job rates (without `--limit`) starts at `rates`.
+    Learned {
+        /// The job's rates, as written in the job file.
+        job_rates: Vec<String>,
+        /// The rates kept from now on, tightened by what the 429 explained.
+        rates: Vec<String>,
+        /// The window that was tightened, as it was.
+        was: String,
+        /// As it is now.
+        now: String,
+        /// When.
+        at: String,
+    },
     /// `refresh` began (or resumed, when the last one has no `refresh_finished`).
     RefreshStarted {
         /// When.

@@ -51,6 +51,7 @@ impl Plan {
             output_path,
             ledger_path,
             rates: rates(&spec, overrides)?,
+            rates_from_flags: overrides.limits.is_some(),
             concurrency: concurrency(overrides.concurrency.unwrap_or(spec.limits.concurrency))?,
             retry: RetryPolicy {
                 attempts: Some(spec.retry.attempts)

@@ -282,6 +282,7 @@ pub struct Plan {
     output_path: PathBuf,
     ledger_path: PathBuf,
     rates: Vec<Rate>,
+    rates_from_flags: bool,
     concurrency: usize,
     active_links: Option<u64>,
     retry: RetryPolicy,
@@ -418,6 +419,11 @@ impl Plan {
     /// Rate-limit windows (empty: none).
     pub fn rates(&self) -> &[Rate] {
         &self.rates
+    }
+
+    /// The rates come from `--limit`, not the job file (rates learned on an earlier run are then not used).
+    pub fn rates_from_flags(&self) -> bool {
+        self.rates_from_flags
     }
 
     /// Requests in flight at once.

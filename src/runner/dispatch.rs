@@ -13,7 +13,7 @@ use crate::decide::{self, Answer, Creating, Replace, Step, Task};
 use crate::ledger::{Event, Index, Ledger, LedgerError, OpenIntent};
 use crate::plan::{LinkRequest, Plan, PlannedRow};
 use crate::progress::Progress;
-use crate::throttle::Throttle;
+use crate::throttle::{Lesson, Throttle};
 
 use super::reconcile::reconcile;
 
@@ -84,11 +84,17 @@ pub(super) struct Shared {
     breaker: Mutex<decide::Breaker>,
     /// Said once: the server answers links without the metadata they were made with.
     metadata_unheld: AtomicBool,
+    /// The rates the run started from were learned by an earlier run.
+    pub(super) learned_before: bool,
+    /// Windows a 429 showed the server holds tighter, in the order learned.
+    pub(super) learned: Mutex<Vec<crate::throttle::Learned>>,
 }
 
 /// Permission to send one request: its place under the limits, and the probe while the key is unproven.
 pub(super) struct Turn<'a> {
     _probe: Option<tokio::sync::MutexGuard<'a, ()>>,
+    /// When the throttle counted it.
+    at: std::time::Instant,
 }
 
 impl Shared {
@@ -101,7 +107,16 @@ impl Shared {
         stop: Arc<Stop>,
         progress: Progress,
     ) -> Shared {
-        let throttle = Throttle::new(plan.rates());
+        let (rates, learned_before) =
+            decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
+        if learned_before {
+            tracing::warn!(
+                "keeping to {}, learned from a 429 on an earlier run (the job says {}; --limit starts afresh)",
+                rates_text(&rates),
+                rates_text(plan.rates())
+            );
+        }
+        let throttle = Throttle::new(&rates);
         throttle.seed(index.sent());
         let breaker = Mutex::new(decide::Breaker::new(plan.retry().breaker));
         Shared {
@@ -119,6 +134,8 @@ impl Shared {
             verified: AtomicBool::new(false),
             breaker,
             metadata_unheld: AtomicBool::new(false),
+            learned_before,
+            learned: Mutex::new(Vec::new()),
         }
     }
 
@@ -173,14 +190,14 @@ impl Shared {
         if self.stop.is_stopped() {
             return None;
         }
-        self.throttle.acquire().await;
-        (!self.stop.is_stopped()).then_some(Turn { _probe: probe })
+        let at = self.throttle.acquire().await;
+        (!self.stop.is_stopped()).then_some(Turn { _probe: probe, at })
     }
 
     /// Sends a request that has its turn, counting it; a 429 pauses every worker, not only this one.
     pub(super) async fn sent<T>(
         &self,
-        _turn: Turn<'_>,
+        turn: Turn<'_>,
         send: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -191,11 +208,45 @@ impl Shared {
             Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
                 self.verified.store(true, Ordering::SeqCst);
                 self.throttle.pause(retry_after.unwrap_or(self.plan.retry().base_delay));
+                match self.throttle.learn(turn.at, *retry_after) {
+                    Some(Lesson::Window(learned)) => self.keep_learned(learned).await,
+                    Some(Lesson::Margin(extra)) => tracing::info!(
+                        "a 429 no window explains: the server saw requests closer together than they left; \
+                         every window keeps {extra:?} more margin from now on"
+                    ),
+                    None => {}
+                }
             }
             _ => self.verified.store(true, Ordering::SeqCst),
         }
         result
     }
+
+    /// A window the server holds tighter: said, kept for the summary, and recorded for the next run. A
+    /// ledger that cannot take it aborts the run like any other ledger failure.
+    async fn keep_learned(&self, learned: crate::throttle::Learned) {
+        let rates = self.throttle.rates();
+        tracing::warn!(
+            "a 429 although every window was kept: the server holds {} as {}; keeping to {} from now on",
+            learned.was,
+            learned.now,
+            rates_text(&rates)
+        );
+        self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(learned);
+        let event = Event::Learned {
+            job_rates: self.plan.rates().iter().map(ToString::to_string).collect(),
+            rates: rates.iter().map(ToString::to_string).collect(),
+            was: learned.was.to_string(),
+            now: learned.now.to_string(),
+            at: crate::ledger::now(),
+        };
+        let _ = self.record(event).await;
+    }
+}
+
+/// Rates as a user writes them: `10/s 1000/h`.
+pub(super) fn rates_text(rates: &[crate::rate::Rate]) -> String {
+    rates.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
 }
 
 /// One row and what to do with it.
@@ -420,7 +471,7 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
 
 /// Sends an idempotent request (a read or a delete) with its turn and the retry policy. `Ok(None)` when the
 /// run stops first; an error when it is permanent, fatal, or the retries ran out.
-async fn with_retries<T, F, Fut>(shared: &Shared, mut send: F) -> Result<Option<T>, ApiError>
+pub(super) async fn with_retries<T, F, Fut>(shared: &Shared, mut send: F) -> Result<Option<T>, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,

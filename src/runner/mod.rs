@@ -11,9 +11,11 @@
 //! | `rows` | the input streamed through the plan (a planner thread), the survey |
 //! | `dispatch` | workers, throttle turns, the create loop, reads and deletes with retries |
 //! | `reconcile` | finding and adopting the link of an uncertain request |
+//! | `pages` | `refresh` by pages of the list endpoint, before the reads by id |
 //! | `report` | the output CSV, its counts, payment totals, the summary |
 
 mod dispatch;
+mod pages;
 mod reconcile;
 mod report;
 mod rows;
@@ -49,6 +51,8 @@ pub struct RunOptions {
     pub draft: Option<OutputPass>,
     /// `--update-changed`: a row whose description or metadata changed gets its link changed in place.
     pub update: bool,
+    /// `refresh --by-id`: every link read by id, none from the list pages.
+    pub by_id: bool,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -95,6 +99,9 @@ pub async fn run(
     let idle = total == 0 && survey.uncertain == 0;
     if !idle {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
+        if work == Work::Refresh && !options.by_id {
+            pages::refresh_by_pages(&shared, refresh_since).await?;
+        }
         let updating = options.update && work != Work::Refresh;
         let producer = Producer { shared: shared.clone(), work, refresh_since, replacing, updating };
         tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
@@ -227,6 +234,7 @@ async fn finish(
         let offset = shared.ledger.append(&marker).await?;
         shared.index().record(marker, offset);
     }
+    let pace = pace_note(&shared);
     let index = shared.index.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (counts, payments) = match draft {
         // Drafted as of `start_line`, and nothing was sent since.
@@ -242,5 +250,23 @@ async fn finish(
         interrupted,
         requests: shared.requests.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        pace,
     })
+}
+
+/// What the summary says of the rates, when they were not the job's.
+fn pace_note(shared: &Shared) -> Option<String> {
+    let learned = shared.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let (kept, job) = (dispatch::rates_text(&shared.throttle.rates()), dispatch::rates_text(shared.plan.rates()));
+    if learned.is_empty() {
+        return shared
+            .learned_before
+            .then(|| format!("kept to {kept}, learned on an earlier run (job: {job}; --limit starts afresh)"));
+    }
+    let windows: Vec<String> = learned.iter().map(|l| format!("{} as {}", l.was, l.now)).collect();
+    Some(format!(
+        "the server holds {} (429s although every window was kept): kept to {kept}, recorded in the ledger for the \
+         next run (job: {job})",
+        windows.join(", ")
+    ))
 }

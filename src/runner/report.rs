@@ -31,6 +31,8 @@ pub struct Summary {
     pub requests: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// The rates kept, when a stricter server made them tighter than the job's (this run or an earlier one).
+    pub pace: Option<String>,
 }
 
 impl Summary {
@@ -52,8 +54,9 @@ impl Summary {
     /// One line for the end of a run.
     pub fn line(&self) -> String {
         let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
+        let pace = self.pace.as_ref().map(|p| format!("; {p}")).unwrap_or_default();
         format!(
-            "{} rows: {} in {:.1}s ({} requests){payments}; output {}",
+            "{} rows: {} in {:.1}s ({} requests){payments}{pace}; output {}",
             self.counts.values().sum::<u64>(),
             counts_line(&self.counts),
             self.elapsed.as_secs_f64(),

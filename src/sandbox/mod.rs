@@ -165,6 +165,8 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Added to every API answer (simulated server latency).
     pub latency: Duration,
+    /// Up to this much more latency, drawn afresh for every answer.
+    pub jitter: Duration,
     /// How long a `slow-after` answer waits once the link is stored.
     pub slow_delay: Duration,
     /// Links+ teams and templates.
@@ -184,6 +186,7 @@ impl Default for SandboxConfig {
             faults: Vec::new(),
             seed: 0,
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             slow_delay: Duration::from_secs(40),
             teams: default_teams(),
             profile: Profile::Current,

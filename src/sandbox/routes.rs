@@ -329,7 +329,7 @@ async fn unknown_route() -> Response {
     refuse(ApiFault::not_found("the requested resource"))
 }
 
-/// Counts every API answer and applies the configured latency. The latency comes after the handler, so a
+/// Counts every API answer and applies the configured latency and jitter. The latency comes after the handler, so a
 /// create is stored as soon as it arrives and only its answer is slow: a client that times out and then looks
 /// for the link finds it, as it would on a server that commits before it answers.
 async fn count_answers(State(s): Sandbox, request: Request, next: Next) -> Response {
@@ -337,8 +337,11 @@ async fn count_answers(State(s): Sandbox, request: Request, next: Next) -> Respo
     let response = next.run(request).await;
     if !internal {
         s.store().count_response(response.status().as_str());
-        if !s.config.latency.is_zero() {
-            tokio::time::sleep(s.config.latency).await;
+        // Jitter draws from its own generator: the seeded one keeps its fault sequence.
+        let jitter = s.config.jitter.mul_f64(rand::random::<f64>());
+        let delay = s.config.latency + jitter;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
     response

@@ -1,0 +1,113 @@
+//! Rate limits met from the outside: windows saturated exactly (the densest not the shortest), a server
+//! stricter than the job says, and `refresh` by pages against reads by id. Rates are scaled down so the
+//! tests stay fast; the timing figures are `bench/run`'s.
+
+use linkbatch::sandbox::SandboxConfig;
+use reqwest::Method;
+
+use crate::support::{JobFile, World, read_csv};
+
+/// A catalog input of `n` rows from `first`, in the columns `jobs/catalog-import.toml` reads.
+fn catalog(world: &World, name: &str, first: usize, n: usize) -> String {
+    let rows =
+        (first..first + n).map(|i| format!("SKU-{i:05},Product {i},About product {i},{}.00,thb,{}\n", 100 + i, i % 7));
+    let text: String = std::iter::once("sku,name,description,price,currency,stock\n".to_owned()).chain(rows).collect();
+    let path = world.path(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn rates(list: &[&str]) -> Vec<linkbatch::rate::Rate> {
+    list.iter().map(|r| r.parse().unwrap()).collect()
+}
+
+#[test]
+fn windows_saturated_exactly_draw_no_429() {
+    // 100/4s is denser than 20/s although longer: requests leave 40 ms apart and fill the second exactly.
+    for limits in [["20/s", "100/4s"], ["100/4s", "30/s"]] {
+        let world = World::with(SandboxConfig { limits: rates(&limits), ..Default::default() });
+        let input = catalog(&world, "rows.csv", 0, 70);
+        let args = ["--input", input.as_str(), "--limit", limits[0], "--limit", limits[1], "--concurrency", "8"];
+        world.run_job("jobs/catalog-import.toml", &args).code(0);
+        let stats = world.stats();
+        assert_eq!((stats.links_held, stats.rate_limited), (70, 0), "{limits:?}: {stats:?}");
+    }
+}
+
+fn ledger_lines(world: &World, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(world.path("ledger.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
+    // The job says 20/s; the server allows 10/s.
+    let world = World::with(SandboxConfig { limits: rates(&["10/s"]), ..Default::default() });
+    let job = JobFile::sample("catalog-import").set("limits.rates", vec!["20/s"]).write(&world, "catalog.toml");
+    let first = catalog(&world, "first.csv", 0, 40);
+    let outcome = world.run_job(&job, &["--input", &first, "--concurrency", "4"]).code(0);
+    let after_first = world.stats().rate_limited;
+    assert!((1..=5).contains(&after_first), "429s: {after_first}");
+    assert!(outcome.stderr.contains("the server holds 20/s as 10/s"), "{}", outcome.stderr);
+    let learned = ledger_lines(&world, "learned");
+    assert_eq!(learned.last().map(|e| e["rates"].clone()), Some(serde_json::json!(["10/s"])));
+
+    // The next run on the same ledger starts at 10/s: no 429 at all.
+    let second = catalog(&world, "second.csv", 40, 30);
+    let outcome = world.run_job(&job, &["--input", &second, "--concurrency", "4"]).code(0);
+    assert_eq!(world.stats().rate_limited, after_first, "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("kept to 10/s, learned on an earlier run"), "{}", outcome.stderr);
+
+    // `--limit` starts afresh from the rates it gives.
+    let third = catalog(&world, "third.csv", 70, 30);
+    let outcome = world.run_job(&job, &["--input", &third, "--limit", "20/s", "--concurrency", "4"]).code(0);
+    assert!(!outcome.stderr.contains("earlier run"), "{}", outcome.stderr);
+    assert!(world.stats().rate_limited > after_first, "20/s again meets the server's 10/s");
+}
+
+#[test]
+fn refresh_by_pages_writes_what_reads_by_id_write() {
+    let world = World::new();
+    let input = catalog(&world, "rows.csv", 0, 250);
+    world.run_job("jobs/catalog-import.toml", &["--input", &input, "--limit", "none", "--concurrency", "8"]).code(0);
+    let rows = read_csv(&world.path("out.csv"));
+    // Some paid, one of them 24 times: more charges than a link embeds (20), so its charge pages are read.
+    let http = world.http();
+    let pay =
+        |id: &str| assert_eq!(http.send(http.request(Method::POST, &format!("/__sandbox/links/{id}/pay"))).status, 200);
+    for row in rows.iter().step_by(9) {
+        pay(&row["link_id"]);
+    }
+    for _ in 0..24 {
+        pay(&rows[3]["link_id"]);
+    }
+    let ledger = world.path("ledger.jsonl");
+    std::fs::copy(&ledger, world.path("by-id.jsonl")).unwrap();
+    let requests = || world.stats().requests.values().sum::<u64>();
+
+    let before = requests();
+    world.job("refresh", "jobs/catalog-import.toml", &["--input", &input, "--limit", "none"]).code(0);
+    let by_pages = requests() - before;
+    // Three pages of 100, and the busy link's second page of charges.
+    assert_eq!(by_pages, 4, "requests for 250 links");
+
+    let (out, ledger, base) = (world.path("by-id.csv"), world.path("by-id.jsonl"), world.base_url());
+    let before = requests();
+    let (out_arg, ledger_arg) = (out.to_str().unwrap(), ledger.to_str().unwrap());
+    let args = ["refresh", "jobs/catalog-import.toml", "--by-id", "--input", &input, "--limit", "none"];
+    world.linkbatch(&args).args(&["--base-url", &base, "--output", out_arg, "--ledger", ledger_arg]).code(0);
+    assert_eq!(requests() - before, 251, "one read per link, and one more page of the busy link's charges");
+    let (paged, read) = (std::fs::read(world.path("out.csv")).unwrap(), std::fs::read(&out).unwrap());
+    assert!(
+        paged == read,
+        "the outputs differ:\n{}\n---\n{}",
+        String::from_utf8_lossy(&paged),
+        String::from_utf8_lossy(&read)
+    );
+    let busy = &read_csv(&out)[3];
+    assert_eq!(busy["charges"], "24");
+}
