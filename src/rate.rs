@@ -153,6 +153,15 @@ where
         }
     }
 
+    /// Moves the request counted at `from` to `to`, keeping the log in time order (a request that left later
+    /// than it was counted). Nothing when it is no longer remembered.
+    pub fn restamp(&mut self, from: T, to: T) {
+        let Some(place) = self.admitted.iter().rposition(|&at| at == from) else { return };
+        self.admitted.remove(place);
+        let after = self.admitted.iter().rposition(|&at| at <= to).map_or(0, |earlier| earlier + 1);
+        self.admitted.insert(after, to);
+    }
+
     /// The requests it remembers, oldest first.
     pub fn log(&self) -> impl Iterator<Item = T> + '_ {
         self.admitted.iter().copied()
@@ -206,5 +215,23 @@ mod tests {
         assert_eq!(window.next_free(t3, Duration::ZERO), t0 + Duration::from_secs(10));
         assert_eq!(window.next_free(t3, Duration::from_millis(50)), t0 + Duration::from_millis(10_050));
         assert_eq!(window.count_at(t0 + Duration::from_secs(10)), 2);
+    }
+
+    #[test]
+    fn a_request_restamped_later_blocks_until_later() {
+        let mut window = SlidingWindow::new("2/s".parse().unwrap());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        window.record(ms(0));
+        window.record(ms(10));
+        // The first left 70 ms after it was counted (its intent reached the disk first).
+        window.restamp(ms(0), ms(70));
+        assert_eq!(window.log().collect::<Vec<_>>(), vec![ms(10), ms(70)]);
+        assert_eq!(window.next_free(ms(100), Duration::ZERO), ms(1010));
+        window.record(ms(1010));
+        assert_eq!(window.next_free(ms(1010), Duration::ZERO), ms(1070));
+        // Forgotten already: nothing moves.
+        window.restamp(ms(5), ms(2000));
+        assert_eq!(window.log().count(), 3);
     }
 }

@@ -140,6 +140,17 @@ impl Throttle {
         }
     }
 
+    /// The request counted at `counted` leaves only now (its intent had to reach the disk first, and a disk
+    /// can stall for tens of milliseconds): it is counted at now instead, so no window takes it for older
+    /// than it is. Returns now.
+    pub fn restamp(&self, counted: Instant) -> Instant {
+        let now = Instant::now();
+        for window in &mut self.state().windows {
+            window.restamp(counted, now);
+        }
+        now
+    }
+
     /// Pauses all dispatch for `wait` (a 429 met by any request).
     pub fn pause(&self, wait: Duration) {
         let until = Instant::now() + wait;

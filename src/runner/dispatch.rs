@@ -451,6 +451,7 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
         request: row.request.clone(),
     };
     shared.record(intent).await.map_err(|e| (e.into(), at))?;
+    let turn = Turn { at: shared.throttle.restamp(turn.at), ..turn };
     let link = shared.sent(turn, shared.client.create(&row.request)).await.map_err(|e| (e.into(), at))?;
     let sent_metadata = matches!(&row.request, LinkRequest::Classic(r) if !r.metadata.is_empty());
     if sent_metadata && link.metadata.is_none() && !shared.metadata_unheld.swap(true, Ordering::Relaxed) {
