@@ -69,6 +69,26 @@ fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
     assert!(world.stats().rate_limited > after_first, "20/s again meets the server's 10/s");
 }
 
+fn pay(world: &World, id: &str) {
+    let http = world.http();
+    assert_eq!(http.send(http.request(Method::POST, &format!("/__sandbox/links/{id}/pay"))).status, 200);
+}
+
+/// `refresh` on the world's ledger, then `refresh --by-id` on a copy of it taken before: the requests each
+/// sent, and both outputs.
+fn refresh_both_ways(world: &World, job: &str, extra: &[&str]) -> ((u64, Vec<u8>), (u64, Vec<u8>)) {
+    std::fs::copy(world.path("ledger.jsonl"), world.path("by-id.jsonl")).unwrap();
+    let requests = || world.stats().requests.values().sum::<u64>();
+    let before = requests();
+    world.job("refresh", job, extra).code(0);
+    let pages = (requests() - before, std::fs::read(world.path("out.csv")).unwrap());
+    let (out, ledger, base) = (world.path("by-id.csv"), world.path("by-id.jsonl"), world.base_url());
+    let before = requests();
+    let files = ["--base-url", &base, "--output", out.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()];
+    world.linkbatch(&["refresh", job, "--by-id"]).args(extra).args(&files).code(0);
+    (pages, (requests() - before, std::fs::read(&out).unwrap()))
+}
+
 #[test]
 fn refresh_by_pages_writes_what_reads_by_id_write() {
     let world = World::new();
@@ -76,38 +96,41 @@ fn refresh_by_pages_writes_what_reads_by_id_write() {
     world.run_job("jobs/catalog-import.toml", &["--input", &input, "--limit", "none", "--concurrency", "8"]).code(0);
     let rows = read_csv(&world.path("out.csv"));
     // Some paid, one of them 24 times: more charges than a link embeds (20), so its charge pages are read.
-    let http = world.http();
-    let pay =
-        |id: &str| assert_eq!(http.send(http.request(Method::POST, &format!("/__sandbox/links/{id}/pay"))).status, 200);
     for row in rows.iter().step_by(9) {
-        pay(&row["link_id"]);
+        pay(&world, &row["link_id"]);
     }
     for _ in 0..24 {
-        pay(&rows[3]["link_id"]);
+        pay(&world, &rows[3]["link_id"]);
     }
-    let ledger = world.path("ledger.jsonl");
-    std::fs::copy(&ledger, world.path("by-id.jsonl")).unwrap();
-    let requests = || world.stats().requests.values().sum::<u64>();
-
-    let before = requests();
-    world.job("refresh", "jobs/catalog-import.toml", &["--input", &input, "--limit", "none"]).code(0);
-    let by_pages = requests() - before;
+    let ((by_pages, paged), (by_id, read)) =
+        refresh_both_ways(&world, "jobs/catalog-import.toml", &["--input", &input, "--limit", "none"]);
     // Three pages of 100, and the busy link's second page of charges.
-    assert_eq!(by_pages, 4, "requests for 250 links");
-
-    let (out, ledger, base) = (world.path("by-id.csv"), world.path("by-id.jsonl"), world.base_url());
-    let before = requests();
-    let (out_arg, ledger_arg) = (out.to_str().unwrap(), ledger.to_str().unwrap());
-    let args = ["refresh", "jobs/catalog-import.toml", "--by-id", "--input", &input, "--limit", "none"];
-    world.linkbatch(&args).args(&["--base-url", &base, "--output", out_arg, "--ledger", ledger_arg]).code(0);
-    assert_eq!(requests() - before, 251, "one read per link, and one more page of the busy link's charges");
-    let (paged, read) = (std::fs::read(world.path("out.csv")).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!((by_pages, by_id), (4, 251), "one read per link by id, and one more page of the busy link's charges");
     assert!(
         paged == read,
         "the outputs differ:\n{}\n---\n{}",
         String::from_utf8_lossy(&paged),
         String::from_utf8_lossy(&read)
     );
-    let busy = &read_csv(&out)[3];
-    assert_eq!(busy["charges"], "24");
+    assert_eq!(read_csv(&world.path("by-id.csv"))[3]["charges"], "24");
+    assert_eq!(read_csv(&world.path("out.csv")).iter().filter(|r| r["charges"] != "0").count(), 29);
+}
+
+#[test]
+fn links_plus_refresh_reads_the_team_list() {
+    let world = World::new();
+    world.run_job("jobs/event-tickets-plus.toml", &["--limit", "100/s"]).code(0);
+    let rows = read_csv(&world.path("out.csv"));
+    pay(&world, &rows[1]["link_id"]);
+    let ((by_pages, paged), (by_id, read)) =
+        refresh_both_ways(&world, "jobs/event-tickets-plus.toml", &["--limit", "100/s"]);
+    assert_eq!((by_pages, by_id), (1, rows.len() as u64), "one page of the team's list");
+    assert!(
+        paged == read,
+        "the outputs differ:\n{}\n---\n{}",
+        String::from_utf8_lossy(&paged),
+        String::from_utf8_lossy(&read)
+    );
+    let refreshed = read_csv(&world.path("out.csv"));
+    assert_eq!((refreshed[1]["charges"].as_str(), refreshed[0]["charges"].as_str()), ("1", "0"));
 }

@@ -199,6 +199,26 @@ fn charges_past_the_embedded_page_are_read() {
     assert_eq!((payment.charges, payment.paid_amount, payment.refunded_amount), (24, 24 * 10000 - 4000, 4000));
 }
 
+/// The same recorded link read from a page of the list (as `refresh` reads it) and by id: the same payment.
+#[test]
+fn a_listed_link_reads_as_the_link_read_by_id() {
+    for library in ["java", "php", "ruby"] {
+        let (list, link) =
+            (fixture(&format!("{library}-links-get.json")), fixture(&format!("{library}-link-get.json")));
+        let id = serde_json::from_str::<Value>(&link).unwrap()["id"].as_str().unwrap().to_owned();
+        let server =
+            Replay::start(vec![("GET", "/links".to_owned(), 200, list), ("GET", format!("/links/{id}"), 200, link)]);
+        let client = client(&server.base_url);
+        let (listed, by_id) = server.rt.block_on(async {
+            let (page, _) = client.payment_page(SystemTime::UNIX_EPOCH, 0, None).await.unwrap();
+            (page, client.payment(&id).await.unwrap())
+        });
+        let item = listed.iter().find(|item| item.id == id).unwrap_or_else(|| panic!("{library}: {id} not listed"));
+        assert!(item.complete(), "{library}");
+        assert_eq!(item.payment(ApiKind::Links).unwrap(), by_id, "{library}");
+    }
+}
+
 /// `refresh` of a link with 25 successful charges, one of them refunded, on every classic profile.
 #[test]
 fn refresh_counts_every_charge_and_takes_refunds_off() {
