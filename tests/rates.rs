@@ -62,8 +62,14 @@ fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
     assert_eq!(world.stats().rate_limited, after_first, "{}", outcome.stderr);
     assert!(outcome.stderr.contains("kept to 10/s, learned on an earlier run"), "{}", outcome.stderr);
 
-    // `--limit` starts afresh from the rates it gives.
+    // `validate` counts its ETA at the learned rate, and says so.
     let third = catalog(&world, "third.csv", 70, 30);
+    let ledger = world.path("ledger.jsonl");
+    let validate =
+        world.linkbatch(&["validate", &job, "--input", &third, "--ledger", ledger.to_str().unwrap()]).code(0);
+    assert!(validate.stdout.contains("under 10/s (learned from the server on an earlier run)"), "{}", validate.stdout);
+
+    // `--limit` starts afresh from the rates it gives.
     let outcome = world.run_job(&job, &["--input", &third, "--limit", "20/s", "--concurrency", "4"]).code(0);
     assert!(!outcome.stderr.contains("earlier run"), "{}", outcome.stderr);
     assert!(world.stats().rate_limited > after_first, "20/s again meets the server's 10/s");

@@ -30,11 +30,14 @@ pub(super) fn validate(args: &InspectArgs) -> Ended {
     let mut reader = plan.reader()?;
     let (survey, rejections) = runner::survey(&plan, &mut reader, &index);
     let to_send = survey.new + survey.uncertain;
-    let eta = crate::throttle::fastest_schedule(to_send, plan.rates());
-    let limits = if plan.rates().is_empty() {
+    // The rates the run would start from: an earlier run's learned ones, if they apply.
+    let (rates, learned) = crate::decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
+    let eta = crate::throttle::fastest_schedule(to_send, &rates);
+    let limits = if rates.is_empty() {
         "no limits".to_owned()
     } else {
-        plan.rates().iter().map(Rate::to_string).collect::<Vec<_>>().join(", ")
+        let list = rates.iter().map(Rate::to_string).collect::<Vec<_>>().join(", ");
+        if learned { format!("{list} (learned from the server on an earlier run)") } else { list }
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}: {} rows in {}", plan.name(), survey.rows, plan.input_path().display());
