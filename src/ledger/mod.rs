@@ -49,7 +49,9 @@ pub(crate) fn check_sum(line: &[u8]) -> Result<Option<usize>, String> {
     let (Some(hex), Some(body)) = (hex, body.and_then(|b| b.strip_prefix(b"\",".as_slice()))) else {
         return Err("its checksum is cut".into());
     };
-    let expected = std::str::from_utf8(hex).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
+    // Exactly as written (lower-case hex): `from_str_radix` alone would take a flipped case bit for the same sum.
+    let written = hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let expected = std::str::from_utf8(hex).ok().filter(|_| written).and_then(|h| u32::from_str_radix(h, 16).ok());
     let actual = crc32c::crc32c_append(crc32c::crc32c(b"{"), body);
     match expected {
         Some(sum) if sum == actual => Ok(Some(SUM_PREFIX)),
@@ -672,6 +674,15 @@ mod tests {
             assert!(check_sum(&flipped).is_err(), "a flip at {at} is seen");
         }
         assert_eq!(check_sum(br#"{"type":"run","at":"x","version":"1"}"#), Ok(None), "version 1 lines have none");
+        // Bit 5 of a hex letter changes its case: the same number to `from_str_radix`, damage all the same.
+        let with_letter = ["a", "b", "c", "d"]
+            .iter()
+            .map(|key| encode(&intent(key)).unwrap())
+            .find(|line| line[8..16].iter().any(u8::is_ascii_lowercase))
+            .expect("one of four sums has a hex letter (each has odds of 1 in 43 to have none)");
+        let mut upper = with_letter.strip_suffix(b"\n").unwrap().to_vec();
+        upper[8..16].make_ascii_uppercase();
+        assert!(check_sum(&upper).is_err(), "an upper-case sum is seen");
     }
 
     #[test]
