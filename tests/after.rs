@@ -19,15 +19,6 @@ fn pay(world: &World, link_id: &str) {
     assert_eq!(http.send(http.request(Method::POST, &format!("/__sandbox/links/{link_id}/pay"))).status, 200);
 }
 
-fn ledger_events(world: &World, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(world.path("ledger.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["type"] == kind)
-        .collect()
-}
-
 /// The monthly input with some amounts changed.
 fn changed_input(world: &World, rows: &[&str]) -> String {
     let text: String = std::fs::read_to_string("samples/subscriptions.csv")
@@ -81,7 +72,7 @@ fn refresh_reports_which_links_were_paid() {
         ("false", "0", "")
     );
     assert_eq!(count(&rows, "created"), 24, "statuses stay those of the last run, which made these links");
-    assert_eq!(ledger_events(&world, "refresh_finished").len(), 1);
+    assert_eq!(world.ledger_events("refresh_finished").len(), 1);
 }
 
 #[test]
@@ -103,14 +94,14 @@ fn an_interrupted_refresh_resumes_where_it_stopped() {
     std::thread::sleep(Duration::from_secs(2));
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    let first = ledger_events(&world, "refreshed").len();
+    let first = world.ledger_events("refreshed").len();
     assert!((5..24).contains(&first), "{first} links read before the stop");
     // Resumed by pages: the links still unread come from one page of the list.
     month(&world, "refresh", &[]).code(0);
-    let reads = ledger_events(&world, "refreshed");
+    let reads = world.ledger_events("refreshed");
     let keys: BTreeSet<_> = reads.iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
     assert_eq!((reads.len(), keys.len()), (24, 24), "the second refresh read only what the first had not");
-    assert_eq!(ledger_events(&world, "refresh_started").len(), 1, "resumed, not restarted");
+    assert_eq!(world.ledger_events("refresh_started").len(), 1, "resumed, not restarted");
 }
 
 #[test]

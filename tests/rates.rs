@@ -34,15 +34,6 @@ fn windows_saturated_exactly_draw_no_429() {
     }
 }
 
-fn ledger_lines(world: &World, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(world.path("ledger.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["type"] == kind)
-        .collect()
-}
-
 #[test]
 fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
     // The job says 20/s; the server allows 10/s.
@@ -53,7 +44,7 @@ fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
     let after_first = world.stats().rate_limited;
     assert!((1..=5).contains(&after_first), "429s: {after_first}");
     assert!(outcome.stderr.contains("the server holds 20/s as 10/s"), "{}", outcome.stderr);
-    let learned = ledger_lines(&world, "learned");
+    let learned = world.ledger_events("learned");
     assert_eq!(learned.last().map(|e| e["rates"].clone()), Some(serde_json::json!(["10/s"])));
 
     // The next run on the same ledger starts at 10/s: no 429 at all.

@@ -60,6 +60,16 @@ impl World {
         self.linkbatch(&args)
     }
 
+    /// The events of one type in the scratch ledger, in order.
+    pub(crate) fn ledger_events(&self, kind: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("ledger.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+
     pub(crate) fn output(&self) -> Vec<BTreeMap<String, String>> {
         read_csv(&self.path("out.csv"))
     }
