@@ -131,3 +131,24 @@ fn links_plus_refresh_reads_the_team_list() {
     let refreshed = read_csv(&world.path("out.csv"));
     assert_eq!((refreshed[1]["charges"].as_str(), refreshed[0]["charges"].as_str()), ("1", "0"));
 }
+
+#[test]
+fn a_links_charge_pages_are_read_under_the_limits() {
+    // 2/s: the link, its second page of charges, then the next link. A charge page sent outside the throttle
+    // would be a third request in the second, and the server's 429.
+    let world = World::with(SandboxConfig { limits: rates(&["2/s"]), ..Default::default() });
+    let input = catalog(&world, "rows.csv", 0, 2);
+    world.run_job("jobs/catalog-import.toml", &["--input", &input, "--limit", "2/s"]).code(0);
+    let busy = read_csv(&world.path("out.csv"))[0]["link_id"].clone();
+    for _ in 0..25 {
+        pay(&world, &busy);
+    }
+    for by in [&["--by-id"][..], &[]] {
+        // Only creates are in the ledger to count against the next run's windows: a second apart.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let args = [&["--input", input.as_str(), "--limit", "2/s"][..], by].concat();
+        world.job("refresh", "jobs/catalog-import.toml", &args).code(0);
+        assert_eq!(world.stats().rate_limited, 0, "refresh {by:?}");
+        assert_eq!(read_csv(&world.path("out.csv"))[0]["charges"], "25", "refresh {by:?}");
+    }
+}

@@ -215,7 +215,7 @@ fn a_listed_link_reads_as_the_link_read_by_id() {
         });
         let item = listed.iter().find(|item| item.id == id).unwrap_or_else(|| panic!("{library}: {id} not listed"));
         assert!(item.complete(), "{library}");
-        assert_eq!(item.payment(ApiKind::Links).unwrap(), by_id, "{library}");
+        assert_eq!(item.payment(), by_id, "{library}");
     }
 }
 

@@ -230,27 +230,29 @@ impl Client {
         self.read(&page, shape::charges)
     }
 
-    /// A link's payment state: `GET /links/{id}` and, when the link has more charges than it embeds, their
-    /// pages (`GET /links/{id}/charges`); Links+: `GET /external/links/{id}`.
+    /// A link as `refresh` reads it by id: `GET /links/{id}` with its embedded charges (Links+:
+    /// `GET /external/links/{id}`). An answer whose payment state cannot be read is [`ApiError::Unreadable`].
+    pub async fn link(&self, id: &str) -> Result<shape::Listed, ApiError> {
+        let path = match self.api {
+            ApiKind::Links => format!("/links/{id}"),
+            ApiKind::LinksPlus => format!("/external/links/{id}"),
+        };
+        let answer = self.send(self.request(reqwest::Method::GET, &path), false).await?;
+        self.read(&answer, |json| shape::Listed::read(self.api, id.to_owned(), json))
+    }
+
+    /// A link's payment state: [`Client::link`] and, when the link has more charges than it embeds, their
+    /// pages (`GET /links/{id}/charges`). The runner reads the pages itself, each under the limits.
     pub async fn payment(&self, id: &str) -> Result<Payment, ApiError> {
-        if self.api == ApiKind::LinksPlus {
-            let answer = self.send(self.request(reqwest::Method::GET, &format!("/external/links/{id}")), false).await?;
-            return self.read(&answer, |json| Ok(shape::plus_payment(json)));
-        }
-        let answer = self.send(self.request(reqwest::Method::GET, &format!("/links/{id}")), false).await?;
-        let mut embedded = self.read(&answer, |json| {
-            shape::charges(json.get("charges").ok_or_else(|| Unreadable { missing: "charges".into() })?)
-        })?;
-        let total = embedded.total;
-        let mut charges = std::mem::take(&mut embedded.charges);
-        while (charges.len() as u64) < total {
-            let page = self.charges(id, charges.len()).await?;
+        let mut listed = self.link(id).await?;
+        while !listed.complete() {
+            let page = self.charges(id, listed.charges.charges.len()).await?;
             if page.charges.is_empty() {
                 break;
             }
-            charges.extend(page.charges);
+            listed.charges.charges.extend(page.charges);
         }
-        self.read(&answer, |json| shape::classic_payment(json, &charges))
+        Ok(listed.payment())
     }
 
     /// `DELETE /links/{id}`. Deleting is idempotent: a link already gone (404) counts as deleted, and a lost

@@ -220,42 +220,68 @@ pub fn charges(v: &Value) -> Result<Charges, Unreadable> {
 /// The payment state of a classic link from all of its charges: only successful charges count, and
 /// refunded money is taken off what was paid.
 pub fn classic_payment(link: &Value, charges: &[Charge]) -> Result<Payment, Unreadable> {
+    let currency = text(link, "currency").ok_or_else(|| unreadable("currency"))?.to_ascii_lowercase();
+    Ok(paid(link.get("used").and_then(Value::as_bool), currency, charges))
+}
+
+fn paid(used: Option<bool>, currency: String, charges: &[Charge]) -> Payment {
     let paid: Vec<&Charge> = charges.iter().filter(|c| c.successful).collect();
     let gross: u64 = paid.iter().map(|c| c.amount).sum();
     let refunded: u64 = paid.iter().map(|c| c.refunded.min(c.amount)).sum();
-    Ok(Payment {
-        used: link.get("used").and_then(Value::as_bool),
+    Payment {
+        used,
         charges: paid.len() as u64,
         paid_amount: gross - refunded,
         refunded_amount: refunded,
-        currency: text(link, "currency").ok_or_else(|| unreadable("currency"))?.to_ascii_lowercase(),
+        currency,
         last_paid_at: paid.iter().filter_map(|c| c.at.clone()).max(),
         link_status: None,
-    })
+    }
 }
 
-/// One link of a page of the list endpoint, as far as payment goes.
+/// One link as far as payment goes, from a page of the list endpoint or a read by id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listed {
     /// Its id (Links+ integer ids as text).
     pub id: String,
-    /// The link as listed.
-    pub link: Value,
-    /// Classic: its embedded charges (the first page of them); Links+: none.
+    /// Classic: its charges, the embedded first page and any read since; Links+: none.
     pub charges: Charges,
+    of_link: OfLink,
+}
+
+/// What a payment state takes from the link itself.
+#[derive(Debug, Clone, PartialEq)]
+enum OfLink {
+    Classic { used: Option<bool>, currency: String },
+    Plus(Payment),
 }
 
 impl Listed {
+    /// A link as an answer holds it (`GET /links/{id}`, or an item of a list page) under the id it has:
+    /// classic links must embed their charges and name their currency.
+    pub fn read(api: ApiKind, id: String, v: &Value) -> Result<Listed, Unreadable> {
+        let (charges, of_link) = match api {
+            ApiKind::Links => {
+                let charges = charges(v.get("charges").ok_or_else(|| unreadable(format!("charges of {id}")))?)?;
+                let currency = text(v, "currency").ok_or_else(|| unreadable(format!("currency of {id}")))?;
+                let used = v.get("used").and_then(Value::as_bool);
+                (charges, OfLink::Classic { used, currency: currency.to_ascii_lowercase() })
+            }
+            ApiKind::LinksPlus => (Charges::default(), OfLink::Plus(plus_payment(v))),
+        };
+        Ok(Listed { id, charges, of_link })
+    }
+
     /// Whether the embedded charges are all of them (else their pages are read from `charges.len()`).
     pub fn complete(&self) -> bool {
         self.charges.charges.len() as u64 >= self.charges.total
     }
 
-    /// The payment state, once `charges` holds all of the link's charges.
-    pub fn payment(&self, api: ApiKind) -> Result<Payment, Unreadable> {
-        match api {
-            ApiKind::Links => classic_payment(&self.link, &self.charges.charges),
-            ApiKind::LinksPlus => Ok(plus_payment(&self.link)),
+    /// The payment state from the charges read so far (all of them once [`Listed::complete`]).
+    pub fn payment(&self) -> Payment {
+        match &self.of_link {
+            OfLink::Classic { used, currency } => paid(*used, currency.clone(), &self.charges.charges),
+            OfLink::Plus(payment) => payment.clone(),
         }
     }
 }
@@ -273,11 +299,7 @@ pub fn payment_page(api: ApiKind, v: &Value) -> Result<(Vec<Listed>, usize), Unr
                 Some(Value::Number(id)) if api == ApiKind::LinksPlus => id.to_string(),
                 _ => return Err(unreadable(format!("id of list item {i}"))),
             };
-            let charges = match api {
-                ApiKind::Links => charges(item.get("charges").ok_or_else(|| unreadable(format!("charges of {id}")))?)?,
-                ApiKind::LinksPlus => Charges::default(),
-            };
-            Ok(Listed { id, link: item.clone(), charges })
+            Listed::read(api, id, item)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let total =

@@ -506,7 +506,7 @@ async fn replaced(shared: &Shared, row: &PlannedRow, old: &str) -> bool {
 /// Every step is in the ledger before the next: a crash after `replace_intent` repeats the (idempotent)
 /// delete; after `deleted` the row is simply new, and its new link is created exactly once like any other.
 async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bool, Halt> {
-    let payment = match with_retries(shared, || shared.client.payment(old)).await {
+    let payment = match super::pages::read_by_id(shared, old).await {
         Ok(Some(payment)) => Some(payment),
         Ok(None) => return Ok(false),
         // Already gone on the server: nothing left to check or delete.
@@ -531,7 +531,7 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
 
 /// `refresh`: reads one link's payment state into the ledger.
 async fn refresh_one(shared: &Shared, row: &PlannedRow, link_id: &str) {
-    match with_retries(shared, || shared.client.payment(link_id)).await {
+    match super::pages::read_by_id(shared, link_id).await {
         Ok(Some(payment)) => {
             let event = Event::Refreshed {
                 key: row.key.clone(),

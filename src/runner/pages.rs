@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::api::ApiError;
 use crate::api::shape::Listed;
 use crate::decide::{self, Task, Work};
 use crate::ledger::{Event, Payment};
@@ -79,8 +80,15 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
         for item in listed {
             let Some(key) = links.remove(&item.id) else { continue };
             let link_id = item.id.clone();
-            // Not read here: the row pass reads the link by id.
-            let Some(payment) = completed(shared, item).await else { continue };
+            let payment = match completed(shared, item).await {
+                Ok(Some(payment)) => payment,
+                Ok(None) => return,
+                // Not read here: the row pass reads the link by id.
+                Err(e) => {
+                    tracing::warn!(link = %link_id, "could not read the link's charges from the list ({e})");
+                    continue;
+                }
+            };
             let event = Event::Refreshed { key, link_id, payment, at: crate::ledger::now() };
             if shared.record(event).await.is_err() {
                 return;
@@ -93,23 +101,25 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
     }
 }
 
-/// A listed link's payment state, its charge pages read first when the embedded list is full; `None` when
-/// they cannot be read (the link is then read by id).
-async fn completed(shared: &Shared, mut item: Listed) -> Option<Payment> {
-    while !item.complete() {
-        let from = item.charges.charges.len();
-        let page = match with_retries(shared, || shared.client.charges(&item.id, from)).await {
-            Ok(Some(page)) => page,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(link = %item.id, "could not read the link's charges from the list ({e})");
-                return None;
-            }
+/// A link's payment state read by id (`refresh --by-id`, the links the pages missed, the old link of
+/// `--replace-changed`), its charge pages each under the limits. `Ok(None)` once the run stops.
+pub(super) async fn read_by_id(shared: &Shared, id: &str) -> Result<Option<Payment>, ApiError> {
+    let Some(link) = with_retries(shared, || shared.client.link(id)).await? else { return Ok(None) };
+    completed(shared, link).await
+}
+
+/// A link's payment state, its charge pages read first when the embedded list is full (each a request with
+/// its own turn). `Ok(None)` once the run stops.
+async fn completed(shared: &Shared, mut link: Listed) -> Result<Option<Payment>, ApiError> {
+    while !link.complete() {
+        let from = link.charges.charges.len();
+        let Some(page) = with_retries(shared, || shared.client.charges(&link.id, from)).await? else {
+            return Ok(None);
         };
         if page.charges.is_empty() {
             break;
         }
-        item.charges.charges.extend(page.charges);
+        link.charges.charges.extend(page.charges);
     }
-    item.payment(shared.plan.api()).ok()
+    Ok(Some(link.payment()))
 }
