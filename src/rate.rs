@@ -116,22 +116,6 @@ where
         self.rate
     }
 
-    /// Forgets requests that left the window `(now - period, now]`.
-    fn expire(&mut self, now: T) {
-        while let Some(&oldest) = self.admitted.front() {
-            if now < oldest || now - oldest < self.rate.period {
-                break;
-            }
-            self.admitted.pop_front();
-        }
-    }
-
-    /// How many admitted requests lie in the window ending at `now`.
-    pub fn count_at(&mut self, now: T) -> usize {
-        self.expire(now);
-        self.admitted.len()
-    }
-
     /// The earliest instant at or after `now` when one more request fits, with `margin` added to the
     /// period (the client's allowance for the server seeing a request later than it was sent): the request
     /// `count` places back must lie at least `period + margin` before it.
@@ -214,7 +198,8 @@ mod tests {
         let t3 = t0 + Duration::from_secs(3);
         assert_eq!(window.next_free(t3, Duration::ZERO), t0 + Duration::from_secs(10));
         assert_eq!(window.next_free(t3, Duration::from_millis(50)), t0 + Duration::from_millis(10_050));
-        assert_eq!(window.count_at(t0 + Duration::from_secs(10)), 2);
+        let t10 = t0 + Duration::from_secs(10);
+        assert_eq!(window.log().filter(|&at| t10 - at < rate.period).count(), 2);
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn every_recording_is_read_by_the_parsers() {
                 assert!(link.id.starts_with("link_test_") && link.payment_uri.starts_with("https://"), "{name}");
                 assert_eq!(link.currency, "thb", "{name}: currencies are read in lower case");
                 let charges = shape::charges(&json["charges"]).unwrap_or_else(|e| panic!("{name}: {e}"));
-                let payment = shape::classic_payment(&json, &charges.charges).unwrap();
+                let payment = shape::Listed::read(ApiKind::Links, link.id.clone(), &json).unwrap().payment();
                 let paid: u64 = charges.charges.iter().filter(|c| c.successful).map(|c| c.amount).sum();
                 assert_eq!(payment.paid_amount, paid, "{name}");
             }

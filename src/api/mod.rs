@@ -21,6 +21,23 @@ use crate::job::{ApiKind, AuthScheme};
 use crate::ledger::Payment;
 use crate::plan::LinkRequest;
 
+/// Reads the rest of a link's charges, a page from `page(offset)` at a time, until it holds all of them
+/// (or a page comes back empty). `Ok(false)` when `page` gives none (the run is stopping).
+pub async fn all_charges<E, F, Fut>(link: &mut shape::Listed, mut page: F) -> Result<bool, E>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<shape::Charges>, E>>,
+{
+    while !link.complete() {
+        let Some(more) = page(link.charges.charges.len()).await? else { return Ok(false) };
+        if more.charges.is_empty() {
+            break;
+        }
+        link.charges.charges.extend(more.charges);
+    }
+    Ok(true)
+}
+
 /// A classified failure.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ApiError {
@@ -245,13 +262,7 @@ impl Client {
     /// pages (`GET /links/{id}/charges`). The runner reads the pages itself, each under the limits.
     pub async fn payment(&self, id: &str) -> Result<Payment, ApiError> {
         let mut listed = self.link(id).await?;
-        while !listed.complete() {
-            let page = self.charges(id, listed.charges.charges.len()).await?;
-            if page.charges.is_empty() {
-                break;
-            }
-            listed.charges.charges.extend(page.charges);
-        }
+        all_charges(&mut listed, |from| async move { self.charges(id, from).await.map(Some) }).await?;
         Ok(listed.payment())
     }
 

@@ -219,11 +219,6 @@ pub fn charges(v: &Value) -> Result<Charges, Unreadable> {
 
 /// The payment state of a classic link from all of its charges: only successful charges count, and
 /// refunded money is taken off what was paid.
-pub fn classic_payment(link: &Value, charges: &[Charge]) -> Result<Payment, Unreadable> {
-    let currency = text(link, "currency").ok_or_else(|| unreadable("currency"))?.to_ascii_lowercase();
-    Ok(paid(link.get("used").and_then(Value::as_bool), currency, charges))
-}
-
 fn paid(used: Option<bool>, currency: String, charges: &[Charge]) -> Payment {
     let paid: Vec<&Charge> = charges.iter().filter(|c| c.successful).collect();
     let gross: u64 = paid.iter().map(|c| c.amount).sum();
@@ -394,13 +389,13 @@ mod tests {
 
     #[test]
     fn only_successful_charges_pay_and_refunds_come_off() {
-        let link = json!({"currency": "THB", "used": false});
+        let mut link = json!({"currency": "THB", "used": false});
         let list = json!({"total": 3, "data": [
             {"amount": 1000, "status": "successful", "refunded_amount": 400, "created_at": "2026-01-02T00:00:00Z"},
             {"amount": 1000, "status": "failed"},
             {"amount": 500, "paid": true, "refunded": 0, "created": "2016-10-18T06:56:51Z"}]});
-        let charges = charges(&list).unwrap();
-        let payment = classic_payment(&link, &charges.charges).unwrap();
+        link["charges"] = list;
+        let payment = Listed::read(ApiKind::Links, "link_1".into(), &link).unwrap().payment();
         assert_eq!((payment.charges, payment.paid_amount, payment.refunded_amount), (2, 1100, 400));
         assert_eq!((payment.currency.as_str(), payment.last_paid_at.as_deref()), ("thb", Some("2026-01-02T00:00:00Z")));
     }

@@ -111,15 +111,9 @@ pub(super) async fn read_by_id(shared: &Shared, id: &str) -> Result<Option<Payme
 /// A link's payment state, its charge pages read first when the embedded list is full (each a request with
 /// its own turn). `Ok(None)` once the run stops.
 async fn completed(shared: &Shared, mut link: Listed) -> Result<Option<Payment>, ApiError> {
-    while !link.complete() {
-        let from = link.charges.charges.len();
-        let Some(page) = with_retries(shared, || shared.client.charges(&link.id, from)).await? else {
-            return Ok(None);
-        };
-        if page.charges.is_empty() {
-            break;
-        }
-        link.charges.charges.extend(page.charges);
-    }
-    Ok(Some(link.payment()))
+    // The id is borrowed by every page's request while the pages are added to the link.
+    let owned = link.id.clone();
+    let id = owned.as_str();
+    let page = |from| with_retries(shared, move || shared.client.charges(id, from));
+    Ok(crate::api::all_charges(&mut link, page).await?.then(|| link.payment()))
 }
