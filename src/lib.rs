@@ -1,6 +1,6 @@
 //! linkbatch: rows of a CSV or JSONL file in, one Omise payment link per row out, exactly once.
 //!
-//! The binary is a thin shell over this library (`cli::main`), so tests and benchmarks can drive every
+//! The binary is a thin shell over this library ([`run`]), so tests and benchmarks can drive every
 //! piece directly: the [`sandbox`], a [`plan::Plan`], the [`runner`].
 
 pub mod api;
@@ -16,7 +16,10 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod rate;
+pub mod redact;
 pub mod runner;
 pub mod sandbox;
 pub mod template;
 pub mod throttle;
+
+pub use cli::run;

@@ -1,5 +1,9 @@
-//! The `linkbatch` binary: everything lives in the library.
+//! The `linkbatch` binary: everything lives in the library; this prints how the command ended and exits.
 
 fn main() -> std::process::ExitCode {
-    linkbatch::cli::main()
+    let outcome = linkbatch::run(std::env::args_os());
+    if let Some(message) = outcome.message() {
+        eprintln!("{message}");
+    }
+    std::process::ExitCode::from(outcome.code())
 }

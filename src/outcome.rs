@@ -16,6 +16,8 @@ pub enum Outcome {
     Incomplete,
     /// A usage, job or input error: nothing was sent. Exit 2.
     Refused(anyhow::Error),
+    /// A command line the flag parser refused, in its own words (with the usage line). Exit 2.
+    Usage(String),
     /// Stopped: authentication failure, a ledger locked, mismatched, damaged or unwritable. Exit 3.
     Aborted(anyhow::Error),
     /// Stopped by a signal; in-flight requests were finished and recorded. Exit 130.
@@ -28,7 +30,7 @@ impl Outcome {
         match self {
             Outcome::Complete => 0,
             Outcome::Incomplete => 1,
-            Outcome::Refused(_) => 2,
+            Outcome::Refused(_) | Outcome::Usage(_) => 2,
             Outcome::Aborted(_) => 3,
             Outcome::Interrupted => 130,
         }
@@ -38,8 +40,19 @@ impl Outcome {
     pub fn error(&self) -> Option<&anyhow::Error> {
         match self {
             Outcome::Refused(e) | Outcome::Aborted(e) => Some(e),
-            Outcome::Complete | Outcome::Incomplete | Outcome::Interrupted => None,
+            Outcome::Complete | Outcome::Incomplete | Outcome::Interrupted | Outcome::Usage(_) => None,
         }
+    }
+
+    /// What `main` prints to stderr before it exits, secrets redacted: each cause once (an error whose
+    /// message already quotes its source does not repeat it), or the flag parser's text as it wrote it.
+    pub fn message(&self) -> Option<String> {
+        let text = match self {
+            Outcome::Usage(text) => text.trim_end().to_owned(),
+            Outcome::Refused(e) | Outcome::Aborted(e) => format!("error: {}", one_sentence(e)),
+            Outcome::Complete | Outcome::Incomplete | Outcome::Interrupted => return None,
+        };
+        Some(crate::redact::text(&text).into_owned())
     }
 
     /// `Complete` when nothing is left to report, else `Incomplete`.
@@ -56,6 +69,22 @@ impl Outcome {
     pub fn aborted(error: impl Into<anyhow::Error>) -> Outcome {
         Outcome::Aborted(error.into())
     }
+}
+
+/// An error and its causes joined by `: `, leaving out a cause whose text the message already holds.
+fn one_sentence(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 impl From<PlanError> for Outcome {
@@ -103,6 +132,18 @@ mod tests {
         .map(Outcome::code)
         .collect();
         assert_eq!(codes, [0, 1, 2, 3, 130]);
+    }
+
+    #[test]
+    fn a_cause_the_message_quotes_is_said_once() {
+        let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let job = JobError::Read { path: "jobs/x.toml".into(), source };
+        assert_eq!(
+            Outcome::refused(job).message().unwrap(),
+            "error: cannot read job file jobs/x.toml: entity not found"
+        );
+        let chained = anyhow::anyhow!("disk full").context("cannot write the output out.csv");
+        assert_eq!(Outcome::aborted(chained).message().unwrap(), "error: cannot write the output out.csv: disk full");
     }
 
     #[test]

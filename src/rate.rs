@@ -88,6 +88,37 @@ impl serde::Serialize for Rate {
     }
 }
 
+/// A `--limit` value: one window, or `none` to lift every window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `none`.
+    Lifted,
+    /// `COUNT/PERIOD`.
+    Window(Rate),
+}
+
+impl FromStr for Limit {
+    type Err = RateError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("none") { Ok(Limit::Lifted) } else { text.parse().map(Limit::Window) }
+    }
+}
+
+impl Limit {
+    /// The windows a list of `--limit` flags gives: `None` when none was given (the job's stand), no window
+    /// when one of them is `none`.
+    pub fn windows(limits: &[Limit]) -> Option<Vec<Rate>> {
+        if limits.is_empty() {
+            return None;
+        }
+        if limits.contains(&Limit::Lifted) {
+            return Some(Vec::new());
+        }
+        Some(limits.iter().filter_map(|l| if let Limit::Window(rate) = l { Some(*rate) } else { None }).collect())
+    }
+}
+
 /// Parses `500ms`, `30s`, `2min`, `1h` (and `min`, `h` as units for rates).
 pub fn parse_duration(text: &str) -> Result<Duration, RateError> {
     humantime::parse_duration(text.trim()).map_err(|_| RateError::Duration(text.to_owned()))

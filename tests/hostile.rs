@@ -193,6 +193,7 @@ fn damaged_ledgers_never_make_a_second_link() {
         ("emptied".into(), Some(Vec::new()), true),
         ("deleted".into(), None, true),
         ("header only".into(), Some(good[..=newlines[0]].to_vec()), true),
+        ("torn header".into(), Some(good[..newlines[0] / 2].to_vec()), true),
         ("cut at a line end".into(), Some(good[..=newlines[newlines.len() / 2]].to_vec()), true),
         ("cut mid-line".into(), Some(good[..last_created].to_vec()), true),
         ("last newline gone".into(), Some(good[..good.len() - 1].to_vec()), false),
@@ -205,6 +206,7 @@ fn damaged_ledgers_never_make_a_second_link() {
         let refused = at != good.len() - 1;
         damages.push((format!("bit {} of byte {at} flipped", i % 7), Some(flipped), refused));
     }
+    let input = std::fs::read("samples/catalog.jsonl").unwrap();
     for (what, damaged, refused) in damages {
         match &damaged {
             Some(bytes) => std::fs::write(&ledger, bytes).unwrap(),
@@ -222,7 +224,11 @@ fn damaged_ledgers_never_make_a_second_link() {
                 "{what}: {}",
                 outcome.stderr
             );
+            // A refusal changes no file: not the ledger (its torn tail is not cut, no header is written, a
+            // missing one is not made), not the output, not the input.
             assert_eq!(std::fs::read(&output).unwrap(), out, "{what}: the output is left as it was");
+            assert_eq!(std::fs::read(&ledger).ok(), damaged, "{what}: the ledger is left as it was");
+            assert_eq!(std::fs::read("samples/catalog.jsonl").unwrap(), input, "{what}: the input is left as it was");
         } else {
             assert_eq!(outcome.code, 0, "{what}: {}", outcome.stderr);
             assert_eq!(read_csv(&output).iter().filter(|r| r["status"] == "existing").count(), 60, "{what}");

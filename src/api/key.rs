@@ -57,6 +57,7 @@ impl SecretKey {
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(KeyError::Malformed(variable.to_owned()));
         }
+        crate::redact::remember(&key);
         Ok(SecretKey(key))
     }
 

@@ -14,7 +14,7 @@ use crate::runner;
 fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Outcome> {
     let spec = JobSpec::load(&args.job.job)?;
     let extra = Overrides { sandbox: args.sandbox, ..Overrides::default() };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra))?;
     let index = Ledger::inspect(plan.ledger_path())?.map(|(_, index, report)| {
         if report.torn_tail.is_some() {
             tracing::warn!("the ledger ends with a torn line; the next run will drop it");

@@ -9,17 +9,21 @@ mod recover;
 mod run;
 mod sandbox;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::job::AuthScheme;
 use crate::outcome::Outcome;
 use crate::plan::Overrides;
-use crate::rate::Rate;
+use crate::rate::{Limit, parse_duration};
 use crate::runner::Work;
+use crate::sandbox::{FaultSpec, Profile};
 
 /// The key `--sandbox` uses when the job's variable is unset: fixed, so a re-run finds its ledger.
 pub const SANDBOX_KEY: &str = "skey_test_linkbatch_sandbox";
@@ -145,7 +149,7 @@ struct JobArgs {
     ledger: Option<PathBuf>,
     /// A run variable for templates, e.g. --var billing_month=2026-11 (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
-    vars: Vec<String>,
+    vars: Vec<Var>,
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +167,7 @@ struct RunArgs {
     base_url: Option<String>,
     /// Rate limit COUNT/PERIOD replacing the job's (repeatable; `none` lifts them).
     #[arg(long = "limit", value_name = "RATE")]
-    limits: Vec<String>,
+    limits: Vec<Limit>,
     /// Requests in flight at once.
     #[arg(long)]
     concurrency: Option<usize>,
@@ -184,7 +188,7 @@ struct InspectArgs {
     sandbox: bool,
     /// Rate limits for the ETA, replacing the job's (repeatable; `none` lifts them).
     #[arg(long = "limit", value_name = "RATE")]
-    limits: Vec<String>,
+    limits: Vec<Limit>,
 }
 
 #[derive(Debug, Args)]
@@ -194,36 +198,62 @@ struct SandboxArgs {
     addr: SocketAddr,
     /// Rate limit per key, COUNT/PERIOD (repeatable), e.g. --limit 60/min --limit 1000/h.
     #[arg(long = "limit", value_name = "RATE")]
-    limits: Vec<String>,
+    limits: Vec<Limit>,
     /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit, unreadable-after
     /// (repeatable).
     #[arg(long = "fault", value_name = "KIND=PROB")]
-    faults: Vec<String>,
+    faults: Vec<FaultSpec>,
     /// Seed for ids and fault draws (same seed, same sequence); random when not given.
     #[arg(long)]
     seed: Option<u64>,
     /// Latency added to every API answer, e.g. 300ms.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    latency: String,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    latency: Duration,
     /// Up to this much more, drawn afresh for every answer (uniform), e.g. 100ms.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    jitter: String,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    jitter: Duration,
     /// How long a slow-after fault holds its answer once the link is stored.
-    #[arg(long, value_name = "DURATION", default_value = "40s")]
-    slow_delay: String,
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+    slow_delay: Duration,
     /// The shape of the answers: current, legacy (`created`, no `deleted`), 2025 (`deleted_at`, upper-case
     /// currency) or plus-variant (Links+ `transaction_url` and `state`).
     #[arg(long, default_value = "current")]
-    profile: String,
+    profile: Profile,
     /// Links+: accept only this scheme (raw, bearer or basic); all three when not given.
-    #[arg(long, value_name = "SCHEME")]
-    auth: Option<String>,
+    #[arg(long, value_name = "SCHEME", value_parser = sent_scheme)]
+    auth: Option<AuthScheme>,
     /// Refuse creates past N active links per key, as a standard account does at 100.
     #[arg(long, value_name = "N")]
     active_links: Option<usize>,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,
+}
+
+/// `--var NAME=VALUE`. Its refusal never repeats what was typed: a slip of the shell can put a key there.
+#[derive(Debug, Clone)]
+struct Var {
+    name: String,
+    value: String,
+}
+
+impl FromStr for Var {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok(Var { name: name.trim().to_owned(), value: value.to_owned() })
+            }
+            Some(_) => Err("the name before `=` is empty: write NAME=VALUE"),
+            None => Err("there is no `=`: write NAME=VALUE"),
+        }
+    }
+}
+
+/// `--auth`: a scheme a server can insist on (`auto` is the client's search, not a scheme).
+fn sent_scheme(name: &str) -> Result<AuthScheme, String> {
+    AuthScheme::named(name).ok_or_else(|| format!("`{name}` is not one of raw, bearer, basic"))
 }
 
 fn usage(error: impl std::fmt::Display) -> Outcome {
@@ -234,29 +264,56 @@ fn usage(error: impl std::fmt::Display) -> Outcome {
 /// that has an [`Outcome`].
 type Ended = Result<Outcome, Outcome>;
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Runs one command line (the program's name first, as `std::env::args_os` gives it) to its [`Outcome`].
+/// Prints what the command prints; the caller prints [`Outcome::message`] and exits with its code.
+pub fn run<I, T>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    install_panic_hook();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => return Outcome::Usage(e.render().to_string()),
+        Err(e) => {
+            // --help and --version: what was asked for, on stdout.
+            let _ = e.print();
+            return Outcome::Complete;
+        }
+    };
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(Outcome::refused(anyhow::anyhow!("no runtime")).code());
-        }
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
     };
     let (Ok(outcome) | Err(outcome)) = runtime.block_on(dispatch(cli));
-    if let Some(error) = outcome.error() {
-        crate::progress::suspend(|| eprintln!("error: {error:#}"));
-    }
-    ExitCode::from(outcome.code())
+    // A second Ctrl-C leaves tasks behind on purpose: they hold nothing the next run needs (every intent is
+    // on disk), so the process does not wait for them.
+    runtime.shutdown_background();
+    outcome
+}
+
+/// A panic's text goes through [`crate::redact`] like every other line: a key in a value being formatted
+/// must not reach a terminal or a cron mail that way either.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("linkbatch panicked{place}: {}", crate::redact::text(&payload));
+    }));
 }
 
 struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        crate::progress::suspend(|| std::io::stderr().write_all(buf))?;
+        let text = String::from_utf8_lossy(buf);
+        crate::progress::suspend(|| std::io::stderr().write_all(crate::redact::text(&text).as_bytes()))?;
         Ok(buf.len())
     }
 
@@ -282,44 +339,16 @@ fn init_logging(cli: &Cli) {
     };
 }
 
-fn parse_limits(limits: &[String]) -> Result<Option<Vec<Rate>>, Outcome> {
-    if limits.is_empty() {
-        return Ok(None);
-    }
-    if limits.iter().any(|l| l.eq_ignore_ascii_case("none")) {
-        return Ok(Some(Vec::new()));
-    }
-    limits
-        .iter()
-        .map(|l| l.parse::<Rate>().map_err(|e| usage(format!("--limit: {e}"))))
-        .collect::<Result<_, _>>()
-        .map(Some)
-}
-
-fn parse_vars(vars: &[String]) -> Result<Vec<(String, String)>, Outcome> {
-    vars.iter()
-        .map(|v| match v.split_once('=') {
-            Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
-            _ => Err(usage(format!("--var `{v}` is not NAME=VALUE"))),
-        })
-        .collect()
-}
-
 /// The job file and the flags every job command shares, as [`Overrides`] (`extra`: the command's own).
-fn overrides(
-    job: &JobArgs,
-    output: Option<PathBuf>,
-    limits: &[String],
-    extra: Overrides,
-) -> Result<Overrides, Outcome> {
-    Ok(Overrides {
+fn overrides(job: &JobArgs, output: Option<PathBuf>, limits: &[Limit], extra: Overrides) -> Overrides {
+    Overrides {
         input: job.input.clone(),
         output,
         ledger: job.ledger.clone(),
-        vars: parse_vars(&job.vars)?,
-        limits: parse_limits(limits)?,
+        vars: job.vars.iter().map(|v| (v.name.clone(), v.value.clone())).collect(),
+        limits: Limit::windows(limits),
         ..extra
-    })
+    }
 }
 
 async fn dispatch(cli: Cli) -> Ended {

@@ -41,18 +41,16 @@ pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) ->
         // Checked before a new ledger is made in its place.
         refuse_if_output_names_more(&plan, &crate::ledger::Index::default())?;
     }
-    let (ledger, mut index, report) = Ledger::open(plan.ledger_path(), &header)?;
+    // Locked and read, not yet changed: every refusal below leaves the ledger as it was.
+    let (opened, mut index, report) = Ledger::read_locked(plan.ledger_path(), Some(&header))?;
     // The output the ledger last recorded is the one on disk: the ledger holds every link it names. Anything
     // else (a ledger cut short, restored or replaced, an output from elsewhere) is checked line by line.
     let stamp = crate::ledger::file_stamp(plan.output_path());
     if stamp.is_some() && index.last_output != stamp {
         refuse_if_output_names_more(&plan, &index)?;
     }
-    runner::read_kept_answers(&ledger, &mut index, plan.api()).await?;
-    if let Some(bytes) = report.torn_tail {
-        tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
-    }
 
+    let adopted = runner::adopt_kept_answers(&mut index, plan.api());
     let mut reader = plan.reader()?;
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
     let draft = match work {
@@ -65,29 +63,35 @@ pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) ->
         check_template(&plan, &client, team, template).await?;
     }
 
+    // The run goes ahead: now the ledger may change (a torn tail cut, a header written).
+    let ledger = opened.proceed()?;
+    if let Some(bytes) = report.torn_tail {
+        tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
+    }
+    for event in &adopted {
+        ledger.append(event).await?;
+    }
+
     let stop = Arc::new(Stop::default());
-    let signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
+    let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
     let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id };
-    let summary = runner::run(plan, client, ledger, index, survey, stop, options).await.map_err(Outcome::Refused)?;
+    let summary = tokio::select! {
+        summary = runner::run(plan, client, ledger, index, survey, stop, options) => summary.map_err(Outcome::Refused)?,
+        // A second signal, or requests in flight past their grace: quit now. Every intent is on disk.
+        _ = &mut signals => return Ok(Outcome::Interrupted),
+    };
     signals.abort();
     if let Some(server) = sandbox {
         server.shutdown().await;
     }
-    let outcome = summary.outcome();
-    if let Some(reason) = &summary.aborted {
-        eprintln!("aborted: {reason}");
-    }
     if summary.interrupted {
         eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
     }
+    let outcome = summary.outcome();
     if !quiet || outcome.code() != 0 {
         eprintln!("{}", summary.line());
     }
-    // The reason was printed above; the exit status is what is left to say.
-    Ok(match outcome {
-        Outcome::Aborted(_) => Outcome::Aborted(anyhow::anyhow!("aborted")),
-        other => other,
-    })
+    Ok(outcome)
 }
 
 /// The job planned with the command's flags. With `--sandbox` an in-process sandbox is started first, its
@@ -101,7 +105,7 @@ pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), O
         sandbox: args.sandbox,
         ..Overrides::default()
     };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra)?)?;
+    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra))?;
     Ok((plan, sandbox))
 }
 
@@ -283,8 +287,9 @@ async fn check_template(plan: &Plan, client: &Client, team: u64, template: u64) 
     }
 }
 
-/// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish (bounded). Second: exit now;
-/// every intent is already on disk, so the next run reconciles whatever was cut short.
+/// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish (bounded). Returns on the second,
+/// or when the grace is over: the run then ends at once (exit 130); every intent is already on disk, so the
+/// next run reconciles whatever was cut short.
 async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let next = async |terminate: &mut Option<tokio::signal::unix::Signal>| {
@@ -301,5 +306,4 @@ async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
         () = next(&mut terminate) => {}
         () = tokio::time::sleep(grace) => tracing::warn!("requests in flight did not finish in {grace:?}; quitting"),
     }
-    std::process::exit(130);
 }

@@ -3,38 +3,24 @@
 
 use std::io::Write;
 
-use super::{Ended, SandboxArgs, parse_limits, usage};
+use super::{Ended, SandboxArgs, usage};
 use crate::outcome::Outcome;
-use crate::rate::parse_duration;
-use crate::sandbox::{FaultSpec, Sandbox, SandboxConfig};
+use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
-    let limits = parse_limits(&args.limits)?.unwrap_or_default();
-    let faults = args
-        .faults
-        .iter()
-        .map(|f| f.parse::<FaultSpec>().map_err(|e| usage(format!("--fault: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| usage(format!("{flag}: {e}")));
     let mut config = SandboxConfig {
-        limits,
-        faults,
+        limits: crate::rate::Limit::windows(&args.limits).unwrap_or_default(),
+        faults: args.faults.clone(),
         seed: args.seed.unwrap_or_else(rand::random),
-        latency: duration("--latency", &args.latency)?,
-        jitter: duration("--jitter", &args.jitter)?,
-        slow_delay: duration("--slow-delay", &args.slow_delay)?,
+        latency: args.latency,
+        jitter: args.jitter,
+        slow_delay: args.slow_delay,
+        profile: args.profile,
+        active_links: args.active_links,
+        plus_auth: args.auth,
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
-    config.profile = args.profile.parse().map_err(|e| usage(format!("--profile: {e}")))?;
-    config.active_links = args.active_links;
-    config.plus_auth = match args.auth.as_deref() {
-        None => None,
-        Some(name) => Some(
-            crate::job::AuthScheme::named(name)
-                .ok_or_else(|| usage(format!("--auth `{name}`: one of raw, bearer, basic")))?,
-        ),
-    };
 
     if let Some(path) = &args.teams {
         let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;

@@ -427,6 +427,70 @@ pub struct Ledger {
 pub struct OpenReport {
     /// A torn last line was cut off (its text length).
     pub torn_tail: Option<usize>,
+    /// Where the complete lines end, when a torn line follows them.
+    cut_at: Option<u64>,
+}
+
+/// A ledger locked and read that nothing has changed yet (see [`Ledger::read_locked`]).
+#[derive(Debug)]
+pub struct Opened {
+    path: PathBuf,
+    /// `None`: there is no ledger yet.
+    file: Option<File>,
+    /// A torn last line to cut at this length.
+    cut_at: Option<u64>,
+    /// The header to write, for a ledger that has none.
+    header: Option<Header>,
+}
+
+impl Opened {
+    /// The run goes ahead: the ledger is made (and locked) if there was none, a torn last line is cut, a
+    /// missing header written. Then events can be appended.
+    pub fn proceed(self) -> Result<Ledger, LedgerError> {
+        let path = self.path;
+        let io = |source| LedgerError::Io { path: path.clone(), source };
+        let mut file = if let Some(file) = self.file { file } else { create(&path)? };
+        if let Some(end) = self.cut_at {
+            // A last line cut short by a crash mid-write was never acknowledged, so its event never
+            // happened: an intent's request was not sent, a lost outcome is found again by reconciliation.
+            file.set_len(end).and_then(|()| file.sync_all()).map_err(io)?;
+        }
+        if let Some(header) = &self.header {
+            let line = encode(&Event::Header(header.clone())).map_err(|e| io(e.into()))?;
+            file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
+        }
+        let end = file.metadata().map_err(io)?.len();
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || write_loop(file, end, jobs))
+            .map_err(io)?;
+        Ok(Ledger { path, queue: Some(queue), writer: Some(writer) })
+    }
+}
+
+/// A new ledger, locked, and its folder. Empty, or another run made it since it was found missing.
+fn create(path: &Path) -> Result<File, LedgerError> {
+    let io = |source| LedgerError::Io { path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
+    lock(path, &file)?;
+    // Made by another run between the read and now: its lines were not read, so stop.
+    if file.metadata().map_err(io)?.len() > 0 {
+        return Err(LedgerError::Locked(path.to_owned()));
+    }
+    Ok(file)
+}
+
+/// Takes the ledger's lock: one run at a time per ledger.
+fn lock(path: &Path, file: &File) -> Result<(), LedgerError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(LedgerError::Locked(path.to_owned())),
+        Err(TryLockError::Error(source)) => Err(LedgerError::Io { path: path.to_owned(), source }),
+    }
 }
 
 impl Ledger {
@@ -447,43 +511,48 @@ impl Ledger {
     }
 
     fn open_as(path: &Path, header: Option<&Header>) -> Result<(Ledger, Index, OpenReport), LedgerError> {
+        let (opened, index, report) = Self::read_locked(path, header)?;
+        Ok((opened.proceed()?, index, report))
+    }
+
+    /// Locks and reads the ledger, changing nothing: a torn last line is not cut yet and a missing header
+    /// not written, and a ledger that does not exist is not made. A run that refuses after this leaves the
+    /// file as it found it; [`Opened::proceed`] makes those changes once the run goes ahead.
+    pub fn read_locked(path: &Path, header: Option<&Header>) -> Result<(Opened, Index, OpenReport), LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_owned(), source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(path.to_owned())),
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        let mut file = match OpenOptions::new().read(true).append(true).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && header.is_some() => {
+                let opened = Opened { path: path.to_owned(), file: None, cut_at: None, header: header.cloned() };
+                let mut index = Index::default();
+                index.path = Some(path.to_owned());
+                index.lines = 1;
+                return Ok((opened, index, OpenReport::default()));
+            }
+            Err(e) => return Err(io(e)),
+        };
+        lock(path, &file)?;
         if !starts_as_ledger(&mut file).map_err(io)? {
             return Err(LedgerError::NotALedger(path.to_owned()));
         }
-        let (index, report, found_header) = read::read(path, &mut file, true)?;
-        match (&found_header, header) {
-            (Some(found), Some(wanted)) => check_header(path, found, wanted)?,
-            (Some(_), None) => {}
-            (None, Some(wanted)) => {
-                let line = encode(&Event::Header(wanted.clone())).map_err(|e| io(e.into()))?;
-                file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
+        let (mut index, report, found_header) = read::read(path, &mut file, false)?;
+        let missing = match (&found_header, header) {
+            (Some(found), Some(wanted)) => {
+                check_header(path, found, wanted)?;
+                None
             }
+            (Some(_), None) => None,
+            (None, Some(wanted)) => Some(wanted.clone()),
             (None, None) => {
                 let reason = "no header line".to_owned();
                 return Err(LedgerError::Corrupt { path: path.to_owned(), line: 1, reason });
             }
-        }
-        let end = file.metadata().map_err(io)?.len();
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let writer = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || write_loop(file, end, jobs))
-            .map_err(io)?;
-        let mut index = index;
-        if found_header.is_none() {
+        };
+        if missing.is_some() {
             index.lines = 1;
         }
-        Ok((Ledger { path: path.to_owned(), queue: Some(queue), writer: Some(writer) }, index, report))
+        let opened = Opened { path: path.to_owned(), file: Some(file), cut_at: report.cut_at, header: missing };
+        Ok((opened, index, report))
     }
 
     /// Reads a ledger without locking or changing it (for `validate` and `status`); `None` if there is none.

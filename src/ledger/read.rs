@@ -175,7 +175,7 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// Reads every line; cuts a torn last line (when `repair`); refuses a corrupt line anywhere else.
+/// Reads every line; reports a torn last line (cut when `repair`); refuses a corrupt line anywhere else.
 ///
 /// Two threads share the work: one reads the file and parses its lines, this one checks intents' requests and
 /// applies the lines to the index (a million keys: a cache miss each). Neither waits for the other but at the
@@ -251,6 +251,7 @@ pub(super) fn read(
             file.sync_all().map_err(io)?;
         }
         report.torn_tail = Some(parsed.torn);
+        report.cut_at = Some(parsed.end);
     }
     if let Err((offset, reason)) = index.load_open_requests(file) {
         return Err(corrupt(line_at(file, offset).map_err(io)?, reason));

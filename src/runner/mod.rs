@@ -118,14 +118,11 @@ pub async fn run(
 }
 
 /// Answers kept because an earlier run could not read them, read again with this linkbatch's parsers: a
-/// row whose answer now yields its link is `adopted` with it, and reported as created; the others stay
-/// unsettled. Returns how many were adopted.
-pub async fn read_kept_answers(
-    ledger: &Ledger,
-    index: &mut Index,
-    api: crate::job::ApiKind,
-) -> Result<u64, LedgerError> {
-    let mut adopted = 0;
+/// row whose answer now yields its link is `adopted` with it. The events are applied to the index at once
+/// (the survey counts those rows as existing) and returned for the caller to append once the run goes
+/// ahead; until then nothing on disk changes.
+pub fn adopt_kept_answers(index: &mut Index, api: crate::job::ApiKind) -> Vec<Event> {
+    let mut adopted = Vec::new();
     for kept in index.kept_answers() {
         let Event::Unreadable { key, fingerprint, body, .. } = kept else { continue };
         let Some(link) =
@@ -144,11 +141,11 @@ pub async fn read_kept_answers(
             fingerprint,
             at: crate::ledger::now(),
         };
-        let offset = ledger.append(&event).await?;
-        index.record(event, offset);
-        adopted += 1;
+        // An adoption's line is all the index keeps of it; the byte offset serves intents alone.
+        index.record(event.clone(), 0);
+        adopted.push(event);
     }
-    Ok(adopted)
+    adopted
 }
 
 /// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a

@@ -40,7 +40,7 @@ impl Summary {
     pub fn outcome(&self) -> Outcome {
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         if let Some(reason) = &self.aborted {
-            Outcome::Aborted(anyhow::anyhow!("{reason}"))
+            Outcome::Aborted(anyhow::anyhow!("aborted: {reason}"))
         } else if self.interrupted {
             Outcome::Interrupted
         } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0

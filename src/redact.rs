@@ -1,0 +1,104 @@
+//! Secrets out of every text a person or a machine reads: anything shaped like an Omise key (`skey_…`,
+//! `pkey_…`) and every secret this process actually read, whatever its shape (a Links+ key, an SMTP
+//! password). The log writer, `main`'s error line and the panic hook pass their text through [`text`].
+//!
+//! Owns the list of secrets read; never stores them anywhere but in this process's memory.
+
+use std::borrow::Cow;
+use std::sync::{Mutex, PoisonError};
+
+/// Secrets read by this process, longest first (so a secret that contains another is replaced whole).
+static READ: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Shorter secrets would match ordinary words; no real key or password that short is accepted anyway.
+const SHORTEST: usize = 6;
+
+/// What stands in a text where a secret stood.
+pub const MARK: &str = "[redacted]";
+
+/// Remembers a secret read from the environment or a file, so that [`text`] removes it from then on.
+pub fn remember(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < SHORTEST {
+        return;
+    }
+    let mut read = READ.lock().unwrap_or_else(PoisonError::into_inner);
+    if !read.iter().any(|s| s == secret) {
+        read.push(secret.to_owned());
+        read.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// `text` with every secret read and every key-shaped word replaced: `skey_test_…` keeps its prefix (the
+/// mode says which key without telling it), the rest becomes [`MARK`].
+pub fn text(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for secret in READ.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        if out.contains(secret.as_str()) {
+            out = Cow::Owned(out.replace(secret.as_str(), MARK));
+        }
+    }
+    if !out.contains("key_") {
+        return out;
+    }
+    Cow::Owned(key_shaped(&out))
+}
+
+/// Every `skey_…` or `pkey_…` word cut to its prefix: `skey_live_` + [`MARK`].
+fn key_shaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = find_key(rest) {
+        out.push_str(&rest[..at]);
+        let word_len = rest[at..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len() - at);
+        let word = &rest[at..at + word_len];
+        let prefix = ["skey_test_", "skey_live_", "pkey_test_", "pkey_live_", "skey_", "pkey_"]
+            .into_iter()
+            .find(|p| word.starts_with(p))
+            .unwrap_or_default();
+        out.push_str(prefix);
+        out.push_str(MARK);
+        rest = &rest[at + word_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the next `skey_` or `pkey_` word starts (at the start of the text or after a non-word character).
+fn find_key(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("key_") {
+        let at = from + found;
+        if at >= 1 && matches!(bytes[at - 1], b's' | b'p') {
+            let start = at - 1;
+            let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            if boundary {
+                return Some(start);
+            }
+        }
+        from = at + 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_shaped_words_keep_only_their_prefix() {
+        assert_eq!(text("--var `=skey_test_5abcXYZ` is bad"), "--var `=skey_test_[redacted]` is bad");
+        assert_eq!(text("pkey_live_1 and skey_x"), "pkey_live_[redacted] and skey_[redacted]");
+        assert_eq!(text("a monkey_business and skey"), "a monkey_business and skey", "not a key: left alone");
+        assert_eq!(text("no keys here"), "no keys here");
+    }
+
+    #[test]
+    fn a_secret_read_is_removed_whatever_its_shape() {
+        remember("plus-Key-0d41a7c2");
+        assert_eq!(text("Authorization: plus-Key-0d41a7c2\n"), "Authorization: [redacted]\n");
+        remember("abc");
+        assert_eq!(text("abc"), "abc", "too short to be a secret, and would match ordinary words");
+    }
+}
