@@ -329,31 +329,51 @@ fn retry_after(error: &ApiError) -> Duration {
 /// The breaker: `limit` permanent failures in a row with the same code mean every row would get it (the
 /// account's cap, a frozen account, a field every row gets wrong), so dispatch stops rather than spend the
 /// hour's budget on refusals. A link made, or another code, starts the count again.
+///
+/// A link made counts only when its create took its turn after the latest refusal was heard: one already
+/// in flight then says nothing about the cap now. After a refusal, creates go one at a time until one
+/// succeeds; with at most `limit` in flight at once, at most `limit` refusals of one code reach the server,
+/// whatever the concurrency.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     limit: u32,
     code: Option<String>,
     run: u32,
+    /// Turns handed out so far.
+    turns: u64,
+    /// Turns handed out when the latest refusal was heard: those creates were in flight or done.
+    refused: u64,
 }
 
 impl Breaker {
     /// A breaker that trips after `limit` failures in a row with one code.
     pub fn new(limit: u32) -> Breaker {
-        Breaker { limit, code: None, run: 0 }
+        Breaker { limit, code: None, run: 0, turns: 0, refused: 0 }
     }
 
-    /// A row got its link: the count starts again.
-    pub fn success(&mut self) {
-        (self.code, self.run) = (None, 0);
+    /// A create is about to be sent: its place in sending order, and whether it must go alone (a refusal
+    /// is being counted, so the count never runs past the limit with requests already in flight).
+    pub fn turn(&mut self) -> (u64, bool) {
+        self.turns += 1;
+        (self.turns, self.run > 0)
     }
 
-    /// A row failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
+    /// The create sent at `turn` got its link (`None`: a link adopted, no create sent): the count starts
+    /// again, unless that create was already in flight when the latest refusal was heard.
+    pub fn success(&mut self, turn: Option<u64>) {
+        if turn.unwrap_or(self.turns + 1) > self.refused {
+            (self.code, self.run) = (None, 0);
+        }
+    }
+
+    /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
     pub fn failure(&mut self, code: &str) -> Option<String> {
         if self.code.as_deref() == Some(code) {
             self.run += 1;
         } else {
             (self.code, self.run) = (Some(code.to_owned()), 1);
         }
+        self.refused = self.turns;
         (self.run >= self.limit).then(|| {
             format!(
                 "{} creates in a row were refused with `{code}`: every row would be, so dispatch stopped and the rows \
@@ -1027,6 +1047,7 @@ mod tests {
         }
     }
 
+    /// Outcomes in the order answers come back; every create took its turn just before its answer.
     #[rstest]
     #[case::trips_at_the_limit(3, &["cap", "cap", "cap"], Some(2))]
     #[case::another_code_starts_again(3, &["cap", "cap", "other", "cap", "cap"], None)]
@@ -1037,14 +1058,31 @@ mod tests {
         let mut breaker = Breaker::new(limit);
         let mut tripped = None;
         for (i, outcome) in outcomes.iter().enumerate() {
+            let (turn, _) = breaker.turn();
             if *outcome == "ok" {
-                breaker.success();
+                breaker.success(Some(turn));
             } else if let Some(reason) = breaker.failure(outcome) {
                 assert!(reason.contains(&format!("`{outcome}`")) && reason.contains("pending"), "{reason}");
                 tripped.get_or_insert(i);
             }
         }
         assert_eq!(tripped, trips_at);
+    }
+
+    #[test]
+    fn a_link_in_flight_when_a_refusal_is_heard_starts_nothing() {
+        let mut breaker = Breaker::new(3);
+        let (first, second, third) = (breaker.turn().0, breaker.turn().0, breaker.turn().0);
+        assert_eq!(breaker.failure("cap"), None);
+        breaker.success(Some(first));
+        assert_eq!(breaker.turn(), (4, true), "sent before the refusal was heard: the cap may still hold");
+        assert_eq!(breaker.failure("cap"), None);
+        breaker.success(Some(second));
+        assert!(breaker.failure("cap").is_some(), "the third refusal in a row trips, the successes in flight aside");
+        breaker.success(Some(third));
+        let (alone, _) = breaker.turn();
+        breaker.success(Some(alone));
+        assert_eq!(breaker.turn(), (6, false), "a link sent after the refusals starts the count again");
     }
 
     fn remote(id: &str, title: &str, key: Option<&str>) -> crate::api::RemoteLink {

@@ -67,6 +67,24 @@ fn the_breaker_stops_a_refusal_every_row_would_get() {
     assert_eq!(world.stats().requests.get("400").copied().unwrap_or(0), 3);
 }
 
+/// Regression: with `breaker = 10` at concurrency 4, the creates already in flight when the breaker tripped
+/// reached the server too: 14 refusals past the account's cap, not 10.
+#[test]
+fn the_breaker_counts_what_is_in_flight_at_any_concurrency() {
+    for concurrency in ["4", "16"] {
+        let world = World::with(SandboxConfig { active_links: Some(100), ..SandboxConfig::default() });
+        let input = catalog(&world, 150);
+        let args = ["--input", &input, "--limit", "1000/s", "--concurrency", concurrency];
+        world.run_job("jobs/catalog-import.toml", &args).code(3);
+        let stats = world.stats();
+        assert_eq!(stats.links_held, 100, "concurrency {concurrency}");
+        let refused = stats.requests.get("400").copied().unwrap_or(0);
+        assert_eq!(refused, 10, "concurrency {concurrency}: refusals that reached the server");
+        let rows = world.output();
+        assert_eq!((count(&rows, "created"), count(&rows, "failed")), (100, 10), "concurrency {concurrency}");
+    }
+}
+
 #[test]
 fn templates_lists_the_teams_templates() {
     let world = World::new();

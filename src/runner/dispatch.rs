@@ -82,12 +82,29 @@ pub(super) struct Shared {
     verified: AtomicBool,
     /// Stops dispatch when every row gets the same refusal.
     breaker: Mutex<decide::Breaker>,
+    /// Creates hold it for reading (at most the breaker's limit at once) from their send until the breaker
+    /// has heard their answer; after a refusal a create takes it for writing, alone. So the refusals of one
+    /// code that reach the server never pass the breaker's limit, whatever the concurrency.
+    refusals: tokio::sync::RwLock<()>,
     /// Said once: the server answers links without the metadata they were made with.
     metadata_unheld: AtomicBool,
     /// The rates the run started from were learned by an earlier run.
     pub(super) learned_before: bool,
     /// Windows a 429 showed the server holds tighter, in the order learned.
     pub(super) learned: Mutex<Vec<crate::throttle::Learned>>,
+}
+
+/// Held by a create from its send until the breaker has heard its answer (see `Shared::refusals`).
+struct BreakerTurn<'a> {
+    /// Its place in sending order.
+    turn: u64,
+    _place: Place<'a>,
+}
+
+/// Beside other creates, or alone.
+enum Place<'a> {
+    Shared(#[allow(dead_code, reason = "held, never read")] tokio::sync::RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code, reason = "held, never read")] tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
 /// Permission to send one request: its place under the limits, and the probe while the key is unproven.
@@ -118,8 +135,10 @@ impl Shared {
         }
         let throttle = Throttle::new(&rates);
         throttle.seed(index.sent());
-        let breaker = Mutex::new(decide::Breaker::new(plan.retry().breaker));
+        let limit = plan.retry().breaker;
+        let breaker = Mutex::new(decide::Breaker::new(limit));
         Shared {
+            refusals: tokio::sync::RwLock::with_max_readers((), limit),
             plan,
             client,
             throttle,
@@ -142,6 +161,21 @@ impl Shared {
     pub(super) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         // Updates are single inserts; a panic elsewhere cannot leave the index half-written.
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A create's place beside the others: shared while the breaker counts no refusal, alone after one.
+    /// The turn is taken once the place is had, so a create that waited for it is judged by what the
+    /// breaker has heard by then.
+    async fn breaker_turn(&self) -> BreakerTurn<'_> {
+        let shared = self.refusals.read().await;
+        let (turn, alone) = self.breaker().turn();
+        if !alone {
+            return BreakerTurn { turn, _place: Place::Shared(shared) };
+        }
+        drop(shared);
+        let alone = self.refusals.write().await;
+        let (turn, _) = self.breaker().turn();
+        BreakerTurn { turn, _place: Place::Alone(alone) }
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, decide::Breaker> {
@@ -332,9 +366,14 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
     let grace = shared.plan.timeout().min(Duration::from_secs(2));
     let mut creating = Creating::new(&row.request, row.fingerprint(), open, policy.delays(), policy.attempts, grace);
     let mut step = creating.first();
+    let mut breaker_turn: Option<BreakerTurn<'_>> = None;
     loop {
         if shared.stop.is_stopped() {
             return;
+        }
+        // Kept from a send until the breaker hears its answer (done or failed), and no longer.
+        if !matches!(step, Step::Done | Step::Fail { .. }) {
+            breaker_turn = None;
         }
         step = match step {
             Step::Reconcile => {
@@ -348,18 +387,25 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                     Err(Halt::Ledger(_) | Halt::Stopped) => return,
                 }
             }
-            Step::Send => match send(shared, row).await {
-                Ok(()) => creating.after(Answer::Created),
-                Err((Halt::Api(e), sent)) => {
-                    log_failure(row, &e);
-                    creating.after(Answer::CreateFailed(&e, sent))
+            Step::Send => {
+                breaker_turn = Some(shared.breaker_turn().await);
+                if shared.stop.is_stopped() {
+                    // The breaker tripped while this create waited its turn.
+                    return;
                 }
-                Err((Halt::Ledger(_) | Halt::Stopped, _)) => return,
-            },
+                match send(shared, row).await {
+                    Ok(()) => creating.after(Answer::Created),
+                    Err((Halt::Api(e), sent)) => {
+                        log_failure(row, &e);
+                        creating.after(Answer::CreateFailed(&e, sent))
+                    }
+                    Err((Halt::Ledger(_) | Halt::Stopped, _)) => return,
+                }
+            }
             Step::Wait { delay, then } if shared.stop.sleep(delay).await => then.into(),
             Step::Wait { .. } => return,
             Step::Done => {
-                shared.breaker().success();
+                shared.breaker().success(breaker_turn.as_ref().map(|t| t.turn));
                 shared.progress.created();
                 return;
             }
