@@ -150,7 +150,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
     let [job, input, ledger, base_url, key] = args else {
         anyhow::bail!("usage: bench-helper ledger JOB INPUT LEDGER BASE_URL KEY");
     };
-    let key = SecretKey::new(key.clone(), "KEY")?;
+    let key = SecretKey::new(key.clone(), "KEY", "secret key")?;
     let overrides = Overrides { input: Some(PathBuf::from(input)), ..Overrides::default() };
     let (plan, _) = Plan::new(JobSpec::load(job.as_ref())?, &overrides)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(ledger)?);
@@ -158,7 +158,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         version: VERSION,
         api: plan.api().name().to_owned(),
         base_url: base_url.trim_end_matches('/').to_owned(),
-        mode: key.mode().name().to_owned(),
+        mode: key.mode().map_or("unknown", linkbatch::api::Mode::name).to_owned(),
         key_hash: key.fingerprint(),
         auth: None,
     };

@@ -30,6 +30,9 @@ pub struct Rejection {
     pub line: u64,
     /// What is wrong, naming the column where there is one.
     pub reason: String,
+    /// The cells that could be read, the faulty ones empty, when the row itself could be read: its key
+    /// and copied columns still name it in the output.
+    pub partial: Option<Record>,
 }
 
 /// The input cannot be read at all.
@@ -90,8 +93,9 @@ impl std::fmt::Debug for InputReader {
 }
 
 impl InputReader {
-    /// Opens the file and reads its header (CSV) or the keys of its first object (JSONL).
-    pub fn open(path: &Path, format: InputFormat) -> Result<InputReader, InputError> {
+    /// Opens the file and reads its header (CSV, fields separated by `delimiter`) or the keys of its first
+    /// object (JSONL).
+    pub fn open(path: &Path, format: InputFormat, delimiter: u8) -> Result<InputReader, InputError> {
         let io = |source| InputError::Io { path: path.to_owned(), source };
         let header = |message: String| InputError::Header { path: path.to_owned(), message };
         let file = File::open(path).map_err(io)?;
@@ -99,8 +103,11 @@ impl InputReader {
             InputFormat::Csv => {
                 // `\n` as the terminator keeps line numbers right for CRLF files too (csv starts a CRLF record
                 // at the previous line's `\n`); the `\r` left on each last field is cut in `field`.
-                let mut reader =
-                    csv::ReaderBuilder::new().flexible(true).terminator(csv::Terminator::Any(b'\n')).from_reader(file);
+                let mut reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .delimiter(delimiter)
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_reader(file);
                 let raw = reader.byte_headers().map_err(|e| header(format!("cannot read the header line: {e}")))?;
                 let mut columns = Vec::with_capacity(raw.len());
                 let last = raw.len().saturating_sub(1);
@@ -174,7 +181,7 @@ impl CsvSource<'_> {
                 Err(e) => {
                     let line = e.position().map_or(0, csv::Position::line);
                     // An I/O error mid-file ends the stream; csv reports it once.
-                    return Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}") }));
+                    return Some(Err(Rejection { line, reason: format!("unreadable CSV: {e}"), partial: None }));
                 }
                 Ok(true) => {}
             }
@@ -184,7 +191,7 @@ impl CsvSource<'_> {
                     continue;
                 }
                 let reason = format!("row has {} fields, the header has {}", self.record.len(), self.columns.len());
-                return Some(Err(Rejection { line, reason }));
+                return Some(Err(Rejection { line, reason, partial: None }));
             }
             let cells = self.cells(line, into);
             if self.record.as_slice().len() > MAX_CELL {
@@ -206,9 +213,12 @@ impl CsvSource<'_> {
                 *cell = None;
                 continue;
             };
-            check_size(name, bytes.len()).map_err(|reason| Rejection { line, reason })?;
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| Rejection { line, reason: format!("column `{name}` is not valid UTF-8") })?;
+            check_size(name, bytes.len()).map_err(|reason| Rejection { line, reason, partial: None })?;
+            let text = std::str::from_utf8(bytes).map_err(|_| Rejection {
+                line,
+                reason: format!("column `{name}` is not valid UTF-8"),
+                partial: None,
+            })?;
             let cell = cell.get_or_insert_with(String::new);
             cell.clear();
             cell.push_str(text);
@@ -244,12 +254,18 @@ fn read_jsonl(
         buffer.clear();
         match reader.read_until(b'\n', buffer) {
             Ok(0) => return None,
-            Err(e) => return Some(Err(Rejection { line: *line + 1, reason: format!("unreadable line: {e}") })),
+            Err(e) => {
+                return Some(Err(Rejection {
+                    line: *line + 1,
+                    reason: format!("unreadable line: {e}"),
+                    partial: None,
+                }));
+            }
             Ok(_) => {}
         }
         *line += 1;
         let Ok(text) = std::str::from_utf8(buffer) else {
-            return Some(Err(Rejection { line: *line, reason: "line is not valid UTF-8".into() }));
+            return Some(Err(Rejection { line: *line, reason: "line is not valid UTF-8".into(), partial: None }));
         };
         let text = text.trim();
         if text.is_empty() {
@@ -257,14 +273,16 @@ fn read_jsonl(
         }
         let object = match json_object(text) {
             Ok(object) => object,
-            Err(reason) => return Some(Err(Rejection { line: *line, reason })),
+            Err(reason) => return Some(Err(Rejection { line: *line, reason, partial: None })),
         };
-        return Some(match json_cells(&object, wanted) {
-            Ok(cells) => {
-                *into = Record { line: *line, cells };
+        let (cells, fault) = json_cells(&object, wanted);
+        let record = Record { line: *line, cells };
+        return Some(match fault {
+            None => {
+                *into = record;
                 Ok(())
             }
-            Err(reason) => Err(Rejection { line: *line, reason }),
+            Some(reason) => Err(Rejection { line: *line, reason, partial: Some(record) }),
         });
     }
 }
@@ -307,26 +325,36 @@ fn json_object(text: &str) -> Result<BTreeMap<String, &RawValue>, String> {
     }
 }
 
-fn json_cells(object: &BTreeMap<String, &RawValue>, wanted: &[String]) -> Result<Vec<Option<String>>, String> {
-    wanted
+/// The wanted cells of one object, and what is wrong with the first one that cannot be used (that cell
+/// left empty, the others read all the same).
+fn json_cells(object: &BTreeMap<String, &RawValue>, wanted: &[String]) -> (Vec<Option<String>>, Option<String>) {
+    let mut fault = None;
+    let cells = wanted
         .iter()
         .map(|name| {
-            let Some(raw) = object.get(name) else { return Ok(None) };
-            let text = raw.get();
-            check_size(name, text.len())?;
-            match text.as_bytes().first() {
-                Some(b'n') => Ok(None),
-                Some(b'"') => {
-                    serde_json::from_str::<String>(text).map(Some).map_err(|e| format!("field `{name}`: {e}"))
-                }
-                Some(b't' | b'f') => Ok(Some(text.to_owned())),
-                Some(b'{' | b'[') => {
-                    Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used"))
-                }
-                _ => crate::money::decimal_text(text).map(Some).map_err(|e| format!("field `{name}`: {e}")),
-            }
+            let cell = json_cell(name, object.get(name).map(|raw| raw.get()));
+            cell.unwrap_or_else(|reason| {
+                fault.get_or_insert(reason);
+                None
+            })
         })
-        .collect()
+        .collect();
+    (cells, fault)
+}
+
+/// One value as a cell's text: a string, a number as written, a boolean; `null` or absent is no value.
+fn json_cell(name: &str, text: Option<&str>) -> Result<Option<String>, String> {
+    let Some(text) = text else { return Ok(None) };
+    check_size(name, text.len())?;
+    match text.as_bytes().first() {
+        Some(b'n') => Ok(None),
+        Some(b'"') => serde_json::from_str::<String>(text).map(Some).map_err(|e| format!("field `{name}`: {e}")),
+        Some(b't' | b'f') => Ok(Some(text.to_owned())),
+        Some(b'{' | b'[') => {
+            Err(format!("field `{name}` is an object or array; only strings, numbers and booleans can be used"))
+        }
+        _ => crate::money::decimal_text(text).map(Some).map_err(|e| format!("field `{name}`: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -350,7 +378,7 @@ mod tests {
             b"\xef\xbb\xbfid,title\r\n1,\"Hello, \"\"world\"\"\"\r\n2\r\n3,\xff\r\n\r\n4,\"two\r\nlines\"\r\n5,x\r\n",
             ".csv",
         );
-        let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
+        let mut r = InputReader::open(f.path(), InputFormat::Csv, b',').unwrap();
         assert_eq!(r.columns(), ["id", "title"]);
         r.select(vec!["title".into(), "id".into()]);
         let rows = all(&mut r);
@@ -372,7 +400,7 @@ mod tests {
         let rows = std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
+                let mut r = InputReader::open(f.path(), InputFormat::Csv, b',').unwrap();
                 r.select(vec!["title".into()]);
                 all(&mut r)
             })
@@ -388,7 +416,7 @@ mod tests {
             b"id,title,extra\r\n1,\"long title, quoted\",x\r\n2,\r\n\r\n3,\xff,y\r\n4,t,\r\n5,\"a\r\nb\",z\r\n";
         let f = file(contents, ".csv");
         let open = || {
-            let mut r = InputReader::open(f.path(), InputFormat::Csv).unwrap();
+            let mut r = InputReader::open(f.path(), InputFormat::Csv, b',').unwrap();
             r.select(vec!["extra".into(), "title".into(), "absent".into()]);
             r
         };
@@ -407,7 +435,7 @@ mod tests {
     fn jsonl_types_and_malformed_lines() {
         let f =
             file(b"{\"id\": 7, \"ok\": true, \"amt\": 19.99}\n\n{broken\n{\"id\": \"x\", \"amt\": [1]}\n", ".jsonl");
-        let mut r = InputReader::open(f.path(), detect_format(f.path(), None).unwrap()).unwrap();
+        let mut r = InputReader::open(f.path(), detect_format(f.path(), None).unwrap(), b',').unwrap();
         r.select(vec!["id".into(), "ok".into(), "amt".into()]);
         let rows = all(&mut r);
         assert_eq!(

@@ -35,6 +35,14 @@ impl ApiKind {
             ApiKind::LinksPlus => "links_plus",
         }
     }
+
+    /// What its key is called in messages: Omise issues Payment Links+ its own API keys.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            ApiKind::Links => "secret key",
+            ApiKind::LinksPlus => "Payment Links+ API key",
+        }
+    }
 }
 
 /// How a Links+ request carries the key.
@@ -110,6 +118,8 @@ pub struct ApiSpec {
     /// Links+ only: how the key is sent.
     #[serde(default)]
     pub auth: AuthScheme,
+    /// The key's mode, for a key that does not say (a Payment Links+ API key); a secret key's prefix says.
+    pub mode: Option<crate::api::Mode>,
 }
 
 /// `[input]`.
@@ -122,6 +132,9 @@ pub struct InputSpec {
     pub format: Option<InputFormat>,
     /// The row key template, unique per row (`{subscription_id}:{billing_month}`).
     pub key: String,
+    /// CSV: the character between fields (`","` when absent; `";"` as Excel writes in many countries,
+    /// `"\t"` for TSV).
+    pub delimiter: Option<String>,
 }
 
 /// `[link]`: templates for each field of the link.

@@ -19,6 +19,7 @@ pub mod rate;
 pub mod redact;
 pub mod runner;
 pub mod sandbox;
+pub mod secret;
 pub mod template;
 pub mod throttle;
 

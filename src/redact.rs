@@ -29,6 +29,27 @@ pub fn remember(secret: &str) {
     }
 }
 
+/// A command line's refusal as the flag parser wrote it, each value it quotes cut to a short prefix (a flag's
+/// name, quoted with its dashes, is kept): a slip of the shell can put a secret of any shape there.
+pub fn quoted_values(text: &str) -> String {
+    const SHOWN: usize = 4;
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('\'');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        out.push('\'');
+        if inside && !part.starts_with('-') && part.chars().count() > SHOWN {
+            out.extend(part.chars().take(SHOWN));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
 /// `text` with every secret read and every key-shaped word replaced: `skey_test_…` keeps its prefix (the
 /// mode says which key without telling it), the rest becomes [`MARK`].
 pub fn text(text: &str) -> Cow<'_, str> {
@@ -57,7 +78,10 @@ fn key_shaped(text: &str) -> String {
             .find(|p| word.starts_with(p))
             .unwrap_or_default();
         out.push_str(prefix);
-        out.push_str(MARK);
+        // A bare prefix (`skey_test_…` in a sentence about keys) holds nothing secret.
+        if word.len() > prefix.len() {
+            out.push_str(MARK);
+        }
         rest = &rest[at + word_len..];
     }
     out.push_str(rest);
@@ -92,6 +116,16 @@ mod tests {
         assert_eq!(text("pkey_live_1 and skey_x"), "pkey_live_[redacted] and skey_[redacted]");
         assert_eq!(text("a monkey_business and skey"), "a monkey_business and skey", "not a key: left alone");
         assert_eq!(text("no keys here"), "no keys here");
+        assert_eq!(text("only skey_test_… keys"), "only skey_test_… keys", "a bare prefix holds no secret");
+    }
+
+    #[test]
+    fn values_a_refused_command_line_quotes_are_cut() {
+        assert_eq!(
+            quoted_values("error: invalid value 'lp_k3y_0f_th3_us3r' for '--var <NAME=VALUE>': no `=`; try '--help'."),
+            "error: invalid value 'lp_k…' for '--var <NAME=VALUE>': no `=`; try '--help'."
+        );
+        assert_eq!(quoted_values("invalid value '5x' for '--latency'"), "invalid value '5x' for '--latency'");
     }
 
     #[test]

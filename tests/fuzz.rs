@@ -118,7 +118,7 @@ fn samples(paths: &[&str]) -> Vec<Vec<u8>> {
 fn read_all(bytes: &[u8], format: InputFormat, dir: &Path) {
     let path = dir.join(if format == InputFormat::Csv { "in.csv" } else { "in.jsonl" });
     std::fs::write(&path, bytes).unwrap();
-    let Ok(mut reader) = InputReader::open(&path, format) else { return };
+    let Ok(mut reader) = InputReader::open(&path, format, b',') else { return };
     let columns = reader.columns().to_vec();
     reader.select(columns);
     while reader.next_record().is_some() {}

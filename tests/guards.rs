@@ -10,7 +10,8 @@ use crate::support::{World, edited, read_csv, requests};
 fn wrong_key_aborts_after_one_request() {
     let world = World::new();
     let outcome = world
-        .run_job("jobs/catalog-import.toml", &["--limit", "none", "--concurrency", "8"])
+        // A key that does not say its mode runs only with --live (treated as live).
+        .run_job("jobs/catalog-import.toml", &["--limit", "none", "--concurrency", "8", "--live"])
         .env("OMISE_SECRET_KEY", "skey-wrong")
         .code(3);
     assert!(outcome.stderr.contains("authentication_failure"), "{}", outcome.stderr);
@@ -96,6 +97,7 @@ fn the_secret_key_appears_nowhere() {
             "--ledger",
             other_ledger.to_str().unwrap(),
             "-vv",
+            "--live",
         ])
         .env("OMISE_SECRET_KEY", "SECRETMARKER-wrong")
         .code(3);

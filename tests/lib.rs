@@ -8,6 +8,7 @@ mod fuzz;
 mod guards;
 mod guide;
 mod hostile;
+mod papercuts;
 mod rates;
 mod real_api;
 mod run;

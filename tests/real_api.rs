@@ -129,7 +129,7 @@ fn the_copies_are_the_recordings() {
 }
 
 fn client(base: &str) -> Client {
-    let key = SecretKey::new("skey_test_contract".into(), "K").unwrap();
+    let key = SecretKey::new("skey_test_contract".into(), "K", "secret key").unwrap();
     Client::new(ApiKind::Links, base, key, AuthScheme::Auto, Duration::from_secs(5)).unwrap()
 }
 

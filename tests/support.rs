@@ -133,6 +133,18 @@ impl Cmd {
         self
     }
 
+    pub(crate) fn current_dir(mut self, dir: &Path) -> Cmd {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Runs and checks the exit code and the whole of stderr.
+    pub(crate) fn says(self, code: i32, stderr: &str) -> Outcome {
+        let outcome = self.code(code);
+        assert_eq!(outcome.stderr, stderr, "stderr");
+        outcome
+    }
+
     pub(crate) fn env_remove(mut self, name: &str) -> Cmd {
         self.command.env_remove(name);
         self

@@ -9,8 +9,10 @@ use sha2::{Digest, Sha256};
 #[derive(Clone)]
 pub struct SecretKey(String);
 
-/// Test or live, from the key's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Test or live: from a secret key's prefix, or as the job states it (`[api] mode`) for a key that does
+/// not say (a Payment Links+ API key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `skey_test_…`.
     Test,
@@ -38,16 +40,22 @@ pub enum KeyError {
     #[error("the key in ${0} contains spaces or control characters; it should look like skey_test_… or skey_live_…")]
     Malformed(String),
     /// Unset or empty.
-    #[error("no secret key: set the environment variable ${0} (or use --sandbox to try the job without an account)")]
-    Missing(String),
+    #[error("no {what}: set the environment variable ${variable} (or use --sandbox to try the job without an account)")]
+    Missing {
+        /// The variable.
+        variable: String,
+        /// "secret key" or "Payment Links+ API key".
+        what: &'static str,
+    },
 }
 
 impl SecretKey {
-    /// Checks a key read from `variable`.
-    pub fn new(key: String, variable: &str) -> Result<SecretKey, KeyError> {
+    /// Checks a key read from `variable`; `what` names it in the refusal ("secret key", "Payment Links+ API
+    /// key").
+    pub fn new(key: String, variable: &str, what: &'static str) -> Result<SecretKey, KeyError> {
         let key = key.trim().to_owned();
         if key.is_empty() {
-            return Err(KeyError::Missing(variable.to_owned()));
+            return Err(KeyError::Missing { variable: variable.to_owned(), what });
         }
         if key.starts_with("pkey_") {
             return Err(KeyError::Public(variable.to_owned()));
@@ -61,9 +69,15 @@ impl SecretKey {
         Ok(SecretKey(key))
     }
 
-    /// Test or live.
-    pub fn mode(&self) -> Mode {
-        if self.0.starts_with("skey_live_") { Mode::Live } else { Mode::Test }
+    /// Test or live, as the key's prefix says; `None` when it says neither (a Payment Links+ API key).
+    pub fn mode(&self) -> Option<Mode> {
+        if self.0.starts_with("skey_live_") {
+            Some(Mode::Live)
+        } else if self.0.starts_with("skey_test_") {
+            Some(Mode::Test)
+        } else {
+            None
+        }
     }
 
     /// A short one-way hash that tells keys apart in the ledger header without revealing them.
@@ -83,7 +97,12 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretKey({}…redacted)", if self.mode() == Mode::Live { "skey_live_" } else { "skey_test_" })
+        let prefix = match self.mode() {
+            Some(Mode::Live) => "skey_live_",
+            Some(Mode::Test) => "skey_test_",
+            None => "",
+        };
+        write!(f, "SecretKey({prefix}…redacted)")
     }
 }
 
@@ -100,18 +119,26 @@ mod tests {
 
     #[test]
     fn keys_are_checked_and_never_printed() {
-        assert_eq!(SecretKey::new("pkey_test_abc".into(), "K").unwrap_err(), KeyError::Public("K".into()));
-        assert_eq!(SecretKey::new(" ".into(), "K").unwrap_err(), KeyError::Missing("K".into()));
-        assert!(matches!(SecretKey::new("skey test".into(), "K"), Err(KeyError::Malformed(_))));
-        let key = SecretKey::new("skey_test_Secret123".into(), "K").unwrap();
-        assert!(!format!("{key:?}").contains("Secret123"));
-        assert_eq!(key.mode(), Mode::Test);
-        assert_eq!(SecretKey::new("skey_live_x".into(), "K").unwrap().mode(), Mode::Live);
+        assert_eq!(
+            SecretKey::new("pkey_test_abc".into(), "K", "secret key").unwrap_err(),
+            KeyError::Public("K".into())
+        );
+        assert_eq!(
+            SecretKey::new(" ".into(), "K", "secret key").unwrap_err(),
+            KeyError::Missing { variable: "K".into(), what: "secret key" }
+        );
+        assert!(matches!(SecretKey::new("skey test".into(), "K", "secret key"), Err(KeyError::Malformed(_))));
+        let key = SecretKey::new("skey_test_Secret123".into(), "K", "secret key").unwrap();
+        assert_eq!(format!("{key:?}"), "SecretKey(skey_test_…redacted)");
+        assert_eq!(key.mode(), Some(Mode::Test));
+        assert_eq!(SecretKey::new("skey_live_x".into(), "K", "secret key").unwrap().mode(), Some(Mode::Live));
+        let plus = SecretKey::new("lp_9f2c1e7a55".into(), "K", "Payment Links+ API key").unwrap();
+        assert_eq!((plus.mode(), format!("{plus:?}")), (None, "SecretKey(…redacted)".to_owned()));
     }
 
     #[test]
     fn an_echoed_key_is_redacted() {
-        let key = SecretKey::new("skey_test_Secret123".into(), "K").unwrap();
+        let key = SecretKey::new("skey_test_Secret123".into(), "K", "secret key").unwrap();
         assert_eq!(key.redact("auth skey_test_Secret123 seen"), "auth [secret key] seen");
     }
 }

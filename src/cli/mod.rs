@@ -171,7 +171,8 @@ struct RunArgs {
     /// Requests in flight at once.
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Allow a live key (`skey_live_…`): real links, real money.
+    /// Allow a live key (`skey_live_…`, or a key whose mode cannot be told, such as a Payment Links+ API
+    /// key, unless the job states `[api] mode`): real links, real money.
     #[arg(long)]
     live: bool,
 }
@@ -274,7 +275,7 @@ where
     install_panic_hook();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => return Outcome::Usage(e.render().to_string()),
+        Err(e) if e.use_stderr() => return Outcome::Usage(crate::redact::quoted_values(&e.render().to_string())),
         Err(e) => {
             // --help and --version: what was asked for, on stdout.
             let _ = e.print();

@@ -74,7 +74,7 @@ async fn all_links(plan: &Plan, client: &Client, rows: &[PlannedRow]) -> Result<
     for team in teams {
         let mut offset = 0;
         loop {
-            let page = retried(plan, || client.list(SystemTime::UNIX_EPOCH, offset, team))
+            let page = retried(plan.endpoint(), || client.list(SystemTime::UNIX_EPOCH, offset, team))
                 .await
                 .map_err(|e| Outcome::aborted(anyhow::anyhow!("listing the links: {e}; no ledger was written")))?;
             offset += page.links.len();

@@ -9,16 +9,18 @@ use crate::api::{ApiError, Client, Mode, SecretKey};
 use crate::job::{ApiKind, AuthScheme, JobSpec};
 use crate::ledger::{Header, Ledger, VERSION};
 use crate::outcome::Outcome;
-use crate::plan::{LinkRequest, Overrides, Plan, PlannedRow};
+use crate::plan::{Endpoint, LinkRequest, Overrides, Plan, PlannedRow};
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
+    // What is known: the key's prefix, else the job's `[api] mode`, else nothing (such a run needed --live).
+    let mode = key.mode().or(plan.endpoint().mode()).map_or("unknown", Mode::name);
     Header {
         version: VERSION,
         api: plan.api().name().to_owned(),
         base_url: base_url.to_owned(),
-        mode: key.mode().name().to_owned(),
+        mode: mode.to_owned(),
         key_hash: key.fingerprint(),
         auth: None,
     }
@@ -97,6 +99,13 @@ pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) ->
 /// The job planned with the command's flags. With `--sandbox` an in-process sandbox is started first, its
 /// address the plan's base URL; it lives as long as the value returned (its ledger records "sandbox").
 pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), Outcome> {
+    let (spec, overrides, sandbox) = job_with_flags(args).await?;
+    let (plan, _) = Plan::new(spec, &overrides)?;
+    Ok((plan, sandbox))
+}
+
+/// The job file, the flags as [`Overrides`], and the sandbox `--sandbox` starts (its address the base URL).
+async fn job_with_flags(args: &RunArgs) -> Result<(JobSpec, Overrides, Option<Sandbox>), Outcome> {
     let spec = JobSpec::load(&args.job.job)?;
     let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
     let extra = Overrides {
@@ -105,14 +114,13 @@ pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), O
         sandbox: args.sandbox,
         ..Overrides::default()
     };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra))?;
-    Ok((plan, sandbox))
+    Ok((spec, overrides(&args.job, args.output.clone(), &args.limits, extra), sandbox))
 }
 
 /// The key, the ledger header the job's links are recorded under, and a client with the Links+ scheme
 /// settled (found and put in the header when the job says `auto`).
 pub(super) async fn connect(plan: &Plan, args: &RunArgs) -> Result<(Client, Header), Outcome> {
-    let key = secret_key(plan, args.sandbox, args.live)?;
+    let key = secret_key(plan.endpoint(), args.sandbox, args.live)?;
     let ledger_base = if args.sandbox { "sandbox" } else { plan.base_url() };
     let mut header = header(plan, &key, ledger_base);
     let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
@@ -133,20 +141,45 @@ async fn start_sandbox() -> Result<Sandbox, Outcome> {
     Ok(server)
 }
 
-/// The key from the job's variable (`--sandbox` has its own when none is set); a live key needs `--live`.
-fn secret_key(plan: &Plan, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
-    let raw_key = std::env::var(plan.key_env()).ok().filter(|k| !k.trim().is_empty());
+/// The key from the job's variable, its `_FILE` or a systemd credential (`--sandbox` has its own when none is
+/// set). A live key needs `--live`, and so does a key whose mode neither its prefix nor the job tells.
+fn secret_key(plan: &Endpoint, sandbox: bool, live: bool) -> Result<SecretKey, Outcome> {
+    let raw_key = crate::secret::read(plan.key_env()).map_err(usage)?;
     let raw_key = match (raw_key, sandbox) {
         (Some(key), _) => key,
         (None, true) => SANDBOX_KEY.to_owned(),
         (None, false) => String::new(),
     };
-    let key = SecretKey::new(raw_key, plan.key_env())?;
-    if key.mode() == Mode::Live && !live {
-        return Err(usage(format!(
-            "the key in ${} is a live key: it creates real payment links. Pass --live to confirm",
-            plan.key_env()
-        )));
+    let key = SecretKey::new(raw_key, plan.key_env(), plan.api().key_name())?;
+    let mode = match (key.mode(), plan.mode()) {
+        (Some(from_key), Some(stated)) if from_key != stated => {
+            return Err(usage(format!(
+                "the key in ${} is a {}-mode key, and the job says [api] mode = \"{}\"",
+                plan.key_env(),
+                from_key.name(),
+                stated.name()
+            )));
+        }
+        (from_key, stated) => from_key.or(stated),
+    };
+    match mode {
+        Some(Mode::Test) => {}
+        _ if live => {}
+        Some(Mode::Live) => {
+            return Err(usage(format!(
+                "the key in ${} is a live key: it creates real payment links. Pass --live to confirm",
+                plan.key_env()
+            )));
+        }
+        None => {
+            return Err(usage(format!(
+                "the {} in ${} does not tell test from live (only skey_test_… and skey_live_… keys do), so it is \
+                 treated as live: pass --live to confirm real links, or state the mode in the job: [api] mode = \
+                 \"test\" or \"live\"",
+                plan.api().key_name(),
+                plan.key_env()
+            )));
+        }
     }
     Ok(key)
 }
@@ -171,9 +204,10 @@ fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Res
 }
 
 /// `templates`: the Links+ team's templates, read with the job's key and scheme (found as for a run, on the
-/// list itself when the job does not fix one). Sends nothing but reads.
+/// list itself when the job does not fix one). Sends nothing but reads; reads the job's `[api]`, not its input.
 pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
-    let (plan, _sandbox) = planned(&args.run).await?;
+    let (spec, overrides, _sandbox) = job_with_flags(&args.run).await?;
+    let plan = Endpoint::new(&spec, &overrides)?;
     if plan.api() != ApiKind::LinksPlus {
         return Err(usage("templates are Payment Links+'s: this job's kind is the classic Links API"));
     }
@@ -222,7 +256,7 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
     };
     for scheme in AuthScheme::TRIED {
         let client = client.with_auth(scheme);
-        match retried(plan, || client.accepts_auth(template)).await {
+        match retried(plan.endpoint(), || client.accepts_auth(template)).await {
             Ok(true) => {
                 tracing::info!("Links+ accepts the {} scheme; recorded in the ledger header", scheme.name());
                 return Ok(scheme);
@@ -241,7 +275,7 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
 
 /// A read before the run, sent again as the job's retry policy says while the answer is retryable (a 429, a
 /// 5xx, a lost connection): reads are safe to repeat, and a passing fault must not stop the job.
-pub(super) async fn retried<T, F, Fut>(plan: &Plan, mut read: F) -> Result<T, ApiError>
+pub(super) async fn retried<T, F, Fut>(plan: &Endpoint, mut read: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
@@ -274,7 +308,7 @@ fn first_template(plan: &Plan) -> Result<Option<u64>, Outcome> {
 
 /// Links+: the job's template must exist and belong to its team, or nothing is created.
 async fn check_template(plan: &Plan, client: &Client, team: u64, template: u64) -> Result<(), Outcome> {
-    match retried(plan, || client.template_team(template)).await {
+    match retried(plan.endpoint(), || client.template_team(template)).await {
         Ok(owner) if owner == team => Ok(()),
         Ok(owner) => Err(usage(format!(
             "[link] template_id {template} belongs to team {owner}, not to team_id {team}; nothing was created"

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy, check_base_url,
-    check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
+    Endpoint, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy,
+    check_base_url, check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{ApiKind, JobSpec, LinkSpec};
@@ -20,7 +20,8 @@ impl Plan {
     pub fn new(spec: JobSpec, overrides: &Overrides) -> Result<(Plan, InputReader), PlanError> {
         let input_path = overrides.input.clone().or(spec.input.path.clone()).ok_or(PlanError::NoInput)?;
         let format = detect_format(&input_path, spec.input.format)?;
-        let mut reader = InputReader::open(&input_path, format)?;
+        let delimiter = delimiter(spec.input.delimiter.as_deref())?;
+        let mut reader = InputReader::open(&input_path, format, delimiter)?;
         let vars = run_vars(&overrides.vars, reader.columns())?;
         let key = template("[input] key", &spec.input.key)?;
         let amount = template("[link] amount", &spec.link.amount)?;
@@ -42,27 +43,15 @@ impl Plan {
         let (output_path, ledger_path) = paths(&spec, overrides);
         check_paths(&input_path, &output_path, &ledger_path)?;
         let plan = Plan {
-            api: spec.api.kind,
-            base_url: base_url(&spec, overrides)?,
-            timeout: duration("[api] timeout", &spec.api.timeout, Duration::from_millis(1), HOUR)?,
-            auth: spec.api.auth,
+            endpoint: Endpoint::new(&spec, overrides)?,
             input_path,
             format,
+            delimiter,
             output_path,
             ledger_path,
             rates: rates(&spec, overrides)?,
             rates_from_flags: overrides.limits.is_some(),
             concurrency: concurrency(overrides.concurrency.unwrap_or(spec.limits.concurrency))?,
-            retry: RetryPolicy {
-                attempts: Some(spec.retry.attempts)
-                    .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
-                    .ok_or(PlanError::Attempts(spec.retry.attempts))?,
-                base_delay: duration("[retry] base_delay", &spec.retry.base_delay, Duration::ZERO, HOUR)?,
-                max_delay: duration("[retry] max_delay", &spec.retry.max_delay, Duration::ZERO, HOUR)?,
-                breaker: Some(spec.retry.breaker)
-                    .filter(|n| (1..=MAX_BREAKER).contains(n))
-                    .ok_or(PlanError::Breaker(spec.retry.breaker))?,
-            },
             active_links: spec.limits.active_links,
             extra_columns: spec.output.columns,
             extra_positions,
@@ -73,9 +62,45 @@ impl Plan {
             amount_unit: spec.link.amount_unit,
             link,
             name: spec.name,
-            key_env: spec.api.key_env,
         };
         Ok((plan, reader))
+    }
+}
+
+impl Endpoint {
+    /// Checks the job's `[api]` and `[retry]` with the overrides; reads no input.
+    pub fn new(spec: &JobSpec, overrides: &Overrides) -> Result<Endpoint, PlanError> {
+        Ok(Endpoint {
+            api: spec.api.kind,
+            key_env: spec.api.key_env.clone(),
+            base_url: base_url(spec, overrides)?,
+            timeout: duration("[api] timeout", &spec.api.timeout, Duration::from_millis(1), HOUR)?,
+            auth: spec.api.auth,
+            retry: RetryPolicy {
+                attempts: Some(spec.retry.attempts)
+                    .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                    .ok_or(PlanError::Attempts(spec.retry.attempts))?,
+                base_delay: duration("[retry] base_delay", &spec.retry.base_delay, Duration::ZERO, HOUR)?,
+                max_delay: duration("[retry] max_delay", &spec.retry.max_delay, Duration::ZERO, HOUR)?,
+                breaker: Some(spec.retry.breaker)
+                    .filter(|n| (1..=MAX_BREAKER).contains(n))
+                    .ok_or(PlanError::Breaker(spec.retry.breaker))?,
+            },
+            team_id: match spec.link.team_id {
+                Some(crate::job::Field::Fixed(team)) if spec.api.kind == ApiKind::LinksPlus => Some(team),
+                _ => None,
+            },
+            mode: spec.api.mode,
+        })
+    }
+}
+
+/// `[input] delimiter`: one ASCII character that is not a quote or a line break (`,` when absent).
+fn delimiter(written: Option<&str>) -> Result<u8, PlanError> {
+    match written.map(str::as_bytes) {
+        None => Ok(b','),
+        Some(&[byte]) if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(byte),
+        Some(_) => Err(PlanError::Delimiter(written.unwrap_or_default().to_owned())),
     }
 }
 

@@ -10,6 +10,7 @@ mod request;
 mod row;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,6 +128,9 @@ pub enum PlanError {
     /// A fixed webhook URL that is not https with a host.
     #[error("[link] custom_webhook {0}")]
     Webhook(String),
+    /// `[input] delimiter` is not one character that can separate fields.
+    #[error("[input] delimiter = {0:?}: one ASCII character other than a quote or a line break, e.g. \";\" or \"\\t\"")]
+    Delimiter(String),
     /// Placeholders naming no column and no `--var`.
     #[error("no input column or --var for {} (columns in {}: {})", .unknown.join(", "), .input.display(), listed(.columns))]
     UnknownPlaceholders {
@@ -206,7 +210,21 @@ fn listed(columns: &[String]) -> String {
     if columns.len() > 20 {
         names.push(format!("… and {} more", columns.len() - 20));
     }
-    names.join(", ")
+    let mut text = names.join(", ");
+    // One column whose name holds another separator: the file is not comma-separated.
+    if let [only] = columns
+        && let Some((shown, written)) = [(';', ";"), ('\t', "\\t"), ('|', "|")]
+            .into_iter()
+            .find(|(c, _)| only.contains(*c))
+            .map(|(c, w)| (c.escape_default().to_string(), w))
+    {
+        let _ = write!(
+            text,
+            "; the header is one column holding `{shown}`: the file looks separated by `{shown}`, not commas: set \
+             [input] delimiter = \"{written}\""
+        );
+    }
+    text
 }
 
 /// How a field of the link is produced per row.
@@ -268,24 +286,77 @@ impl LinkTemplates {
     }
 }
 
-/// A checked job, ready to run against its input.
+/// Where a job's requests go and how: all that a command needs that reads the server and no row
+/// (`templates`), checked from the job file alone.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    name: String,
+pub struct Endpoint {
     api: ApiKind,
     key_env: String,
     base_url: String,
     timeout: Duration,
     auth: AuthScheme,
+    retry: RetryPolicy,
+    team_id: Option<u64>,
+    mode: Option<crate::api::Mode>,
+}
+
+impl Endpoint {
+    /// The API the job creates links on.
+    pub fn api(&self) -> ApiKind {
+        self.api
+    }
+
+    /// The environment variable (or its file) holding the key.
+    pub fn key_env(&self) -> &str {
+        &self.key_env
+    }
+
+    /// The checked base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Links+: how the key is sent (`Auto`: found before the first create).
+    pub fn auth(&self) -> AuthScheme {
+        self.auth
+    }
+
+    /// Retries and backoff.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Links+: the job's team, when it is fixed in the job (not a column).
+    pub fn team_id(&self) -> Option<u64> {
+        self.team_id
+    }
+
+    /// The key's mode as the job states it (`[api] mode`), for a key that does not say.
+    pub fn mode(&self) -> Option<crate::api::Mode> {
+        self.mode
+    }
+}
+
+/// A checked job, ready to run against its input.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    name: String,
+    endpoint: Endpoint,
     input_path: PathBuf,
     format: InputFormat,
+    /// CSV: the byte between fields.
+    delimiter: u8,
     output_path: PathBuf,
     ledger_path: PathBuf,
     rates: Vec<Rate>,
     rates_from_flags: bool,
     concurrency: usize,
     active_links: Option<u64>,
-    retry: RetryPolicy,
     extra_columns: Vec<String>,
     columns: Vec<String>,
     /// Where each extra output column sits in `columns`, resolved once for every row.
@@ -376,29 +447,34 @@ impl Plan {
         &self.name
     }
 
+    /// Where its requests go and how.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Which API.
     pub fn api(&self) -> ApiKind {
-        self.api
+        self.endpoint.api
     }
 
     /// The environment variable holding the key.
     pub fn key_env(&self) -> &str {
-        &self.key_env
+        &self.endpoint.key_env
     }
 
     /// Base URL: https, or http on loopback.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.endpoint.base_url
     }
 
     /// Per-request timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.endpoint.timeout
     }
 
     /// Links+ auth scheme.
     pub fn auth(&self) -> AuthScheme {
-        self.auth
+        self.endpoint.auth
     }
 
     /// The input.
@@ -433,10 +509,7 @@ impl Plan {
 
     /// The Links+ team the job names, when it is fixed (not a column).
     pub fn team_id(&self) -> Option<u64> {
-        match &self.link {
-            LinkTemplates::Plus { team_id: FieldSource::Fixed(team), .. } => Some(*team),
-            _ => None,
-        }
+        self.endpoint.team_id
     }
 
     /// The account's cap on active links, when the job states it.
@@ -446,7 +519,7 @@ impl Plan {
 
     /// Retry policy.
     pub fn retry(&self) -> RetryPolicy {
-        self.retry
+        self.endpoint.retry
     }
 
     /// Input columns copied to the output.
@@ -456,7 +529,7 @@ impl Plan {
 
     /// Opens the input afresh, reading the columns this plan uses.
     pub fn reader(&self) -> Result<InputReader, PlanError> {
-        let mut reader = InputReader::open(&self.input_path, self.format)?;
+        let mut reader = InputReader::open(&self.input_path, self.format, self.delimiter)?;
         reader.select(self.columns.clone());
         Ok(reader)
     }

@@ -163,6 +163,16 @@ impl Plan {
         self.row_reusing(record, None)
     }
 
+    /// A row the input could read only in part (`reason`): named by its key when the key's columns were
+    /// read, with the copied columns that were.
+    pub fn partly_read(&self, record: &Record, reason: String) -> RowError {
+        let extra: Vec<String> =
+            self.extra_positions.iter().map(|&i| record.cells[i].clone().unwrap_or_default()).collect();
+        let mut key = String::new();
+        let rendered = Cells { plan: self, record, key: None, extra: &extra }.render_into("key", &self.key, &mut key);
+        RowError { line: record.line, key: rendered.ok().map(|()| key), field: "input", reason, extra }
+    }
+
     /// [`Plan::row`], filling the strings of a row done with (`spare`) rather than allocating new ones.
     pub fn row_reusing(&self, record: &Record, spare: Option<PlannedRow>) -> Result<PlannedRow, RowError> {
         let (mut key, mut extra, spare) = match spare {

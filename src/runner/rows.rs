@@ -132,13 +132,10 @@ fn plan_record(
     spare: Option<PlannedRow>,
 ) -> Result<PlannedRow, RowError> {
     match record {
-        Err(rejection) => Err(RowError {
-            line: rejection.line,
-            key: None,
-            field: "input",
-            reason: rejection.reason,
-            extra: Vec::new(),
-        }),
+        Err(Rejection { partial: Some(partial), reason, .. }) => Err(plan.partly_read(&partial, reason)),
+        Err(Rejection { line, reason, partial: None }) => {
+            Err(RowError { line, key: None, field: "input", reason, extra: Vec::new() })
+        }
         Ok(record) => plan.row_reusing(record, spare),
     }
 }

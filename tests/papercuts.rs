@@ -1,0 +1,153 @@
+//! What a newcomer and an audit tripped over, each pinned by the bug it was: a key echoed back, a cause said
+//! twice, a semicolon CSV, `templates` reading the input, a rejected JSONL row without its key, Links+ keys
+//! taken for test keys, and a key that could only come from a variable.
+
+use linkbatch::sandbox::SandboxConfig;
+
+use crate::support::{JobFile, World, read_csv};
+
+/// Regression: `--var "=$OMISE_SECRET_KEY"` printed the whole key in the refusal cron mails out.
+#[test]
+fn a_key_typed_into_a_flag_is_never_echoed() {
+    let world = World::new();
+    let typed = "=skey_test_5ucXyZtyped0key";
+    world.linkbatch(&["validate", "jobs/event-tickets.toml", "--var", typed]).says(
+        2,
+        "error: invalid value '=ske…' for '--var <NAME=VALUE>': the name before `=` is empty: write NAME=VALUE\n\n\
+         For more information, try '--help'.\n",
+    );
+    // A key of any shape (a Links+ key has no prefix), typed where a flag's value goes: cut to a prefix.
+    world.linkbatch(&["validate", "jobs/event-tickets.toml", "--var", "lp_k3y_0f_th3_us3r"]).says(
+        2,
+        "error: invalid value 'lp_k…' for '--var <NAME=VALUE>': there is no `=`: write NAME=VALUE\n\nFor more \
+         information, try '--help'.\n",
+    );
+}
+
+/// Regression: `cannot read job file jobs/x.toml: No such file or directory (os error 2): No such file or
+/// directory (os error 2)`.
+#[test]
+fn a_cause_is_said_once() {
+    World::new()
+        .linkbatch(&["run", "jobs/none.toml"])
+        .says(2, "error: cannot read job file jobs/none.toml: No such file or directory (os error 2)\n");
+}
+
+/// Regression: a semicolon CSV (Excel in much of Europe and South America) was one column, with no hint.
+#[test]
+fn a_semicolon_csv_is_named_and_read_with_its_delimiter() {
+    let world = World::new();
+    let csv = std::fs::read_to_string("samples/tickets.csv").unwrap().replace(',', ";");
+    std::fs::write(world.path("tickets.csv"), csv).unwrap();
+    let input = world.path("tickets.csv");
+    let input = input.to_str().unwrap();
+    world.run_job("jobs/event-tickets.toml", &["--input", input]).says(
+        2,
+        &format!(
+            "error: no input column or --var for {{event}} in [input] key, {{tier}} in [input] key, {{price}} in \
+             [link] amount, {{currency}} in [link] currency, {{event}} in [link] title, {{tier}} in [link] title, \
+             {{tier}} in [link] description, {{event}} in [link] description (columns in {input}: \
+             tier;event;price;currency;capacity; the header is one column holding `;`: the file looks separated by \
+             `;`, not commas: set [input] delimiter = \";\")\n"
+        ),
+    );
+    assert_eq!(world.stats().creates, 0);
+    let job = JobFile::sample("event-tickets").add("input.delimiter", ";").write(&world, "semicolon.toml");
+    world.run_job(&job, &["--input", input]).code(0);
+    let rows = world.output();
+    let plain: Vec<_> = read_csv(std::path::Path::new("samples/tickets.csv"));
+    assert_eq!(rows.len(), plain.len());
+    assert!(rows.iter().zip(&plain).all(|(out, row)| out["tier"] == row["tier"] && out["status"] == "created"));
+}
+
+/// Regression: `templates` from another folder failed with "cannot read input samples/tickets-plus.csv",
+/// though listing templates reads no row.
+#[test]
+fn templates_reads_no_input() {
+    let world = World::new();
+    let job = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/event-tickets-plus.toml");
+    let outcome = world
+        .linkbatch(&["templates", job.to_str().unwrap(), "--base-url", &world.base_url()])
+        .current_dir(world.dir.path())
+        .code(0);
+    assert_eq!(
+        outcome.stdout,
+        "team 456: 2 template(s)\n  123      THB  Standard checkout\n  124      USD  International\n"
+    );
+}
+
+/// Regression: a JSONL row rejected for one field (`price` of `1e-400`) lost its key and copied columns.
+#[test]
+fn a_rejected_jsonl_row_keeps_what_could_be_read() {
+    let world = World::new();
+    let input = world.path("catalog.jsonl");
+    let rows = [
+        r#"{"sku": "A-1", "name": "Mug", "description": "d", "price": "10.00", "currency": "thb", "stock": 3}"#,
+        r#"{"sku": "A-2", "name": "Cup", "description": "d", "price": 1e-400, "currency": "thb", "stock": 7}"#,
+    ];
+    std::fs::write(&input, rows.join("\n")).unwrap();
+    world.run_job("jobs/catalog-import.toml", &["--input", input.to_str().unwrap()]).code(1);
+    let out = world.output();
+    let rejected = &out[1];
+    assert_eq!(
+        (rejected["line"].as_str(), rejected["key"].as_str(), rejected["status"].as_str(), rejected["stock"].as_str()),
+        ("2", "A-2", "rejected", "7")
+    );
+    assert_eq!(out[0]["status"], "created");
+}
+
+/// Regression: a Payment Links+ API key (no `skey_` prefix) was recorded and run as a test key.
+#[test]
+fn a_key_that_does_not_tell_its_mode_needs_live_or_the_jobs_word() {
+    let world = World::new();
+    world.run_job("jobs/event-tickets-plus.toml", &[]).env("OMISE_SECRET_KEY", "lp_live_or_test_who_knows").says(
+        2,
+        "error: the Payment Links+ API key in $OMISE_SECRET_KEY does not tell test from live (only skey_test_… and \
+         skey_live_… keys do), so it is treated as live: pass --live to confirm real links, or state the mode in the \
+         job: [api] mode = \"test\" or \"live\"\n",
+    );
+    assert_eq!(world.stats().requests.values().sum::<u64>(), 0, "refused before any request");
+    // The job's word settles it; a job that says "test" beside a live key is refused.
+    let tested = JobFile::sample("event-tickets-plus").add("api.mode", "test").write(&world, "plus-test.toml");
+    world
+        .run_job(&tested, &[])
+        .env("OMISE_SECRET_KEY", "skey_live_abcdef1")
+        .says(2, "error: the key in $OMISE_SECRET_KEY is a live-mode key, and the job says [api] mode = \"test\"\n");
+    world.run_job(&tested, &[]).code(0);
+    let header: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(world.path("ledger.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
+    assert_eq!(header["mode"], "test");
+}
+
+/// Hosts hand secrets to jobs as files: `<key_env>_FILE` and systemd's `$CREDENTIALS_DIRECTORY/<key_env>`.
+#[test]
+fn the_key_comes_from_a_file_or_a_credential() {
+    let world = World::with(SandboxConfig::default());
+    let file = world.path("key");
+    std::fs::write(&file, format!("{}\n", world.key)).unwrap();
+    world
+        .run_job("jobs/event-tickets.toml", &[])
+        .env_remove("OMISE_SECRET_KEY")
+        .env("OMISE_SECRET_KEY_FILE", file.to_str().unwrap())
+        .code(0);
+    let made = world.stats().creates;
+    assert!(made > 0);
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("OMISE_SECRET_KEY"), &world.key).unwrap();
+    world
+        .run_job("jobs/event-tickets.toml", &[])
+        .env_remove("OMISE_SECRET_KEY")
+        .env("CREDENTIALS_DIRECTORY", credentials.path().to_str().unwrap())
+        .code(0);
+    let both = world.run_job("jobs/event-tickets.toml", &[]).env("OMISE_SECRET_KEY_FILE", file.to_str().unwrap()).says(
+        2,
+        &format!(
+            "error: $OMISE_SECRET_KEY and the file {} are both set for OMISE_SECRET_KEY: keep one (a host's secret \
+                 file, or the variable)\n",
+            file.display()
+        ),
+    );
+    assert!(!both.stderr.contains(&world.key[10..]));
+    assert_eq!(world.stats().creates, made, "the first run made the links; the others found them under one key");
+}
