@@ -240,6 +240,9 @@ pub struct JobSpec {
     /// `[output]`.
     #[serde(default)]
     pub output: OutputSpec,
+    /// `[monitor]`: a ping and a metrics textfile.
+    #[serde(default)]
+    pub monitor: crate::monitor::MonitorSpec,
 }
 
 fn default_key_env() -> String {

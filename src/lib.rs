@@ -11,6 +11,7 @@ pub mod input;
 pub mod job;
 pub mod ledger;
 pub mod money;
+pub mod monitor;
 pub mod outcome;
 pub mod output;
 pub mod plan;

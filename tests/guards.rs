@@ -101,6 +101,12 @@ fn the_secret_key_appears_nowhere() {
         ])
         .env("OMISE_SECRET_KEY", "SECRETMARKER-wrong")
         .code(3);
+    // A slip of the shell puts the key where a flag's value goes; a ledger refused for another key.
+    let flags = world.run_job("jobs/event-tickets.toml", &["--var", "=skey_test_SECRETMARKER", "-vv"]).code(2);
+    let refused = world
+        .run_job("jobs/event-tickets.toml", &["-vv"])
+        .env("OMISE_SECRET_KEY", "skey_test_SECRETMARKER_other")
+        .code(3);
     let ledger = std::fs::read_to_string(world.path("ledger.jsonl")).unwrap();
     let output = std::fs::read_to_string(world.path("out.csv")).unwrap();
     for (place, text) in [
@@ -108,6 +114,8 @@ fn the_secret_key_appears_nowhere() {
         ("stdout", &outcome.stdout),
         ("json logs", &json.stderr),
         ("401 run", &wrong.stderr),
+        ("bad flags", &flags.stderr),
+        ("refused ledger", &refused.stderr),
         ("ledger", &ledger),
         ("output", &output),
     ] {

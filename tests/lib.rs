@@ -7,6 +7,7 @@ mod compat;
 mod fuzz;
 mod guards;
 mod guide;
+mod host;
 mod hostile;
 mod papercuts;
 mod rates;

@@ -99,6 +99,23 @@ pub struct Client {
     key: SecretKey,
     api: ApiKind,
     auth: AuthScheme,
+    answers: Answers,
+}
+
+/// How many answers of each HTTP status this client and its copies got (0: no answer at all), for the
+/// run's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Answers(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u16, u64>>>);
+
+impl Answers {
+    fn count(&self, status: u16) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(status).or_default() += 1;
+    }
+
+    /// The counts so far, by status.
+    pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 impl fmt::Debug for Client {
@@ -130,7 +147,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key, api, auth })
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key, api, auth, answers: Answers::default() })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -164,7 +181,7 @@ impl Client {
                 ApiError::Retryable { retry_after: None, rate_limited: false, reason }
             }
         };
-        let response = builder.send().await.map_err(|e| {
+        let response = builder.send().await.inspect_err(|_| self.answers.count(0)).map_err(|e| {
             // Connection refused or never established: the request never reached a server.
             if e.is_connect() {
                 ApiError::Retryable { retry_after: None, rate_limited: false, reason: describe(&e) }
@@ -173,6 +190,7 @@ impl Client {
             }
         })?;
         let status = response.status().as_u16();
+        self.answers.count(status);
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| lost(describe(&e)))?;
         let json = serde_json::from_slice::<Value>(&body).ok();
@@ -318,6 +336,11 @@ impl Client {
     pub fn with_auth(&self, auth: AuthScheme) -> Client {
         Client { auth, ..self.clone() }
     }
+
+    /// The tally of answers by status, shared by this client and its copies.
+    pub fn answers(&self) -> Answers {
+        self.answers.clone()
+    }
 }
 
 /// The most of an unreadable answer the ledger keeps.
@@ -367,7 +390,7 @@ fn retry_after(value: &str) -> Option<Duration> {
 }
 
 /// A transport error in one line, with its cause (reqwest's top line alone says little).
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

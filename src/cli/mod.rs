@@ -5,6 +5,7 @@
 //! environment and goes straight into a [`SecretKey`]; it is never printed.
 
 mod inspect;
+mod manual;
 mod recover;
 mod run;
 mod sandbox;
@@ -39,9 +40,12 @@ Exit codes: 0 every row has a link; 1 some rows failed, were rejected or conflic
 input error (nothing sent); 3 aborted (authentication failure, ledger locked or mismatched);
 130 interrupted (run again to resume).";
 
+/// The version and the commit the binary was built from (`-dirty`: with uncommitted changes).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LINKBATCH_COMMIT"), ")");
+
 /// Turns rows of a CSV or JSONL file into Omise payment links, exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "linkbatch", version, about, after_help = EXAMPLES)]
+#[command(name = "linkbatch", version = VERSION, about, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,6 +88,16 @@ enum Command {
     Recover(RunArgs),
     /// List a Links+ team's templates (id, name, currency), for a job's template id; nothing is created.
     Templates(TemplatesArgs),
+    /// Print a shell's completion script (bash, zsh, fish…) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages into DIR: linkbatch(1), a page per command, and linkbatch-job(5).
+    Man {
+        /// Where the pages go (made when missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +308,16 @@ where
     outcome
 }
 
+/// Whether a command line (the program's name first) parses with linkbatch's flags: how a unit file or a
+/// crontab line is checked without running it. The refusal is clap's, values cut as [`run`] prints them.
+pub fn parses<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args).map(drop).map_err(|e| crate::redact::quoted_values(&e.render().to_string()))
+}
+
 /// A panic's text goes through [`crate::redact`] like every other line: a key in a value being formatted
 /// must not reach a terminal or a cron mail that way either.
 fn install_panic_hook() {
@@ -369,6 +393,8 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Validate(args) => inspect::validate(&args),
         Command::Status(args) => inspect::status(&args),
         Command::Sandbox(args) => sandbox::sandbox(args).await,
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man { dir } => manual::man(&dir),
     }
 }
 

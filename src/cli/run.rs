@@ -36,9 +36,45 @@ pub(super) struct Flags {
     pub(super) by_id: bool,
 }
 
+/// What a run heard, for its monitors: rows by status once the output is written, and the client's tally.
+#[derive(Default)]
+struct Heard {
+    rows: std::collections::BTreeMap<String, u64>,
+    answers: Option<crate::api::Answers>,
+}
+
 pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) -> Ended {
     let (plan, sandbox) = planned(&args).await?;
-    let (client, header) = connect(&plan, &args).await?;
+    let mut heard = Heard::default();
+    let Some(monitor) = plan.monitor().cloned() else {
+        return Box::pin(send(plan, sandbox, &args, (work, flags, quiet), &mut heard)).await;
+    };
+    // A job that cannot even be planned never started; from here on, every end is the monitor's to hear.
+    let started = std::time::Instant::now();
+    monitor.start().await;
+    // Boxed: the run's future is large, and this one is awaited once.
+    let ended = Box::pin(send(plan, sandbox, &args, (work, flags, quiet), &mut heard)).await;
+    let (Ok(outcome) | Err(outcome)) = &ended;
+    let report = crate::monitor::Report {
+        code: outcome.code(),
+        rows: heard.rows,
+        answers: heard.answers.map(|a| a.by_status()).unwrap_or_default(),
+        elapsed: started.elapsed(),
+    };
+    monitor.finish(&report).await;
+    ended
+}
+
+/// The run itself, once planned: the key, the ledger, the survey, then the runner.
+async fn send(
+    plan: Plan,
+    sandbox: Option<Sandbox>,
+    args: &RunArgs,
+    (work, flags, quiet): (Work, Flags, bool),
+    heard: &mut Heard,
+) -> Ended {
+    let (client, header) = connect(&plan, args).await?;
+    heard.answers = Some(client.answers());
     if std::fs::metadata(plan.ledger_path()).map_or(true, |m| m.len() == 0) {
         // Checked before a new ledger is made in its place.
         refuse_if_output_names_more(&plan, &crate::ledger::Index::default())?;
@@ -86,6 +122,7 @@ pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) ->
     if let Some(server) = sandbox {
         server.shutdown().await;
     }
+    heard.rows = summary.counts.iter().map(|(status, n)| (status.name().to_owned(), *n)).collect();
     if summary.interrupted {
         eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
     }

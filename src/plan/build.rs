@@ -53,6 +53,7 @@ impl Plan {
             rates_from_flags: overrides.limits.is_some(),
             concurrency: concurrency(overrides.concurrency.unwrap_or(spec.limits.concurrency))?,
             active_links: spec.limits.active_links,
+            monitor: crate::monitor::Monitor::new(&spec.name, &spec.monitor)?,
             extra_columns: spec.output.columns,
             extra_positions,
             columns,

@@ -128,6 +128,9 @@ pub enum PlanError {
     /// A fixed webhook URL that is not https with a host.
     #[error("[link] custom_webhook {0}")]
     Webhook(String),
+    /// `[monitor]` cannot be used.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
     /// `[input] delimiter` is not one character that can separate fields.
     #[error("[input] delimiter = {0:?}: one ASCII character other than a quote or a line break, e.g. \";\" or \"\\t\"")]
     Delimiter(String),
@@ -357,6 +360,7 @@ pub struct Plan {
     rates_from_flags: bool,
     concurrency: usize,
     active_links: Option<u64>,
+    monitor: Option<crate::monitor::Monitor>,
     extra_columns: Vec<String>,
     columns: Vec<String>,
     /// Where each extra output column sits in `columns`, resolved once for every row.
@@ -510,6 +514,11 @@ impl Plan {
     /// The Links+ team the job names, when it is fixed (not a column).
     pub fn team_id(&self) -> Option<u64> {
         self.endpoint.team_id
+    }
+
+    /// The job's monitors, if it has any.
+    pub fn monitor(&self) -> Option<&crate::monitor::Monitor> {
+        self.monitor.as_ref()
     }
 
     /// The account's cap on active links, when the job states it.
