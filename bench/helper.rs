@@ -158,7 +158,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         version: VERSION,
         api: plan.api().name().to_owned(),
         base_url: base_url.trim_end_matches('/').to_owned(),
-        mode: key.mode().map_or("unknown", linkbatch::api::Mode::name).to_owned(),
+        mode: key.mode().map_or("unknown", linkbatch::terms::Mode::name).to_owned(),
         key_hash: key.fingerprint(),
         auth: None,
     };

@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::ApiError;
 use crate::digest::Digest;
-use crate::ledger::{KeyState, LinkRecord, OpenIntent, Payment};
-use crate::output::Status;
-use crate::plan::{LinkRequest, PlannedRow, RowError};
+use crate::ledger::{KeyState, LinkRecord};
+use crate::plan::{PlannedRow, RowError};
+use crate::request::LinkRequest;
+use crate::terms::Status;
+use crate::terms::{OpenIntent, Payment};
 
 /// The error codes linkbatch itself writes into the output (the server's own codes pass through as sent).
 pub mod codes {
@@ -577,7 +579,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::{Event, Index};
-    use crate::plan::ClassicRequest;
+    use crate::request::ClassicRequest;
 
     const GRACE: Duration = Duration::from_secs(2);
 
@@ -800,7 +802,7 @@ mod tests {
     #[test]
     fn only_a_description_or_metadata_change_is_updated_in_place() {
         let before = request("a");
-        let with = |f: &dyn Fn(&mut crate::plan::ClassicRequest)| {
+        let with = |f: &dyn Fn(&mut crate::request::ClassicRequest)| {
             let LinkRequest::Classic(mut r) = before.clone() else { unreachable!("a classic request") };
             f(&mut r);
             LinkRequest::Classic(r)
@@ -1096,7 +1098,7 @@ mod tests {
             multiple: false,
             deleted: false,
             team_template: None,
-            metadata: key.map(|k| [(crate::plan::KEY_IN_METADATA.to_owned(), k.to_owned())].into()),
+            metadata: key.map(|k| [(crate::request::KEY_IN_METADATA.to_owned(), k.to_owned())].into()),
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-use crate::job::InputFormat;
+use crate::terms::InputFormat;
 
 /// One input row: its line number and the cells the job asked for, in the order asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

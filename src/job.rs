@@ -8,88 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::money::AmountUnit;
-
-/// Which Omise API a job creates links on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiKind {
-    /// Classic Links API (`POST /links`).
-    Links,
-    /// Payment Links+ (`POST /external/links`).
-    LinksPlus,
-}
-
-impl ApiKind {
-    /// The production base URL.
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            ApiKind::Links => "https://api.omise.co",
-            ApiKind::LinksPlus => "https://linksplus-api.omise.co",
-        }
-    }
-
-    /// The name used in job files and the ledger header.
-    pub fn name(self) -> &'static str {
-        match self {
-            ApiKind::Links => "links",
-            ApiKind::LinksPlus => "links_plus",
-        }
-    }
-
-    /// What its key is called in messages: Omise issues Payment Links+ its own API keys.
-    pub fn key_name(self) -> &'static str {
-        match self {
-            ApiKind::Links => "secret key",
-            ApiKind::LinksPlus => "Payment Links+ API key",
-        }
-    }
-}
-
-/// How a Links+ request carries the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthScheme {
-    /// Found before the first create: a read with each scheme in turn (raw, bearer, basic), the first the
-    /// server accepts kept and recorded in the ledger header (SPEC section 1).
-    #[default]
-    Auto,
-    /// `Authorization: Bearer KEY`.
-    Bearer,
-    /// HTTP Basic, key as user name.
-    Basic,
-    /// `Authorization: KEY`.
-    Raw,
-}
-
-impl AuthScheme {
-    /// The schemes `Auto` tries, in order: Omise's Links+ documentation shows the raw key first.
-    pub const TRIED: [AuthScheme; 3] = [AuthScheme::Raw, AuthScheme::Bearer, AuthScheme::Basic];
-
-    /// The name in job files and the ledger header.
-    pub fn name(self) -> &'static str {
-        match self {
-            AuthScheme::Auto => "auto",
-            AuthScheme::Bearer => "bearer",
-            AuthScheme::Basic => "basic",
-            AuthScheme::Raw => "raw",
-        }
-    }
-
-    /// A scheme by its name (`raw`, `bearer`, `basic`).
-    pub fn named(name: &str) -> Option<AuthScheme> {
-        Self::TRIED.into_iter().find(|s| s.name() == name)
-    }
-}
-
-/// Input file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// Comma-separated with a header line.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
-}
+use crate::terms::{ApiKind, AuthScheme, InputFormat};
 
 /// A value that is either fixed in the job or a template over the row (`multiple = true` or `"{multi}"`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -119,7 +38,7 @@ pub struct ApiSpec {
     #[serde(default)]
     pub auth: AuthScheme,
     /// The key's mode, for a key that does not say (a Payment Links+ API key); a secret key's prefix says.
-    pub mode: Option<crate::api::Mode>,
+    pub mode: Option<crate::terms::Mode>,
 }
 
 /// `[input]`.
@@ -219,6 +138,16 @@ pub struct OutputSpec {
     pub columns: Vec<String>,
 }
 
+/// `[monitor]` as written in the job.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    /// Healthchecks-style ping URL (https, or http on loopback).
+    pub ping: Option<String>,
+    /// Where the Prometheus textfile goes (`….prom`).
+    pub textfile: Option<PathBuf>,
+}
+
 /// A job file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,7 +171,7 @@ pub struct JobSpec {
     pub output: OutputSpec,
     /// `[monitor]`: a ping and a metrics textfile.
     #[serde(default)]
-    pub monitor: crate::monitor::MonitorSpec,
+    pub monitor: MonitorSpec,
 }
 
 fn default_key_env() -> String {

@@ -18,10 +18,12 @@ pub mod plan;
 pub mod progress;
 pub mod rate;
 pub mod redact;
+pub mod request;
 pub mod runner;
 pub mod sandbox;
 pub mod secret;
 pub mod template;
+pub mod terms;
 pub mod throttle;
 
 pub use cli::run;

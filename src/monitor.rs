@@ -11,17 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
-
-/// `[monitor]` as written in the job.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorSpec {
-    /// Healthchecks-style ping URL (https, or http on loopback).
-    pub ping: Option<String>,
-    /// Where the Prometheus textfile goes (`….prom`).
-    pub textfile: Option<PathBuf>,
-}
+use crate::job::MonitorSpec;
 
 /// A `[monitor]` that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

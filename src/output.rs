@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use crate::job::ApiKind;
-use crate::ledger::Payment;
+use crate::terms::{ApiKind, Payment, Status};
 
 /// The fixed columns, in order; the job's extra input columns follow.
 pub const COLUMNS: [&str; 10] =
@@ -39,38 +38,6 @@ pub fn refresh_cells(api: ApiKind, payment: Option<&Payment>) -> Vec<String> {
         ],
         ApiKind::LinksPlus => {
             vec![p.link_status.clone().unwrap_or_default(), p.charges.to_string(), p.paid_amount.to_string()]
-        }
-    }
-}
-
-/// Where a row stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Link made by this run.
-    Created,
-    /// Link made by an earlier run (no request this time).
-    Existing,
-    /// The server refused it, or retries ran out, or the outcome stayed unknown.
-    Failed,
-    /// The row itself is wrong (nothing sent).
-    Rejected,
-    /// The row changed after its link was made (not re-created).
-    Conflict,
-    /// Not reached (interrupted).
-    Pending,
-}
-
-impl Status {
-    /// The word in the CSV.
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Existing => "existing",
-            Status::Failed => "failed",
-            Status::Rejected => "rejected",
-            Status::Conflict => "conflict",
-            Status::Pending => "pending",
         }
     }
 }

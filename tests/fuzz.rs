@@ -9,9 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use linkbatch::input::InputReader;
-use linkbatch::job::{InputFormat, JobSpec};
+use linkbatch::job::JobSpec;
 use linkbatch::ledger::Ledger;
 use linkbatch::plan::{Overrides, Plan};
+use linkbatch::terms::InputFormat;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use linkbatch::api::shape::{self, RemoteLink};
 use linkbatch::api::{Client, SecretKey};
-use linkbatch::job::{ApiKind, AuthScheme};
 use linkbatch::sandbox::{FaultKind, Profile, SandboxConfig};
+use linkbatch::terms::{ApiKind, AuthScheme};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -167,8 +167,8 @@ fn every_recording_is_read_by_the_client() {
     }
 }
 
-fn linkbatch_request() -> linkbatch::plan::LinkRequest {
-    linkbatch::plan::LinkRequest::Classic(linkbatch::plan::ClassicRequest {
+fn linkbatch_request() -> linkbatch::request::LinkRequest {
+    linkbatch::request::LinkRequest::Classic(linkbatch::request::ClassicRequest {
         amount: 10000,
         currency: "thb".into(),
         title: "Lunch".into(),

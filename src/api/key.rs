@@ -5,30 +5,11 @@ use std::fmt::{self, Write as _};
 
 use sha2::{Digest, Sha256};
 
+use crate::terms::Mode;
+
 /// A secret key. It is never printed: not by `Debug`, not in errors.
 #[derive(Clone)]
 pub struct SecretKey(String);
-
-/// Test or live: from a secret key's prefix, or as the job states it (`[api] mode`) for a key that does
-/// not say (a Payment Links+ API key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// `skey_test_…`.
-    Test,
-    /// `skey_live_…`.
-    Live,
-}
-
-impl Mode {
-    /// `test` or `live`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Test => "test",
-            Mode::Live => "live",
-        }
-    }
-}
 
 /// Why a key is refused before any request.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -14,12 +14,12 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
-pub use key::{KeyError, Mode, SecretKey};
+pub use key::{KeyError, SecretKey};
 pub use shape::{LinkPage, RemoteLink, Unreadable};
 
-use crate::job::{ApiKind, AuthScheme};
-use crate::ledger::Payment;
-use crate::plan::LinkRequest;
+use crate::request::LinkRequest;
+use crate::terms::Payment;
+use crate::terms::{ApiKind, AuthScheme};
 
 /// Reads the rest of a link's charges, a page from `page(offset)` at a time, until it holds all of them
 /// (or a page comes back empty). `Ok(false)` when `page` gives none (the run is stopping).

@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
-use crate::job::ApiKind;
-use crate::ledger::Payment;
-use crate::plan::LinkRequest;
+use crate::request::LinkRequest;
+use crate::terms::ApiKind;
+use crate::terms::Payment;
 
 /// An answer linkbatch cannot read: what it needed and did not find.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,7 +122,7 @@ impl RemoteLink {
 
     /// The row key linkbatch put in the link's metadata (`[link] key_in_metadata`), if the answer carries it.
     pub fn key(&self) -> Option<&str> {
-        self.metadata.as_ref()?.get(crate::plan::KEY_IN_METADATA).map(String::as_str)
+        self.metadata.as_ref()?.get(crate::request::KEY_IN_METADATA).map(String::as_str)
     }
 
     /// Whether this link is what `request` would have created.

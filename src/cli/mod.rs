@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::job::AuthScheme;
 use crate::outcome::Outcome;
 use crate::plan::Overrides;
 use crate::rate::{Limit, parse_duration};
 use crate::runner::Work;
 use crate::sandbox::{FaultSpec, Profile};
+use crate::terms::AuthScheme;
 
 /// The key `--sandbox` uses when the job's variable is unset: fixed, so a re-run finds its ledger.
 pub const SANDBOX_KEY: &str = "skey_test_linkbatch_sandbox";

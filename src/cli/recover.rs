@@ -11,7 +11,8 @@ use crate::decide::{self, Recovered};
 
 use crate::ledger::{Event, Ledger, now};
 use crate::outcome::Outcome;
-use crate::plan::{LinkRequest, Plan, PlannedRow};
+use crate::plan::{Plan, PlannedRow};
+use crate::request::LinkRequest;
 use crate::runner;
 
 /// Rebuilds the job's ledger from the server, and reports what it could not match.

@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{Ended, RunArgs, SANDBOX_KEY, overrides, usage};
-use crate::api::{ApiError, Client, Mode, SecretKey};
-use crate::job::{ApiKind, AuthScheme, JobSpec};
+use crate::api::{ApiError, Client, SecretKey};
+use crate::job::JobSpec;
 use crate::ledger::{Header, Ledger, VERSION};
+use crate::monitor::Monitor;
 use crate::outcome::Outcome;
-use crate::plan::{Endpoint, LinkRequest, Overrides, Plan, PlannedRow};
+use crate::plan::{Endpoint, Overrides, Plan, PlannedRow};
+use crate::request::LinkRequest;
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::terms::Mode;
+use crate::terms::{ApiKind, AuthScheme};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     // What is known: the key's prefix, else the job's `[api] mode`, else nothing (such a run needed --live).
@@ -44,9 +48,11 @@ struct Heard {
 }
 
 pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) -> Ended {
-    let (plan, sandbox) = planned(&args).await?;
+    let (spec, overrides, sandbox) = job_with_flags(&args).await?;
+    let monitor = Monitor::new(&spec.name, &spec.monitor).map_err(usage)?;
+    let (plan, _) = Plan::new(spec, &overrides)?;
     let mut heard = Heard::default();
-    let Some(monitor) = plan.monitor().cloned() else {
+    let Some(monitor) = monitor else {
         return Box::pin(send(plan, sandbox, &args, (work, flags, quiet), &mut heard)).await;
     };
     // A job that cannot even be planned never started; from here on, every end is the monitor's to hear.

@@ -17,9 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use hashbrown::HashTable;
 
-use super::{Event, Payment};
+use super::Event;
 use crate::digest::Digest;
-use crate::plan::LinkRequest;
+use crate::request::LinkRequest;
+use crate::terms::Payment;
 
 /// A key's link, as the index holds it; [`Index::link_id`] and [`Index::payment_uri`] read its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::digest::Digest;
-use crate::plan::LinkRequest;
+use crate::request::LinkRequest;
+use crate::terms::Payment;
 
 mod index;
 mod read;
@@ -310,35 +310,6 @@ pub enum Event {
     },
 }
 
-/// A link's payment state, as `refresh` reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payment {
-    /// Classic: single-use link already paid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used: Option<bool>,
-    /// Successful charges.
-    pub charges: u64,
-    /// Sum of the successful charges less what was refunded of them, minor units.
-    pub paid_amount: u64,
-    /// Refunded of the successful charges, minor units.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub refunded_amount: u64,
-    /// Currency of the link.
-    pub currency: String,
-    /// Time of the latest charge.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_paid_at: Option<String>,
-    /// Links+: the link's status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_status: Option<String>,
-}
-
-// serde's `skip_serializing_if` hands the field by reference.
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 /// Size and modification time of a file, as an `output` event records them; `None` when there is no file.
 pub fn file_stamp(path: &Path) -> Option<(u64, String)> {
     let meta = std::fs::metadata(path).ok()?;
@@ -354,17 +325,6 @@ pub fn now() -> String {
 /// Reads a ledger time back.
 pub fn parse_time(at: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(at).ok()
-}
-
-/// A request that was sent, or may have been, with no outcome recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenIntent {
-    /// Earliest unresolved attempt.
-    pub at: SystemTime,
-    /// Parameters of the latest attempt.
-    pub request: LinkRequest,
-    /// Their fingerprint.
-    pub fingerprint: Digest,
 }
 
 /// Why the ledger cannot be used.
@@ -639,7 +599,8 @@ fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), Ledg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ClassicRequest;
+    use crate::digest::Digest;
+    use crate::request::ClassicRequest;
 
     pub(super) fn header() -> Header {
         Header {

@@ -424,7 +424,7 @@ fn line_at(file: &mut File, offset: u64) -> std::io::Result<u64> {
 mod tests {
     use super::*;
     use crate::ledger::now;
-    use crate::plan::LinkRequest;
+    use crate::request::LinkRequest;
 
     fn lines() -> Vec<(Event, Option<Common<'static>>)> {
         let request = crate::ledger::tests::request();
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn plain_requests_are_json_and_the_rest_is_left_to_serde_json() {
-        use crate::plan::{ClassicRequest, PlusRequest};
+        use crate::request::{ClassicRequest, PlusRequest};
         let mut requests = Vec::new();
         for text in ["t", "", "quote\"d", "tab\there", "ünï €"] {
             requests.push(LinkRequest::Classic(ClassicRequest {

@@ -10,10 +10,11 @@ use super::{
     check_base_url, check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
 };
 use crate::input::{InputReader, detect_format};
-use crate::job::{ApiKind, JobSpec, LinkSpec};
+use crate::job::{JobSpec, LinkSpec};
 use crate::money::Currency;
 use crate::rate::{Rate, parse_duration};
 use crate::template::Template;
+use crate::terms::ApiKind;
 
 impl Plan {
     /// Checks `spec` against `overrides` and the input's header, and opens the input for reading.
@@ -53,7 +54,6 @@ impl Plan {
             rates_from_flags: overrides.limits.is_some(),
             concurrency: concurrency(overrides.concurrency.unwrap_or(spec.limits.concurrency))?,
             active_links: spec.limits.active_links,
-            monitor: crate::monitor::Monitor::new(&spec.name, &spec.monitor)?,
             extra_columns: spec.output.columns,
             extra_positions,
             columns,

@@ -6,7 +6,6 @@
 //! A `Plan` is built once and never changed: its fields are private, and whatever the command line changes
 //! (`--sandbox` paths, the base URL) enters through [`Overrides`] and is checked with the rest.
 
-mod request;
 mod row;
 
 use std::collections::HashMap;
@@ -14,14 +13,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
 pub use row::{KeyGuard, PlannedRow, RowError};
 
 use crate::input::{InputError, InputReader};
-use crate::job::{ApiKind, AuthScheme, Field, InputFormat};
+use crate::job::Field;
 use crate::money::{AmountUnit, Currency};
 use crate::rate::{Rate, RateError};
 use crate::template::{Template, TemplateError};
+use crate::terms::{ApiKind, AuthScheme, InputFormat};
 
 /// Longest classic title (seed 003) and Links+ name.
 pub const MAX_TITLE: usize = 200;
@@ -128,9 +127,6 @@ pub enum PlanError {
     /// A fixed webhook URL that is not https with a host.
     #[error("[link] custom_webhook {0}")]
     Webhook(String),
-    /// `[monitor]` cannot be used.
-    #[error(transparent)]
-    Monitor(#[from] crate::monitor::MonitorError),
     /// `[input] delimiter` is not one character that can separate fields.
     #[error("[input] delimiter = {0:?}: one ASCII character other than a quote or a line break, e.g. \";\" or \"\\t\"")]
     Delimiter(String),
@@ -300,7 +296,7 @@ pub struct Endpoint {
     auth: AuthScheme,
     retry: RetryPolicy,
     team_id: Option<u64>,
-    mode: Option<crate::api::Mode>,
+    mode: Option<crate::terms::Mode>,
 }
 
 impl Endpoint {
@@ -340,7 +336,7 @@ impl Endpoint {
     }
 
     /// The key's mode as the job states it (`[api] mode`), for a key that does not say.
-    pub fn mode(&self) -> Option<crate::api::Mode> {
+    pub fn mode(&self) -> Option<crate::terms::Mode> {
         self.mode
     }
 }
@@ -360,7 +356,6 @@ pub struct Plan {
     rates_from_flags: bool,
     concurrency: usize,
     active_links: Option<u64>,
-    monitor: Option<crate::monitor::Monitor>,
     extra_columns: Vec<String>,
     columns: Vec<String>,
     /// Where each extra output column sits in `columns`, resolved once for every row.
@@ -514,11 +509,6 @@ impl Plan {
     /// The Links+ team the job names, when it is fixed (not a column).
     pub fn team_id(&self) -> Option<u64> {
         self.endpoint.team_id
-    }
-
-    /// The job's monitors, if it has any.
-    pub fn monitor(&self) -> Option<&crate::monitor::Monitor> {
-        self.monitor.as_ref()
     }
 
     /// The account's cap on active links, when the job states it.

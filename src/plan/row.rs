@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
 use super::{
     FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_PLUS_NAME, MAX_TITLE, MIN_PLUS_AMOUNT, Plan, check_webhook,
 };
 use crate::digest::{BuildDigestHasher, Digest};
 use crate::input::Record;
 use crate::money::{AmountUnit, Currency, parse_amount};
+use crate::request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
 use crate::template::Template;
 
 /// A row ready to send.

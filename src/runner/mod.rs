@@ -8,8 +8,10 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `rows` | the input streamed through the plan (a planner thread), the survey |
-//! | `dispatch` | workers, throttle turns, the create loop, reads and deletes with retries |
+//! | `rows` | the input streamed through the plan (a planner thread) |
+//! | `survey` | the counts of what a run would do, the account's cap, the output drafted on the way |
+//! | `shared` | what the workers share: throttle turns, the key's probe, the breaker's places, the stop, the retry loop for reads |
+//! | `dispatch` | workers, the create loop, updates, deletes and reads by id |
 //! | `reconcile` | finding and adopting the link of an uncertain request |
 //! | `pages` | `refresh` by pages of the list endpoint, before the reads by id |
 //! | `report` | the output CSV, its counts, payment totals, the summary |
@@ -19,26 +21,30 @@ mod pages;
 mod reconcile;
 mod report;
 mod rows;
+mod shared;
+mod survey;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use crate::decide::Work;
-pub use dispatch::Stop;
 pub use reconcile::CLOCK_SKEW;
 pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
     write_output,
 };
-pub use rows::{Survey, check_cap, for_each_row, survey, survey_drafting};
+pub use rows::for_each_row;
+pub use shared::Stop;
+pub use survey::{Survey, check_cap, survey, survey_drafting};
 
 use crate::api::Client;
 use crate::decide;
 use crate::ledger::{Event, Index, Ledger, LedgerError};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use dispatch::{Job, Shared};
+use dispatch::Job;
+use shared::Shared;
 
 /// Options of `run` beyond the plan.
 #[derive(Debug, Default)]
@@ -68,7 +74,7 @@ pub async fn run(
     let started = Instant::now();
     let work = options.work;
     let (start_line, refresh_since) = mark_start(&ledger, &mut index, work).await?;
-    let replacing = work == Work::CreateReplacing && plan.api() == crate::job::ApiKind::Links;
+    let replacing = work == Work::CreateReplacing && plan.api() == crate::terms::ApiKind::Links;
     if work == Work::CreateReplacing && !replacing {
         tracing::warn!(
             "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
@@ -121,7 +127,7 @@ pub async fn run(
 /// row whose answer now yields its link is `adopted` with it. The events are applied to the index at once
 /// (the survey counts those rows as existing) and returned for the caller to append once the run goes
 /// ahead; until then nothing on disk changes.
-pub fn adopt_kept_answers(index: &mut Index, api: crate::job::ApiKind) -> Vec<Event> {
+pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind) -> Vec<Event> {
     let mut adopted = Vec::new();
     for kept in index.kept_answers() {
         let Event::Unreadable { key, fingerprint, body, .. } = kept else { continue };
@@ -254,7 +260,7 @@ async fn finish(
 /// What the summary says of the rates, when they were not the job's.
 fn pace_note(shared: &Shared) -> Option<String> {
     let learned = shared.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let (kept, job) = (dispatch::rates_text(&shared.throttle.rates()), dispatch::rates_text(shared.plan.rates()));
+    let (kept, job) = (shared::rates_text(&shared.throttle.rates()), shared::rates_text(shared.plan.rates()));
     if learned.is_empty() {
         return shared
             .learned_before

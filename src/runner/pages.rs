@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 use crate::api::ApiError;
 use crate::api::shape::Listed;
 use crate::decide::{self, Task, Work};
-use crate::ledger::{Event, Payment};
-use crate::plan::LinkRequest;
+use crate::ledger::Event;
+use crate::request::LinkRequest;
+use crate::terms::Payment;
 
-use super::dispatch::{Shared, with_retries};
 use super::rows::for_each_row;
+use super::shared::{Shared, with_retries};
 
 /// Links are listed from this long before the job's first create: the server's clock may run behind ours.
 const CLOCK_SKEW: Duration = Duration::from_mins(10);

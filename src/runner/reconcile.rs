@@ -4,10 +4,12 @@
 use std::time::{Duration, SystemTime};
 
 use crate::api::RemoteLink;
-use crate::ledger::{Event, OpenIntent};
-use crate::plan::{LinkRequest, PlannedRow};
+use crate::ledger::Event;
+use crate::plan::PlannedRow;
+use crate::request::LinkRequest;
+use crate::terms::OpenIntent;
 
-use super::dispatch::{Halt, Shared};
+use super::shared::{Halt, Shared};
 
 /// How far before an intent's time reconciliation looks, for clocks that disagree.
 pub const CLOCK_SKEW: Duration = Duration::from_mins(2);

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::decide::{self, Disposition, is_paid};
-use crate::ledger::{Index, Payment};
+use crate::ledger::Index;
 use crate::money::Currency;
 use crate::outcome::Outcome;
-use crate::output::{OutputRow, OutputWriter, Status};
+use crate::output::{OutputRow, OutputWriter};
 use crate::plan::{Plan, PlannedRow, RowError};
+use crate::terms::Payment;
+use crate::terms::Status;
 
 use super::rows::for_each_row;
 
@@ -148,7 +150,7 @@ pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>, payments
 #[derive(Debug)]
 pub struct OutputPass {
     writer: OutputWriter,
-    api: crate::job::ApiKind,
+    api: crate::terms::ApiKind,
     path: PathBuf,
     run_start: Option<u64>,
     payments: bool,

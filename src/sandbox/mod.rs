@@ -174,7 +174,7 @@ pub struct SandboxConfig {
     /// The shape of the answers.
     pub profile: Profile,
     /// Links+: accept only this scheme (`None`: raw, bearer and basic alike).
-    pub plus_auth: Option<crate::job::AuthScheme>,
+    pub plus_auth: Option<crate::terms::AuthScheme>,
     /// Refuse a create past this many active links per key (standard accounts hold 100).
     pub active_links: Option<usize>,
 }

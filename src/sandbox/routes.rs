@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
 
-use crate::job::AuthScheme;
+use crate::terms::AuthScheme;
 use rand::Rng;
 use serde_json::{Map, Value};
 

@@ -1,0 +1,311 @@
+//! What a run's workers share: the plan, the client, the throttle and what it learns, the ledger and its
+//! index, the locks (content shards, the key's probe, the breaker's places), the stop and the abort reason,
+//! and the one retry loop for reads. Below the per-task work (`dispatch`, `pages`, `reconcile`), which
+//! all use it; it uses none of them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, RwLock};
+
+use crate::api::{ApiError, Client};
+use crate::decide;
+use crate::ledger::{Event, Index, Ledger, LedgerError};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::request::LinkRequest;
+use crate::throttle::{Lesson, Throttle};
+
+/// Signals that stop a run: the first stops dispatch, the caller handles a second.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Asks the run to stop dispatching.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether a stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `wait`, or less if a stop comes first; false when stopped.
+    pub(super) async fn sleep(&self, wait: Duration) -> bool {
+        if self.is_stopped() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => !self.is_stopped(),
+            () = self.notify.notified() => false,
+        }
+    }
+}
+
+/// Why a step could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Halt {
+    /// The server's answer, classified.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The ledger could not be written: the run is aborted already.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The run is stopping.
+    #[error("the run is stopping")]
+    Stopped,
+}
+
+/// What the workers share.
+pub(super) struct Shared {
+    pub(super) plan: Plan,
+    pub(super) client: Client,
+    pub(super) throttle: Throttle,
+    pub(super) ledger: Ledger,
+    pub(super) index: Mutex<Index>,
+    /// Creates hold a shard for reading, reconciliation for writing: a reconcile never runs while a create
+    /// of the same content is in flight, so it can never adopt a link another key is about to record.
+    content: Vec<RwLock<()>>,
+    pub(super) stop: Arc<Stop>,
+    pub(super) aborted: Mutex<Option<String>>,
+    pub(super) requests: AtomicU64,
+    pub(super) progress: Progress,
+    /// Until one request has been answered without a fatal error (a wrong key's 401), requests go one at
+    /// a time: a wrong key costs one request, not one per worker.
+    probe: tokio::sync::Mutex<()>,
+    verified: AtomicBool,
+    /// Stops dispatch when every row gets the same refusal.
+    breaker: Mutex<decide::Breaker>,
+    /// Creates hold it for reading (at most the breaker's limit at once) from their send until the breaker
+    /// has heard their answer; after a refusal a create takes it for writing, alone. So the refusals of one
+    /// code that reach the server never pass the breaker's limit, whatever the concurrency.
+    refusals: tokio::sync::RwLock<()>,
+    /// Said once: the server answers links without the metadata they were made with.
+    pub(super) metadata_unheld: AtomicBool,
+    /// The rates the run started from were learned by an earlier run.
+    pub(super) learned_before: bool,
+    /// Windows a 429 showed the server holds tighter, in the order learned.
+    pub(super) learned: Mutex<Vec<crate::throttle::Learned>>,
+}
+
+/// Held by a create from its send until the breaker has heard its answer (see `Shared::refusals`).
+pub(super) struct BreakerTurn<'a> {
+    /// Its place in sending order.
+    pub(super) turn: u64,
+    _place: Place<'a>,
+}
+
+/// Beside other creates, or alone.
+enum Place<'a> {
+    Shared(#[allow(dead_code, reason = "held, never read")] tokio::sync::RwLockReadGuard<'a, ()>),
+    Alone(#[allow(dead_code, reason = "held, never read")] tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Permission to send one request: its place under the limits, and the probe while the key is unproven.
+pub(super) struct Turn<'a> {
+    _probe: Option<tokio::sync::MutexGuard<'a, ()>>,
+    /// When the throttle counted it.
+    at: std::time::Instant,
+}
+
+impl Shared {
+    /// Everything a run's workers share.
+    pub(super) fn new(
+        plan: Plan,
+        client: Client,
+        ledger: Ledger,
+        index: Index,
+        stop: Arc<Stop>,
+        progress: Progress,
+    ) -> Shared {
+        let (rates, learned_before) =
+            decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
+        if learned_before {
+            tracing::warn!(
+                "keeping to {}, learned from a 429 on an earlier run (the job says {}; --limit starts afresh)",
+                rates_text(&rates),
+                rates_text(plan.rates())
+            );
+        }
+        let throttle = Throttle::new(&rates);
+        throttle.seed(index.sent());
+        let limit = plan.retry().breaker;
+        let breaker = Mutex::new(decide::Breaker::new(limit));
+        Shared {
+            refusals: tokio::sync::RwLock::with_max_readers((), limit),
+            plan,
+            client,
+            throttle,
+            ledger,
+            index: Mutex::new(index),
+            content: (0..64).map(|_| RwLock::new(())).collect(),
+            stop,
+            aborted: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            progress,
+            probe: tokio::sync::Mutex::new(()),
+            verified: AtomicBool::new(false),
+            breaker,
+            metadata_unheld: AtomicBool::new(false),
+            learned_before,
+            learned: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // Updates are single inserts; a panic elsewhere cannot leave the index half-written.
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A create's place beside the others: shared while the breaker counts no refusal, alone after one.
+    /// The turn is taken once the place is had, so a create that waited for it is judged by what the
+    /// breaker has heard by then.
+    pub(super) async fn breaker_turn(&self) -> BreakerTurn<'_> {
+        let shared = self.refusals.read().await;
+        let (turn, alone) = self.breaker().turn();
+        if !alone {
+            return BreakerTurn { turn, _place: Place::Shared(shared) };
+        }
+        drop(shared);
+        let alone = self.refusals.write().await;
+        let (turn, _) = self.breaker().turn();
+        BreakerTurn { turn, _place: Place::Alone(alone) }
+    }
+
+    pub(super) fn breaker(&self) -> std::sync::MutexGuard<'_, decide::Breaker> {
+        // A counter and a code: a panic elsewhere cannot leave them half-written.
+        self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn content_lock(&self, request: &LinkRequest) -> &RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (request.title(), request.amount()).hash(&mut hasher);
+        // The remainder is below the shard count, a small usize.
+        let shard = usize::try_from(hasher.finish() % self.content.len() as u64).unwrap_or_default();
+        &self.content[shard]
+    }
+
+    /// Appends an event to the ledger and the index. A ledger that cannot be written makes every further
+    /// request unsafe: the run is aborted before the error is returned.
+    pub(super) async fn record(&self, event: Event) -> Result<(), LedgerError> {
+        match self.ledger.append(&event).await {
+            Ok(offset) => {
+                self.index().record(event, offset);
+                Ok(())
+            }
+            Err(e) => {
+                self.abort(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn abort(&self, reason: String) {
+        let mut aborted = self.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        aborted.get_or_insert(reason);
+        self.stop.stop();
+    }
+
+    /// Waits for the probe (while the key is unproven) and a place under the limits; `None` once stopped.
+    pub(super) async fn turn(&self) -> Option<Turn<'_>> {
+        let probe = if self.verified.load(Ordering::SeqCst) {
+            None
+        } else {
+            let guard = self.probe.lock().await;
+            (!self.verified.load(Ordering::SeqCst)).then_some(guard)
+        };
+        if self.stop.is_stopped() {
+            return None;
+        }
+        let at = self.throttle.acquire().await;
+        (!self.stop.is_stopped()).then_some(Turn { _probe: probe, at })
+    }
+
+    /// The turn counted again as its request leaves (after its intent reached the disk).
+    pub(super) fn restamp<'a>(&self, turn: Turn<'a>) -> Turn<'a> {
+        Turn { at: self.throttle.restamp(turn.at), ..turn }
+    }
+
+    /// Sends a request that has its turn, counting it; a 429 pauses every worker, not only this one.
+    pub(super) async fn sent<T>(
+        &self,
+        turn: Turn<'_>,
+        send: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = send.await;
+        match &result {
+            // Abort before the turn is released: no other worker may send with a key the server refused.
+            Err(ApiError::Fatal { code, message }) => self.abort(format!("{code}: {message}")),
+            Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
+                self.verified.store(true, Ordering::SeqCst);
+                self.throttle.pause(retry_after.unwrap_or(self.plan.retry().base_delay));
+                match self.throttle.learn(turn.at, *retry_after) {
+                    Some(Lesson::Window(learned)) => self.keep_learned(learned).await,
+                    Some(Lesson::Margin(extra)) => tracing::info!(
+                        "a 429 no window explains: the server saw requests closer together than they left; \
+                         every window keeps {extra:?} more margin from now on"
+                    ),
+                    None => {}
+                }
+            }
+            _ => self.verified.store(true, Ordering::SeqCst),
+        }
+        result
+    }
+
+    /// A window the server holds tighter: said, kept for the summary, and recorded for the next run. A
+    /// ledger that cannot take it aborts the run like any other ledger failure.
+    async fn keep_learned(&self, learned: crate::throttle::Learned) {
+        let rates = self.throttle.rates();
+        tracing::warn!(
+            "a 429 although every window was kept: the server holds {} as {}; keeping to {} from now on",
+            learned.was,
+            learned.now,
+            rates_text(&rates)
+        );
+        self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(learned);
+        let event = Event::Learned {
+            job_rates: self.plan.rates().iter().map(ToString::to_string).collect(),
+            rates: rates.iter().map(ToString::to_string).collect(),
+            was: learned.was.to_string(),
+            now: learned.now.to_string(),
+            at: crate::ledger::now(),
+        };
+        let _ = self.record(event).await;
+    }
+}
+
+/// Rates as a user writes them: `10/s 1000/h`.
+pub(super) fn rates_text(rates: &[crate::rate::Rate]) -> String {
+    rates.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Sends an idempotent request (a read or a delete) with its turn and the retry policy. `Ok(None)` when the
+/// run stops first; an error when it is permanent, fatal, or the retries ran out.
+pub(super) async fn with_retries<T, F, Fut>(shared: &Shared, mut send: F) -> Result<Option<T>, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delays = shared.plan.retry().delays();
+    loop {
+        let Some(turn) = shared.turn().await else { return Ok(None) };
+        let error = match shared.sent(turn, send()).await {
+            Ok(value) => return Ok(Some(value)),
+            Err(e) => e,
+        };
+        match decide::retry_read(&error, delays.next()) {
+            Some(delay) if shared.stop.sleep(delay).await => {}
+            Some(_) => return Ok(None),
+            None => return Err(error),
+        }
+    }
+}

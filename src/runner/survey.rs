@@ -1,0 +1,131 @@
+//! The survey: the counts of what a run would do, read from the rows and the ledger, the account's cap
+//! checked against them, and the output drafted on the way while every row is settled. Above `rows` and
+//! `report`, which it uses. Never sends a request and never writes the ledger.
+
+use std::collections::BTreeSet;
+
+use crate::decide::{Disposition, disposition};
+use crate::input::InputReader;
+use crate::ledger::Index;
+use crate::plan::{Plan, RowError};
+use crate::request::LinkRequest;
+
+use super::report::OutputPass;
+use super::rows::for_each_row;
+
+/// Counts of a survey: what a run would do, with no request sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// Rows read (good and bad).
+    pub rows: u64,
+    /// Rows to send.
+    pub new: u64,
+    /// Rows whose link exists.
+    pub existing: u64,
+    /// Of those, links the latest run made (the rest are from earlier runs).
+    pub by_latest_run: u64,
+    /// Rows whose outcome is unknown (reconciled first on the next run).
+    pub uncertain: u64,
+    /// Rows that failed on an earlier run (sent again).
+    pub failed_before: u64,
+    /// Rows changed since their link was made.
+    pub conflict: u64,
+    /// Rows whose create's answer could not be read: waiting to be settled by hand.
+    pub unsettled: u64,
+    /// Active links the job would hold once run: multiple-use links, and single-use ones not known to be used
+    /// (seed 003: the account's cap counts these).
+    pub active_links: u64,
+    /// Bad rows.
+    pub rejected: u64,
+    /// Links+ (team, template) pairs the rows to send use, checked before the first create.
+    pub templates: BTreeSet<(u64, u64)>,
+}
+
+/// The account's cap (`[limits] active_links`): a job that would hold more active links than the account
+/// may is refused before anything is sent, with the numbers, instead of failing row by row past the cap.
+pub fn check_cap(plan: &Plan, survey: &Survey) -> Result<(), anyhow::Error> {
+    match plan.active_links() {
+        Some(cap) if survey.active_links > cap => Err(anyhow::anyhow!(
+            "the job would hold {} active links, and the account holds at most {cap} ([limits] active_links): \
+             {} would be refused. Split the job, make single-use links, or ask Omise support to raise the limit; \
+             nothing was sent",
+            survey.active_links,
+            survey.active_links - cap
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Counts what a run would do, without sending anything.
+pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, Vec<RowError>) {
+    let (survey, rejections, _) = survey_drafting(plan, reader, index, None);
+    (survey, rejections)
+}
+
+/// [`survey`], writing the output on the way for as long as every row is settled (its link exists, or it
+/// conflicts, or it is rejected). When the whole input is settled the run has nothing to send, and the
+/// draft (as of ledger line `index.lines`) is its output: a finished job run again reads its input once.
+pub fn survey_drafting(
+    plan: &Plan,
+    reader: &mut InputReader,
+    index: &Index,
+    mut draft: Option<OutputPass>,
+) -> (Survey, Vec<RowError>, Option<OutputPass>) {
+    let mut survey = Survey::default();
+    let mut rejections = Vec::new();
+    for_each_row(plan, reader, Some(index), |row| {
+        survey.rows += 1;
+        let disposition = match &row {
+            Err(e) => {
+                survey.rejected += 1;
+                if rejections.len() < 1000 {
+                    rejections.push(e.clone());
+                }
+                None
+            }
+            Ok(row) => {
+                let state = index.get(&row.key_id);
+                let disposition = disposition(row, state);
+                // A single-use link stops counting against the account's cap once paid.
+                let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
+                survey.active_links += u64::from(row.request.multiple() || !paid());
+                if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
+                    (&disposition, &row.request)
+                {
+                    survey.templates.insert((r.team_id, r.template_id));
+                }
+                match &disposition {
+                    Disposition::Existing(link) => {
+                        survey.existing += 1;
+                        survey.by_latest_run += u64::from(index.last_run > 0 && link.line() > index.last_run);
+                    }
+                    Disposition::Conflict(_) => survey.conflict += 1,
+                    Disposition::Unsettled => survey.unsettled += 1,
+                    Disposition::Uncertain(_) => {
+                        survey.uncertain += 1;
+                        // Something to send: the output is written after the run. Dropping the draft
+                        // removes its file.
+                        draft = None;
+                    }
+                    Disposition::New => {
+                        survey.new += 1;
+                        draft = None;
+                        if index.get(&row.key_id).is_some_and(|s| s.failed().is_some()) {
+                            survey.failed_before += 1;
+                        }
+                    }
+                }
+                Some(disposition)
+            }
+        };
+        // A draft that cannot be written is dropped: the run writes the output afresh at its end.
+        if let Some(pass) = &mut draft
+            && let Err(e) = pass.row(row, disposition, index)
+        {
+            tracing::debug!("dropped the output draft: {e}");
+            draft = None;
+        }
+        true
+    });
+    (survey, rejections, draft)
+}

@@ -1,0 +1,185 @@
+//! The crate's words: what a job, a row and a link are called and can be, held in one place that imports
+//! none of the crate's machinery (only the request's own words and the digest), so every module can use them
+//! without reaching sideways into another's.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::request::LinkRequest;
+
+/// Which Omise API a job creates links on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKind {
+    /// Classic Links API (`POST /links`).
+    Links,
+    /// Payment Links+ (`POST /external/links`).
+    LinksPlus,
+}
+
+impl ApiKind {
+    /// The production base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ApiKind::Links => "https://api.omise.co",
+            ApiKind::LinksPlus => "https://linksplus-api.omise.co",
+        }
+    }
+
+    /// The name used in job files and the ledger header.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKind::Links => "links",
+            ApiKind::LinksPlus => "links_plus",
+        }
+    }
+
+    /// What its key is called in messages: Omise issues Payment Links+ its own API keys.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            ApiKind::Links => "secret key",
+            ApiKind::LinksPlus => "Payment Links+ API key",
+        }
+    }
+}
+
+/// How a Links+ request carries the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// Found before the first create: a read with each scheme in turn (raw, bearer, basic), the first the
+    /// server accepts kept and recorded in the ledger header (SPEC section 1).
+    #[default]
+    Auto,
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+    /// HTTP Basic, key as user name.
+    Basic,
+    /// `Authorization: KEY`.
+    Raw,
+}
+
+impl AuthScheme {
+    /// The schemes `Auto` tries, in order: Omise's Links+ documentation shows the raw key first.
+    pub const TRIED: [AuthScheme; 3] = [AuthScheme::Raw, AuthScheme::Bearer, AuthScheme::Basic];
+
+    /// The name in job files and the ledger header.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthScheme::Auto => "auto",
+            AuthScheme::Bearer => "bearer",
+            AuthScheme::Basic => "basic",
+            AuthScheme::Raw => "raw",
+        }
+    }
+
+    /// A scheme by its name (`raw`, `bearer`, `basic`).
+    pub fn named(name: &str) -> Option<AuthScheme> {
+        Self::TRIED.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Test or live: from a secret key's prefix, or as the job states it (`[api] mode`) for a key that does
+/// not say (a Payment Links+ API key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `skey_test_…`.
+    Test,
+    /// `skey_live_…`.
+    Live,
+}
+
+impl Mode {
+    /// `test` or `live`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Test => "test",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// A link's payment state, as `refresh` reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// Classic: single-use link already paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<bool>,
+    /// Successful charges.
+    pub charges: u64,
+    /// Sum of the successful charges less what was refunded of them, minor units.
+    pub paid_amount: u64,
+    /// Refunded of the successful charges, minor units.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refunded_amount: u64,
+    /// Currency of the link.
+    pub currency: String,
+    /// Time of the latest charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_paid_at: Option<String>,
+    /// Links+: the link's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_status: Option<String>,
+}
+
+/// A request that was sent, or may have been, with no outcome recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    /// Earliest unresolved attempt.
+    pub at: SystemTime,
+    /// Parameters of the latest attempt.
+    pub request: LinkRequest,
+    /// Their fingerprint.
+    pub fingerprint: Digest,
+}
+
+/// Where a row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Link made by this run.
+    Created,
+    /// Link made by an earlier run (no request this time).
+    Existing,
+    /// The server refused it, or retries ran out, or the outcome stayed unknown.
+    Failed,
+    /// The row itself is wrong (nothing sent).
+    Rejected,
+    /// The row changed after its link was made (not re-created).
+    Conflict,
+    /// Not reached (interrupted).
+    Pending,
+}
+
+impl Status {
+    /// The word in the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Existing => "existing",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+            Status::Conflict => "conflict",
+            Status::Pending => "pending",
+        }
+    }
+}
+
+// serde's `skip_serializing_if` hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
