@@ -277,6 +277,9 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
             Answer::ReconcileFailed(ApiError::Fatal { code, message }) => {
                 Step::Abort { reason: format!("{code}: {message}") }
             }
+            // The turn waits while the server is away; the list costs no attempt.
+            Answer::ReconcileFailed(ApiError::Unreachable { .. }) => Step::Reconcile,
+            Answer::ReconcileFailed(error @ ApiError::Untrusted { .. }) => Step::Abort { reason: error.to_string() },
             Answer::ReconcileFailed(ApiError::Unreadable { status, missing, body }) => {
                 Step::Unreadable { create: false, status: *status, missing: missing.clone(), body: body.clone() }
             }
@@ -290,6 +293,9 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
 
     fn after_create(&mut self, error: &ApiError, sent: SystemTime) -> Step {
         match error {
+            // Nothing left: the turn waits while the server is away, and the row spends no attempt.
+            ApiError::Unreachable { .. } => Step::Send,
+            ApiError::Untrusted { .. } => Step::Abort { reason: error.to_string() },
             ApiError::Retryable { reason, .. } => match self.delays.next() {
                 Some(delay) => Step::Wait { delay: delay.max(retry_after(error)), then: Then::Send },
                 None => Step::Fail {
@@ -447,10 +453,89 @@ pub fn recover(rows: &[(&str, &LinkRequest)], links: &[crate::api::RemoteLink]) 
 
 /// After an idempotent request (a read, a delete) failed: how long to wait before sending it again, or
 /// `None` to give up (the error is permanent or fatal, or `next_delay` says the attempts ran out).
-pub fn retry_read(error: &ApiError, next_delay: Option<Duration>) -> Option<Duration> {
+pub fn retry_read(error: &ApiError, delays: &mut impl Iterator<Item = Duration>) -> Option<Duration> {
     match error {
-        ApiError::Permanent { .. } | ApiError::Fatal { .. } | ApiError::Unreadable { .. } => None,
-        ApiError::Retryable { .. } | ApiError::Uncertain { .. } => next_delay.map(|d| d.max(retry_after(error))),
+        ApiError::Permanent { .. }
+        | ApiError::Fatal { .. }
+        | ApiError::Unreadable { .. }
+        | ApiError::Untrusted { .. } => None,
+        // The turn waits while the server is away (at most `[retry] outage`); no attempt is spent.
+        ApiError::Unreachable { .. } => Some(Duration::ZERO),
+        ApiError::Retryable { .. } | ApiError::Uncertain { .. } => delays.next().map(|d| d.max(retry_after(error))),
+    }
+}
+
+/// A server that cannot be reached: since when, how many probes found it away, and what to do next. The
+/// whole run waits together (one probe at a time, backing off) instead of each row spending its attempts,
+/// and stops once the server has been away for `limit` (`[retry] outage`).
+#[derive(Debug, Clone)]
+pub struct Outage {
+    since: Option<SystemTime>,
+    reason: String,
+    probes: u32,
+    limit: Duration,
+    base: Duration,
+    max: Duration,
+}
+
+/// What an outage asks of the next request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Away {
+    /// The server answers: go.
+    Up,
+    /// Wait this long, then send one probe (the others wait for its answer).
+    Probe(Duration),
+    /// Away for longer than `[retry] outage`: stop the run, with this reason.
+    GiveUp(String),
+}
+
+impl Outage {
+    /// No outage yet; `limit` is `[retry] outage`, `base` and `max` the backoff between probes.
+    pub fn new(limit: Duration, base: Duration, max: Duration) -> Outage {
+        Outage { since: None, reason: String::new(), probes: 0, limit, base: base.max(Duration::from_millis(100)), max }
+    }
+
+    /// A request found the server away at `now`; true when this starts an outage. The requests in flight
+    /// that find it away together count once: only probes back off.
+    pub fn away(&mut self, now: SystemTime, reason: &str) -> bool {
+        let new = self.since.is_none();
+        self.since.get_or_insert(now);
+        reason.clone_into(&mut self.reason);
+        new
+    }
+
+    /// Whether the server is away.
+    pub fn is_away(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// A request got an answer at `now`: the server is back. How long it was away, if it was.
+    pub fn back(&mut self, now: SystemTime) -> Option<Duration> {
+        self.probes = 0;
+        self.since.take().map(|since| now.duration_since(since).unwrap_or_default())
+    }
+
+    /// `[retry] outage`.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// What the next request does at `now`; a probe it grants is counted, so the next one waits longer.
+    pub fn next(&mut self, now: SystemTime) -> Away {
+        let Some(since) = self.since else { return Away::Up };
+        let away = now.duration_since(since).unwrap_or_default();
+        if away >= self.limit {
+            return Away::GiveUp(format!(
+                "the server could not be reached since {} ({}); waited [retry] outage = {}, then stopped. The \
+                 rows not sent are pending: run the same command again once the server is back",
+                humantime::format_rfc3339_seconds(since),
+                self.reason,
+                humantime::format_duration(self.limit)
+            ));
+        }
+        let backoff = self.base.saturating_mul(1 << self.probes.min(16)).min(self.max);
+        self.probes += 1;
+        Away::Probe(backoff.min(self.limit.saturating_sub(away)))
     }
 }
 
@@ -833,7 +918,7 @@ mod tests {
         List(E),
     }
 
-    #[derive(Clone, Copy, Debug)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum E {
         Retry,
         RetryAfter(u64),
@@ -842,6 +927,8 @@ mod tests {
         Permanent,
         Fatal,
         Unreadable,
+        Unreachable,
+        Untrusted,
     }
 
     impl E {
@@ -861,6 +948,8 @@ mod tests {
                 }
                 E::Fatal => ApiError::Fatal { code: "authentication_failure".into(), message: "no".into() },
                 E::Unreadable => ApiError::Unreadable { status: 200, missing: "id".into(), body: "{}".into() },
+                E::Unreachable => ApiError::Unreachable { reason: "connection refused".into() },
+                E::Untrusted => ApiError::Untrusted { reason: "unknown issuer".into() },
             }
         }
     }
@@ -883,6 +972,9 @@ mod tests {
 
     const EXHAUSTED: &str = "gave up after 3 attempts: busy";
     const REFUSED: &str = "authentication_failure: no";
+    const UNTRUSTED: &str = "unknown issuer: nothing was sent. If the server is right (a staging host with an internal CA, \
+                             a proxy that inspects TLS), trust its CA: name its PEM file in SSL_CERT_FILE (or a \
+                             directory in SSL_CERT_DIR), or add it to the system's trust store";
 
     /// The create loop: an open request or not, three attempts (delays of 1 s and 5 s between them), and
     /// the steps after each answer in turn.
@@ -915,6 +1007,10 @@ mod tests {
     #[case::unreadable_list_is_kept_and_stops(true, &[A::List(E::Unreadable)], &[Step::Reconcile, unread(false)])]
     #[case::unreadable_list_after_an_uncertain_create(false, &[A::Create(E::Uncertain), A::List(E::Unreadable)], &[Step::Send, wait(2, Then::Reconcile), unread(false)])]
     #[case::list_fatal_aborts(true, &[A::List(E::Fatal)], &[Step::Reconcile, Step::Abort { reason: REFUSED.into() }])]
+    #[case::unreachable_create_is_sent_again_for_free(false, &[A::Create(E::Unreachable), A::Create(E::Unreachable), A::Create(E::Unreachable), A::Create(E::Retry), A::Created], &[Step::Send, Step::Send, Step::Send, Step::Send, wait(1, Then::Send), Step::Done])]
+    #[case::unreachable_list_reconciles_again_for_free(true, &[A::List(E::Unreachable), A::Adopted], &[Step::Reconcile, Step::Reconcile, Step::Done])]
+    #[case::untrusted_create_aborts(false, &[A::Create(E::Untrusted)], &[Step::Send, Step::Abort { reason: UNTRUSTED.into() }])]
+    #[case::untrusted_list_aborts(true, &[A::List(E::Untrusted)], &[Step::Reconcile, Step::Abort { reason: UNTRUSTED.into() }])]
     #[case::list_out_of_attempts_stays_open(true, &[A::List(E::Retry), A::List(E::Retry), A::List(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), wait(5, Then::Reconcile), leave("busy")])]
     #[case::retries_are_shared_by_reconcile_and_send(true, &[A::List(E::Retry), A::NotFound, A::Create(E::Retry), A::Create(E::Retry)], &[Step::Reconcile, wait(1, Then::Reconcile), Step::Send, wait(5, Then::Send), fail(codes::RETRIES_EXHAUSTED, EXHAUSTED, false)])]
     fn create_transitions(#[case] open: bool, #[case] answers: &[A], #[case] expected: &[Step]) {
@@ -981,9 +1077,39 @@ mod tests {
     #[case::permanent_is_final(E::Permanent, Some(2), None)]
     #[case::fatal_is_final(E::Fatal, Some(2), None)]
     #[case::unreadable_is_final(E::Unreadable, Some(2), None)]
+    #[case::unreachable_spends_no_attempt(E::Unreachable, None, Some(0))]
+    #[case::untrusted_is_final(E::Untrusted, Some(2), None)]
     fn idempotent_retries(#[case] error: E, #[case] next: Option<u64>, #[case] expected: Option<u64>) {
-        let wait = retry_read(&error.error(), next.map(Duration::from_secs));
+        let mut delays = next.map(Duration::from_secs).into_iter();
+        let wait = retry_read(&error.error(), &mut delays);
         assert_eq!(wait, expected.map(Duration::from_secs));
+        if error == E::Unreachable {
+            assert_eq!(delays.count(), usize::from(next.is_some()), "no attempt spent");
+        }
+    }
+
+    #[test]
+    fn an_outage_probes_with_backoff_and_gives_up_at_its_limit() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let after = |s: u64| t0 + Duration::from_secs(s);
+        let mut outage = Outage::new(Duration::from_secs(20), Duration::from_secs(1), Duration::from_secs(8));
+        assert_eq!(outage.next(t0), Away::Up);
+        assert!(outage.away(t0, "connection refused"), "the first refusal starts the outage");
+        for _ in 0..7 {
+            assert!(!outage.away(t0, "connection refused"), "the others in flight count once");
+        }
+        assert_eq!(outage.next(after(0)), Away::Probe(Duration::from_secs(1)));
+        outage.away(after(1), "connection refused");
+        assert_eq!(outage.next(after(1)), Away::Probe(Duration::from_secs(2)));
+        assert_eq!(outage.next(after(3)), Away::Probe(Duration::from_secs(4)));
+        assert_eq!(outage.next(after(7)), Away::Probe(Duration::from_secs(8)));
+        assert_eq!(outage.next(after(15)), Away::Probe(Duration::from_secs(5)), "never past the limit");
+        let Away::GiveUp(reason) = outage.next(after(20)) else { panic!("not given up at the limit") };
+        assert!(reason.starts_with("the server could not be reached since 1970-01-12T13:46:40Z (connection refused)"));
+        assert_eq!(outage.back(after(21)), Some(Duration::from_secs(21)));
+        assert_eq!((outage.next(after(22)), outage.back(after(22))), (Away::Up, None));
+        assert!(outage.away(after(30), "no route"));
+        assert_eq!(outage.next(after(30)), Away::Probe(Duration::from_secs(1)), "a new outage backs off afresh");
     }
 
     fn payment(charges: u64, used: Option<bool>, status: Option<&str>) -> Payment {

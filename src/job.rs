@@ -123,6 +123,9 @@ pub struct RetrySpec {
     /// Consecutive permanent failures with one code that stop dispatch (a refusal every row would get).
     #[serde(default = "default_breaker")]
     pub breaker: u32,
+    /// How long the run waits for a server it cannot reach before it stops (exit 3, unsent rows pending).
+    #[serde(default = "default_outage")]
+    pub outage: String,
 }
 
 /// `[output]`.
@@ -198,6 +201,9 @@ fn default_max_delay() -> String {
 fn default_breaker() -> u32 {
     10
 }
+fn default_outage() -> String {
+    "15m".into()
+}
 
 impl Default for LimitsSpec {
     fn default() -> Self {
@@ -212,6 +218,7 @@ impl Default for RetrySpec {
             base_delay: default_base_delay(),
             max_delay: default_max_delay(),
             breaker: default_breaker(),
+            outage: default_outage(),
         }
     }
 }

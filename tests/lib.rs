@@ -9,6 +9,7 @@ mod guards;
 mod guide;
 mod host;
 mod hostile;
+mod outages;
 mod papercuts;
 mod rates;
 mod real_api;

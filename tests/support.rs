@@ -150,6 +150,13 @@ impl Cmd {
         self
     }
 
+    /// Starts it in the background, its output kept for [`Running::finish`].
+    pub(crate) fn spawn_capturing(mut self) -> Running {
+        let child =
+            self.command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        Running { child }
+    }
+
     /// Starts it in the background, output discarded.
     pub(crate) fn spawn(mut self) -> std::process::Child {
         self.command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
@@ -169,6 +176,23 @@ impl Cmd {
         let outcome = self.run();
         assert_eq!(outcome.code, expected, "exit code\n--- stdout\n{}\n--- stderr\n{}", outcome.stdout, outcome.stderr);
         outcome
+    }
+}
+
+/// A command running in the background.
+pub(crate) struct Running {
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Waits for it to end.
+    pub(crate) fn finish(self) -> Outcome {
+        let output = self.child.wait_with_output().unwrap();
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod key;
 pub mod shape;
+mod trust;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -78,6 +79,22 @@ pub enum ApiError {
         /// Omise error message.
         message: String,
     },
+    /// No server could be reached (connection refused, no such host, a TLS handshake or a connection that
+    /// did not complete in time): nothing was sent. The run waits for the server, spending no row's attempt.
+    #[error("the server cannot be reached: {reason}")]
+    Unreachable {
+        /// What happened.
+        reason: String,
+    },
+    /// The server's certificate was refused: nothing was sent, and nothing will be until the host trusts
+    /// its CA. Stops the run.
+    #[error(
+        "{reason}: nothing was sent. If the server is right (a staging host with an internal CA, a proxy that inspects TLS), trust its CA: name its PEM file in SSL_CERT_FILE (or a directory in SSL_CERT_DIR), or add it to the system's trust store"
+    )]
+    Untrusted {
+        /// What the check refused.
+        reason: String,
+    },
     /// Every further request would fail the same way (401): stop the run.
     #[error("{code}: {message}")]
     Fatal {
@@ -138,7 +155,18 @@ impl Client {
         auth: AuthScheme,
         timeout: Duration,
     ) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for root in trust::host_roots() {
+            http = http.add_root_certificate(root.clone());
+        }
+        if let Ok(url) = url::Url::parse(base) {
+            let route = trust::proxy_for(&url).map_or_else(
+                || "go direct (no proxy in the environment)".to_owned(),
+                |proxy| format!("go through the proxy {proxy}"),
+            );
+            tracing::debug!("requests to {} {route}", url.host_str().unwrap_or_default());
+        }
+        let http = http
             .user_agent(USER_AGENT)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
@@ -182,9 +210,11 @@ impl Client {
             }
         };
         let response = builder.send().await.inspect_err(|_| self.answers.count(0)).map_err(|e| {
-            // Connection refused or never established: the request never reached a server.
-            if e.is_connect() {
-                ApiError::Retryable { retry_after: None, rate_limited: false, reason: describe(&e) }
+            if let Some(reason) = trust::refused_certificate(&e) {
+                ApiError::Untrusted { reason }
+            } else if e.is_connect() {
+                // Refused, no such host, a handshake or a connect that timed out: nothing reached a server.
+                ApiError::Unreachable { reason: describe(&e) }
             } else {
                 lost(describe(&e))
             }

@@ -240,6 +240,15 @@ struct SandboxArgs {
     /// Refuse creates past N active links per key, as a standard account does at 100.
     #[arg(long, value_name = "N")]
     active_links: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM; the server's certificate first), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Close every connection after its answer: each request a new connection (over TLS, a new handshake).
+    #[arg(long)]
+    close_each: bool,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,

@@ -273,6 +273,9 @@ pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
             }
             Err(ApiError::Fatal { .. }) => {}
             Err(e @ ApiError::Permanent { status: 404, .. }) => return Err(usage(format!("team {team}: {e}"))),
+            Err(e @ (ApiError::Unreachable { .. } | ApiError::Untrusted { .. })) => {
+                return Err(Outcome::aborted(anyhow::anyhow!("listing team {team}'s templates: {e}")));
+            }
             Err(e) => return Err(usage(format!("could not list team {team}'s templates: {e}"))),
         }
     }
@@ -305,6 +308,11 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
                 return Ok(scheme);
             }
             Ok(false) => tracing::debug!("Links+ refused the {} scheme", scheme.name()),
+            Err(e @ (ApiError::Unreachable { .. } | ApiError::Untrusted { .. })) => {
+                return Err(Outcome::aborted(anyhow::anyhow!(
+                    "finding the Links+ auth scheme: {e}; nothing was created"
+                )));
+            }
             Err(e) => {
                 return Err(usage(format!("could not reach Links+ to find its auth scheme: {e}; nothing was created")));
             }
@@ -323,13 +331,31 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
-    let mut delays = plan.retry().delays();
+    let retry = plan.retry();
+    let mut delays = retry.delays();
+    let mut outage = crate::decide::Outage::new(retry.outage, retry.base_delay, retry.max_delay);
     loop {
         let error = match read().await {
             Ok(value) => return Ok(value),
             Err(e) => e,
         };
-        match crate::decide::retry_read(&error, delays.next()) {
+        let now = std::time::SystemTime::now();
+        if let ApiError::Unreachable { reason } = &error {
+            if outage.away(now, reason) {
+                tracing::warn!(
+                    "the server cannot be reached ({reason}): waiting for it, for at most {} ([retry] outage)",
+                    humantime::format_duration(retry.outage)
+                );
+            }
+            match outage.next(now) {
+                crate::decide::Away::Probe(wait) => tokio::time::sleep(wait).await,
+                crate::decide::Away::GiveUp(reason) => return Err(ApiError::Unreachable { reason }),
+                crate::decide::Away::Up => {}
+            }
+            continue;
+        }
+        outage.back(now);
+        match crate::decide::retry_read(&error, &mut delays) {
             Some(delay) => tokio::time::sleep(delay).await,
             None => return Err(error),
         }
@@ -359,7 +385,9 @@ async fn check_template(plan: &Plan, client: &Client, team: u64, template: u64) 
         Err(ApiError::Permanent { status: 404, .. }) => Err(usage(format!(
             "[link] template_id {template} was not found (list your team's templates: GET /external/{team}/templates); nothing was created"
         ))),
-        Err(e @ ApiError::Fatal { .. }) => Err(Outcome::aborted(anyhow::anyhow!("checking template {template}: {e}"))),
+        Err(e @ (ApiError::Fatal { .. } | ApiError::Unreachable { .. } | ApiError::Untrusted { .. })) => {
+            Err(Outcome::aborted(anyhow::anyhow!("checking template {template}: {e}")))
+        }
         Err(e) => Err(usage(format!("could not check template {template}: {e}; nothing was created"))),
     }
 }

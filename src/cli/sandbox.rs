@@ -18,9 +18,13 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         profile: args.profile,
         active_links: args.active_links,
         plus_auth: args.auth,
+        close_each: args.close_each,
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::sandbox::tls::from_files(cert, key).map_err(|e| usage(format!("--tls-cert: {e}")))?);
+    }
 
     if let Some(path) = &args.teams {
         let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--teams {}: {e}", path.display())))?;

@@ -426,6 +426,14 @@ impl Index {
                 let fingerprint = Digest::from_text(&fingerprint);
                 self.on_link(Digest::of(key.as_bytes()), &link_id, &payment_uri, fingerprint, line);
             }
+            Event::Unsent { key, at, .. } => {
+                let state = self.slot(Digest::of(key.as_bytes()));
+                // Only this request was open: an earlier one whose outcome is unknown keeps the row open.
+                let at = super::parse_time(&at).map(millis);
+                if at.is_some_and(|at| state.open_since == at) {
+                    state.close();
+                }
+            }
             Event::Failed { key, code, message, .. } => {
                 let state = self.slot(Digest::of(key.as_bytes()));
                 state.close();

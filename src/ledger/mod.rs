@@ -137,6 +137,17 @@ pub enum Event {
         /// The parameters sent, so a later run can reconcile and explain conflicts.
         request: LinkRequest,
     },
+    /// The intent's request never left: no server could be reached, or its certificate was refused, before
+    /// a byte of the request was sent. The row is pending again, unless an earlier request of it is still
+    /// unresolved.
+    Unsent {
+        /// Row key.
+        key: String,
+        /// The intent's time, as it was written.
+        at: String,
+        /// Why it did not leave.
+        reason: String,
+    },
     /// The server answered with a link.
     Created {
         /// Row key.

@@ -86,6 +86,7 @@ impl Endpoint {
                 breaker: Some(spec.retry.breaker)
                     .filter(|n| (1..=MAX_BREAKER).contains(n))
                     .ok_or(PlanError::Breaker(spec.retry.breaker))?,
+                outage: duration("[retry] outage", &spec.retry.outage, Duration::ZERO, 7 * 24 * HOUR)?,
             },
             team_id: match spec.link.team_id {
                 Some(crate::job::Field::Fixed(team)) if spec.api.kind == ApiKind::LinksPlus => Some(team),

@@ -71,6 +71,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Consecutive permanent failures with one code that stop dispatch.
     pub breaker: u32,
+    /// How long a run waits for a server it cannot reach (`[retry] outage`).
+    pub outage: Duration,
 }
 
 impl RetryPolicy {

@@ -209,7 +209,13 @@ fn log_failure(row: &PlannedRow, error: &ApiError) {
         ApiError::Uncertain { reason } => {
             tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
         }
-        ApiError::Permanent { .. } | ApiError::Fatal { .. } | ApiError::Unreadable { .. } => {}
+        ApiError::Unreachable { reason } => {
+            tracing::debug!(line = row.line, key = %row.key, "not sent: the server cannot be reached ({reason})");
+        }
+        ApiError::Permanent { .. }
+        | ApiError::Fatal { .. }
+        | ApiError::Unreadable { .. }
+        | ApiError::Untrusted { .. } => {}
     }
 }
 
@@ -230,7 +236,20 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
     };
     shared.record(intent).await.map_err(|e| (e.into(), at))?;
     let turn = shared.restamp(turn);
-    let link = shared.sent(turn, shared.client.create(&row.request)).await.map_err(|e| (e.into(), at))?;
+    let link = match shared.sent(turn, shared.client.create(&row.request)).await {
+        Ok(link) => link,
+        Err(error @ (ApiError::Unreachable { .. } | ApiError::Untrusted { .. })) => {
+            // Not a byte of the request left: the row is pending again, not uncertain.
+            let unsent = Event::Unsent {
+                key: row.key.clone(),
+                at: humantime::format_rfc3339_millis(at).to_string(),
+                reason: error.to_string(),
+            };
+            shared.record(unsent).await.map_err(|e| (e.into(), at))?;
+            return Err((error.into(), at));
+        }
+        Err(error) => return Err((error.into(), at)),
+    };
     let sent_metadata = matches!(&row.request, LinkRequest::Classic(r) if !r.metadata.is_empty());
     if sent_metadata && link.metadata.is_none() && !shared.metadata_unheld.swap(true, Ordering::Relaxed) {
         tracing::warn!(

@@ -36,6 +36,19 @@ impl Stop {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Returns once a stop was asked.
+    pub(super) async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sleeps `wait`, or less if a stop comes first; false when stopped.
     pub(super) async fn sleep(&self, wait: Duration) -> bool {
         if self.is_stopped() {
@@ -82,6 +95,10 @@ pub(super) struct Shared {
     verified: AtomicBool,
     /// Stops dispatch when every row gets the same refusal.
     breaker: Mutex<decide::Breaker>,
+    /// The server cannot be reached: since when, and what the next request does.
+    outage: Mutex<decide::Outage>,
+    /// Held by the one request that probes an absent server; the others wait for its answer.
+    outage_probe: tokio::sync::Mutex<()>,
     /// Creates hold it for reading (at most the breaker's limit at once) from their send until the breaker
     /// has heard their answer; after a refusal a create takes it for writing, alone. So the refusals of one
     /// code that reach the server never pass the breaker's limit, whatever the concurrency.
@@ -107,9 +124,11 @@ enum Place<'a> {
     Alone(#[allow(dead_code, reason = "held, never read")] tokio::sync::RwLockWriteGuard<'a, ()>),
 }
 
-/// Permission to send one request: its place under the limits, and the probe while the key is unproven.
+/// Permission to send one request: its place under the limits, the probe while the key is unproven, and
+/// the outage's probe while the server is away.
 pub(super) struct Turn<'a> {
     _probe: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _outage: Option<tokio::sync::MutexGuard<'a, ()>>,
     /// When the throttle counted it.
     at: std::time::Instant,
 }
@@ -139,6 +158,12 @@ impl Shared {
         let breaker = Mutex::new(decide::Breaker::new(limit));
         Shared {
             refusals: tokio::sync::RwLock::with_max_readers((), limit),
+            outage: Mutex::new(decide::Outage::new(
+                plan.retry().outage,
+                plan.retry().base_delay,
+                plan.retry().max_delay,
+            )),
+            outage_probe: tokio::sync::Mutex::new(()),
             plan,
             client,
             throttle,
@@ -213,8 +238,37 @@ impl Shared {
         self.stop.stop();
     }
 
-    /// Waits for the probe (while the key is unproven) and a place under the limits; `None` once stopped.
+    /// While the server is away: waits for the outage's probe, then backs off and returns it held (this
+    /// request is the one probe); `Some(None)` once the server answers again; `None` once stopped, or when
+    /// the server has been away for `[retry] outage` (the run is then aborted).
+    async fn outage_turn(&self) -> Option<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        if !self.outage().is_away() {
+            return Some(None);
+        }
+        let guard = tokio::select! {
+            guard = self.outage_probe.lock() => guard,
+            () = self.stop.stopped() => return None,
+        };
+        let next = self.outage().next(std::time::SystemTime::now());
+        match next {
+            decide::Away::Up => Some(None),
+            decide::Away::Probe(wait) => self.stop.sleep(wait).await.then_some(Some(guard)),
+            decide::Away::GiveUp(reason) => {
+                self.abort(reason);
+                None
+            }
+        }
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, decide::Outage> {
+        // A time, a count and a reason: a panic elsewhere cannot leave them half-written.
+        self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits out an outage, then for the probe (while the key is unproven) and a place under the limits;
+    /// `None` once stopped.
     pub(super) async fn turn(&self) -> Option<Turn<'_>> {
+        let outage = self.outage_turn().await?;
         let probe = if self.verified.load(Ordering::SeqCst) {
             None
         } else {
@@ -225,7 +279,7 @@ impl Shared {
             return None;
         }
         let at = self.throttle.acquire().await;
-        (!self.stop.is_stopped()).then_some(Turn { _probe: probe, at })
+        (!self.stop.is_stopped()).then_some(Turn { _probe: probe, _outage: outage, at })
     }
 
     /// The turn counted again as its request leaves (after its intent reached the disk).
@@ -241,6 +295,30 @@ impl Shared {
     ) -> Result<T, ApiError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = send.await;
+        let now = std::time::SystemTime::now();
+        match &result {
+            Err(ApiError::Unreachable { reason }) => {
+                if self.outage().away(now, reason) {
+                    let limit = self.outage().limit();
+                    tracing::warn!(
+                        "the server cannot be reached ({reason}): every worker waits for it, one probe at a time, for \
+                         at most {} ([retry] outage)",
+                        humantime::format_duration(limit)
+                    );
+                }
+                return result;
+            }
+            // Nothing will be sent until the host trusts the server's CA.
+            Err(error @ ApiError::Untrusted { .. }) => {
+                self.abort(error.to_string());
+                return result;
+            }
+            _ => {
+                if let Some(away) = self.outage().back(now) {
+                    tracing::warn!("the server answers again, after {:.1}s away", away.as_secs_f64());
+                }
+            }
+        }
         match &result {
             // Abort before the turn is released: no other worker may send with a key the server refused.
             Err(ApiError::Fatal { code, message }) => self.abort(format!("{code}: {message}")),
@@ -302,7 +380,7 @@ where
             Ok(value) => return Ok(Some(value)),
             Err(e) => e,
         };
-        match decide::retry_read(&error, delays.next()) {
+        match decide::retry_read(&error, &mut delays) {
             Some(delay) if shared.stop.sleep(delay).await => {}
             Some(_) => return Ok(None),
             None => return Err(error),

@@ -7,6 +7,7 @@
 
 mod routes;
 mod store;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -177,6 +178,10 @@ pub struct SandboxConfig {
     pub plus_auth: Option<crate::terms::AuthScheme>,
     /// Refuse a create past this many active links per key (standard accounts hold 100).
     pub active_links: Option<usize>,
+    /// Serve HTTPS with this certificate ([`tls::server_config`]); plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Close every connection after its answer: each request a new connection (and over TLS a handshake).
+    pub close_each: bool,
 }
 
 impl Default for SandboxConfig {
@@ -192,6 +197,8 @@ impl Default for SandboxConfig {
             profile: Profile::Current,
             plus_auth: None,
             active_links: None,
+            tls: None,
+            close_each: false,
         }
     }
 }
@@ -245,7 +252,8 @@ impl Sandbox {
         config.validate().map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let base_url = format!("http://{addr}");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{addr}");
         let mut store =
             store::Store::new(config.teams.clone(), config.limits.clone(), StdRng::seed_from_u64(config.seed));
         store.set_base_url(base_url.clone());
@@ -253,7 +261,17 @@ impl Sandbox {
         store.active_links = config.active_links;
         let shared = Arc::new(Shared { store: Mutex::new(store), config });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, routes::router(shared.clone()), stopped));
+        let close_each = shared.config.close_each;
+        let acceptor = shared.config.tls.clone().map(|tls| {
+            if !close_each {
+                return tokio_rustls::TlsAcceptor::from(tls);
+            }
+            // HTTP/2 would carry every request on one connection: offer HTTP/1.1 alone.
+            let mut one_each = (*tls).clone();
+            one_each.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(one_each))
+        });
+        let task = tokio::spawn(serve(listener, acceptor, close_each, routes::router(shared.clone()), stopped));
         Ok(Sandbox { base_url, shared, stop, task })
     }
 
@@ -280,7 +298,13 @@ impl Sandbox {
     }
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    close_each: bool,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
@@ -292,27 +316,43 @@ async fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let kill = Arc::new(Notify::new());
-        let router = router.clone();
-        let mut stopped = stopped.clone();
+        let (router, stopped, tls) = (router.clone(), stopped.clone(), tls.clone());
         connections.spawn(async move {
-            let handler_kill = ConnectionKill(kill.clone());
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(handler_kill.clone());
-                let mut router = router.clone();
-                async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|never| match never {})) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            // Dropping the connection future closes the socket: the client sees no answer at all.
-            tokio::select! {
-                _ = connection => {}
-                () = kill.notified() => {}
-                _ = stopped.changed() => {}
+            match tls {
+                // A handshake the client gives up on (a certificate it does not trust) ends here.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        connection(stream, close_each, router, stopped).await;
+                    }
+                }
+                None => connection(stream, close_each, router, stopped).await,
             }
         });
         // Reap finished connections so the set stays the size of the open ones.
         while connections.try_join_next().is_some() {}
     }
     connections.shutdown().await;
+}
+
+/// One connection served until it ends, a handler kills it, or the sandbox stops.
+async fn connection<S>(stream: S, close_each: bool, router: axum::Router, mut stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let kill = Arc::new(Notify::new());
+    let handler_kill = ConnectionKill(kill.clone());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(handler_kill.clone());
+        let mut router = router.clone();
+        async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|never| match never {})) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(!close_each);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // Dropping the connection future closes the socket: the client sees no answer at all.
+    tokio::select! {
+        _ = connection => {}
+        () = kill.notified() => {}
+        _ = stopped.changed() => {}
+    }
 }
