@@ -61,6 +61,43 @@ pub enum InputError {
     UnknownFormat(PathBuf),
 }
 
+/// What identifies the input a run read: the file at its path (device and inode), its size and its
+/// modification time. Another file moved into place, or the same file rewritten, gives another stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    /// The stamp of the file now at `path`.
+    pub fn of(path: &Path) -> std::io::Result<Stamp> {
+        std::fs::metadata(path).map(|m| Stamp::from(&m))
+    }
+
+    /// What differs from `before`, in words (`None`: nothing).
+    pub fn change_since(&self, before: &Stamp) -> Option<&'static str> {
+        if (self.device, self.inode) != (before.device, before.inode) {
+            Some("another file was put in its place")
+        } else if self.len != before.len {
+            Some("its size changed")
+        } else if self.modified != before.modified {
+            Some("it was written to")
+        } else {
+            None
+        }
+    }
+}
+
+impl From<&std::fs::Metadata> for Stamp {
+    fn from(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp { device: m.dev(), inode: m.ino(), len: m.len(), modified: m.modified().ok() }
+    }
+}
+
 /// Picks the format from the job or the extension.
 pub fn detect_format(path: &Path, format: Option<InputFormat>) -> Result<InputFormat, InputError> {
     if let Some(format) = format {
@@ -129,6 +166,15 @@ impl InputReader {
             }
         };
         Ok(InputReader { path: path.to_owned(), columns, wanted: Vec::new(), source })
+    }
+
+    /// The stamp of the file this reader reads (the one it opened, whatever is at its path now).
+    pub fn stamp(&self) -> std::io::Result<Stamp> {
+        let file = match &self.source {
+            Source::Csv { reader, .. } => reader.get_ref(),
+            Source::Jsonl { reader, .. } => reader.get_ref(),
+        };
+        file.metadata().map(|m| Stamp::from(&m))
     }
 
     /// The columns the file has (CSV header, or the first JSONL object's keys).

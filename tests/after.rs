@@ -202,3 +202,47 @@ fn replacing_survives_kill_nine() {
     assert_eq!(count(&rows, "created") + count(&rows, "existing"), 24);
     assert!(rows.iter().all(|r| !old.contains(&r["link_id"])));
 }
+
+/// Regression: a 60-row job at 5/s whose CSV was replaced 3 s in by another export created 60 links for the
+/// old rows and wrote an output naming none of them (60 rows of the new file, all `pending`).
+#[test]
+fn an_input_replaced_under_a_run_stops_it_before_anything_of_the_new_file_is_sent() {
+    let world = World::new();
+    let rows = |from: usize| -> String {
+        let mut csv = String::from("tier,event,price,currency,capacity\n");
+        for i in from..from + 30 {
+            csv.push_str(&format!("Tier {i},Night {i},{}.00,thb,10\n", 100 + i));
+        }
+        csv
+    };
+    let (input, export) = (world.path("tickets.csv"), world.path("export.csv"));
+    std::fs::write(&input, rows(0)).unwrap();
+    std::fs::write(&export, rows(1000)).unwrap();
+    let run = world
+        .run_job("jobs/event-tickets.toml", &["--input", input.to_str().unwrap(), "--limit", "10/s"])
+        .spawn_capturing();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // As an export job writes it: a new file moved into place.
+    std::fs::rename(&export, &input).unwrap();
+    let outcome = run.finish();
+    assert_eq!(outcome.code, 3, "{}", outcome.stderr);
+    let made = world.stats().links_per_title;
+    assert!(!made.is_empty() && made.len() < 30, "stopped mid-run: {made:?}");
+    let night = |title: &str| title.split_whitespace().nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap();
+    assert!(made.keys().all(|title| night(title) < 1000), "a row of the new file was sent: {made:?}");
+    assert!(made.values().all(|&n| n == 1), "one link a row: {made:?}");
+    let last = outcome.stderr.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "error: aborted: the input {} changed while the run read it (another file was put in its place): nothing \
+             more was sent, and the output was not written (it would name the new file's rows). Every link made is \
+             in the ledger; the next run starts from the file as it is then",
+            input.display()
+        )
+    );
+    assert!(!world.path("out.csv").exists(), "no output naming the new file's rows");
+    // The next run starts from the new file: its 30 rows, and the old file's links stay in the ledger.
+    world.run_job("jobs/event-tickets.toml", &["--input", input.to_str().unwrap(), "--limit", "100/s"]).code(0);
+    assert_eq!(count(&world.output(), "created"), 30);
+}

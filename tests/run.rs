@@ -28,8 +28,10 @@ fn catalog_import_validate_run_and_run_again() {
     assert!(
         rows.iter().all(|r| r["payment_uri"].starts_with(&world.base_url()) && r["link_id"].starts_with("link_test_"))
     );
+    // JPY has no minor unit: the sample's "2024" yen is 2024, never 202400 (regression: the old check here
+    // passed for 202400 too).
     let jpy = rows.iter().find(|r| r["currency"] == "jpy").unwrap();
-    assert!(!jpy["amount"].ends_with("00") || jpy["amount"].len() > 2);
+    assert_eq!((jpy["key"].as_str(), jpy["amount"].as_str()), ("SKU-0005", "2024"));
 
     // Again: nothing sent at all, every row reported as existing with the same link.
     let served = requests(&world.stats());

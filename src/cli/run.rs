@@ -96,6 +96,8 @@ async fn send(
 
     let adopted = runner::adopt_kept_answers(&mut index, plan.api());
     let mut reader = plan.reader()?;
+    // The file the survey reads: later passes stop if the input is another file by then.
+    let input = reader.stamp().ok();
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
     let draft = match work {
         Work::Create => Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?),
@@ -118,7 +120,7 @@ async fn send(
 
     let stop = Arc::new(Stop::default());
     let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
-    let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id };
+    let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id, input };
     let summary = tokio::select! {
         summary = runner::run(plan, client, ledger, index, survey, stop, options) => summary.map_err(Outcome::Refused)?,
         // A second signal, or requests in flight past their grace: quit now. Every intent is on disk.

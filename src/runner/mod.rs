@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub update: bool,
     /// `refresh --by-id`: every link read by id, none from the list pages.
     pub by_id: bool,
+    /// The input as the survey read it: a run whose input changes under it stops before sending more.
+    pub input: Option<crate::input::Stamp>,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -109,7 +111,8 @@ pub async fn run(
             pages::refresh_by_pages(&shared, refresh_since).await?;
         }
         let updating = options.update && work != Work::Refresh;
-        let producer = Producer { shared: shared.clone(), work, refresh_since, replacing, updating };
+        let producer =
+            Producer { shared: shared.clone(), work, refresh_since, replacing, updating, input: options.input };
         tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
         for worker in workers {
             let _ = worker.await;
@@ -120,7 +123,22 @@ pub async fn run(
     let _ = ticker.await;
     shared.progress.finish();
     let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
-    finish(shared, work, start_line, options.draft.filter(|_| idle), started).await
+    finish(shared, work, start_line, options.draft.filter(|_| idle), started, options.input).await
+}
+
+/// What changed in the input since the survey read it, in the words the run stops with.
+fn input_changed(plan: &Plan, before: Option<&crate::input::Stamp>) -> Option<String> {
+    let before = before?;
+    let why = match crate::input::Stamp::of(plan.input_path()) {
+        Ok(now) => now.change_since(before)?,
+        Err(_) => "it can no longer be read",
+    };
+    Some(format!(
+        "the input {} changed while the run read it ({why}): nothing more was sent, and the output was not written \
+         (it would name the new file's rows). Every link made is in the ledger; the next run starts from the file \
+         as it is then",
+        plan.input_path().display()
+    ))
 }
 
 /// Answers kept because an earlier run could not read them, read again with this linkbatch's parsers: a
@@ -185,12 +203,17 @@ struct Producer {
     refresh_since: u64,
     replacing: bool,
     updating: bool,
+    input: Option<crate::input::Stamp>,
 }
 
 impl Producer {
     fn run(self, queue: &tokio::sync::mpsc::Sender<Job>) -> anyhow::Result<()> {
         let shared = &self.shared;
         let mut reader = shared.plan.reader()?;
+        // The file at the input's path is checked before each row goes to a worker (a stat beside a request
+        // costs nothing), so no row read from another file is ever sent.
+        let changed =
+            || input_changed(&shared.plan, self.input.as_ref()).inspect(|why| shared.abort(why.clone())).is_some();
         for_each_row(&shared.plan, &mut reader, None, |row| {
             let Ok(row) = row else {
                 return !shared.stop.is_stopped();
@@ -206,7 +229,7 @@ impl Producer {
                 decide::task(self.work, row, state, self.refresh_since, self.replacing, before.as_ref())
             };
             let Some(task) = task else { return true };
-            !shared.stop.is_stopped() && queue.blocking_send((row.clone(), task)).is_ok()
+            !shared.stop.is_stopped() && !changed() && queue.blocking_send((row.clone(), task)).is_ok()
         });
         Ok(())
     }
@@ -229,7 +252,12 @@ async fn finish(
     start_line: u64,
     draft: Option<OutputPass>,
     started: Instant,
+    input: Option<crate::input::Stamp>,
 ) -> anyhow::Result<Summary> {
+    let changed = input_changed(&shared.plan, input.as_ref());
+    if let Some(why) = &changed {
+        shared.abort(why.clone());
+    }
     let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     if work == Work::Refresh && !shared.stop.is_stopped() {
@@ -240,12 +268,18 @@ async fn finish(
     let pace = pace_note(&shared);
     let index = shared.index.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (counts, payments) = match draft {
+        // The input is another file now: an output from it would hide what was sent. The draft is dropped
+        // (and its file with it).
+        _ if changed.is_some() => (std::collections::BTreeMap::new(), None),
         // Drafted as of `start_line`, and nothing was sent since.
         Some(draft) => draft.finish()?,
         None => write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?,
     };
-    record_output(&shared.ledger, shared.plan.output_path()).await?;
+    if changed.is_none() {
+        record_output(&shared.ledger, shared.plan.output_path()).await?;
+    }
     Ok(Summary {
+        output_written: changed.is_none(),
         counts,
         payments,
         output: shared.plan.output_path().to_owned(),

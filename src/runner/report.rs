@@ -25,6 +25,8 @@ pub struct Summary {
     pub payments: Option<PaymentTotals>,
     /// The output CSV.
     pub output: PathBuf,
+    /// Whether it was written (not when the input changed under the run).
+    pub output_written: bool,
     /// Why the run stopped early (401, a ledger that cannot be written), if it did.
     pub aborted: Option<String>,
     /// Stopped by a signal.
@@ -55,6 +57,14 @@ impl Summary {
 
     /// One line for the end of a run.
     pub fn line(&self) -> String {
+        if !self.output_written {
+            return format!(
+                "{:.1}s ({} requests); the output {} was not written",
+                self.elapsed.as_secs_f64(),
+                self.requests,
+                self.output.display()
+            );
+        }
         let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
         let pace = self.pace.as_ref().map(|p| format!("; {p}")).unwrap_or_default();
         format!(
