@@ -2,6 +2,7 @@
 //! links of changed rows (`--replace-changed`), exactly once across crashes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -211,7 +212,7 @@ fn an_input_replaced_under_a_run_stops_it_before_anything_of_the_new_file_is_sen
     let rows = |from: usize| -> String {
         let mut csv = String::from("tier,event,price,currency,capacity\n");
         for i in from..from + 30 {
-            csv.push_str(&format!("Tier {i},Night {i},{}.00,thb,10\n", 100 + i));
+            let _ = writeln!(csv, "Tier {i},Night {i},{}.00,thb,10", 100 + i);
         }
         csv
     };
