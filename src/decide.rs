@@ -108,7 +108,7 @@ pub enum Task {
     Update(LinkRecord),
 }
 
-/// Whether a row changed only where a link can be changed in place (seed 003: description and metadata; not
+/// Whether a row changed only where a link can be changed in place (the Links guide: description and metadata; not
 /// amount, currency, title or multiple).
 pub fn updatable(before: &LinkRequest, now: &LinkRequest) -> bool {
     match (before, now) {

@@ -1,4 +1,4 @@
-//! The job file as written: TOML deserialised into a [`JobSpec`], field names exactly as SPEC section 7 has them.
+//! The job file as written: TOML deserialised into a [`JobSpec`], field names exactly as docs/reference.md, "The job file", has them.
 //!
 //! This is the first of two stages: a `JobSpec` may still be wrong against its input (a placeholder naming no
 //! column); [`crate::plan`] checks it and only a `Plan` can be run. Unknown fields are errors, with their line.

@@ -12,7 +12,7 @@ pub struct Currency {
     pub exponent: u32,
 }
 
-/// The documented currencies (seed 001).
+/// The documented currencies (the API reference).
 pub const CURRENCIES: &[Currency] = &[
     Currency { code: "thb", exponent: 2 },
     Currency { code: "jpy", exponent: 0 },

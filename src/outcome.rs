@@ -1,5 +1,5 @@
 //! How a command ended, and the exit status that says so: the one place exit codes are chosen (README,
-//! SPEC section 6). Every command returns an [`Outcome`]; `main` prints its error, if any, and exits with
+//! docs/reference.md, "Exit codes"). Every command returns an [`Outcome`]; `main` prints its error, if any, and exits with
 //! [`Outcome::code`].
 
 use crate::api::KeyError;

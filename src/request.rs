@@ -18,7 +18,7 @@ pub struct ClassicRequest {
     pub description: String,
     /// Multiple-use.
     pub multiple: bool,
-    /// Metadata (seed 003), rendered from `[link.metadata]`; left out of the JSON when empty, so requests
+    /// Metadata (the Links guide), rendered from `[link.metadata]`; left out of the JSON when empty, so requests
     /// without it keep the fingerprints existing ledgers hold.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metadata: std::collections::BTreeMap<String, String>,

@@ -50,7 +50,7 @@ impl ApiKind {
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
     /// Found before the first create: a read with each scheme in turn (raw, bearer, basic), the first the
-    /// server accepts kept and recorded in the ledger header (SPEC section 1).
+    /// server accepts kept and recorded in the ledger header (docs/reference.md, "What Omise documents").
     #[default]
     Auto,
     /// `Authorization: Bearer KEY`.

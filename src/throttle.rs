@@ -2,7 +2,7 @@
 //! and what a 429 teaches about a server stricter than the job says.
 //!
 //! `governor` spaces requests at the densest window's interval (the smallest period/count, burst 1), the
-//! spacing of the bound in SPEC section 4. Every window is also kept as an exact sliding-window count (a token
+//! spacing of the bound in docs/reference.md, "Throughput". Every window is also kept as an exact sliding-window count (a token
 //! bucket would be 3.6 times slower for 1000/h, or break the hour with a larger burst), with a margin at its
 //! edge for a request that reaches the server later than it left. A 429 pauses all dispatch, not only the
 //! request that met it.
@@ -263,7 +263,7 @@ fn pacing_interval(rates: &[Rate]) -> Option<Duration> {
 }
 
 /// The fastest legal schedule for `n` requests under `rates`, starting with empty windows: the bound a run
-/// is measured against (SPEC section 4). `n` requests take this long from the first to the last.
+/// is measured against (docs/reference.md, "Throughput"). `n` requests take this long from the first to the last.
 pub fn fastest_schedule(n: u64, rates: &[Rate]) -> Duration {
     let now = Instant::now();
     let windows = rates.iter().map(|&r| SlidingWindow::new(r)).collect();

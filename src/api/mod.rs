@@ -243,7 +243,7 @@ impl Client {
     }
 
     /// Creates one link. A 2xx whose link cannot be read is [`ApiError::Unreadable`]: the link may well
-    /// exist, so the row must not be sent again (SPEC section 3, fail closed).
+    /// exist, so the row must not be sent again (docs/reference.md, "Fail closed").
     pub async fn create(&self, request: &LinkRequest) -> Result<RemoteLink, ApiError> {
         let builder = match request {
             LinkRequest::Classic(r) => self.request(reqwest::Method::POST, "/links").form(&r.form()),
@@ -330,7 +330,7 @@ impl Client {
         self.read(&answer, shape::template_team)
     }
 
-    /// `PATCH /links/{id}` with a new description and metadata (seed 003: only these can change). The same body
+    /// `PATCH /links/{id}` with a new description and metadata (the Links guide: only these can change). The same body
     /// sent twice leaves the link the same, so a lost answer is safe to send again.
     pub async fn update(
         &self,

@@ -1,7 +1,7 @@
 //! What the server's answers say, read from their JSON: links, pages of links, charges and the error object.
 //! Pure functions over `serde_json::Value`, held to the recorded answers of the real API
 //! (`tests/fixtures/omise/`) by the contract tests. Never guesses: a field it needs and cannot read is an
-//! [`Unreadable`], which the caller treats as "do not act on this answer" (SPEC section 3, fail closed).
+//! [`Unreadable`], which the caller treats as "do not act on this answer" (docs/reference.md, "Fail closed").
 
 use serde_json::Value;
 
@@ -161,7 +161,7 @@ pub struct LinkPage {
 }
 
 /// Reads a list object of links. Every item must be readable: reconciliation that skipped one could miss
-/// the very link it looks for, and send a second (SPEC section 3).
+/// the very link it looks for, and send a second (docs/reference.md, "Exactly once").
 pub fn link_page(api: ApiKind, v: &Value) -> Result<LinkPage, Unreadable> {
     let data = v.get("data").and_then(Value::as_array).ok_or_else(|| unreadable("data list"))?;
     let links = data

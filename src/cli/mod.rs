@@ -1,4 +1,4 @@
-//! The command line: flags as SPEC section 7 names them, turned into a [`Plan`] and handed to the runner.
+//! The command line: flags as docs/reference.md, "Commands", names them, turned into a [`Plan`] and handed to the runner.
 //!
 //! Everything that can be refused without the network is refused here, with exit code 2 and nothing sent:
 //! a bad job, a bad flag, a missing or public key, a live key without `--live`. The key is read from the

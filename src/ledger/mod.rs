@@ -187,7 +187,7 @@ pub enum Event {
         /// When.
         at: String,
     },
-    /// The server answered in a shape linkbatch cannot read (SPEC section 3, fail closed): kept with its
+    /// The server answered in a shape linkbatch cannot read (docs/reference.md, "Fail closed"): kept with its
     /// body, and nothing done on it. After a create the row waits for `settle`; after a list it stays open.
     Unreadable {
         /// Row key.

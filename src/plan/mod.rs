@@ -22,9 +22,9 @@ use crate::rate::{Rate, RateError};
 use crate::template::{Template, TemplateError};
 use crate::terms::{ApiKind, AuthScheme, InputFormat};
 
-/// Longest classic title (seed 003) and Links+ name.
+/// Longest classic title (the Links guide) and Links+ name.
 pub const MAX_TITLE: usize = 200;
-/// Longest classic description (seed 003).
+/// Longest classic description (the Links guide).
 pub const MAX_DESCRIPTION: usize = 1000;
 /// Most requests in flight at once.
 pub const MAX_CONCURRENCY: usize = 64;
@@ -422,7 +422,7 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-/// The https rule for a Links+ `custom_webhook` (seed 000: an `http://` URL is rejected): a URL with the
+/// The https rule for a Links+ `custom_webhook` (the Payment Links+ documentation: an `http://` URL is rejected): a URL with the
 /// scheme `https` and a host. One rule for a fixed URL in the job and one rendered per row.
 pub fn check_webhook(url: &str) -> Result<(), String> {
     match url::Url::parse(url) {

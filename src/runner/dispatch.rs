@@ -170,7 +170,7 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
     }
 }
 
-/// An answer that cannot be read (SPEC section 3, fail closed): kept in the ledger with its body, and the
+/// An answer that cannot be read (docs/reference.md, "Fail closed"): kept in the ledger with its body, and the
 /// run stopped with the row named and the way out. The row's intent stays open.
 async fn stop_unread(shared: &Shared, row: &PlannedRow, create: bool, status: u16, missing: String, body: String) {
     let answer_to = if create { "create" } else { "list" };

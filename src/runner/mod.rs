@@ -1,7 +1,7 @@
 //! Running a [`Plan`]: survey the rows against the ledger, send the new ones under the throttle, reconcile
 //! every uncertain outcome before anything is sent twice, and write the output CSV from input and ledger.
 //!
-//! The exactly-once rule (SPEC section 3) is decided in [`crate::decide`] and carried out here: an `intent`
+//! The exactly-once rule (docs/reference.md, "Exactly once") is decided in [`crate::decide`] and carried out here: an `intent`
 //! is durable before its request leaves; a request whose fate is unknown is looked for on the server (and
 //! adopted) before it is ever sent again; a row whose link exists is never sent; a row that changed since is
 //! a conflict, never a second link.

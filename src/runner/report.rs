@@ -40,7 +40,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// How the run ended, for the exit status (SPEC section 6).
+    /// How the run ended, for the exit status (docs/reference.md, "Exit codes").
     pub fn outcome(&self) -> Outcome {
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         if let Some(reason) = &self.aborted {
@@ -223,7 +223,7 @@ pub struct MissingLinks {
 
 /// Reads the output CSV at `path` (if there is one) and finds the links it names that `index` never held: a
 /// ledger emptied, cut short or replaced since that output was written. Such a ledger must not be run on: its
-/// rows would be sent again (SPEC section 3, damage).
+/// rows would be sent again (docs/reference.md, "Fail closed").
 pub fn links_missing_from(index: &Index, path: &std::path::Path) -> std::io::Result<Option<MissingLinks>> {
     let mut reader = match csv::Reader::from_path(path) {
         Ok(reader) => reader,

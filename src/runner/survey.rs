@@ -33,7 +33,7 @@ pub struct Survey {
     /// Rows whose create's answer could not be read: waiting to be settled by hand.
     pub unsettled: u64,
     /// Active links the job would hold once run: multiple-use links, and single-use ones not known to be used
-    /// (seed 003: the account's cap counts these).
+    /// (the Links guide: the account's cap counts these).
     pub active_links: u64,
     /// Bad rows.
     pub rejected: u64,

@@ -47,7 +47,7 @@ impl Store {
             "payment_uri": classic_payment_uri(&self.base_url, &link.id),
         });
         if profile != Profile::Legacy {
-            // The Links guide's metadata (seed 003); the older version answers without it.
+            // The Links guide's metadata (the Links guide); the older version answers without it.
             body["metadata"] = Value::Object(link.metadata.clone());
         }
         match profile {
@@ -66,7 +66,7 @@ impl Store {
         body
     }
 
-    /// `PATCH /links/{id}` as the Links guide has it (seed 003): `description` and `metadata` change; any other
+    /// `PATCH /links/{id}` as the Links guide has it (the Links guide): `description` and `metadata` change; any other
     /// field is a 400.
     pub(crate) fn update_classic(
         &mut self,

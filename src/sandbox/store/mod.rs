@@ -77,7 +77,7 @@ pub struct Template {
     pub currency: String,
 }
 
-/// The teams a fresh sandbox knows: the ids used by seed 000's examples and the project's sample jobs.
+/// The teams a fresh sandbox knows: the ids used by the Payment Links+ documentation's examples and the project's sample jobs.
 pub fn default_teams() -> Vec<Team> {
     let template = |id, name: &str, currency: &str| Template { id, name: name.into(), currency: currency.into() };
     vec![
@@ -415,7 +415,7 @@ impl Store {
     }
 
     /// Refuses a create when the key's account already holds its cap of active links: multiple-use links and
-    /// unused single-use ones (seed 003: a used single-use link no longer counts), classic and Links+ alike.
+    /// unused single-use ones (the Links guide: a used single-use link no longer counts), classic and Links+ alike.
     fn check_cap(&mut self, key: &str) -> Result<(), ApiFault> {
         let Some(cap) = self.active_links else { return Ok(()) };
         let account = self.account(key);
