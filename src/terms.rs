@@ -178,6 +178,17 @@ impl Status {
     }
 }
 
+/// An answer linkbatch could not read, kept for a row that now waits to be settled by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// What it answered: `create`, or `recover` (a row `recover` could not match).
+    pub answer_to: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What could not be read (`recover`: what it found instead).
+    pub missing: String,
+}
+
 // serde's `skip_serializing_if` hands the field by reference.
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &u64) -> bool {

@@ -20,7 +20,7 @@ use hashbrown::HashTable;
 use super::Event;
 use crate::digest::Digest;
 use crate::request::LinkRequest;
-use crate::terms::Payment;
+use crate::terms::{Payment, Unread};
 
 /// A key's link, as the index holds it; [`Index::link_id`] and [`Index::payment_uri`] read its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ struct Rare {
     payment: Option<(Payment, u64)>,
     /// Why the row waits to be settled by hand (its create's answer could not be read), and the byte offset
     /// of the `unreadable` line that kept the answer.
-    unsettled: Option<(String, u64)>,
+    unsettled: Option<(Unread, u64)>,
 }
 
 impl KeyState {
@@ -104,8 +104,8 @@ impl KeyState {
     }
 
     /// Why the row waits to be settled by hand, if it does (its create's answer could not be read).
-    pub fn unsettled(&self) -> Option<&str> {
-        self.rare.as_ref()?.unsettled.as_ref().map(|(why, _)| why.as_str())
+    pub fn unsettled(&self) -> Option<&Unread> {
+        self.rare.as_ref()?.unsettled.as_ref().map(|(unread, _)| unread)
     }
 
     /// The request and fingerprint of an open intent found in the file at start (`None` for one this run
@@ -406,7 +406,6 @@ impl Index {
     /// Applies one event found on `line`, at byte `offset`.
     pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
         match event {
-            Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } => {}
             Event::Updated { key, link_id, fingerprint, .. } => {
                 let key = Digest::of(key.as_bytes());
                 let current = self.get(&key).and_then(|s| s.link).filter(|l| self.link_id(l) == link_id);
@@ -456,21 +455,14 @@ impl Index {
             Event::ReplaceRefused { key, reason, .. } => {
                 self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
-            Event::Unreadable { key, answer_to, status, missing, .. } => {
-                let why = match answer_to.as_str() {
-                    "create" => format!(
-                        "the server answered the create with HTTP {status} and no readable {missing} (kept in the \
-                         ledger); the link may exist, so the row is not sent again: settle it with `linkbatch settle`"
-                    ),
-                    "recover" => format!(
-                        "`linkbatch recover` found {missing}; the row is not sent again: settle it with `linkbatch settle`"
-                    ),
-                    _ => String::new(),
-                };
-                if !why.is_empty() {
-                    self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((why, offset));
-                }
+            // A list's answer leaves the row as it was: its request is reconciled again.
+            Event::Unreadable { key, answer_to, status, missing, .. }
+                if matches!(answer_to.as_str(), "create" | "recover") =>
+            {
+                let unread = Unread { answer_to, status, missing };
+                self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
             }
+            Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
             Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {
                 let fingerprint = Digest::from_text(&fingerprint);
                 let uri = payment_uri.unwrap_or_default();
@@ -560,6 +552,222 @@ mod tests {
         let d = links.intern(&long, &format!("https://a/{long}"));
         assert_eq!(links.id_at(d), long);
         assert_eq!(links.uri_at(d), format!("https://a/{long}"));
+    }
+
+    /// An index made from `events`, each as a run appends it (lines 1, 2, …, at made-up offsets).
+    fn from(events: Vec<Event>) -> Index {
+        let mut index = Index::default();
+        for (n, event) in events.into_iter().enumerate() {
+            index.record(event, 100 * (n as u64 + 1));
+        }
+        index
+    }
+
+    fn at(secs: u64) -> String {
+        humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs))
+            .to_string()
+    }
+
+    fn request() -> LinkRequest {
+        LinkRequest::Classic(crate::request::ClassicRequest {
+            amount: 1000,
+            currency: "thb".into(),
+            title: "t".into(),
+            description: "d".into(),
+            multiple: false,
+            metadata: std::collections::BTreeMap::new(),
+        })
+    }
+
+    fn intent(key: &str, secs: u64) -> Event {
+        Event::Intent { key: key.into(), fingerprint: "ab".repeat(16), at: at(secs), request: request() }
+    }
+
+    fn created(key: &str, link: &str) -> Event {
+        let uri = format!("https://pay.example/{link}");
+        Event::Created {
+            key: key.into(),
+            link_id: link.into(),
+            payment_uri: uri,
+            fingerprint: "ab".repeat(16),
+            at: at(9),
+        }
+    }
+
+    fn state<'i>(index: &'i Index, key: &str) -> &'i KeyState {
+        index.get(&Digest::of(key.as_bytes())).unwrap()
+    }
+
+    fn link_of(index: &Index, key: &str) -> Option<String> {
+        state(index, key).link.map(|l| index.link_id(&l).to_owned())
+    }
+
+    #[test]
+    fn an_intent_opens_its_row_from_the_earliest_unresolved_request() {
+        let index = from(vec![intent("a", 5), intent("a", 7)]);
+        let open = state(&index, "a").open_since().unwrap();
+        assert_eq!(humantime::format_rfc3339_millis(open).to_string(), at(5));
+        assert_eq!(index.sent().count(), 2, "both requests count against the windows");
+    }
+
+    #[test]
+    fn a_link_closes_the_row_and_is_kept_with_its_line() {
+        let index = from(vec![intent("a", 1), created("a", "link_1")]);
+        let a = state(&index, "a");
+        assert_eq!(
+            (a.open_since(), link_of(&index, "a").as_deref(), a.link.unwrap().line()),
+            (None, Some("link_1"), 2)
+        );
+        assert_eq!(index.payment_uri(&a.link.unwrap()), "https://pay.example/link_1");
+        assert!(index.is_claimed("link_1") && !index.is_claimed("link_2"));
+    }
+
+    #[test]
+    fn an_adopted_link_is_a_link_like_a_created_one() {
+        let adopted = Event::Adopted {
+            key: "a".into(),
+            link_id: "link_9".into(),
+            payment_uri: "https://pay.example/link_9".into(),
+            fingerprint: "ab".repeat(16),
+            at: at(3),
+        };
+        let index = from(vec![intent("a", 1), adopted]);
+        assert_eq!((state(&index, "a").open_since(), link_of(&index, "a").as_deref()), (None, Some("link_9")));
+    }
+
+    #[test]
+    fn a_failure_closes_the_row_with_its_words_and_a_later_link_clears_them() {
+        let failed = Event::Failed {
+            key: "a".into(),
+            fingerprint: String::new(),
+            code: "invalid_amount".into(),
+            message: "too small".into(),
+            at: at(2),
+        };
+        let index = from(vec![intent("a", 1), failed.clone()]);
+        let a = state(&index, "a");
+        assert_eq!((a.open_since(), a.failed()), (None, Some(&("invalid_amount".to_owned(), "too small".to_owned()))));
+        let index = from(vec![intent("a", 1), failed, intent("a", 3), created("a", "link_1")]);
+        assert_eq!(state(&index, "a").failed(), None);
+    }
+
+    #[test]
+    fn an_unsent_request_leaves_the_row_pending_again() {
+        let unsent = Event::Unsent { key: "a".into(), at: at(1), reason: "refused".into() };
+        let index = from(vec![intent("a", 1), unsent]);
+        assert_eq!(state(&index, "a").open_since(), None);
+    }
+
+    #[test]
+    fn an_unsent_request_keeps_an_earlier_unresolved_one_open() {
+        let unsent = Event::Unsent { key: "a".into(), at: at(4), reason: "refused".into() };
+        let index = from(vec![intent("a", 1), intent("a", 4), unsent]);
+        assert!(state(&index, "a").open_since().is_some(), "the request of second 1 may still have landed");
+    }
+
+    #[test]
+    fn a_deleted_link_leaves_the_row_but_its_id_stays_claimed() {
+        let deleted = |link: &str| Event::Deleted { key: "a".into(), link_id: link.into(), at: at(5) };
+        let index = from(vec![intent("a", 1), created("a", "link_1"), deleted("link_other")]);
+        assert_eq!(link_of(&index, "a").as_deref(), Some("link_1"), "another link's deletion changes nothing");
+        let index = from(vec![intent("a", 1), created("a", "link_1"), deleted("link_1")]);
+        assert_eq!(state(&index, "a").link, None);
+        assert!(index.is_claimed("link_1"), "a deleted link is never adopted again");
+    }
+
+    #[test]
+    fn an_update_changes_the_fingerprint_of_that_link_alone() {
+        let updated = |link: &str| Event::Updated {
+            key: "a".into(),
+            link_id: link.into(),
+            fingerprint: "cd".repeat(16),
+            at: at(6),
+        };
+        let index = from(vec![intent("a", 1), created("a", "link_1"), updated("link_1")]);
+        assert_eq!(state(&index, "a").link.unwrap().fingerprint, Digest::from_text(&"cd".repeat(16)));
+        let index = from(vec![intent("a", 1), created("a", "link_1"), updated("link_2")]);
+        assert_eq!(state(&index, "a").link.unwrap().fingerprint, Digest::from_text(&"ab".repeat(16)));
+    }
+
+    #[test]
+    fn a_refused_replacement_is_kept() {
+        let refused =
+            Event::ReplaceRefused { key: "a".into(), link_id: "link_1".into(), reason: "paid".into(), at: at(7) };
+        let index = from(vec![intent("a", 1), created("a", "link_1"), refused]);
+        assert_eq!(state(&index, "a").replace_refused(), Some("paid"));
+    }
+
+    #[test]
+    fn a_payment_is_kept_for_the_current_link_only() {
+        let paid = |link: &str| Event::Refreshed {
+            key: "a".into(),
+            link_id: link.into(),
+            payment: Payment { charges: 1, paid_amount: 1000, currency: "thb".into(), ..Payment::default() },
+            at: at(8),
+        };
+        let index = from(vec![intent("a", 1), created("a", "link_1"), paid("link_old")]);
+        assert_eq!(state(&index, "a").payment(), None);
+        let index = from(vec![intent("a", 1), created("a", "link_1"), paid("link_1")]);
+        assert_eq!(state(&index, "a").payment().map(|(p, line)| (p.paid_amount, *line)), Some((1000, 3)));
+        assert!(index.has_payments());
+    }
+
+    #[test]
+    fn a_refresh_is_unfinished_until_its_end_mark() {
+        let started = Event::RefreshStarted { at: at(1) };
+        let index = from(vec![Event::Run { at: at(0), version: "t".into() }, started.clone()]);
+        assert_eq!((index.last_run, index.unfinished_refresh), (1, Some(2)));
+        let index = from(vec![started, Event::RefreshFinished { at: at(2) }]);
+        assert_eq!(index.unfinished_refresh, None);
+    }
+
+    #[test]
+    fn the_output_and_a_learned_rate_are_remembered() {
+        let output = Event::Output { bytes: 42, modified: "17".into(), at: at(1) };
+        let learned = Event::Learned {
+            job_rates: vec!["20/s".into()],
+            rates: vec!["10/s".into()],
+            was: "20/s".into(),
+            now: "10/s".into(),
+            at: at(2),
+        };
+        let index = from(vec![output, learned]);
+        assert_eq!(index.last_output, Some((42, "17".to_owned())));
+        assert_eq!(index.learned, Some((vec!["20/s".to_owned()], vec!["10/s".to_owned()])));
+    }
+
+    #[test]
+    fn an_unreadable_answer_waits_to_be_settled_and_settling_ends_it() {
+        let unreadable = Event::Unreadable {
+            key: "a".into(),
+            fingerprint: "ab".repeat(16),
+            answer_to: "create".into(),
+            status: 200,
+            missing: "link id".into(),
+            body: "{}".into(),
+            at: at(2),
+        };
+        let index = from(vec![intent("a", 1), unreadable.clone()]);
+        let unread = Unread { answer_to: "create".into(), status: 200, missing: "link id".into() };
+        assert_eq!(state(&index, "a").unsettled(), Some(&unread));
+        let none = Event::Settled {
+            key: "a".into(),
+            link_id: None,
+            payment_uri: None,
+            fingerprint: "ab".repeat(16),
+            at: at(3),
+        };
+        let index = from(vec![intent("a", 1), unreadable.clone(), none]);
+        assert_eq!((state(&index, "a").unsettled(), state(&index, "a").open_since()), (None, None));
+        let settled = Event::Settled {
+            key: "a".into(),
+            link_id: Some("link_5".into()),
+            payment_uri: Some("https://pay.example/link_5".into()),
+            fingerprint: "ab".repeat(16),
+            at: at(3),
+        };
+        let index = from(vec![intent("a", 1), unreadable, settled]);
+        assert_eq!(link_of(&index, "a").as_deref(), Some("link_5"));
     }
 
     #[test]

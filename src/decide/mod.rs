@@ -334,65 +334,6 @@ fn retry_after(error: &ApiError) -> Duration {
     }
 }
 
-/// The breaker: `limit` permanent failures in a row with the same code mean every row would get it (the
-/// account's cap, a frozen account, a field every row gets wrong), so dispatch stops rather than spend the
-/// hour's budget on refusals. A link made, or another code, starts the count again.
-///
-/// A link made counts only when its create took its turn after the latest refusal was heard: one already
-/// in flight then says nothing about the cap now. After a refusal, creates go one at a time until one
-/// succeeds; with at most `limit` in flight at once, at most `limit` refusals of one code reach the server,
-/// whatever the concurrency.
-#[derive(Debug, Clone)]
-pub struct Breaker {
-    limit: u32,
-    code: Option<String>,
-    run: u32,
-    /// Turns handed out so far.
-    turns: u64,
-    /// Turns handed out when the latest refusal was heard: those creates were in flight or done.
-    refused: u64,
-}
-
-impl Breaker {
-    /// A breaker that trips after `limit` failures in a row with one code.
-    pub fn new(limit: u32) -> Breaker {
-        Breaker { limit, code: None, run: 0, turns: 0, refused: 0 }
-    }
-
-    /// A create is about to be sent: its place in sending order, and whether it must go alone (a refusal
-    /// is being counted, so the count never runs past the limit with requests already in flight).
-    pub fn turn(&mut self) -> (u64, bool) {
-        self.turns += 1;
-        (self.turns, self.run > 0)
-    }
-
-    /// The create sent at `turn` got its link (`None`: a link adopted, no create sent): the count starts
-    /// again, unless that create was already in flight when the latest refusal was heard.
-    pub fn success(&mut self, turn: Option<u64>) {
-        if turn.unwrap_or(self.turns + 1) > self.refused {
-            (self.code, self.run) = (None, 0);
-        }
-    }
-
-    /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
-    pub fn failure(&mut self, code: &str) -> Option<String> {
-        if self.code.as_deref() == Some(code) {
-            self.run += 1;
-        } else {
-            (self.code, self.run) = (Some(code.to_owned()), 1);
-        }
-        self.refused = self.turns;
-        (self.run >= self.limit).then(|| {
-            format!(
-                "{} creates in a row were refused with `{code}`: every row would be, so dispatch stopped and the rows \
-                 not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a field \
-                 every row gets wrong), then run again",
-                self.run
-            )
-        })
-    }
-}
-
 /// What `recover` makes of one row, from the links the server holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovered {
@@ -462,80 +403,6 @@ pub fn retry_read(error: &ApiError, delays: &mut impl Iterator<Item = Duration>)
         // The turn waits while the server is away (at most `[retry] outage`); no attempt is spent.
         ApiError::Unreachable { .. } => Some(Duration::ZERO),
         ApiError::Retryable { .. } | ApiError::Uncertain { .. } => delays.next().map(|d| d.max(retry_after(error))),
-    }
-}
-
-/// A server that cannot be reached: since when, how many probes found it away, and what to do next. The
-/// whole run waits together (one probe at a time, backing off) instead of each row spending its attempts,
-/// and stops once the server has been away for `limit` (`[retry] outage`).
-#[derive(Debug, Clone)]
-pub struct Outage {
-    since: Option<SystemTime>,
-    reason: String,
-    probes: u32,
-    limit: Duration,
-    base: Duration,
-    max: Duration,
-}
-
-/// What an outage asks of the next request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Away {
-    /// The server answers: go.
-    Up,
-    /// Wait this long, then send one probe (the others wait for its answer).
-    Probe(Duration),
-    /// Away for longer than `[retry] outage`: stop the run, with this reason.
-    GiveUp(String),
-}
-
-impl Outage {
-    /// No outage yet; `limit` is `[retry] outage`, `base` and `max` the backoff between probes.
-    pub fn new(limit: Duration, base: Duration, max: Duration) -> Outage {
-        Outage { since: None, reason: String::new(), probes: 0, limit, base: base.max(Duration::from_millis(100)), max }
-    }
-
-    /// A request found the server away at `now`; true when this starts an outage. The requests in flight
-    /// that find it away together count once: only probes back off.
-    pub fn away(&mut self, now: SystemTime, reason: &str) -> bool {
-        let new = self.since.is_none();
-        self.since.get_or_insert(now);
-        reason.clone_into(&mut self.reason);
-        new
-    }
-
-    /// Whether the server is away.
-    pub fn is_away(&self) -> bool {
-        self.since.is_some()
-    }
-
-    /// A request got an answer at `now`: the server is back. How long it was away, if it was.
-    pub fn back(&mut self, now: SystemTime) -> Option<Duration> {
-        self.probes = 0;
-        self.since.take().map(|since| now.duration_since(since).unwrap_or_default())
-    }
-
-    /// `[retry] outage`.
-    pub fn limit(&self) -> Duration {
-        self.limit
-    }
-
-    /// What the next request does at `now`; a probe it grants is counted, so the next one waits longer.
-    pub fn next(&mut self, now: SystemTime) -> Away {
-        let Some(since) = self.since else { return Away::Up };
-        let away = now.duration_since(since).unwrap_or_default();
-        if away >= self.limit {
-            return Away::GiveUp(format!(
-                "the server could not be reached since {} ({}); waited [retry] outage = {}, then stopped. The \
-                 rows not sent are pending: run the same command again once the server is back",
-                humantime::format_rfc3339_seconds(since),
-                self.reason,
-                humantime::format_duration(self.limit)
-            ));
-        }
-        let backoff = self.base.saturating_mul(1 << self.probes.min(16)).min(self.max);
-        self.probes += 1;
-        Away::Probe(backoff.min(self.limit.saturating_sub(away)))
     }
 }
 
@@ -639,7 +506,7 @@ pub fn report(
             status: Status::Failed,
             link: None,
             error_code: codes::UNREADABLE_ANSWER.into(),
-            error_message: state.and_then(KeyState::unsettled).unwrap_or_default().to_owned(),
+            error_message: state.and_then(KeyState::unsettled).map(unsettled_words).unwrap_or_default(),
         },
         Disposition::Uncertain(_) => Report {
             status: Status::Failed,
@@ -655,6 +522,25 @@ pub fn report(
         },
     }
 }
+
+/// Why a row waits to be settled by hand, in the words its output row carries.
+pub fn unsettled_words(unread: &crate::terms::Unread) -> String {
+    let crate::terms::Unread { answer_to, status, missing } = unread;
+    if answer_to == "recover" {
+        format!("`linkbatch recover` found {missing}; the row is not sent again: settle it with `linkbatch settle`")
+    } else {
+        format!(
+            "the server answered the create with HTTP {status} and no readable {missing} (kept in the ledger); the \
+             link may exist, so the row is not sent again: settle it with `linkbatch settle`"
+        )
+    }
+}
+
+mod breaker;
+mod outage;
+
+pub use breaker::Breaker;
+pub use outage::{Away, Outage};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,61 @@
+//! The breaker: when every row gets the same refusal, dispatch stops before the hour's budget goes on
+//! refusals. A decision, with no I/O: the runner asks it for each create's turn and tells it each answer.
+
+/// The breaker: `limit` permanent failures in a row with the same code mean every row would get it (the
+/// account's cap, a frozen account, a field every row gets wrong), so dispatch stops rather than spend the
+/// hour's budget on refusals. A link made, or another code, starts the count again.
+///
+/// A link made counts only when its create took its turn after the latest refusal was heard: one already
+/// in flight then says nothing about the cap now. After a refusal, creates go one at a time until one
+/// succeeds; with at most `limit` in flight at once, at most `limit` refusals of one code reach the server,
+/// whatever the concurrency.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    limit: u32,
+    code: Option<String>,
+    run: u32,
+    /// Turns handed out so far.
+    turns: u64,
+    /// Turns handed out when the latest refusal was heard: those creates were in flight or done.
+    refused: u64,
+}
+
+impl Breaker {
+    /// A breaker that trips after `limit` failures in a row with one code.
+    pub fn new(limit: u32) -> Breaker {
+        Breaker { limit, code: None, run: 0, turns: 0, refused: 0 }
+    }
+
+    /// A create is about to be sent: its place in sending order, and whether it must go alone (a refusal
+    /// is being counted, so the count never runs past the limit with requests already in flight).
+    pub fn turn(&mut self) -> (u64, bool) {
+        self.turns += 1;
+        (self.turns, self.run > 0)
+    }
+
+    /// The create sent at `turn` got its link (`None`: a link adopted, no create sent): the count starts
+    /// again, unless that create was already in flight when the latest refusal was heard.
+    pub fn success(&mut self, turn: Option<u64>) {
+        if turn.unwrap_or(self.turns + 1) > self.refused {
+            (self.code, self.run) = (None, 0);
+        }
+    }
+
+    /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
+    pub fn failure(&mut self, code: &str) -> Option<String> {
+        if self.code.as_deref() == Some(code) {
+            self.run += 1;
+        } else {
+            (self.code, self.run) = (Some(code.to_owned()), 1);
+        }
+        self.refused = self.turns;
+        (self.run >= self.limit).then(|| {
+            format!(
+                "{} creates in a row were refused with `{code}`: every row would be, so dispatch stopped and the rows \
+                 not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a field \
+                 every row gets wrong), then run again",
+                self.run
+            )
+        })
+    }
+}

@@ -1,0 +1,233 @@
+//! The ledger's events: what each line says, as serde reads and writes it. Owns the schema and nothing
+//! else; the line's checksum, the file and the index live beside it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::LinkRequest;
+use crate::terms::Payment;
+
+/// First line of every ledger: what the links in it were made on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version.
+    pub version: u32,
+    /// `links` or `links_plus`.
+    pub api: String,
+    /// The base URL requests went to.
+    pub base_url: String,
+    /// `test` or `live`.
+    pub mode: String,
+    /// A hash of the secret key (never the key).
+    pub key_hash: String,
+    /// Links+ with `auth = "auto"`: the scheme the server accepted, so the next run need not search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The ledger's first line.
+    Header(Header),
+    /// A run started (links recorded after it are that run's `created`, earlier ones `existing`).
+    Run {
+        /// When.
+        at: String,
+        /// linkbatch version.
+        version: String,
+    },
+    /// Written before a create request is sent.
+    Intent {
+        /// Row key.
+        key: String,
+        /// Request fingerprint.
+        fingerprint: String,
+        /// When (RFC 3339, milliseconds).
+        at: String,
+        /// The parameters sent, so a later run can reconcile and explain conflicts.
+        request: LinkRequest,
+    },
+    /// The intent's request never left: no server could be reached, or its certificate was refused, before
+    /// a byte of the request was sent. The row is pending again, unless an earlier request of it is still
+    /// unresolved.
+    Unsent {
+        /// Row key.
+        key: String,
+        /// The intent's time, as it was written.
+        at: String,
+        /// Why it did not leave.
+        reason: String,
+    },
+    /// The server answered with a link.
+    Created {
+        /// Row key.
+        key: String,
+        /// Link id.
+        link_id: String,
+        /// Payment URI (Links+: `payment_url`).
+        payment_uri: String,
+        /// Fingerprint of the request that made it.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// An uncertain request's link was found on the server and claimed for this key.
+    Adopted {
+        /// Row key.
+        key: String,
+        /// Link id.
+        link_id: String,
+        /// Payment URI.
+        payment_uri: String,
+        /// Fingerprint of the request that made it.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// A permanent failure (4xx other than 429), or retries exhausted.
+    Failed {
+        /// Row key.
+        key: String,
+        /// Fingerprint of the failing request.
+        fingerprint: String,
+        /// Omise error code.
+        code: String,
+        /// Omise error message.
+        message: String,
+        /// When.
+        at: String,
+    },
+    /// The server answered in a shape linkbatch cannot read (docs/reference.md, "Fail closed"): kept with its
+    /// body, and nothing done on it. After a create the row waits for `settle`; after a list it stays open.
+    Unreadable {
+        /// Row key.
+        key: String,
+        /// Fingerprint of the row's request.
+        fingerprint: String,
+        /// `create` or `list`.
+        answer_to: String,
+        /// HTTP status.
+        status: u16,
+        /// What could not be read.
+        missing: String,
+        /// The answer as sent (at most 64 KiB; the key redacted should the server echo it).
+        body: String,
+        /// When.
+        at: String,
+    },
+    /// The user settled an open row by hand (`linkbatch settle`): the link it has, or that none was made.
+    Settled {
+        /// Row key.
+        key: String,
+        /// The link adopted, or none (the row is then new, and sent on the next run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_id: Option<String>,
+        /// Its payment URI.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_uri: Option<String>,
+        /// Fingerprint of the row's request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// `--update-changed`: the row's link is about to be changed in place (`PATCH`: description, metadata).
+    UpdateIntent {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// The link now holds the row's new description and metadata: its fingerprint is the new request's.
+    Updated {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// `--replace-changed`: the row's old, unpaid link is about to be deleted.
+    ReplaceIntent {
+        /// Row key.
+        key: String,
+        /// The link to delete.
+        link_id: String,
+        /// Fingerprint of the row's new request.
+        fingerprint: String,
+        /// When.
+        at: String,
+    },
+    /// The row's old link is deleted on the server; the row is new again.
+    Deleted {
+        /// Row key.
+        key: String,
+        /// The deleted link.
+        link_id: String,
+        /// When.
+        at: String,
+    },
+    /// `--replace-changed` refused to replace a link (it has been paid).
+    ReplaceRefused {
+        /// Row key.
+        key: String,
+        /// The link kept.
+        link_id: String,
+        /// Why.
+        reason: String,
+        /// When.
+        at: String,
+    },
+    /// The output CSV was put in place from the ledger as it stood: the file's size and modification time,
+    /// so the next run can tell the output it finds is this one (and the ledger holds every link it names).
+    Output {
+        /// Bytes in the file.
+        bytes: u64,
+        /// Its modification time, nanoseconds since 1970.
+        modified: String,
+        /// When.
+        at: String,
+    },
+    /// A 429 met although the throttle kept every window: the server holds one tighter than the rates the
+    /// run started from. The next run from the same job rates (without `--limit`) starts at `rates`.
+    Learned {
+        /// The job's rates, as written in the job file.
+        job_rates: Vec<String>,
+        /// The rates kept from now on, tightened by what the 429 explained.
+        rates: Vec<String>,
+        /// The window that was tightened, as it was.
+        was: String,
+        /// As it is now.
+        now: String,
+        /// When.
+        at: String,
+    },
+    /// `refresh` began (or resumed, when the last one has no `refresh_finished`).
+    RefreshStarted {
+        /// When.
+        at: String,
+    },
+    /// `refresh` retrieved every link.
+    RefreshFinished {
+        /// When.
+        at: String,
+    },
+    /// What `refresh` read of one link.
+    Refreshed {
+        /// Row key.
+        key: String,
+        /// The link.
+        link_id: String,
+        /// Its payment state.
+        #[serde(flatten)]
+        payment: Payment,
+        /// When.
+        at: String,
+    },
+}
