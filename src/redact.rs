@@ -5,7 +5,9 @@
 //! Owns the list of secrets read; never stores them anywhere but in this process's memory.
 
 use std::borrow::Cow;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use regex::{Captures, Regex};
 
 /// Secrets read by this process, longest first (so a secret that contains another is replaced whole).
 static READ: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -62,48 +64,21 @@ pub fn text(text: &str) -> Cow<'_, str> {
     if !out.contains("key_") {
         return out;
     }
-    Cow::Owned(key_shaped(&out))
+    match key_shaped(&out) {
+        Cow::Borrowed(_) => out,
+        Cow::Owned(cut) => Cow::Owned(cut),
+    }
 }
 
-/// Every `skey_…` or `pkey_…` word cut to its prefix: `skey_live_` + [`MARK`].
-fn key_shaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = find_key(rest) {
-        out.push_str(&rest[..at]);
-        let word_len = rest[at..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len() - at);
-        let word = &rest[at..at + word_len];
-        let prefix = ["skey_test_", "skey_live_", "pkey_test_", "pkey_live_", "skey_", "pkey_"]
-            .into_iter()
-            .find(|p| word.starts_with(p))
-            .unwrap_or_default();
-        out.push_str(prefix);
-        // A bare prefix (`skey_test_…` in a sentence about keys) holds nothing secret.
-        if word.len() > prefix.len() {
-            out.push_str(MARK);
-        }
-        rest = &rest[at + word_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Where the next `skey_` or `pkey_` word starts (at the start of the text or after a non-word character).
-fn find_key(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(found) = text[from..].find("key_") {
-        let at = from + found;
-        if at >= 1 && matches!(bytes[at - 1], b's' | b'p') {
-            let start = at - 1;
-            let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-            if boundary {
-                return Some(start);
-            }
-        }
-        from = at + 4;
-    }
-    None
+/// Every `skey_…` or `pkey_…` word cut to its prefix (`skey_live_` + [`MARK`]); a bare prefix holds nothing.
+fn key_shaped(text: &str) -> Cow<'_, str> {
+    static KEY: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\b([sp]key_)([A-Za-z0-9_]*)").expect("a constant pattern"));
+    KEY.replace_all(text, |found: &Captures<'_>| {
+        let rest = &found[2];
+        let mode = ["test_", "live_"].into_iter().find(|m| rest.starts_with(m)).unwrap_or_default();
+        if rest.len() > mode.len() { format!("{}{mode}{MARK}", &found[1]) } else { found[0].to_owned() }
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! server's side. It owns its own accept loop so that `drop-after-commit` can close a connection with no answer.
 
 mod routes;
+pub mod rules;
 mod store;
 pub mod tls;
 

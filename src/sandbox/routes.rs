@@ -56,7 +56,7 @@ struct Admitted {
     key: String,
     fault: Option<FaultKind>,
     /// The shape to answer in: the sandbox's profile, or `Legacy` for a client asking for an API version
-    /// older than the one linkbatch speaks (`crate::api::OMISE_VERSION`).
+    /// older than the one the sandbox answers in ([`super::rules::API_VERSION`]).
     profile: Profile,
 }
 
@@ -160,7 +160,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<
     let legacy = headers
         .get("omise-version")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|version| version.trim() < crate::api::OMISE_VERSION);
+        .is_some_and(|version| version.trim() < super::rules::API_VERSION);
     let profile = if legacy { Profile::Legacy } else { shared.config.profile };
     Ok(Admitted { key, fault, profile })
 }

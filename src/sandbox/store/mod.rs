@@ -12,8 +12,8 @@ use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
 
 use super::Profile;
+use super::rules::{MAX_DESCRIPTION, MAX_TITLE};
 use crate::money::Currency;
-use crate::plan::{MAX_DESCRIPTION, MAX_TITLE};
 use crate::rate::{Rate, SlidingWindow};
 
 mod classic;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use crate::plan::{MAX_PLUS_NAME, MIN_PLUS_AMOUNT};
+use crate::sandbox::rules::{MAX_PLUS_NAME, MIN_PLUS_AMOUNT, webhook_accepted};
 
 use super::{
     ApiFault, ListQuery, PlusLink, Profile, Store, Team, Template, boolean, currency, integer, iso, require_all, text,
@@ -91,8 +91,10 @@ impl Store {
             return Err(ApiFault::new(400, "invalid_amount", format!("amount must be at least {MIN_PLUS_AMOUNT}")));
         }
         let custom_webhook = text(fields, "custom_webhook")?;
-        if let Some(hook) = &custom_webhook {
-            crate::plan::check_webhook(hook).map_err(|e| ApiFault::bad_request(format!("custom_webhook {e}")))?;
+        if let Some(hook) = &custom_webhook
+            && !webhook_accepted(hook)
+        {
+            return Err(ApiFault::bad_request(format!("custom_webhook `{hook}` must be an https:// URL with a host")));
         }
         self.check_cap(key)?;
         self.team(team_id)?;
