@@ -98,6 +98,14 @@ pub async fn run(
     };
     let progress = Progress::new(options.progress, total, if work == Work::Refresh { "refreshed" } else { "created" });
     let concurrency = plan.concurrency();
+    let breaker = plan.retry().breaker;
+    if work != Work::Refresh && total > 0 && concurrency > breaker as usize {
+        tracing::warn!(
+            "at most {breaker} creates are in flight at once ([retry] breaker = {breaker}), though concurrency is \
+             {concurrency}: so that no more than {breaker} refusals of one kind reach the server. Raise [retry] \
+             breaker to send more at once"
+        );
+    }
     let shared = Arc::new(Shared::new(plan, client, ledger, index, stop, progress));
     let ticker = shared.progress.start_ticker({
         let shared = shared.clone();
