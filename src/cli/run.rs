@@ -14,8 +14,7 @@ use crate::plan::{Endpoint, Overrides, Plan, PlannedRow};
 use crate::request::LinkRequest;
 use crate::runner::{self, RunOptions, Stop, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::terms::Mode;
-use crate::terms::{ApiKind, AuthScheme};
+use crate::terms::{ApiKind, AuthScheme, Mode};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     // What is known: the key's prefix, else the job's `[api] mode`, else nothing (such a run needed --live).

@@ -11,8 +11,7 @@ use crate::digest::Digest;
 use crate::ledger::{KeyState, LinkRecord};
 use crate::plan::{PlannedRow, RowError};
 use crate::request::LinkRequest;
-use crate::terms::Status;
-use crate::terms::{OpenIntent, Payment};
+use crate::terms::{OpenIntent, Payment, Status};
 
 /// The error codes linkbatch itself writes into the output (the server's own codes pass through as sent).
 pub mod codes {

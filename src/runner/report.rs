@@ -11,8 +11,7 @@ use crate::money::Currency;
 use crate::outcome::Outcome;
 use crate::output::{OutputRow, OutputWriter};
 use crate::plan::{Plan, PlannedRow, RowError};
-use crate::terms::Payment;
-use crate::terms::Status;
+use crate::terms::{Payment, Status};
 
 use super::rows::for_each_row;
 
