@@ -64,10 +64,10 @@ pub fn text(text: &str) -> Cow<'_, str> {
     if !out.contains("key_") {
         return out;
     }
-    match key_shaped(&out) {
-        Cow::Borrowed(_) => out,
-        Cow::Owned(cut) => Cow::Owned(cut),
+    if let Cow::Owned(cut) = key_shaped(&out) {
+        return Cow::Owned(cut);
     }
+    out
 }
 
 /// Every `skey_…` or `pkey_…` word cut to its prefix (`skey_live_` + [`MARK`]); a bare prefix holds nothing.

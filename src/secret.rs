@@ -5,6 +5,7 @@
 //! Owns finding a secret and reading it; never prints one. Every secret read is handed to
 //! [`crate::redact::remember`] before it is returned, so no later line can carry it.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Where a secret came from, for messages (never the secret).
@@ -60,20 +61,20 @@ pub enum SecretError {
 
 /// The secret named `variable` from this process's environment: `None` when no place holds it.
 pub fn read(variable: &str) -> Result<Option<String>, SecretError> {
-    read_from(variable, |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
+    read_from(variable, |name| std::env::var_os(name).filter(|v| !v.is_empty()))
 }
 
 /// [`read`] with the environment given, for tests.
-pub fn read_from(variable: &str, env: impl Fn(&str) -> Option<PathBuf>) -> Result<Option<String>, SecretError> {
+pub fn read_from(variable: &str, env: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>, SecretError> {
     let mut found = Vec::new();
     if let Some(value) = env(variable) {
         found.push((Source::Variable(variable.to_owned()), Some(value.to_string_lossy().into_owned())));
     }
     if let Some(path) = env(&format!("{variable}_FILE")) {
-        found.push((Source::File(path), None));
+        found.push((Source::File(path.into()), None));
     }
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
-        let path = dir.join(variable);
+        let path = PathBuf::from(dir).join(variable);
         if path.exists() {
             found.push((Source::File(path), None));
         }
@@ -111,8 +112,9 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<PathBuf> {
-        let map: HashMap<String, PathBuf> = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.to_path_buf())).collect();
+    fn env(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> {
+        let map: HashMap<String, OsString> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_os_str().to_owned())).collect();
         move |name| map.get(name).cloned()
     }
 

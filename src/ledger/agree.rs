@@ -82,7 +82,7 @@ proptest! {
         }
         std::fs::write(&path, &bytes).unwrap();
         let mut file = std::fs::File::open(&path).unwrap();
-        let (mut direct, _, _) = read::read(&path, &mut file, false).unwrap();
+        let (mut direct, _, _) = read::read(&path, &mut file).unwrap();
         // The file's own open requests are read back from it; serde's index holds them from the events.
         let mut file = std::fs::File::open(&path).unwrap();
         by_serde.load_open_requests(&mut file).unwrap();

@@ -279,7 +279,7 @@ impl Ledger {
         if !starts_as_ledger(&mut file).map_err(io)? {
             return Err(LedgerError::NotALedger(path.to_owned()));
         }
-        let (mut index, report, found_header) = read::read(path, &mut file, false)?;
+        let (mut index, report, found_header) = read::read(path, &mut file)?;
         let missing = match (&found_header, header) {
             (Some(found), Some(wanted)) => {
                 check_header(path, found, wanted)?;
@@ -311,7 +311,7 @@ impl Ledger {
         if !starts_as_ledger(&mut file).map_err(|source| LedgerError::Io { path: path.to_owned(), source })? {
             return Err(LedgerError::NotALedger(path.to_owned()));
         }
-        let (index, report, header) = read::read(path, &mut file, false)?;
+        let (index, report, header) = read::read(path, &mut file)?;
         Ok(header.map(|h| (h, index, report)))
     }
 

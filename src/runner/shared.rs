@@ -51,12 +51,9 @@ impl Stop {
 
     /// Sleeps `wait`, or less if a stop comes first; false when stopped.
     pub(super) async fn sleep(&self, wait: Duration) -> bool {
-        if self.is_stopped() {
-            return false;
-        }
         tokio::select! {
             () = tokio::time::sleep(wait) => !self.is_stopped(),
-            () = self.notify.notified() => false,
+            () = self.stopped() => false,
         }
     }
 }
