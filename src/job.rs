@@ -151,6 +151,62 @@ pub struct MonitorSpec {
     pub textfile: Option<PathBuf>,
 }
 
+/// `[deliver]`: one message to each row's customer once its link exists (docs/reference.md, "Delivery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverSpec {
+    /// The recipient's address, a template (`"{customer_email}"`).
+    pub to: String,
+    /// The recipient's name, a template.
+    pub to_name: Option<String>,
+    /// The sender (`"Billing <billing@example.com>"`).
+    pub from: String,
+    /// Where replies go.
+    pub reply_to: Option<String>,
+    /// The subject, a template.
+    pub subject: String,
+    /// The plain-text body, a template (or `text_file`).
+    pub text: Option<String>,
+    /// A file holding the plain-text body (a path read as `[input] path` is).
+    pub text_file: Option<PathBuf>,
+    /// An HTML body, a template (or `html_file`).
+    pub html: Option<String>,
+    /// A file holding the HTML body.
+    pub html_file: Option<PathBuf>,
+    /// The mail server: `smtps://host:465`, `smtp://host:587` (STARTTLS required), plain only on loopback.
+    pub smtp: String,
+    /// The variable holding the SMTP user name (also read from `<NAME>_FILE` or a credential).
+    pub user_env: Option<String>,
+    /// The variable holding the SMTP password (also read from `<NAME>_FILE` or a credential).
+    pub password_env: Option<String>,
+    /// Sliding windows for messages (mail providers limit sending too).
+    #[serde(default = "default_mail_rates")]
+    pub rates: Vec<String>,
+    /// `[deliver.reminder]`.
+    pub reminder: Option<ReminderSpec>,
+}
+
+/// `[deliver.reminder]`: a reminder to each row whose link is still unpaid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSpec {
+    /// How long after the row's last message a reminder goes (`"3d"`).
+    pub after: String,
+    /// The reminder's subject, a template.
+    pub subject: String,
+    /// Its plain-text body (or `text_file`).
+    pub text: Option<String>,
+    /// A file holding it.
+    pub text_file: Option<PathBuf>,
+    /// Its HTML body (or `html_file`).
+    pub html: Option<String>,
+    /// A file holding it.
+    pub html_file: Option<PathBuf>,
+    /// Reminders per row at most.
+    #[serde(default = "default_at_most")]
+    pub at_most: u32,
+}
+
 /// A job file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +231,8 @@ pub struct JobSpec {
     /// `[monitor]`: a ping and a metrics textfile.
     #[serde(default)]
     pub monitor: MonitorSpec,
+    /// `[deliver]`: email each row's link to its customer.
+    pub deliver: Option<DeliverSpec>,
 }
 
 fn default_key_env() -> String {
@@ -200,6 +258,12 @@ fn default_max_delay() -> String {
 }
 fn default_breaker() -> u32 {
     10
+}
+fn default_mail_rates() -> Vec<String> {
+    vec!["14/s".into()]
+}
+fn default_at_most() -> u32 {
+    2
 }
 fn default_outage() -> String {
     "15m".into()

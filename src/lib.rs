@@ -6,10 +6,12 @@
 pub mod api;
 pub mod cli;
 pub mod decide;
+pub mod delivery;
 pub mod digest;
 pub mod input;
 pub mod job;
 pub mod ledger;
+pub mod mail;
 pub mod money;
 pub mod monitor;
 pub mod outcome;

@@ -16,6 +16,9 @@ use crate::terms::{ApiKind, Payment, Status};
 pub const COLUMNS: [&str; 10] =
     ["line", "key", "status", "link_id", "payment_uri", "amount", "currency", "title", "error_code", "error_message"];
 
+/// Columns a job with `[deliver]` adds, after the job's extra columns.
+pub const DELIVERY_COLUMNS: [&str; 3] = ["delivery", "delivered_at", "delivery_reply"];
+
 /// Columns `refresh` adds, per API (`link_status` for Links+: the output already has a `status` column, the
 /// row's).
 pub fn refresh_columns(api: ApiKind) -> &'static [&'static str] {
@@ -67,6 +70,8 @@ pub struct OutputRow<'a> {
     pub error_message: Cow<'a, str>,
     /// The job's extra columns.
     pub extra: &'a [String],
+    /// The delivery columns, when written.
+    pub delivery: Vec<String>,
     /// The refresh columns, when written.
     pub refresh: Vec<String>,
 }
@@ -108,6 +113,7 @@ fn push_cell(row: &mut Vec<u8>, cell: &str) {
 pub struct OutputWriter {
     path: PathBuf,
     extra_columns: usize,
+    delivery_columns: usize,
     refresh_columns: usize,
     temporary: PathBuf,
     /// `None` once finished.
@@ -132,8 +138,14 @@ impl std::fmt::Debug for OutputWriter {
 }
 
 impl OutputWriter {
-    /// Starts a new output at a temporary name beside `path`.
-    pub fn create(path: &Path, extra_columns: &[String], refresh_columns: &[&str]) -> io::Result<OutputWriter> {
+    /// Starts a new output at a temporary name beside `path`: the fixed columns, `extra_columns`, the
+    /// delivery columns when `delivery`, then `refresh_columns`.
+    pub fn create(
+        path: &Path,
+        extra_columns: &[String],
+        delivery: bool,
+        refresh_columns: &[&str],
+    ) -> io::Result<OutputWriter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -142,12 +154,14 @@ impl OutputWriter {
         let mut writer = OutputWriter {
             path: path.to_owned(),
             extra_columns: extra_columns.len(),
+            delivery_columns: if delivery { DELIVERY_COLUMNS.len() } else { 0 },
             refresh_columns: refresh_columns.len(),
             spool: Some(Spool::new(File::create(&temporary)?)?),
             temporary,
             row: Vec::new(),
         };
-        let header = COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str));
+        let delivery = DELIVERY_COLUMNS.iter().copied().take(writer.delivery_columns);
+        let header = COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str)).chain(delivery);
         writer.write_cells(header.chain(refresh_columns.iter().copied()))?;
         Ok(writer)
     }
@@ -174,6 +188,7 @@ impl OutputWriter {
         }
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
         (0..self.extra_columns).for_each(|i| self.cell(row.extra.get(i).map_or("", String::as_str)));
+        (0..self.delivery_columns).for_each(|i| self.cell(row.delivery.get(i).map_or("", String::as_str)));
         (0..self.refresh_columns).for_each(|i| self.cell(row.refresh.get(i).map_or("", String::as_str)));
         self.end_row()
     }

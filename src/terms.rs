@@ -178,6 +178,35 @@ impl Status {
     }
 }
 
+/// A row's delivery, as the output's `delivery` column says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Delivery {
+    /// The server took the row's latest message.
+    Delivered,
+    /// The message's end of data may have reached the server and no reply was heard: never sent again but by
+    /// `deliver --resend-uncertain`.
+    Uncertain,
+    /// The server refused it for good.
+    Failed,
+    /// The row's message cannot be written (a bad address, a line break in a header).
+    Rejected,
+    /// Not sent yet.
+    Pending,
+}
+
+impl Delivery {
+    /// The word in the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Uncertain => "uncertain",
+            Delivery::Failed => "failed",
+            Delivery::Rejected => "rejected",
+            Delivery::Pending => "pending",
+        }
+    }
+}
+
 /// An answer linkbatch could not read, kept for a row that now waits to be settled by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unread {

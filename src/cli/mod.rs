@@ -4,6 +4,7 @@
 //! a bad job, a bad flag, a missing or public key, a live key without `--live`. The key is read from the
 //! environment and goes straight into a [`SecretKey`]; it is never printed.
 
+mod deliver;
 mod inspect;
 mod manual;
 mod recover;
@@ -80,6 +81,8 @@ enum Command {
     /// Read which links were paid (100 links a page of the list, then by id; within the limits; resumable)
     /// into the output.
     Refresh(RefreshCommand),
+    /// Mail each row's link to its customer, once (the job's [deliver]); with --remind, remind the unpaid.
+    Deliver(DeliverCommand),
     /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
     Export(InspectArgs),
     /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
@@ -140,6 +143,23 @@ struct RunCommand {
     /// link in place (PATCH). Other changes stay conflicts, or go to --replace-changed.
     #[arg(long)]
     update_changed: bool,
+    /// Then mail each row's link to its customer, once (the job's [deliver]).
+    #[arg(long)]
+    deliver: bool,
+}
+
+#[derive(Debug, Args)]
+struct DeliverCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// Read which links were paid (a refresh), then remind each unpaid row whose last message is older than
+    /// [deliver.reminder] after, at most `at_most` times.
+    #[arg(long)]
+    remind: bool,
+    /// Send again the messages whose delivery is uncertain (their end was sent and no reply came): a
+    /// customer may get the message twice.
+    #[arg(long)]
+    resend_uncertain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +171,7 @@ struct RefreshCommand {
     by_id: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct JobArgs {
     /// The job file (TOML).
     job: PathBuf,
@@ -166,7 +186,7 @@ struct JobArgs {
     vars: Vec<Var>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct RunArgs {
     #[command(flatten)]
     job: JobArgs,
@@ -214,8 +234,8 @@ struct SandboxArgs {
     /// Rate limit per key, COUNT/PERIOD (repeatable), e.g. --limit 60/min --limit 1000/h.
     #[arg(long = "limit", value_name = "RATE")]
     limits: Vec<Limit>,
-    /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit, unreadable-after
-    /// (repeatable).
+    /// Fault to inject, KIND=PROB: 500-before, 500-after, 429, slow-after, drop-after-commit, unreadable-after;
+    /// for mail smtp-reject-rcpt, smtp-4xx, smtp-drop-after-data (repeatable).
     #[arg(long = "fault", value_name = "KIND=PROB")]
     faults: Vec<FaultSpec>,
     /// Seed for ids and fault draws (same seed, same sequence); random when not given.
@@ -249,6 +269,9 @@ struct SandboxArgs {
     /// Close every connection after its answer: each request a new connection (over TLS, a new handshake).
     #[arg(long)]
     close_each: bool,
+    /// Where the mail catcher listens for SMTP (a free port on 127.0.0.1 when not given).
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp_addr: Option<SocketAddr>,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,
@@ -388,9 +411,25 @@ fn overrides(job: &JobArgs, output: Option<PathBuf>, limits: &[Limit], extra: Ov
 async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Run(RunCommand { args, replace_changed, update_changed }) => {
+        Command::Run(RunCommand { args, replace_changed, update_changed, deliver }) => {
             let work = if replace_changed { Work::CreateReplacing } else { Work::Create };
-            run::run(args, work, run::Flags { update: update_changed, by_id: false }, quiet).await
+            let flags = run::Flags { update: update_changed, by_id: false };
+            if !deliver {
+                return run::run(args, work, flags, quiet).await;
+            }
+            let made = run::run(args.clone(), work, flags, quiet).await;
+            let (Ok(outcome) | Err(outcome)) = &made;
+            if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
+                return made;
+            }
+            let incomplete = matches!(outcome, Outcome::Incomplete);
+            match deliver::deliver(args, deliver::DeliverFlags::default(), quiet).await {
+                Ok(Outcome::Complete) if incomplete => Ok(Outcome::Incomplete),
+                delivered => delivered,
+            }
+        }
+        Command::Deliver(DeliverCommand { args, remind, resend_uncertain }) => {
+            deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain }, quiet).await
         }
         Command::Refresh(RefreshCommand { args, by_id }) => {
             run::run(args, Work::Refresh, run::Flags { update: false, by_id }, quiet).await

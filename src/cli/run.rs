@@ -31,7 +31,7 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
 /// The flags of `run` and `refresh` beyond the job's.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Flags {
     /// `run --update-changed`.
     pub(super) update: bool,
@@ -396,7 +396,7 @@ async fn check_template(plan: &Plan, client: &Client, team: u64, template: u64) 
 /// First SIGINT/SIGTERM: stop dispatching and let in-flight requests finish (bounded). Returns on the second,
 /// or when the grace is over: the run then ends at once (exit 130); every intent is already on disk, so the
 /// next run reconciles whatever was cut short.
-async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
+pub(super) async fn watch_signals(stop: Arc<Stop>, timeout: std::time::Duration) {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let next = async |terminate: &mut Option<tokio::signal::unix::Signal>| {
         tokio::select! {

@@ -19,6 +19,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         active_links: args.active_links,
         plus_auth: args.auth,
         close_each: args.close_each,
+        smtp_addr: args.smtp_addr,
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
@@ -51,6 +52,11 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     let _ = writeln!(out, "  classic:   {base}/links");
     let _ = writeln!(out, "  Links+:    {base}/external/links  ({})", teams.join("; "));
     let _ = writeln!(out, "  stats:     {base}/__sandbox/stats");
+    let _ = writeln!(
+        out,
+        "  mail:      smtp://127.0.0.1:{}   (kept, never delivered: {base}/__sandbox/mail)",
+        server.smtp_port()
+    );
     let _ = writeln!(out, "  seed:      {seed}   (--seed {seed} replays the same ids and faults)");
     let _ = writeln!(
         out,

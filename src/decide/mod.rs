@@ -536,6 +536,7 @@ pub fn unsettled_words(unread: &crate::terms::Unread) -> String {
 }
 
 mod breaker;
+pub mod delivery;
 mod outage;
 
 pub use breaker::Breaker;

@@ -230,4 +230,62 @@ pub enum Event {
         /// When.
         at: String,
     },
+    /// Written before a message's SMTP transaction begins (docs/reference.md, "Delivery").
+    DeliverIntent {
+        /// Row key.
+        key: String,
+        /// 0: the first message; 1, 2…: reminders.
+        round: u32,
+        /// The message's Message-ID, the same for every attempt of one round.
+        message_id: String,
+        /// When.
+        at: String,
+    },
+    /// The message's end of data is about to be sent: from here the server may have taken it, and with no
+    /// reply recorded after this line the round's delivery is `uncertain`.
+    DeliverCommit {
+        /// Row key.
+        key: String,
+        /// The round.
+        round: u32,
+        /// When.
+        at: String,
+    },
+    /// The server took the message: its final reply (a queue id, mostly).
+    Delivered {
+        /// Row key.
+        key: String,
+        /// The round.
+        round: u32,
+        /// The server's reply, as it wrote it.
+        reply: String,
+        /// When.
+        at: String,
+    },
+    /// The server answered the end of data with a 4xx: it did not take the message, which may be sent again.
+    DeliverDeferred {
+        /// Row key.
+        key: String,
+        /// The round.
+        round: u32,
+        /// The reply's code.
+        code: u16,
+        /// The server's words.
+        reply: String,
+        /// When.
+        at: String,
+    },
+    /// The server refused the message for good (a 5xx reply).
+    DeliverFailed {
+        /// Row key.
+        key: String,
+        /// The round.
+        round: u32,
+        /// The reply's code.
+        code: u16,
+        /// The server's words.
+        reply: String,
+        /// When.
+        at: String,
+    },
 }

@@ -294,6 +294,8 @@ pub struct Index {
     pub last_output: Option<(u64, String)>,
     /// The latest rates learned from a stricter server: the job's rates they were learned under, and them.
     pub learned: Option<(Vec<String>, Vec<String>)>,
+    /// Each row's messages.
+    pub deliveries: super::Deliveries,
 }
 
 const RECENT: usize = 32;
@@ -473,6 +475,16 @@ impl Index {
             Event::Learned { job_rates, rates, .. } => self.learned = Some((job_rates, rates)),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
+            Event::DeliverIntent { key, round, message_id, .. } => self.deliveries.intent(&key, round, message_id),
+            Event::DeliverCommit { key, round, .. } => self.deliveries.commit(&key, round, true),
+            Event::DeliverDeferred { key, round, .. } => self.deliveries.commit(&key, round, false),
+            Event::Delivered { key, round, reply, at } => {
+                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
+                self.deliveries.reply(&key, round, super::Reply::Delivered { reply, at });
+            }
+            Event::DeliverFailed { key, round, code, reply, .. } => {
+                self.deliveries.reply(&key, round, super::Reply::Failed { code, reply });
+            }
             Event::Refreshed { key, link_id, payment, .. } => {
                 let key = Digest::of(key.as_bytes());
                 let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);

@@ -13,10 +13,12 @@ use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
+mod deliveries;
 mod event;
 mod index;
 mod read;
 
+pub use deliveries::{Deliveries, Reply, Round};
 pub use event::{Event, Header};
 
 pub use index::{Index, KeyState, LinkRecord};

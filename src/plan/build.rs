@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Endpoint, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan, PlanError, RetryPolicy,
-    check_base_url, check_webhook, field_source, refuse_foreign, required, sandbox_path, template,
+    DeliverPlan, Endpoint, LINK_FIELDS, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan,
+    PlanError, RetryPolicy, check_base_url, check_webhook, field_source, refuse_foreign, required, sandbox_path,
+    template,
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{JobSpec, LinkSpec};
@@ -33,6 +34,11 @@ impl Plan {
         templates.extend(link.templates());
         let columns = used_columns(&templates, &vars, &reader, &input_path)?;
         let (columns, extra_positions) = with_output_columns(columns, &spec.output.columns, reader.columns())?;
+        let deliver = spec.deliver.as_ref().map(DeliverPlan::new).transpose()?;
+        let (columns, mail_columns) = match &deliver {
+            Some(deliver) => with_mail_columns(columns, deliver, &vars, &reader, &input_path)?,
+            None => (columns, Vec::new()),
+        };
         reader.select(columns.clone());
 
         if let LinkTemplates::Classic { currency, .. } = &link
@@ -56,6 +62,8 @@ impl Plan {
             active_links: spec.limits.active_links,
             extra_columns: spec.output.columns,
             extra_positions,
+            deliver: deliver.map(Box::new),
+            mail_columns,
             columns,
             vars,
             key,
@@ -229,6 +237,47 @@ fn with_output_columns(
     }
     // Each output column was pushed into `wanted` just above, so every lookup finds it.
     let positions = extra.iter().filter_map(|c| wanted.iter().position(|w| w == c)).collect();
+    Ok((wanted, positions))
+}
+
+/// Each column a message's templates name, with where it sits among the columns read.
+type MailColumns = Vec<(String, usize)>;
+
+/// `wanted` with the columns `[deliver]`'s templates name, and each of them with where it sits. The link's
+/// own fields ([`LINK_FIELDS`]) are not columns; any other placeholder names a column or a `--var`.
+fn with_mail_columns(
+    mut wanted: Vec<String>,
+    deliver: &DeliverPlan,
+    vars: &HashMap<String, String>,
+    reader: &InputReader,
+    input: &Path,
+) -> Result<(Vec<String>, MailColumns), PlanError> {
+    let templates = deliver.templates();
+    let mut names: Vec<&str> = Vec::new();
+    let mut unknown = Vec::new();
+    for (field, t) in &templates {
+        for name in t.placeholders() {
+            if reader.columns().iter().any(|c| c == name) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            } else if !vars.contains_key(name) && !LINK_FIELDS.contains(&name) {
+                unknown.push(format!("{{{name}}} in {field}"));
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let columns = reader.columns().to_vec();
+        return Err(PlanError::UnknownPlaceholders { unknown, input: input.to_owned(), columns });
+    }
+    let mut positions = Vec::new();
+    for name in names {
+        let at = wanted.iter().position(|w| w == name).unwrap_or_else(|| {
+            wanted.push(name.to_owned());
+            wanted.len() - 1
+        });
+        positions.push((name.to_owned(), at));
+    }
     Ok((wanted, positions))
 }
 

@@ -6,6 +6,7 @@
 //! A `Plan` is built once and never changed: its fields are private, and whatever the command line changes
 //! (`--sandbox` paths, the base URL) enters through [`Overrides`] and is checked with the rest.
 
+mod deliver;
 mod row;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use deliver::{Content, DeliverPlan, LINK_FIELDS, Reminder, Security, SmtpServer};
 pub use row::{KeyGuard, PlannedRow, RowError};
 
 use crate::input::{InputError, InputReader};
@@ -191,6 +193,9 @@ pub enum PlanError {
     /// A base URL that is not https (or http on loopback), or carries credentials.
     #[error("{0}")]
     BaseUrl(String),
+    /// `[deliver]` asks for something that cannot be done.
+    #[error("{0}")]
+    Deliver(String),
 }
 
 /// A list of column names for a message: the first 20, each cut at 40 characters, and how many more there are
@@ -362,6 +367,10 @@ pub struct Plan {
     columns: Vec<String>,
     /// Where each extra output column sits in `columns`, resolved once for every row.
     extra_positions: Vec<usize>,
+    /// `[deliver]`, when the job has it.
+    deliver: Option<Box<DeliverPlan>>,
+    /// The columns the messages' templates name, and where each sits in `columns`.
+    mail_columns: Vec<(String, usize)>,
     vars: HashMap<String, String>,
     key: Template,
     amount: Template,
@@ -526,6 +535,20 @@ impl Plan {
     /// Input columns copied to the output.
     pub fn extra_columns(&self) -> &[String] {
         &self.extra_columns
+    }
+
+    /// `[deliver]`, when the job has it.
+    pub fn deliver(&self) -> Option<&DeliverPlan> {
+        self.deliver.as_deref()
+    }
+
+    /// A value a message's template sees for `row` (its link's fields aside): a column the templates name,
+    /// else a `--var`. Blank cells count as missing.
+    pub fn mail_value<'r>(&'r self, row: &'r PlannedRow, name: &str) -> Option<&'r str> {
+        match self.mail_columns.iter().position(|(c, _)| c == name) {
+            Some(i) => row.mail.get(i).map(String::as_str).filter(|v| !v.trim().is_empty()),
+            None => self.vars.get(name).map(String::as_str),
+        }
     }
 
     /// Opens the input afresh, reading the columns this plan uses.

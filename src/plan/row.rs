@@ -28,13 +28,15 @@ pub struct PlannedRow {
     fingerprint: std::sync::OnceLock<Digest>,
     /// Values of the output's extra columns.
     pub extra: Vec<String>,
+    /// Values of the columns `[deliver]`'s templates name ([`Plan::mail_value`] reads them).
+    pub mail: Vec<String>,
 }
 
 impl PlannedRow {
     /// A row with its key and request (its fingerprint is computed when first asked for).
     pub fn new(line: u64, key: String, request: LinkRequest, extra: Vec<String>) -> PlannedRow {
         let key_id = Digest::of(key.as_bytes());
-        PlannedRow { line, key, key_id, request, fingerprint: std::sync::OnceLock::new(), extra }
+        PlannedRow { line, key, key_id, request, fingerprint: std::sync::OnceLock::new(), extra, mail: Vec::new() }
     }
 
     /// The request's fingerprint ([`LinkRequest::fingerprint`]), computed once.
@@ -192,7 +194,8 @@ impl Plan {
             LinkTemplates::Plus { .. } => self.plus(&cells, spare)?,
         };
         let key_id = Digest::of(key.as_bytes());
-        Ok(PlannedRow { line: record.line, key_id, key, request, fingerprint: std::sync::OnceLock::new(), extra })
+        let mail = self.mail_columns.iter().map(|&(_, i)| record.cells[i].clone().unwrap_or_default()).collect();
+        Ok(PlannedRow { line: record.line, key_id, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail })
     }
 
     // Text is rendered into strings already there: the spare row's for what the row keeps (a title), one

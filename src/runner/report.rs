@@ -165,6 +165,8 @@ pub struct OutputPass {
     payments: bool,
     counts: BTreeMap<Status, u64>,
     totals: PaymentTotals,
+    /// The plan, when its job has `[deliver]` (a row's message is written to tell a rejected one).
+    deliver: Option<Box<Plan>>,
 }
 
 impl OutputPass {
@@ -172,7 +174,7 @@ impl OutputPass {
     pub fn create(plan: &Plan, run_start: Option<u64>, payments: bool) -> anyhow::Result<OutputPass> {
         let columns = if payments { crate::output::refresh_columns(plan.api()) } else { &[] };
         let path = plan.output_path().to_owned();
-        let writer = OutputWriter::create(&path, plan.extra_columns(), columns)
+        let writer = OutputWriter::create(&path, plan.extra_columns(), plan.deliver().is_some(), columns)
             .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
         Ok(OutputPass {
             writer,
@@ -182,6 +184,7 @@ impl OutputPass {
             payments,
             counts: BTreeMap::new(),
             totals: PaymentTotals::default(),
+            deliver: plan.deliver().is_some().then(|| Box::new(plan.clone())),
         })
     }
 
@@ -199,6 +202,9 @@ impl OutputPass {
             }
             out.refresh = crate::output::refresh_cells(self.api, payment);
         }
+        if let (Some(plan), Ok(row)) = (&self.deliver, row) {
+            out.delivery = delivery_cells(plan, row, index);
+        }
         *self.counts.entry(out.status.unwrap_or(Status::Pending)).or_insert(0) += 1;
         self.writer.write(&out)
     }
@@ -209,6 +215,26 @@ impl OutputPass {
         self.writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
         Ok((self.counts, self.payments.then_some(self.totals)))
     }
+}
+
+/// A row's `delivery`, `delivered_at` and `delivery_reply` cells: blank while it has no link; `rejected`
+/// with the reason when its message cannot be written.
+fn delivery_cells(plan: &Plan, row: &PlannedRow, index: &Index) -> Vec<String> {
+    use crate::decide::delivery::{delivery, last_delivered, last_reply};
+    use crate::terms::Delivery;
+    let Some(link) = index.get(&row.key_id).and_then(|s| s.link) else { return Vec::new() };
+    let rounds = index.deliveries.of(&row.key_id);
+    let at = last_delivered(rounds).map(|(at, _)| humantime::format_rfc3339_seconds(at).to_string());
+    let state = delivery(rounds);
+    if state == Delivery::Pending && rounds.is_empty() {
+        let (uri, id) = (index.payment_uri(&link), index.link_id(&link));
+        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let fields = crate::mail::LinkFields { payment_uri: &uri, link_id: id, amount_display: &amount };
+        if let Err(refusal) = crate::mail::compose(plan, row, fields, 0) {
+            return vec![Delivery::Rejected.name().to_owned(), String::new(), refusal.to_string()];
+        }
+    }
+    vec![state.name().to_owned(), at.unwrap_or_default(), last_reply(rounds).unwrap_or_default()]
 }
 
 /// Links an existing output CSV names that the ledger does not hold: how many, and the first (key, link id).

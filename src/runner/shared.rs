@@ -37,7 +37,7 @@ impl Stop {
     }
 
     /// Returns once a stop was asked.
-    pub(super) async fn stopped(&self) {
+    pub async fn stopped(&self) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -50,7 +50,7 @@ impl Stop {
     }
 
     /// Sleeps `wait`, or less if a stop comes first; false when stopped.
-    pub(super) async fn sleep(&self, wait: Duration) -> bool {
+    pub async fn sleep(&self, wait: Duration) -> bool {
         tokio::select! {
             () = tokio::time::sleep(wait) => !self.is_stopped(),
             () = self.stopped() => false,

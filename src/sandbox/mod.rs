@@ -5,6 +5,7 @@
 //! counts (`/__sandbox/stats`) that let a test prove "one link per row" and "never over the limit" from the
 //! server's side. It owns its own accept loop so that `drop-after-commit` can close a connection with no answer.
 
+pub mod mail;
 mod routes;
 pub mod rules;
 mod store;
@@ -42,16 +43,25 @@ pub enum FaultKind {
     DropAfterCommit,
     /// The link is stored, then a 200 answers in a shape no client can read (no id, no URL).
     UnreadableAfter,
+    /// Mail: the first recipient refused for good (550).
+    SmtpRejectRcpt,
+    /// Mail: the end of data answered with a 451, the message not kept.
+    Smtp4xx,
+    /// Mail: the message kept, and the connection closed before the reply to its end of data.
+    SmtpDropAfterData,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 6] = [
+    const ALL: [FaultKind; 9] = [
         FaultKind::ServerErrorBefore,
         FaultKind::ServerErrorAfter,
         FaultKind::RateLimited,
         FaultKind::SlowAfter,
         FaultKind::DropAfterCommit,
         FaultKind::UnreadableAfter,
+        FaultKind::SmtpRejectRcpt,
+        FaultKind::Smtp4xx,
+        FaultKind::SmtpDropAfterData,
     ];
 
     /// The name used on the command line and in the stats.
@@ -63,7 +73,15 @@ impl FaultKind {
             FaultKind::SlowAfter => "slow-after",
             FaultKind::DropAfterCommit => "drop-after-commit",
             FaultKind::UnreadableAfter => "unreadable-after",
+            FaultKind::SmtpRejectRcpt => "smtp-reject-rcpt",
+            FaultKind::Smtp4xx => "smtp-4xx",
+            FaultKind::SmtpDropAfterData => "smtp-drop-after-data",
         }
+    }
+
+    /// Whether the fault is the mail catcher's (drawn per SMTP transaction, not per API request).
+    pub fn is_mail(self) -> bool {
+        matches!(self, FaultKind::SmtpRejectRcpt | FaultKind::Smtp4xx | FaultKind::SmtpDropAfterData)
     }
 
     /// Whether the fault needs a stored link, and so only applies to create requests.
@@ -183,6 +201,10 @@ pub struct SandboxConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Close every connection after its answer: each request a new connection (and over TLS a handshake).
     pub close_each: bool,
+    /// Where the mail catcher listens (`None`: a free port on 127.0.0.1).
+    pub smtp_addr: Option<SocketAddr>,
+    /// The only login the mail catcher accepts (`None`: any login, or none).
+    pub smtp_login: Option<(String, String)>,
 }
 
 impl Default for SandboxConfig {
@@ -200,16 +222,22 @@ impl Default for SandboxConfig {
             active_links: None,
             tls: None,
             close_each: false,
+            smtp_addr: None,
+            smtp_login: None,
         }
     }
 }
 
 impl SandboxConfig {
-    /// Checks that the fault probabilities can all be drawn from one number.
+    /// Checks that the fault probabilities of each kind of draw (an API request, a mail transaction) can be
+    /// drawn from one number.
     pub fn validate(&self) -> Result<(), String> {
-        let total: f64 = self.faults.iter().map(|f| f.probability).sum();
-        if total > 1.0 + 1e-9 {
-            return Err(format!("fault probabilities add up to {total}, more than 1.0"));
+        for mail in [false, true] {
+            let total: f64 = self.faults.iter().filter(|f| f.kind.is_mail() == mail).map(|f| f.probability).sum();
+            if total > 1.0 + 1e-9 {
+                let of = if mail { "mail" } else { "API" };
+                return Err(format!("{of} fault probabilities add up to {total}, more than 1.0"));
+            }
         }
         Ok(())
     }
@@ -219,6 +247,8 @@ impl SandboxConfig {
 struct Shared {
     store: Mutex<store::Store>,
     config: SandboxConfig,
+    /// The messages the mail catcher kept.
+    mail: Mutex<Vec<mail::Caught>>,
 }
 
 impl Shared {
@@ -227,14 +257,23 @@ impl Shared {
     fn store(&self) -> MutexGuard<'_, store::Store> {
         self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// The store's stats and the messages caught.
+    fn stats(&self) -> Stats {
+        let mut stats = self.store().stats();
+        stats.mail = self.mailbox().len() as u64;
+        stats
+    }
 }
 
 /// A running sandbox.
 pub struct Sandbox {
     base_url: String,
+    smtp_port: u16,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    mail_task: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -260,8 +299,12 @@ impl Sandbox {
         store.set_base_url(base_url.clone());
         store.profile = config.profile;
         store.active_links = config.active_links;
-        let shared = Arc::new(Shared { store: Mutex::new(store), config });
+        let smtp = TcpListener::bind(config.smtp_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
+        let smtp_port = smtp.local_addr()?.port();
+        let shared = Arc::new(Shared { store: Mutex::new(store), config, mail: Mutex::new(Vec::new()) });
         let (stop, stopped) = watch::channel(false);
+        let mail_tls = shared.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let mail_task = tokio::spawn(mail::serve(smtp, shared.clone(), mail_tls, stopped.clone()));
         let close_each = shared.config.close_each;
         let acceptor = shared.config.tls.clone().map(|tls| {
             if !close_each {
@@ -273,7 +316,17 @@ impl Sandbox {
             tokio_rustls::TlsAcceptor::from(Arc::new(one_each))
         });
         let task = tokio::spawn(serve(listener, acceptor, close_each, routes::router(shared.clone()), stopped));
-        Ok(Sandbox { base_url, shared, stop, task })
+        Ok(Sandbox { base_url, smtp_port, shared, stop, task, mail_task })
+    }
+
+    /// The mail catcher's port on 127.0.0.1 (or on `smtp_addr`'s address).
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port
+    }
+
+    /// The messages the mail catcher kept, in the order it took them.
+    pub fn mail(&self) -> Vec<mail::Caught> {
+        self.shared.mailbox().clone()
     }
 
     /// `http://127.0.0.1:PORT`, the base URL of both APIs.
@@ -283,7 +336,7 @@ impl Sandbox {
 
     /// What the sandbox holds and served so far.
     pub fn stats(&self) -> Stats {
-        self.shared.store().stats()
+        self.shared.stats()
     }
 
     /// A fresh test-mode key, different on every call.
@@ -296,6 +349,7 @@ impl Sandbox {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.mail_task.await;
     }
 }
 

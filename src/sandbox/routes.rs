@@ -35,6 +35,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/external/{team_id}/links", get(list_plus))
         .route("/external/{team_id}/templates", get(list_templates))
         .route("/__sandbox/stats", get(stats))
+        .route("/__sandbox/mail", get(mail))
         .route("/__sandbox/links/{id}/pay", post(pay))
         .route("/__sandbox/links/{id}/refund", post(refund))
         .route("/pay/{id}", get(payment_page))
@@ -137,7 +138,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<
         let draw: f64 = store.rng.random();
         let mut threshold = 0.0;
         let mut chosen = None;
-        for spec in &shared.config.faults {
+        for spec in shared.config.faults.iter().filter(|f| !f.kind.is_mail()) {
             threshold += spec.probability;
             if draw < threshold {
                 chosen = Some(spec.kind);
@@ -189,7 +190,11 @@ async fn after_commit(
             std::future::pending().await
         }
         FaultKind::UnreadableAfter => answer(200, serde_json::json!({"object": "link", "state": "processing"})),
-        FaultKind::ServerErrorBefore | FaultKind::RateLimited => result(outcome),
+        FaultKind::ServerErrorBefore
+        | FaultKind::RateLimited
+        | FaultKind::SmtpRejectRcpt
+        | FaultKind::Smtp4xx
+        | FaultKind::SmtpDropAfterData => result(outcome),
     }
 }
 
@@ -306,7 +311,12 @@ async fn list_templates(State(s): Sandbox, headers: HeaderMap, Path(team): Path<
 }
 
 async fn stats(State(s): Sandbox) -> Response {
-    Json(s.store().stats()).into_response()
+    Json(s.stats()).into_response()
+}
+
+/// `GET /__sandbox/mail`: every message the catcher kept (envelope, headers, body).
+async fn mail(State(s): Sandbox) -> Response {
+    Json(s.mailbox().clone()).into_response()
 }
 
 async fn pay(State(s): Sandbox, Path(id): Path<String>) -> Response {

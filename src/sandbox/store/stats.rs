@@ -53,6 +53,7 @@ impl Store {
             identical_groups: identical.values().filter(|&&n| n > 1).count(),
             identical_extra: identical.values().map(|&n| n.saturating_sub(1)).sum(),
             links_per_title: per_title,
+            mail: 0,
         }
     }
 }
@@ -101,4 +102,7 @@ pub struct Stats {
     pub identical_extra: usize,
     /// Links held per title (Links+: per name).
     pub links_per_title: BTreeMap<String, usize>,
+    /// Messages the mail catcher kept.
+    #[serde(default)]
+    pub mail: u64,
 }

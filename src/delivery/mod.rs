@@ -1,0 +1,204 @@
+//! `deliver`: each row that has a link gets its message, exactly once (docs/reference.md, "Delivery").
+//!
+//! Every message is written before the first is sent (a row whose message cannot be written is `rejected`,
+//! named by line and field), the mail server is reached and the login accepted before the first message,
+//! and each step is on disk before it is taken: `deliver_intent` before the transaction, `deliver_commit`
+//! before the end of data, the reply after. Owns the order of those steps; what a row gets next is
+//! [`crate::decide::delivery`]'s, the words and the wire are [`crate::mail`]'s. Logs name rows by line and
+//! key, never by address or body.
+
+mod summary;
+
+use std::time::SystemTime;
+
+use lettre::address::Envelope;
+
+pub use summary::DeliverSummary;
+
+use crate::decide::delivery::{Asked, Next, next};
+use crate::ledger::{Event, Index, Ledger, LedgerError, now};
+use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
+use crate::plan::Plan;
+use crate::runner::Stop;
+
+/// Why a delivery pass stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The mail server cannot be used (unreachable, a certificate or the login refused): the run's problem.
+    #[error("{0}; unsent messages stay pending, and the next run sends them")]
+    Systemic(String),
+    /// The ledger could not be written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The input could not be read again.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A message to send: its row and round, written.
+#[derive(Debug)]
+pub struct Message {
+    /// Input line.
+    pub line: u64,
+    /// Row key.
+    pub key: String,
+    /// 0: the first message; 1, 2…: reminders.
+    pub round: u32,
+    /// The message.
+    pub composed: Composed,
+}
+
+/// The rows whose message is due, written, and the rows whose message cannot be (line, key, why).
+pub type Due = (Vec<Message>, Vec<(u64, String, Refusal)>);
+
+/// The link fields a row's templates see.
+fn link_fields(index: &Index, link: &crate::ledger::LinkRecord) -> (String, String) {
+    (index.payment_uri(link), index.link_id(link).to_owned())
+}
+
+/// Every message due now, written from the input and the ledger; nothing is sent.
+pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<Due, DeliverError> {
+    let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
+    let (mut messages, mut refused) = (Vec::new(), Vec::new());
+    crate::runner::for_each_row(plan, &mut reader, Some(index), |row| {
+        let Ok(row) = row else { return true };
+        let Some(state) = index.get(&row.key_id) else { return true };
+        let Some(link) = state.link else { return true };
+        let unpaid = state.payment().map(|(p, _)| !crate::decide::is_paid(p));
+        let Next::Send(round) = next(index.deliveries.of(&row.key_id), asked, unpaid, at) else { return true };
+        let (payment_uri, link_id) = link_fields(index, &link);
+        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let fields = LinkFields { payment_uri: &payment_uri, link_id: &link_id, amount_display: &amount };
+        match compose(plan, row, fields, round) {
+            Ok(composed) => messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
+            Err(refusal) => refused.push((row.line, row.key.clone(), refusal)),
+        }
+        true
+    });
+    Ok((messages, refused))
+}
+
+/// A delivery pass: the ledger it records in, the mailer and the pace.
+pub struct Pass<'a> {
+    plan: &'a Plan,
+    ledger: &'a Ledger,
+    index: &'a mut Index,
+    mailer: Mailer,
+    throttle: crate::throttle::Throttle,
+    stop: &'a Stop,
+}
+
+impl<'a> Pass<'a> {
+    /// A pass over `plan`'s rows, recording in `ledger` (and `index`, kept equal to it).
+    pub fn new(plan: &'a Plan, ledger: &'a Ledger, index: &'a mut Index, mailer: Mailer, stop: &'a Stop) -> Pass<'a> {
+        let rates = plan.deliver().map(|d| d.rates.clone()).unwrap_or_default();
+        Pass { plan, ledger, index, mailer, throttle: crate::throttle::Throttle::new(&rates), stop }
+    }
+
+    /// The ledger's index, as the pass left it.
+    pub fn index(&self) -> &Index {
+        self.index
+    }
+
+    async fn record(&mut self, event: Event) -> Result<(), LedgerError> {
+        let offset = self.ledger.append(&event).await?;
+        self.index.record(event, offset);
+        Ok(())
+    }
+
+    /// Sends every message of `due`, each once; rows refused while writing them are counted as rejected.
+    pub async fn run(&mut self, (messages, refused): Due) -> Result<DeliverSummary, DeliverError> {
+        let mut summary = DeliverSummary::default();
+        for (line, key, refusal) in &refused {
+            tracing::warn!("line {line} (key `{key}`): the message cannot be written: {refusal}");
+            summary.rejected += 1;
+        }
+        if messages.is_empty() {
+            return Ok(summary);
+        }
+        // Reached and logged in before the first message: a refusal here is the run's, and no row's.
+        self.mailer.connect().await.map_err(|e| DeliverError::Systemic(e.to_string()))?;
+        tracing::info!("sending {} message(s) through {}", messages.len(), self.mailer.address());
+        for message in &messages {
+            if self.stop.is_stopped() {
+                summary.interrupted = true;
+                summary.left += 1;
+                continue;
+            }
+            self.send(message, &mut summary).await?;
+        }
+        self.mailer.quit().await;
+        Ok(summary)
+    }
+
+    /// One message, retried on 4xx replies and on connections cut before its end.
+    async fn send(&mut self, message: &Message, summary: &mut DeliverSummary) -> Result<(), DeliverError> {
+        let mut delays = self.plan.retry().delays();
+        let (line, key, round) = (message.line, &message.key, message.round);
+        loop {
+            let error = match self.attempt(message).await? {
+                Ok(reply) => {
+                    tracing::debug!("line {line} (key `{key}`): delivered, round {round}");
+                    self.record(Event::Delivered { key: key.clone(), round, reply, at: now() }).await?;
+                    summary.delivered += 1;
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            match error {
+                MailError::Refused { code, reply } => {
+                    tracing::warn!("line {line} (key `{key}`): the mail server refused the message ({code})");
+                    self.record(Event::DeliverFailed { key: key.clone(), round, code, reply, at: now() }).await?;
+                    summary.failed += 1;
+                    return Ok(());
+                }
+                MailError::Uncertain(why) => {
+                    tracing::warn!(
+                        "line {line} (key `{key}`): the message's end was sent and no reply came ({why}): its \
+                         delivery is uncertain and it is not sent again (deliver --resend-uncertain does)"
+                    );
+                    summary.uncertain += 1;
+                    return Ok(());
+                }
+                MailError::Systemic(why) => return Err(DeliverError::Systemic(why)),
+                MailError::Deferred { .. } | MailError::Cut(_) => {}
+            }
+            let Some(delay) = delays.next() else {
+                tracing::warn!(
+                    "line {line} (key `{key}`): deferred by the mail server ({error}); the next run tries again"
+                );
+                summary.deferred += 1;
+                return Ok(());
+            };
+            tracing::debug!("line {line} (key `{key}`): {error}; trying again in {delay:?}");
+            if !self.stop.sleep(delay).await {
+                summary.interrupted = true;
+                summary.left += 1;
+                return Ok(());
+            }
+        }
+    }
+
+    /// One SMTP transaction, each step recorded before it is taken. `Err` only for the ledger.
+    async fn attempt(&mut self, message: &Message) -> Result<Result<String, MailError>, LedgerError> {
+        let (key, round) = (message.key.clone(), message.round);
+        let from = self.plan.deliver().map(|d| d.from.email.clone());
+        let envelope = match Envelope::new(from, vec![message.composed.to.clone()]) {
+            Ok(envelope) => envelope,
+            Err(e) => return Ok(Err(MailError::Refused { code: 0, reply: format!("no envelope: {e}") })),
+        };
+        self.throttle.acquire().await;
+        let message_id = message.composed.message_id.clone();
+        self.record(Event::DeliverIntent { key: key.clone(), round, message_id, at: now() }).await?;
+        if let Err(e) = self.mailer.begin(&envelope).await {
+            return Ok(Err(e));
+        }
+        self.record(Event::DeliverCommit { key: key.clone(), round, at: now() }).await?;
+        let sent = self.mailer.finish(&message.composed.bytes).await;
+        if let Err(MailError::Deferred { code, reply }) = &sent {
+            let (code, reply) = (*code, reply.clone());
+            self.record(Event::DeliverDeferred { key, round, code, reply, at: now() }).await?;
+        }
+        Ok(sent)
+    }
+}

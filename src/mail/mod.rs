@@ -1,0 +1,8 @@
+//! Mail: a row's message written ([`compose`]) and spoken to a mail server ([`smtp`]). Knows nothing of the
+//! ledger; [`crate::delivery`] goes through the rows and records each step before it is taken.
+
+pub mod compose;
+pub mod smtp;
+
+pub use compose::{Composed, LinkFields, Refusal, compose};
+pub use smtp::{MailError, Mailer};

@@ -1,0 +1,221 @@
+//! The SMTP client: lettre's connection, driven one step at a time so that the ledger can hear the moment a
+//! message's end of data may leave (RFC 5321: a server delivers nothing whose end of data it did not get).
+//!
+//! Owns telling the server's replies apart: a 5xx is the row's refusal, a 4xx the row's retry, a cut or a
+//! silence after the end of data an uncertain delivery, and a connection, certificate or login the server
+//! refuses the run's problem. Never logs an address, a body or a credential.
+
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
+
+use crate::plan::{Security, SmtpServer};
+
+/// Why a step of a message did not end in the server taking it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// A 5xx reply: the server refuses this message for good.
+    #[error("{code} {reply}")]
+    Refused {
+        /// The reply's code.
+        code: u16,
+        /// Its words.
+        reply: String,
+    },
+    /// A 4xx reply: try again later.
+    #[error("{code} {reply}")]
+    Deferred {
+        /// The reply's code.
+        code: u16,
+        /// Its words.
+        reply: String,
+    },
+    /// The connection failed before the end of data left: nothing was delivered, the message may be sent again.
+    #[error("the connection failed before the message was complete ({0})")]
+    Cut(String),
+    /// The end of data may have left and no reply came: the server may hold the message.
+    #[error("no reply after the message's end ({0})")]
+    Uncertain(String),
+    /// The mail server cannot be used at all (unreachable, a certificate refused, no STARTTLS, the login
+    /// refused): the run's problem, not a row's.
+    #[error("{0}")]
+    Systemic(String),
+}
+
+/// The words of a lettre error, and its reply's code when the server gave one.
+fn classify(error: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
+    let code = error.status().and_then(|c| c.to_string().parse().ok());
+    let mut words = error.to_string();
+    if let Some(code) = code {
+        // "permanent error (550): 5.1.1 no such user" → "5.1.1 no such user"
+        words = words.split_once("): ").map_or(words.clone(), |(_, rest)| rest.to_owned());
+        return (Some(code), words.trim().to_owned());
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        words = format!("{words}: {cause}");
+        source = cause.source();
+    }
+    (None, words)
+}
+
+/// A reply as a [`MailError`] when it is one (`before_end`: the end of data has not left).
+fn reply_error(error: &lettre::transport::smtp::Error, before_end: bool) -> MailError {
+    match classify(error) {
+        (Some(code), reply) if (500..600).contains(&code) => MailError::Refused { code, reply },
+        (Some(code), reply) if (400..500).contains(&code) => MailError::Deferred { code, reply },
+        (_, words) if before_end => MailError::Cut(words),
+        (_, words) => MailError::Uncertain(words),
+    }
+}
+
+/// A connection to the job's mail server, logged in.
+pub struct Mailer {
+    server: SmtpServer,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    connection: Option<AsyncSmtpConnection>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("server", &self.server.address()).finish()
+    }
+}
+
+impl Mailer {
+    /// A mailer for `server`, logging in with `credentials` (user, password) when given. Connects on first use.
+    pub fn new(server: SmtpServer, credentials: Option<(String, String)>, timeout: Duration) -> Mailer {
+        let credentials = credentials.map(|(user, password)| Credentials::new(user, password));
+        Mailer { server, credentials, timeout, connection: None }
+    }
+
+    /// The server, `host:port`.
+    pub fn address(&self) -> String {
+        self.server.address()
+    }
+
+    async fn within<T>(&self, step: impl Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(self.timeout, step).await.ok()
+    }
+
+    /// Connects, secures and logs in, unless connected already: every refusal here is the run's.
+    pub async fn connect(&mut self) -> Result<(), MailError> {
+        if self.connection.as_ref().is_some_and(|c| !c.has_broken()) {
+            return Ok(());
+        }
+        self.connection = None;
+        let address = self.address();
+        let systemic = |what: &str, e: &lettre::transport::smtp::Error| {
+            MailError::Systemic(format!("mail server {address}: {what}: {}", classify(e).1))
+        };
+        let hello = ClientId::Domain("localhost".into());
+        let tls = || TlsParameters::builder(self.server.host.clone()).build_rustls();
+        let implicit = match self.server.security {
+            Security::Tls => Some(tls().map_err(|e| systemic("TLS", &e))?),
+            Security::StartTls | Security::Loopback => None,
+        };
+        let target = (self.server.host.as_str(), self.server.port);
+        let connected = self
+            .within(AsyncSmtpConnection::connect_tokio1(target, Some(self.timeout), &hello, implicit, None))
+            .await
+            .ok_or_else(|| {
+                MailError::Systemic(format!("mail server {address}: no answer within {:?}", self.timeout))
+            })?;
+        let mut connection = connected.map_err(|e| systemic("cannot connect", &e))?;
+        let offered = connection.can_starttls();
+        match self.server.security {
+            Security::StartTls if !offered => {
+                return Err(MailError::Systemic(format!(
+                    "mail server {address} does not offer STARTTLS, and smtp:// to a host other than this one \
+                     requires it: nothing was sent (use smtps:// if the server takes TLS on connect)"
+                )));
+            }
+            Security::StartTls | Security::Loopback if offered => {
+                let parameters = tls().map_err(|e| systemic("TLS", &e))?;
+                connection.starttls(parameters, &hello).await.map_err(|e| systemic("STARTTLS", &e))?;
+            }
+            _ => {}
+        }
+        if let Some(credentials) = &self.credentials {
+            connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(|e| systemic("the login was refused", &e))?;
+        }
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    /// The transaction up to the message: `MAIL`, `RCPT`, `DATA`. Safe to repeat whatever happens.
+    pub async fn begin(&mut self, envelope: &Envelope) -> Result<(), MailError> {
+        self.connect().await?;
+        let Some(connection) = self.connection.as_mut() else { return Err(MailError::Cut("not connected".into())) };
+        let steps = async {
+            connection.command(Mail::new(envelope.from().cloned(), vec![])).await?;
+            for to in envelope.to() {
+                connection.command(Rcpt::new(to.clone(), vec![])).await?;
+            }
+            connection.command(Data).await
+        };
+        let result = tokio::time::timeout(self.timeout, steps).await;
+        match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let error = reply_error(&e, true);
+                self.after_refusal(&error).await;
+                Err(error)
+            }
+            Err(_) => {
+                self.connection = None;
+                Err(MailError::Cut(format!("no reply within {:?}", self.timeout)))
+            }
+        }
+    }
+
+    /// The message and its end of data, then the server's reply (its queue id, mostly). The caller has
+    /// recorded that the end may leave.
+    pub async fn finish(&mut self, message: &[u8]) -> Result<String, MailError> {
+        let Some(connection) = self.connection.as_mut() else { return Err(MailError::Cut("not connected".into())) };
+        match tokio::time::timeout(self.timeout, connection.message(message)).await {
+            Ok(Ok(response)) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+            Ok(Err(e)) => {
+                let error = reply_error(&e, false);
+                self.after_refusal(&error).await;
+                Err(error)
+            }
+            Err(_) => {
+                self.connection = None;
+                Err(MailError::Uncertain(format!("no reply within {:?}", self.timeout)))
+            }
+        }
+    }
+
+    /// After a refused step the transaction is reset (`RSET`) for the next message; after a cut the
+    /// connection is dropped, and the next message connects again.
+    async fn after_refusal(&mut self, error: &MailError) {
+        let keep = matches!(error, MailError::Refused { .. } | MailError::Deferred { .. });
+        let reset = match self.connection.as_mut() {
+            Some(connection) if keep => {
+                tokio::time::timeout(self.timeout, connection.command(lettre::transport::smtp::commands::Rset))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            }
+            _ => false,
+        };
+        if !reset {
+            self.connection = None;
+        }
+    }
+
+    /// Says goodbye (`QUIT`), if connected.
+    pub async fn quit(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            let _ = self.within(connection.quit()).await;
+        }
+    }
+}
