@@ -130,6 +130,7 @@ fn man_writes_a_page_per_command_and_the_job_files() {
         "export",
         "man",
         "completions",
+        "deliver",
         "recover",
         "refresh",
         "run",

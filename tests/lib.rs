@@ -4,6 +4,7 @@
 
 mod after;
 mod compat;
+mod deliver;
 mod fuzz;
 mod guards;
 mod guide;

@@ -12,14 +12,14 @@ use linkbatch::sandbox::SandboxConfig;
 use crate::support::{JobFile, World, count, statuses};
 
 /// A CA and a server certificate for 127.0.0.1 and localhost that it signed, in PEM.
-struct Authority {
+pub(crate) struct Authority {
     ca: String,
     cert: String,
     key: String,
 }
 
 impl Authority {
-    fn new(name: &str) -> Authority {
+    pub(crate) fn new(name: &str) -> Authority {
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name.push(rcgen::DnType::CommonName, name);
@@ -34,13 +34,13 @@ impl Authority {
     }
 
     /// A sandbox that serves HTTPS with this authority's certificate.
-    fn sandbox(&self, config: SandboxConfig) -> World {
+    pub(crate) fn sandbox(&self, config: SandboxConfig) -> World {
         let tls = linkbatch::sandbox::tls::server_config(self.cert.as_bytes(), self.key.as_bytes()).unwrap();
         World::with(SandboxConfig { tls: Some(tls), ..config })
     }
 
     /// The CA's certificate in a file of the world's, for `SSL_CERT_FILE`.
-    fn ca_file(&self, world: &World, name: &str) -> String {
+    pub(crate) fn ca_file(&self, world: &World, name: &str) -> String {
         let path = world.path(name);
         std::fs::write(&path, &self.ca).unwrap();
         path.to_str().unwrap().to_owned()

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{Ended, RunArgs, usage};
 use crate::decide::delivery::Asked;
-use crate::delivery::{DeliverError, Pass};
+use crate::delivery::Pass;
 use crate::ledger::Ledger;
 use crate::mail::Mailer;
 use crate::outcome::Outcome;
@@ -94,7 +94,6 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     }
     let summary = match sent {
         Ok(summary) => summary,
-        Err(DeliverError::Systemic(why)) => return Err(Outcome::aborted(anyhow::anyhow!("{why}"))),
         Err(e) => return Err(Outcome::aborted(anyhow::anyhow!("{e}"))),
     };
     let outcome = summary.outcome();

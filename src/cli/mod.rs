@@ -34,12 +34,15 @@ const EXAMPLES: &str = "Examples:
   linkbatch run jobs/catalog-import.toml --sandbox        try a job on the built-in sandbox
   linkbatch validate jobs/monthly-subscriptions.toml --var billing_month=2026-12
   OMISE_SECRET_KEY=skey_test_... linkbatch run jobs/monthly-subscriptions.toml --var billing_month=$(date +%Y-%m)
+  linkbatch run jobs/monthly-subscriptions.toml --var billing_month=2026-12 --deliver --sandbox
+  linkbatch deliver jobs/monthly-subscriptions.toml --var billing_month=2026-12 --remind
   linkbatch status jobs/catalog-import.toml
   linkbatch sandbox --limit 60/min --limit 1000/h --fault drop-after-commit=0.05 --seed 7
 
-Exit codes: 0 every row has a link; 1 some rows failed, were rejected or conflict; 2 usage, job or
-input error (nothing sent); 3 aborted (authentication failure, ledger locked or mismatched);
-130 interrupted (run again to resume).";
+Exit codes: 0 every row has a link (and its message); 1 some rows failed, were rejected or conflict,
+or their message failed, was rejected or is uncertain; 2 usage, job or input error (nothing sent);
+3 aborted (authentication failure, ledger locked or mismatched, a mail server unreachable or its
+login refused); 130 interrupted (run again to resume).";
 
 /// The version and the commit the binary was built from (`-dirty`: with uncommitted changes).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LINKBATCH_COMMIT"), ")");

@@ -20,6 +20,7 @@ use crate::ledger::{Event, Index, Ledger, LedgerError, now};
 use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
 use crate::plan::Plan;
 use crate::runner::Stop;
+use crate::terms::Delivery;
 
 /// Why a delivery pass stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +49,19 @@ pub struct Message {
     pub composed: Composed,
 }
 
-/// The rows whose message is due, written, and the rows whose message cannot be (line, key, why).
-pub type Due = (Vec<Message>, Vec<(u64, String, Refusal)>);
+/// The rows whose message is due, written; the rows whose message cannot be (line, key, why); and the rows
+/// an earlier run left uncertain or failed, which get nothing now.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Messages to send.
+    pub messages: Vec<Message>,
+    /// Rows whose message cannot be written.
+    pub refused: Vec<(u64, String, Refusal)>,
+    /// Rows left `uncertain` by an earlier run.
+    pub uncertain: u64,
+    /// Rows whose message an earlier run saw refused.
+    pub failed: u64,
+}
 
 /// The link fields a row's templates see.
 fn link_fields(index: &Index, link: &crate::ledger::LinkRecord) -> (String, String) {
@@ -59,23 +71,31 @@ fn link_fields(index: &Index, link: &crate::ledger::LinkRecord) -> (String, Stri
 /// Every message due now, written from the input and the ledger; nothing is sent.
 pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<Due, DeliverError> {
     let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
-    let (mut messages, mut refused) = (Vec::new(), Vec::new());
+    let mut due = Due::default();
     crate::runner::for_each_row(plan, &mut reader, Some(index), |row| {
         let Ok(row) = row else { return true };
         let Some(state) = index.get(&row.key_id) else { return true };
         let Some(link) = state.link else { return true };
         let unpaid = state.payment().map(|(p, _)| !crate::decide::is_paid(p));
-        let Next::Send(round) = next(index.deliveries.of(&row.key_id), asked, unpaid, at) else { return true };
+        let rounds = index.deliveries.of(&row.key_id);
+        let Next::Send(round) = next(rounds, asked, unpaid, at) else {
+            match crate::decide::delivery::delivery(rounds) {
+                Delivery::Uncertain => due.uncertain += 1,
+                Delivery::Failed => due.failed += 1,
+                _ => {}
+            }
+            return true;
+        };
         let (payment_uri, link_id) = link_fields(index, &link);
         let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
         let fields = LinkFields { payment_uri: &payment_uri, link_id: &link_id, amount_display: &amount };
         match compose(plan, row, fields, round) {
-            Ok(composed) => messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
-            Err(refusal) => refused.push((row.line, row.key.clone(), refusal)),
+            Ok(composed) => due.messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
+            Err(refusal) => due.refused.push((row.line, row.key.clone(), refusal)),
         }
         true
     });
-    Ok((messages, refused))
+    Ok(due)
 }
 
 /// A delivery pass: the ledger it records in, the mailer and the pace.
@@ -107,9 +127,11 @@ impl<'a> Pass<'a> {
     }
 
     /// Sends every message of `due`, each once; rows refused while writing them are counted as rejected.
-    pub async fn run(&mut self, (messages, refused): Due) -> Result<DeliverSummary, DeliverError> {
-        let mut summary = DeliverSummary::default();
-        for (line, key, refusal) in &refused {
+    pub async fn run(&mut self, due: Due) -> Result<DeliverSummary, DeliverError> {
+        let mut summary =
+            DeliverSummary { earlier_uncertain: due.uncertain, earlier_failed: due.failed, ..Default::default() };
+        let messages = due.messages;
+        for (line, key, refusal) in &due.refused {
             tracing::warn!("line {line} (key `{key}`): the message cannot be written: {refusal}");
             summary.rejected += 1;
         }

@@ -19,6 +19,10 @@ pub struct DeliverSummary {
     pub left: u64,
     /// A stop was asked.
     pub interrupted: bool,
+    /// Rows an earlier run left `uncertain` (sent again only with `--resend-uncertain`).
+    pub earlier_uncertain: u64,
+    /// Rows whose message an earlier run saw refused.
+    pub earlier_failed: u64,
 }
 
 impl DeliverSummary {
@@ -31,6 +35,12 @@ impl DeliverSummary {
         if self.left > 0 {
             line = format!("{line}, {} not reached", self.left);
         }
+        if self.earlier_uncertain + self.earlier_failed > 0 {
+            line = format!(
+                "{line}; from earlier runs: {} uncertain, {} failed (deliver --resend-uncertain sends the uncertain again)",
+                self.earlier_uncertain, self.earlier_failed
+            );
+        }
         line
     }
 
@@ -38,7 +48,14 @@ impl DeliverSummary {
     pub fn outcome(&self) -> Outcome {
         if self.interrupted {
             Outcome::Interrupted
-        } else if self.uncertain + self.failed + self.rejected + self.deferred > 0 {
+        } else if self.uncertain
+            + self.failed
+            + self.rejected
+            + self.deferred
+            + self.earlier_uncertain
+            + self.earlier_failed
+            > 0
+        {
             Outcome::Incomplete
         } else {
             Outcome::Complete
