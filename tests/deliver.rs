@@ -236,3 +236,99 @@ fn reminders_go_to_the_unpaid_after_their_interval_at_most_twice() {
             .all(|m| !paid.contains(&m.to[0]))
     );
 }
+
+/// 300 rows, each with its own address, and a job that links and mails them with no limit but retries.
+fn torture_job(world: &World) -> String {
+    let mut text = String::from("id,email,amount\n");
+    for i in 0..300 {
+        text.push_str(&format!("R{i:04},r{i:04}@example.com,{}\n", 1000 + i));
+    }
+    let input = world.path("rows.csv");
+    std::fs::write(&input, text).unwrap();
+    let job = format!(
+        "name = \"mail-torture\"\n[api]\nkind = \"links\"\ntimeout = \"400ms\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n\
+         [link]\namount = \"{{amount}}\"\ncurrency = \"thb\"\ntitle = \"Item {{id}}\"\ndescription = \"d\"\n\
+         [limits]\nrates = []\nconcurrency = 8\n[retry]\nattempts = 30\nbase_delay = \"20ms\"\nmax_delay = \"200ms\"\n\
+         [deliver]\nto = \"{{email}}\"\nfrom = \"shop@example.com\"\nsubject = \"Your link {{id}}\"\n\
+         text = \"{{payment_uri}}\"\nsmtp = \"smtp://127.0.0.1:{}\"\nrates = []\n",
+        input.display(),
+        world.sandbox.smtp_port()
+    );
+    let path = world.path("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn kill_nine_through_a_run_that_delivers() {
+    use rand::{Rng, SeedableRng};
+    let pairs = [
+        (FaultKind::DropAfterCommit, 0.05),
+        (FaultKind::ServerErrorAfter, 0.03),
+        (FaultKind::SmtpDropAfterData, 0.04),
+        (FaultKind::Smtp4xx, 0.05),
+    ];
+    let world = World::with(SandboxConfig { faults: faults(&pairs), seed: 2026, ..Default::default() });
+    let job = torture_job(&world);
+    let run = || world.job("run", &job, &["--deliver", "-q"]).command_for_spawn();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let mut kills = 0;
+    while kills < 24 {
+        let mut child = run().spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(30..400)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let mut ended = None;
+    for _ in 0..5 {
+        ended = run().status().unwrap().code();
+        let rows = world.output();
+        if rows.iter().all(|r| r["delivery"] == "delivered" || r["delivery"] == "uncertain") {
+            break;
+        }
+    }
+    assert!(matches!(ended, Some(0 | 1)), "{ended:?}");
+    let stats = world.stats();
+    assert_eq!(stats.links_held, 300, "one link per row");
+    let rows = world.output();
+    assert!(
+        rows.iter().all(|r| r["delivery"] == "delivered" || r["delivery"] == "uncertain"),
+        "every row delivered or uncertain"
+    );
+
+    let mail = caught(&world);
+    let mut per_address: BTreeMap<&str, usize> = BTreeMap::new();
+    for message in &mail {
+        *per_address.entry(message.to[0].as_str()).or_default() += 1;
+    }
+    assert!(per_address.values().all(|&n| n == 1), "no address received two messages");
+    let delivered: BTreeSet<&str> =
+        rows.iter().filter(|r| r["delivery"] == "delivered").map(|r| r["key"].as_str()).collect();
+    let uncertain: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r["delivery"] == "uncertain")
+        .map(|r| format!("r{}@example.com", &r["key"][1..]).to_ascii_lowercase())
+        .collect();
+    let received_unanswered: BTreeSet<String> = per_address
+        .keys()
+        .filter(|a| !delivered.contains(format!("R{}", &a[1..5]).as_str()))
+        .map(|a| (*a).to_owned())
+        .collect();
+    assert!(received_unanswered.is_subset(&uncertain), "a message received with no reply recorded is uncertain");
+    let never_received = uncertain.difference(&received_unanswered).count();
+    assert!(never_received <= kills, "{never_received} uncertain rows the catcher never got, after {kills} kills");
+    eprintln!(
+        "{kills} kills; {} messages, {} uncertain ({} of them never received); faults {:?}",
+        mail.len(),
+        uncertain.len(),
+        never_received,
+        stats.faults
+    );
+
+    run().status().unwrap();
+    assert_eq!(caught(&world).len(), mail.len(), "a re-run sends nothing");
+}

@@ -157,6 +157,12 @@ impl Cmd {
         Running { child }
     }
 
+    /// The command itself, output discarded, to start (and kill) as often as a test likes.
+    pub(crate) fn command_for_spawn(mut self) -> Command {
+        self.command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        self.command
+    }
+
     /// Starts it in the background, output discarded.
     pub(crate) fn spawn(mut self) -> std::process::Child {
         self.command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
