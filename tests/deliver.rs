@@ -3,6 +3,7 @@
 //! sent again, a value never a header, a refused login the run's problem, and reminders by the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use linkbatch::sandbox::FaultKind;
 use linkbatch::sandbox::SandboxConfig;
@@ -241,7 +242,7 @@ fn reminders_go_to_the_unpaid_after_their_interval_at_most_twice() {
 fn torture_job(world: &World) -> String {
     let mut text = String::from("id,email,amount\n");
     for i in 0..300 {
-        text.push_str(&format!("R{i:04},r{i:04}@example.com,{}\n", 1000 + i));
+        let _ = writeln!(text, "R{i:04},r{i:04}@example.com,{}", 1000 + i);
     }
     let input = world.path("rows.csv");
     std::fs::write(&input, text).unwrap();
