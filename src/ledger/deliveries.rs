@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use super::Event;
 use crate::digest::Digest;
 
 /// The server's last word on a round.
@@ -62,7 +63,24 @@ impl Deliveries {
         self.by_key.get_mut(&Digest::of(key.as_bytes()))?.iter_mut().find(|r| r.round == round)
     }
 
-    pub(super) fn intent(&mut self, key: &str, round: u32, message_id: String) {
+    /// Applies one of the delivery events; any other event changes nothing here.
+    pub(super) fn apply(&mut self, event: Event) {
+        match event {
+            Event::DeliverIntent { key, round, message_id, .. } => self.intent(&key, round, message_id),
+            Event::DeliverCommit { key, round, .. } => self.commit(&key, round, true),
+            Event::DeliverDeferred { key, round, .. } => self.commit(&key, round, false),
+            Event::Delivered { key, round, reply, at } => {
+                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
+                self.reply(&key, round, Reply::Delivered { reply, at });
+            }
+            Event::DeliverFailed { key, round, code, reply, .. } => {
+                self.reply(&key, round, Reply::Failed { code, reply });
+            }
+            _ => {}
+        }
+    }
+
+    fn intent(&mut self, key: &str, round: u32, message_id: String) {
         let rounds = self.by_key.entry(Digest::of(key.as_bytes())).or_default();
         if let Some(known) = rounds.iter_mut().find(|r| r.round == round) {
             // Another attempt of the same round (after a 4xx, a cut before the end of data, or the user's
@@ -77,13 +95,13 @@ impl Deliveries {
         }
     }
 
-    pub(super) fn commit(&mut self, key: &str, round: u32, committed: bool) {
+    fn commit(&mut self, key: &str, round: u32, committed: bool) {
         if let Some(r) = self.round(key, round) {
             r.committed = committed;
         }
     }
 
-    pub(super) fn reply(&mut self, key: &str, round: u32, reply: Reply) {
+    fn reply(&mut self, key: &str, round: u32, reply: Reply) {
         if let Some(r) = self.round(key, round) {
             // A reply settles every attempt of the round: the server took (or refused) the one it answered,
             // and an earlier uncertain one carried the same Message-ID.

@@ -405,6 +405,15 @@ impl Index {
         state.link = Some(LinkRecord { text, fingerprint, line: NonZeroU64::new(line).unwrap_or(NonZeroU64::MIN) });
     }
 
+    /// A `refresh` reading of the key's current link (one of a link it no longer has is ignored).
+    fn on_refreshed(&mut self, key: &str, link_id: &str, payment: Payment, line: u64) {
+        let key = Digest::of(key.as_bytes());
+        let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
+        if current {
+            self.slot(key).rare().payment = Some((payment, line));
+        }
+    }
+
     /// Applies one event found on `line`, at byte `offset`.
     pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
         match event {
@@ -475,23 +484,12 @@ impl Index {
             Event::Learned { job_rates, rates, .. } => self.learned = Some((job_rates, rates)),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
-            Event::DeliverIntent { key, round, message_id, .. } => self.deliveries.intent(&key, round, message_id),
-            Event::DeliverCommit { key, round, .. } => self.deliveries.commit(&key, round, true),
-            Event::DeliverDeferred { key, round, .. } => self.deliveries.commit(&key, round, false),
-            Event::Delivered { key, round, reply, at } => {
-                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
-                self.deliveries.reply(&key, round, super::Reply::Delivered { reply, at });
-            }
-            Event::DeliverFailed { key, round, code, reply, .. } => {
-                self.deliveries.reply(&key, round, super::Reply::Failed { code, reply });
-            }
-            Event::Refreshed { key, link_id, payment, .. } => {
-                let key = Digest::of(key.as_bytes());
-                let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
-                if current {
-                    self.slot(key).rare().payment = Some((payment, line));
-                }
-            }
+            Event::DeliverIntent { .. }
+            | Event::DeliverCommit { .. }
+            | Event::DeliverDeferred { .. }
+            | Event::Delivered { .. }
+            | Event::DeliverFailed { .. } => self.deliveries.apply(event),
+            Event::Refreshed { key, link_id, payment, .. } => self.on_refreshed(&key, &link_id, payment, line),
         }
         self.lines = line;
     }
