@@ -74,6 +74,12 @@ fn each_row_gets_one_message_and_a_rerun_sends_none() {
     );
     command(&world, "run", &job, &["--deliver", "-q"]).says(0, "");
     assert_eq!(caught(&world).len(), 24, "a re-run mails no one");
+    let ledger = world.path("ledger.jsonl");
+    let status = world.linkbatch(&["status", &job, "--ledger", ledger.to_str().unwrap(), MONTH[0], MONTH[1]]).code(0);
+    assert_eq!(
+        status.stdout.lines().last(),
+        Some("  messages:  24 delivered, 0 pending, 0 uncertain, 0 failed, 0 rejected")
+    );
 }
 
 #[test]

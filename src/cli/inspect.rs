@@ -102,6 +102,19 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
         let _ = writeln!(out, "  unsettled: {}   (answers that could not be read: linkbatch settle)", survey.unsettled);
     }
     let _ = writeln!(out, "  rejected:  {}", survey.rejected);
+    if plan.deliver().is_some() {
+        let asked = crate::decide::delivery::Asked::default();
+        let due = crate::delivery::due(&plan, &index, asked, std::time::SystemTime::now()).map_err(usage)?;
+        let _ = writeln!(
+            out,
+            "  messages:  {} delivered, {} pending, {} uncertain, {} failed, {} rejected",
+            due.delivered,
+            due.messages.len(),
+            due.uncertain,
+            due.failed,
+            due.refused.len()
+        );
+    }
     Ok(Outcome::Complete)
 }
 

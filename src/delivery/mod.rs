@@ -61,6 +61,8 @@ pub struct Due {
     pub uncertain: u64,
     /// Rows whose message an earlier run saw refused.
     pub failed: u64,
+    /// Rows whose latest message was taken, and nothing is due now.
+    pub delivered: u64,
 }
 
 /// The link fields a row's templates see.
@@ -82,7 +84,8 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
             match crate::decide::delivery::delivery(rounds) {
                 Delivery::Uncertain => due.uncertain += 1,
                 Delivery::Failed => due.failed += 1,
-                _ => {}
+                Delivery::Delivered => due.delivered += 1,
+                Delivery::Rejected | Delivery::Pending => {}
             }
             return true;
         };
