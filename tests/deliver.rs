@@ -120,7 +120,15 @@ fn an_end_of_data_never_answered_is_uncertain_and_never_sent_again() {
         SandboxConfig { faults: faults(&[(FaultKind::SmtpDropAfterData, 0.3)]), seed: 11, ..Default::default() };
     let world = World::with(config);
     let job = mail_job(&world, "127.0.0.1").write(&world, "job.toml");
-    command(&world, "run", &job, &["--deliver"]).code(1);
+    let logged = command(&world, "run", &job, &["--deliver", "-v"]).code(1);
+    // The customers' data never reaches a log short of -vv: no address, no name, no word of a body.
+    let input = std::fs::read_to_string("samples/subscriptions.csv").unwrap();
+    for row in input.lines().skip(1) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert!(!logged.stderr.contains(cells[1]), "an address in the log:\n{}", logged.stderr);
+        assert!(!logged.stderr.contains(cells[2].trim_matches('"')), "a name in the log:\n{}", logged.stderr);
+    }
+    assert!(!logged.stderr.contains("Pay here") && !logged.stderr.contains("Dear"), "{}", logged.stderr);
     let dropped = world.stats().faults["smtp-drop-after-data"] as usize;
     assert!(dropped > 0);
     let rows = world.output();
@@ -177,8 +185,18 @@ fn a_refused_login_stops_the_run_and_fails_no_row() {
         )
     );
     assert!(!refused.stderr.contains("wrong"), "the password is never printed");
+    assert!(!world.path("ledger.jsonl").exists(), "checked before the first link was made");
+    assert_eq!(world.stats().links_held, 0);
+    command(&world, "run", &job, &[]).code(0);
+    command(&world, "deliver", &job, &[]).env("SMTP_PASSWORD", "wrong").code(3);
     assert_eq!(deliveries(&world), BTreeMap::from([("pending".to_owned(), 24)]));
     assert!(world.ledger_events("deliver_failed").is_empty() && caught(&world).is_empty());
+    let ledger = world.path("ledger.jsonl");
+    let validate = world.linkbatch(&["validate", &job, "--ledger", ledger.to_str().unwrap(), MONTH[0], MONTH[1]]);
+    let validated = validate.env("SMTP_USER", "billing").env("SMTP_PASSWORD", "right").code(0);
+    let mail_lines: Vec<&str> = validated.stdout.lines().rev().take(2).collect();
+    let reached = format!("  mail server:      127.0.0.1:{port} reached, login accepted");
+    assert_eq!(mail_lines, [reached.as_str(), "  messages that cannot be written: 0"]);
     command(&world, "deliver", &job, &[]).code(0);
     assert_eq!(caught(&world).len(), 24);
 }

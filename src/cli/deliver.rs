@@ -34,6 +34,18 @@ pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> 
     send(&args, flags, quiet).await
 }
 
+/// `run --deliver`, before its first create: the mail server reached and the login accepted (a `--sandbox`
+/// trial's mail goes to the sandbox's catcher), so that a wrong password stops the run before any link is
+/// made rather than after every one.
+pub(super) async fn check_before_run(args: &RunArgs) -> Result<(), Outcome> {
+    if args.sandbox {
+        return Ok(());
+    }
+    let (plan, _) = super::run::planned(args).await?;
+    let mut mailer = mailer(&plan, None)?;
+    crate::delivery::check_server(&mut mailer).await.map_err(|e| Outcome::aborted(anyhow::anyhow!("{e}")))
+}
+
 /// The SMTP user and password from the variables `[deliver]` names (each also from `_FILE` or a credential).
 fn credentials(user_env: Option<&str>, password_env: Option<&str>) -> Result<Option<(String, String)>, Outcome> {
     let read = |name: &str| crate::secret::read(name).map_err(usage);
@@ -49,7 +61,7 @@ fn credentials(user_env: Option<&str>, password_env: Option<&str>) -> Result<Opt
 
 /// The mail server and login: the job's, or with `--sandbox` the in-process sandbox's catcher, whatever the
 /// job's `smtp` says (a trial never mails a customer).
-fn mailer(plan: &Plan, sandbox: Option<&crate::sandbox::Sandbox>) -> Result<Mailer, Outcome> {
+pub(super) fn mailer(plan: &Plan, sandbox: Option<&crate::sandbox::Sandbox>) -> Result<Mailer, Outcome> {
     let deliver = plan.deliver().ok_or_else(|| {
         usage("the job has no [deliver] section: add one to mail each link (see `man 5 linkbatch-job`)")
     })?;

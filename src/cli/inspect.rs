@@ -24,7 +24,7 @@ fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index
     Ok((plan, index))
 }
 
-pub(super) fn validate(args: &InspectArgs) -> Ended {
+pub(super) async fn validate(args: &InspectArgs) -> Ended {
     let (plan, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
     let mut reader = plan.reader()?;
@@ -68,7 +68,27 @@ pub(super) fn validate(args: &InspectArgs) -> Ended {
     }
     drop(out);
     runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
-    Ok(Outcome::complete_if(survey.rejected + survey.conflict == 0))
+    let unwritable = if plan.deliver().is_some() { validate_mail(&plan, args.sandbox).await? } else { 0 };
+    Ok(Outcome::complete_if(survey.rejected + survey.conflict + unwritable == 0))
+}
+
+/// `validate` of a job with `[deliver]`: every row's message written (with stand-in link fields), then the
+/// mail server reached and the login accepted (not for `--sandbox` trials, whose mail the sandbox catches).
+/// Sends nothing; returns how many rows' messages cannot be written.
+async fn validate_mail(plan: &Plan, sandbox: bool) -> Result<u64, Outcome> {
+    let refused = crate::delivery::unwritable(plan).map_err(usage)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "  messages that cannot be written: {}", refused.len());
+    for (line, _, why) in refused.iter().take(20) {
+        let _ = writeln!(out, "  line {line}: {why}");
+    }
+    drop(out);
+    if !sandbox {
+        let mut mailer = super::deliver::mailer(plan, None)?;
+        crate::delivery::check_server(&mut mailer).await.map_err(|e| Outcome::aborted(anyhow::anyhow!("{e}")))?;
+        println!("  mail server:      {} reached, login accepted", mailer.address());
+    }
+    Ok(refused.len() as u64)
 }
 
 pub(super) fn export(args: &InspectArgs) -> Ended {

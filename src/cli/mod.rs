@@ -420,6 +420,7 @@ async fn dispatch(cli: Cli) -> Ended {
             if !deliver {
                 return run::run(args, work, flags, quiet).await;
             }
+            deliver::check_before_run(&args).await?;
             let made = run::run(args.clone(), work, flags, quiet).await;
             let (Ok(outcome) | Err(outcome)) = &made;
             if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
@@ -441,7 +442,7 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,
         Command::Recover(args) => recover::recover(args).await,
-        Command::Validate(args) => inspect::validate(&args),
+        Command::Validate(args) => inspect::validate(&args).await,
         Command::Status(args) => inspect::status(&args),
         Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Completions { shell } => manual::completions(shell),

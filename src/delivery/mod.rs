@@ -101,6 +101,34 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
     Ok(due)
 }
 
+/// Every row's first message written with stand-in link fields, before any link exists: the rows whose
+/// message could not be (`validate`, and `run --deliver` before its first create), by line, key and why.
+pub fn unwritable(plan: &Plan) -> Result<Vec<(u64, String, Refusal)>, DeliverError> {
+    let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
+    let mut refused = Vec::new();
+    crate::runner::for_each_row(plan, &mut reader, None, |row| {
+        let Ok(row) = row else { return true };
+        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let fields = LinkFields {
+            payment_uri: "https://pay.omise.co/links/link_test_0000000000000000000",
+            link_id: "link_test_0000000000000000000",
+            amount_display: &amount,
+        };
+        if let Err(refusal) = compose(plan, row, fields, 0) {
+            refused.push((row.line, row.key.clone(), refusal));
+        }
+        true
+    });
+    Ok(refused)
+}
+
+/// Reaches the mail server and logs in, sending nothing: a refusal is the run's.
+pub async fn check_server(mailer: &mut Mailer) -> Result<(), DeliverError> {
+    mailer.connect().await.map_err(|e| DeliverError::Systemic(e.to_string()))?;
+    mailer.quit().await;
+    Ok(())
+}
+
 /// A delivery pass: the ledger it records in, the mailer and the pace.
 pub struct Pass<'a> {
     plan: &'a Plan,
@@ -115,7 +143,10 @@ impl<'a> Pass<'a> {
     /// A pass over `plan`'s rows, recording in `ledger` (and `index`, kept equal to it).
     pub fn new(plan: &'a Plan, ledger: &'a Ledger, index: &'a mut Index, mailer: Mailer, stop: &'a Stop) -> Pass<'a> {
         let rates = plan.deliver().map(|d| d.rates.clone()).unwrap_or_default();
-        Pass { plan, ledger, index, mailer, throttle: crate::throttle::Throttle::new(&rates), stop }
+        let throttle = crate::throttle::Throttle::new(&rates);
+        // A run right after another keeps the windows that one filled.
+        throttle.seed(index.deliveries.sent());
+        Pass { plan, ledger, index, mailer, throttle, stop }
     }
 
     /// The ledger's index, as the pass left it.

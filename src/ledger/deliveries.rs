@@ -46,12 +46,19 @@ pub struct Round {
 #[derive(Debug, Default)]
 pub struct Deliveries {
     by_key: HashMap<Digest, Vec<Round>>,
+    /// When each transaction began (`deliver_intent`), for the mail windows of a later run.
+    sent: Vec<SystemTime>,
 }
 
 impl Deliveries {
     /// The rounds of a key, oldest first.
     pub fn of(&self, key: &Digest) -> &[Round] {
         self.by_key.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// When transactions began, for the windows of `[deliver] rates`.
+    pub fn sent(&self) -> impl Iterator<Item = SystemTime> + '_ {
+        self.sent.iter().copied()
     }
 
     /// Whether any message was ever intended.
@@ -66,7 +73,10 @@ impl Deliveries {
     /// Applies one of the delivery events; any other event changes nothing here.
     pub(super) fn apply(&mut self, event: Event) {
         match event {
-            Event::DeliverIntent { key, round, message_id, .. } => self.intent(&key, round, message_id),
+            Event::DeliverIntent { key, round, message_id, at } => {
+                self.sent.extend(super::parse_time(&at));
+                self.intent(&key, round, message_id);
+            }
             Event::DeliverCommit { key, round, .. } => self.commit(&key, round, true),
             Event::DeliverDeferred { key, round, .. } => self.commit(&key, round, false),
             Event::Delivered { key, round, reply, at } => {
