@@ -220,6 +220,19 @@ fn starttls_with_a_private_ca_the_host_trusts() {
 }
 
 #[test]
+fn smtps_with_a_private_ca_the_host_trusts() {
+    let authority = Authority::new("linkbatch mail CA");
+    let world = authority.sandbox(SandboxConfig { smtps: true, ..Default::default() });
+    let job = mail_job(&world, "localhost")
+        .set("deliver.smtp", format!("smtps://localhost:{}", world.sandbox.smtp_port()))
+        .write(&world, "job.toml");
+    let ca = authority.ca_file(&world, "ca.pem");
+    command(&world, "run", &job, &["--deliver"]).env("SSL_CERT_FILE", &ca).code(0);
+    assert_eq!(caught(&world).len(), 24);
+    assert_eq!(deliveries(&world), BTreeMap::from([("delivered".to_owned(), 24)]));
+}
+
+#[test]
 fn reminders_go_to_the_unpaid_after_their_interval_at_most_twice() {
     let world = World::new();
     let input = std::fs::read_to_string("samples/subscriptions.csv").unwrap();

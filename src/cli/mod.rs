@@ -275,6 +275,9 @@ struct SandboxArgs {
     /// Where the mail catcher listens for SMTP (a free port on 127.0.0.1 when not given).
     #[arg(long, value_name = "HOST:PORT")]
     smtp_addr: Option<SocketAddr>,
+    /// The mail catcher speaks TLS from the first byte (as port 465 does) with --tls-cert, not STARTTLS.
+    #[arg(long, requires = "tls_cert")]
+    smtps: bool,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,

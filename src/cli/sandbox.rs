@@ -20,6 +20,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         plus_auth: args.auth,
         close_each: args.close_each,
         smtp_addr: args.smtp_addr,
+        smtps: args.smtps,
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
@@ -52,9 +53,11 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     let _ = writeln!(out, "  classic:   {base}/links");
     let _ = writeln!(out, "  Links+:    {base}/external/links  ({})", teams.join("; "));
     let _ = writeln!(out, "  stats:     {base}/__sandbox/stats");
+    let scheme = if args.smtps { "smtps" } else { "smtp" };
+    let host = args.smtp_addr.map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
     let _ = writeln!(
         out,
-        "  mail:      smtp://127.0.0.1:{}   (kept, never delivered: {base}/__sandbox/mail)",
+        "  mail:      {scheme}://{host}:{}   (kept, never delivered: {base}/__sandbox/mail)",
         server.smtp_port()
     );
     let _ = writeln!(out, "  seed:      {seed}   (--seed {seed} replays the same ids and faults)");

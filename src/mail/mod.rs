@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod smtp;
+mod socket;
 
 pub use compose::{Composed, LinkFields, Refusal, compose};
 pub use smtp::{MailError, Mailer};

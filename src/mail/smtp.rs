@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 
@@ -115,18 +115,16 @@ impl Mailer {
         };
         let hello = ClientId::Domain("localhost".into());
         let tls = || TlsParameters::builder(self.server.host.clone()).build_rustls();
-        let implicit = match self.server.security {
-            Security::Tls => Some(tls().map_err(|e| systemic("TLS", &e))?),
-            Security::StartTls | Security::Loopback => None,
+        let refused = |why: String| MailError::Systemic(format!("mail server {address}: {why}"));
+        let (host, port) = (self.server.host.as_str(), self.server.port);
+        let stream = super::socket::connect(host, port, self.timeout).await.map_err(refused)?;
+        let stream: Box<dyn AsyncTokioStream> = match self.server.security {
+            Security::Tls => Box::new(super::socket::secure(stream, host, self.timeout).await.map_err(refused)?),
+            Security::StartTls | Security::Loopback => Box::new(stream),
         };
-        let target = (self.server.host.as_str(), self.server.port);
-        let connected = self
-            .within(AsyncSmtpConnection::connect_tokio1(target, Some(self.timeout), &hello, implicit, None))
-            .await
-            .ok_or_else(|| {
-                MailError::Systemic(format!("mail server {address}: no answer within {:?}", self.timeout))
-            })?;
-        let mut connection = connected.map_err(|e| systemic("cannot connect", &e))?;
+        let greeted = self.within(AsyncSmtpConnection::connect_with_transport(stream, &hello)).await;
+        let greeted = greeted.ok_or_else(|| refused(format!("no greeting within {:?}", self.timeout)))?;
+        let mut connection = greeted.map_err(|e| systemic("no greeting", &e))?;
         let offered = connection.can_starttls();
         match self.server.security {
             Security::StartTls if !offered => {

@@ -66,6 +66,18 @@ pub(super) async fn serve(
 
 async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
+    if let Some(acceptor) = tls.as_ref().filter(|_| shared.config.smtps) {
+        // TLS from the first byte, as on port 465.
+        let Ok(secured) = acceptor.accept(stream).await else { return };
+        let mut secured = BufReader::new(secured);
+        if secured.get_mut().write_all(b"220 linkbatch-sandbox ESMTP ready\r\n").await.is_err() {
+            return;
+        }
+        let mut session = Session::new(&shared, false);
+        session.secure = true;
+        session.talk(&mut secured).await;
+        return;
+    }
     let mut plain = BufReader::new(stream);
     if plain.get_mut().write_all(b"220 linkbatch-sandbox ESMTP ready\r\n").await.is_err() {
         return;

@@ -205,6 +205,8 @@ pub struct SandboxConfig {
     pub smtp_addr: Option<SocketAddr>,
     /// The only login the mail catcher accepts (`None`: any login, or none).
     pub smtp_login: Option<(String, String)>,
+    /// With `tls`: the mail catcher speaks TLS from the first byte (as port 465 does), not STARTTLS.
+    pub smtps: bool,
 }
 
 impl Default for SandboxConfig {
@@ -224,6 +226,7 @@ impl Default for SandboxConfig {
             close_each: false,
             smtp_addr: None,
             smtp_login: None,
+            smtps: false,
         }
     }
 }
