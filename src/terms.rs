@@ -207,11 +207,34 @@ impl Delivery {
     }
 }
 
+/// What an answer linkbatch could not read was the answer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerTo {
+    /// A create: the link may exist, and the row waits to be settled.
+    Create,
+    /// A list read to reconcile: the row stays as it was.
+    List,
+    /// Ledgers before the `unmatched` event: a row `recover` could not match.
+    Recover,
+}
+
+impl AnswerTo {
+    /// The word for a message: `create`, `list`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerTo::Create => "create",
+            AnswerTo::List => "list",
+            AnswerTo::Recover => "recover",
+        }
+    }
+}
+
 /// An answer linkbatch could not read, kept for a row that now waits to be settled by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unread {
-    /// What it answered: `create`, or `recover` (a row `recover` could not match).
-    pub answer_to: String,
+    /// What it answered: a create, or [`AnswerTo::Recover`] for a row `recover` could not match.
+    pub answer_to: AnswerTo,
     /// The HTTP status.
     pub status: u16,
     /// What could not be read (`recover`: what it found instead).

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::{Ended, RunArgs, usage};
 use crate::decide::delivery::Asked;
 use crate::delivery::Pass;
-use crate::ledger::Ledger;
+use crate::ledger::{Book, Ledger};
 use crate::mail::Mailer;
 use crate::outcome::Outcome;
 use crate::plan::{Plan, Security, SmtpServer};
@@ -89,18 +89,22 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
             plan.ledger_path().display()
         )));
     }
-    let (opened, mut index, _) = Ledger::read_locked(plan.ledger_path(), None)?;
+    let (opened, index, _) = Ledger::read_locked(plan.ledger_path(), None)?;
     let asked = Asked { remind, resend_uncertain: flags.resend_uncertain };
     let due = crate::delivery::due(&plan, &index, asked, SystemTime::now()).map_err(usage)?;
-    let ledger = opened.proceed()?;
+    let book = Book::new(opened.proceed()?, index);
 
     let stop = Arc::new(Stop::default());
     let signals = tokio::spawn(super::run::watch_signals(stop.clone(), plan.timeout()));
-    let sent = Pass::new(&plan, &ledger, &mut index, mailer, &stop).run(due).await;
+    let sent = Pass::new(&plan, &book, mailer, &stop).run(due).await;
     signals.abort();
     // The output says where every row stands, whatever stopped the pass.
-    crate::runner::write_output(&plan, &index, Some(index.last_run), index.has_payments()).map_err(Outcome::aborted)?;
-    crate::runner::record_output(&ledger, plan.output_path()).await?;
+    {
+        let index = book.index();
+        crate::runner::write_output(&plan, &index, Some(index.last_run), index.has_payments())
+            .map_err(Outcome::aborted)?;
+    }
+    crate::runner::record_output(&book, plan.output_path()).await?;
     if let Some(server) = sandbox {
         server.shutdown().await;
     }

@@ -138,12 +138,28 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
     Ok(Outcome::Complete)
 }
 
+/// Whether the row can be settled: it has no link, a request of it is open, and a link id given is no
+/// other key's.
+fn settleable(index: &crate::ledger::Index, row: &crate::plan::PlannedRow, args: &SettleArgs) -> Result<(), Outcome> {
+    let state = index.get(&row.key_id);
+    if let Some(link) = state.and_then(|s| s.link) {
+        return Err(usage(format!("`{}` already has link {}: nothing to settle", args.key, index.link_id(&link))));
+    }
+    if state.is_none_or(|s| s.unsettled().is_none() && s.open_since().is_none()) {
+        return Err(usage(format!("`{}` has no open request: nothing to settle", args.key)));
+    }
+    if let Some(id) = args.link_id.as_deref().filter(|id| index.is_claimed(id)) {
+        return Err(usage(format!("link {id} belongs to another key of this ledger")));
+    }
+    Ok(())
+}
+
 /// `settle`: the user's word on a row linkbatch left open (an answer it could not read, or one it could not
 /// reconcile), recorded in the ledger as `settled`. The row must be in the input and open; a link id must
 /// not belong to another key. Sends nothing.
 pub(super) async fn settle(args: &SettleArgs) -> Ended {
     let (plan, _) = inspect_plan(&args.inspect)?;
-    let Some((ledger, index)) = Ledger::reopen(plan.ledger_path())? else {
+    let Some(book) = Ledger::reopen(plan.ledger_path())? else {
         return Err(usage(format!("no ledger at {}: nothing to settle", plan.ledger_path().display())));
     };
     let mut reader = plan.reader()?;
@@ -158,16 +174,7 @@ pub(super) async fn settle(args: &SettleArgs) -> Ended {
     });
     let row =
         found.ok_or_else(|| usage(format!("no row of {} has the key `{}`", plan.input_path().display(), args.key)))?;
-    let state = index.get(&row.key_id);
-    if let Some(link) = state.and_then(|s| s.link) {
-        return Err(usage(format!("`{}` already has link {}: nothing to settle", args.key, index.link_id(&link))));
-    }
-    if state.is_none_or(|s| s.unsettled().is_none() && s.open_since().is_none()) {
-        return Err(usage(format!("`{}` has no open request: nothing to settle", args.key)));
-    }
-    if let Some(id) = args.link_id.as_deref().filter(|id| index.is_claimed(id)) {
-        return Err(usage(format!("link {id} belongs to another key of this ledger")));
-    }
+    settleable(&book.index(), &row, args)?;
     let event = crate::ledger::Event::Settled {
         key: row.key.clone(),
         link_id: args.link_id.clone(),
@@ -175,7 +182,7 @@ pub(super) async fn settle(args: &SettleArgs) -> Ended {
         fingerprint: row.fingerprint().to_string(),
         at: crate::ledger::now(),
     };
-    ledger.append(&event).await.map_err(Outcome::from)?;
+    book.record(event).await.map_err(Outcome::from)?;
     match &args.link_id {
         Some(id) => println!("{}: `{}` settled with link {id}; the next run reports it", plan.name(), row.key),
         None => println!("{}: `{}` settled as never made; the next run sends it", plan.name(), row.key),

@@ -28,8 +28,9 @@ pub(super) async fn recover(args: RunArgs) -> Ended {
     let rows = planned_rows(&plan)?;
     let links = all_links(&plan, &client, &rows).await?;
     let found = decide::recover(&rows.iter().map(|r| (r.key.as_str(), &r.request)).collect::<Vec<_>>(), &links);
-    let (ledger, _, _) = Ledger::open(plan.ledger_path(), &header)?;
-    let counts = write_recovered(&ledger, &rows, &links, &found).await.map_err(Outcome::from)?;
+    let (ledger, index, _) = Ledger::open(plan.ledger_path(), &header)?;
+    let book = crate::ledger::Book::new(ledger, index);
+    let counts = write_recovered(&book, &rows, &links, &found).await.map_err(Outcome::from)?;
     println!(
         "{}: {} rows; {} recovered ({} by the key in their metadata, {} by content), {} ambiguous (settle them with \
          `linkbatch settle`), {} with no link on the server (the next run sends them); ledger {}",
@@ -98,13 +99,13 @@ struct Counts {
 }
 
 async fn write_recovered(
-    ledger: &Ledger,
+    book: &crate::ledger::Book,
     rows: &[PlannedRow],
     links: &[RemoteLink],
     found: &[Recovered],
 ) -> Result<Counts, crate::ledger::LedgerError> {
     let mut counts = Counts::default();
-    ledger.append(&Event::Run { at: now(), version: format!("{} recover", env!("CARGO_PKG_VERSION")) }).await?;
+    book.record(Event::Run { at: now(), version: format!("{} recover", env!("CARGO_PKG_VERSION")) }).await?;
     for (row, found) in rows.iter().zip(found) {
         let (key, fingerprint) = (row.key.clone(), row.fingerprint().to_string());
         let event = match found {
@@ -122,22 +123,14 @@ async fn write_recovered(
             Recovered::Ambiguous(n) => {
                 counts.ambiguous += 1;
                 tracing::warn!(line = row.line, key = %row.key, "{n} links could be this row's: settle it by hand");
-                Event::Unreadable {
-                    key,
-                    fingerprint,
-                    answer_to: "recover".into(),
-                    status: 0,
-                    missing: format!("{n} links that could each be this row's"),
-                    body: String::new(),
-                    at: now(),
-                }
+                Event::Unmatched { key, fingerprint, candidates: *n as u64, at: now() }
             }
             Recovered::None => {
                 counts.none += 1;
                 continue;
             }
         };
-        ledger.append(&event).await?;
+        book.record(event).await?;
     }
     Ok(counts)
 }

@@ -93,7 +93,7 @@ async fn send(
         refuse_if_output_names_more(&plan, &index)?;
     }
 
-    let adopted = runner::adopt_kept_answers(&mut index, plan.api());
+    let adopted = runner::adopt_kept_answers(&mut index, plan.api(), plan.ledger_path());
     let mut reader = plan.reader()?;
     // The file the survey reads: later passes stop if the input is another file by then.
     let input = reader.stamp().ok();
@@ -113,15 +113,14 @@ async fn send(
     if let Some(bytes) = report.torn_tail {
         tracing::warn!(ledger = %plan.ledger_path().display(), "ignored a torn last line ({bytes} bytes) left by an interrupted run");
     }
-    for event in &adopted {
-        ledger.append(event).await?;
-    }
+    let book = crate::ledger::Book::new(ledger, index);
+    book.write_applied(&adopted).await?;
 
     let stop = Arc::new(Stop::default());
     let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
     let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id, input };
     let summary = tokio::select! {
-        summary = runner::run(plan, client, ledger, index, survey, stop, options) => summary.map_err(Outcome::Refused)?,
+        summary = runner::run(plan, client, book, survey, stop, options) => summary.map_err(Outcome::Refused)?,
         // A second signal, or requests in flight past their grace: quit now. Every intent is on disk.
         _ = &mut signals => return Ok(Outcome::Interrupted),
     };

@@ -525,7 +525,7 @@ pub fn report(
 /// Why a row waits to be settled by hand, in the words its output row carries.
 pub fn unsettled_words(unread: &crate::terms::Unread) -> String {
     let crate::terms::Unread { answer_to, status, missing } = unread;
-    if answer_to == "recover" {
+    if *answer_to == crate::terms::AnswerTo::Recover {
         format!("`linkbatch recover` found {missing}; the row is not sent again: settle it with `linkbatch settle`")
     } else {
         format!(
@@ -651,7 +651,11 @@ mod tests {
                 Ev::Unread | Ev::UnreadList => Event::Unreadable {
                     key,
                     fingerprint: request("a").fingerprint().to_string(),
-                    answer_to: if matches!(event, Ev::Unread) { "create" } else { "list" }.into(),
+                    answer_to: if matches!(event, Ev::Unread) {
+                        crate::terms::AnswerTo::Create
+                    } else {
+                        crate::terms::AnswerTo::List
+                    },
                     status: 200,
                     missing: "id".into(),
                     body: "{}".into(),

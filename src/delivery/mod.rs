@@ -16,7 +16,7 @@ use lettre::address::Envelope;
 pub use summary::DeliverSummary;
 
 use crate::decide::delivery::{Asked, Next, next};
-use crate::ledger::{Event, Index, Ledger, LedgerError, now};
+use crate::ledger::{Book, Event, Index, LedgerError, now};
 use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
 use crate::plan::Plan;
 use crate::runner::Stop;
@@ -132,32 +132,24 @@ pub async fn check_server(mailer: &mut Mailer) -> Result<(), DeliverError> {
 /// A delivery pass: the ledger it records in, the mailer and the pace.
 pub struct Pass<'a> {
     plan: &'a Plan,
-    ledger: &'a Ledger,
-    index: &'a mut Index,
+    book: &'a Book,
     mailer: Mailer,
     throttle: crate::throttle::Throttle,
     stop: &'a Stop,
 }
 
 impl<'a> Pass<'a> {
-    /// A pass over `plan`'s rows, recording in `ledger` (and `index`, kept equal to it).
-    pub fn new(plan: &'a Plan, ledger: &'a Ledger, index: &'a mut Index, mailer: Mailer, stop: &'a Stop) -> Pass<'a> {
+    /// A pass over `plan`'s rows, recording in `book`.
+    pub fn new(plan: &'a Plan, book: &'a Book, mailer: Mailer, stop: &'a Stop) -> Pass<'a> {
         let rates = plan.deliver().map(|d| d.rates.clone()).unwrap_or_default();
         let throttle = crate::throttle::Throttle::new(&rates);
         // A run right after another keeps the windows that one filled.
-        throttle.seed(index.deliveries.sent());
-        Pass { plan, ledger, index, mailer, throttle, stop }
+        throttle.seed(book.index().deliveries.sent());
+        Pass { plan, book, mailer, throttle, stop }
     }
 
-    /// The ledger's index, as the pass left it.
-    pub fn index(&self) -> &Index {
-        self.index
-    }
-
-    async fn record(&mut self, event: Event) -> Result<(), LedgerError> {
-        let offset = self.ledger.append(&event).await?;
-        self.index.record(event, offset);
-        Ok(())
+    async fn record(&self, event: Event) -> Result<(), LedgerError> {
+        self.book.record(event).await
     }
 
     /// Sends every message of `due`, each once; rows refused while writing them are counted as rejected.

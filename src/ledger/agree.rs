@@ -85,8 +85,8 @@ proptest! {
         let (mut direct, _, _) = read::read(&path, &mut file).unwrap();
         // The file's own open requests are read back from it; serde's index holds them from the events.
         let mut file = std::fs::File::open(&path).unwrap();
-        by_serde.load_open_requests(&mut file).unwrap();
-        direct.load_open_requests(&mut file).unwrap();
+        super::back::load_open_requests(&mut by_serde, &mut file).unwrap();
+        super::back::load_open_requests(&mut direct, &mut file).unwrap();
         prop_assert_eq!(seen(&direct, 4), seen(&by_serde, 4));
         prop_assert_eq!(direct.lines, by_serde.lines);
         prop_assert_eq!(direct.sent().collect::<Vec<_>>(), by_serde.sent().collect::<Vec<_>>());

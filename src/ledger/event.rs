@@ -105,14 +105,25 @@ pub enum Event {
         key: String,
         /// Fingerprint of the row's request.
         fingerprint: String,
-        /// `create` or `list`.
-        answer_to: String,
+        /// `create` or `list` (`recover` in ledgers before the `unmatched` event).
+        answer_to: crate::terms::AnswerTo,
         /// HTTP status.
         status: u16,
         /// What could not be read.
         missing: String,
         /// The answer as sent (at most 64 KiB; the key redacted should the server echo it).
         body: String,
+        /// When.
+        at: String,
+    },
+    /// `recover` found several links that could each be the row's: it waits to be settled by hand.
+    Unmatched {
+        /// Row key.
+        key: String,
+        /// Fingerprint of the row's request.
+        fingerprint: String,
+        /// How many links could be the row's.
+        candidates: u64,
         /// When.
         at: String,
     },

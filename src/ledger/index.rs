@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -20,7 +19,7 @@ use hashbrown::HashTable;
 use super::Event;
 use crate::digest::Digest;
 use crate::request::LinkRequest;
-use crate::terms::{Payment, Unread};
+use crate::terms::{AnswerTo, Payment, Unread};
 
 /// A key's link, as the index holds it; [`Index::link_id`] and [`Index::payment_uri`] read its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,14 +375,9 @@ impl Index {
         self.links.uri_at(link.text)
     }
 
-    /// The request the key's link was made with, read back from its `intent` line.
-    pub fn link_request(&self, state: &KeyState) -> Option<LinkRequest> {
-        let offset = Some(state.intent).filter(|&o| o > 0)?;
-        let mut file = std::fs::File::open(self.path.as_ref()?).ok()?;
-        match read_event_at(&mut file, offset).ok()? {
-            Event::Intent { request, .. } => Some(request),
-            _ => None,
-        }
+    /// Byte offset of the key's latest `intent` line, to read its request back ([`super::ReadBack`]).
+    pub fn intent_offset(&self, state: &KeyState) -> Option<u64> {
+        Some(state.intent).filter(|&o| o > 0)
     }
 
     pub(super) fn on_intent(&mut self, key: Digest, at: SystemTime, offset: u64) {
@@ -467,10 +461,19 @@ impl Index {
                 self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
             // A list's answer leaves the row as it was: its request is reconciled again.
-            Event::Unreadable { key, answer_to, status, missing, .. }
-                if matches!(answer_to.as_str(), "create" | "recover") =>
-            {
+            Event::Unreadable {
+                key,
+                answer_to: answer_to @ (AnswerTo::Create | AnswerTo::Recover),
+                status,
+                missing,
+                ..
+            } => {
                 let unread = Unread { answer_to, status, missing };
+                self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
+            }
+            Event::Unmatched { key, candidates, .. } => {
+                let missing = format!("{candidates} links that could each be this row's");
+                let unread = Unread { answer_to: AnswerTo::Recover, status: 0, missing };
                 self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
             }
             Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
@@ -500,40 +503,23 @@ impl Index {
         self.apply(event, line, offset);
     }
 
-    /// The answers kept for rows waiting to be settled (`unreadable` events, read back from the file), so a
-    /// later linkbatch can try to read them again.
-    pub fn kept_answers(&self) -> Vec<Event> {
-        let offsets: Vec<u64> =
-            self.slots.iter().filter_map(|s| s.rare.as_ref()?.unsettled.as_ref().map(|(_, offset)| *offset)).collect();
-        // Nearly always none: the file is opened only when there is something to read back.
-        let file = self.path.as_ref().filter(|_| !offsets.is_empty()).and_then(|p| std::fs::File::open(p).ok());
-        let Some(mut file) = file else { return Vec::new() };
-        offsets.into_iter().filter_map(|offset| read_event_at(&mut file, offset).ok()).collect()
+    /// Byte offsets of the `unreadable` lines kept for rows waiting to be settled.
+    pub(super) fn kept_offsets(&self) -> Vec<u64> {
+        self.slots.iter().filter_map(|s| s.rare.as_ref()?.unsettled.as_ref().map(|(_, offset)| *offset)).collect()
     }
 
-    /// After reading the file: the request of every intent still open, for reconciliation. Returns the byte
-    /// offset of an intent line that cannot be read back.
-    pub(super) fn load_open_requests(&mut self, file: &mut std::fs::File) -> Result<(), (u64, String)> {
-        for state in self.slots.iter_mut().filter(|s| s.open_since > 0 && s.intent > 0) {
-            let offset = state.intent;
-            match read_event_at(file, offset) {
-                Ok(Event::Intent { request, fingerprint, .. }) => {
-                    state.rare().open = Some((request, Digest::from_text(&fingerprint)));
-                }
-                Ok(_) => return Err((offset, "not an intent".into())),
-                Err(reason) => return Err((offset, reason)),
-            }
+    /// The slots with a request still open, and the byte offset of each one's latest `intent` line.
+    pub(super) fn open_intents(&self) -> Vec<(usize, u64)> {
+        let open = |(slot, s): (usize, &KeyState)| (s.open_since > 0 && s.intent > 0).then_some((slot, s.intent));
+        self.slots.iter().enumerate().filter_map(open).collect()
+    }
+
+    /// The request of a slot's open intent, as read back from the file.
+    pub(super) fn set_open_request(&mut self, slot: usize, request: LinkRequest, fingerprint: Digest) {
+        if let Some(state) = self.slots.get_mut(slot) {
+            state.rare().open = Some((request, fingerprint));
         }
-        Ok(())
     }
-}
-
-/// Reads and parses the event on the line that starts at byte `offset`.
-fn read_event_at(file: &mut std::fs::File, offset: u64) -> Result<Event, String> {
-    file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-    let mut line = Vec::new();
-    BufReader::new(file).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&line).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -751,14 +737,14 @@ mod tests {
         let unreadable = Event::Unreadable {
             key: "a".into(),
             fingerprint: "ab".repeat(16),
-            answer_to: "create".into(),
+            answer_to: AnswerTo::Create,
             status: 200,
             missing: "link id".into(),
             body: "{}".into(),
             at: at(2),
         };
         let index = from(vec![intent("a", 1), unreadable.clone()]);
-        let unread = Unread { answer_to: "create".into(), status: 200, missing: "link id".into() };
+        let unread = Unread { answer_to: AnswerTo::Create, status: 200, missing: "link id".into() };
         assert_eq!(state(&index, "a").unsettled(), Some(&unread));
         let none = Event::Settled {
             key: "a".into(),

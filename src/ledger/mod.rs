@@ -13,11 +13,15 @@ use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
+mod back;
+mod book;
 mod deliveries;
 mod event;
 mod index;
 mod read;
 
+pub use back::ReadBack;
+pub use book::Book;
 pub use deliveries::{Deliveries, Reply, Round};
 pub use event::{Event, Header};
 
@@ -247,9 +251,9 @@ impl Ledger {
 
     /// Opens and locks a ledger that exists, whatever its header says (for `settle`, which sends nothing
     /// and so needs no key); `None` when there is no ledger there.
-    pub fn reopen(path: &Path) -> Result<Option<(Ledger, Index)>, LedgerError> {
+    pub fn reopen(path: &Path) -> Result<Option<Book>, LedgerError> {
         match std::fs::metadata(path) {
-            Ok(m) if m.len() > 0 => Self::open_as(path, None).map(|(ledger, index, _)| Some((ledger, index))),
+            Ok(m) if m.len() > 0 => Self::open_as(path, None).map(|(ledger, index, _)| Some(Book::new(ledger, index))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(LedgerError::Io { path: path.to_owned(), source }),
@@ -317,8 +321,14 @@ impl Ledger {
         Ok(header.map(|h| (h, index, report)))
     }
 
-    /// Appends an event and returns once it is on disk, with the byte offset of its line.
-    pub async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
+    /// The ledger's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends an event and returns once it is on disk, with the byte offset of its line. Only a [`Book`]
+    /// appends (so that its index follows), and the tests.
+    pub(crate) async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
         let line = encode(event).map_err(|e| io(e.into()))?;
         let (done, wait) = oneshot::channel();
@@ -384,6 +394,8 @@ fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), Ledg
 
 #[cfg(test)]
 mod agree;
+#[cfg(test)]
+mod versions;
 
 #[cfg(test)]
 mod tests {

@@ -244,7 +244,7 @@ pub(super) fn read(path: &Path, file: &mut File) -> Result<(Index, OpenReport, O
         report.torn_tail = Some(parsed.torn);
         report.cut_at = Some(parsed.end);
     }
-    if let Err((offset, reason)) = index.load_open_requests(file) {
+    if let Err((offset, reason)) = super::back::load_open_requests(&mut index, file) {
         return Err(corrupt(line_at(file, offset).map_err(io)?, reason));
     }
     Ok((index, report, parsed.header))
@@ -602,7 +602,8 @@ mod tests {
             assert_eq!(index.link_id(&link), format!("link_{i}"));
             assert_eq!(index.payment_uri(&link), format!("https://pay/l/link_{i}"));
             assert_eq!(link.line(), 3 + 2 * i as u64);
-            assert_eq!(index.link_request(state), Some(crate::ledger::tests::request()));
+            let back = crate::ledger::ReadBack::new(index.path.as_ref().unwrap());
+            assert_eq!(back.request_of(&index, state), Some(crate::ledger::tests::request()));
         }
         // The torn line is cut from the file.
         let (_, whole, _) = read_back(keys, &format!("{long}\n"));

@@ -10,7 +10,7 @@ use crate::decide::{self, Answer, Creating, Replace, Step, Task};
 use crate::ledger::Event;
 use crate::plan::PlannedRow;
 use crate::request::LinkRequest;
-use crate::terms::OpenIntent;
+use crate::terms::{AnswerTo, OpenIntent};
 
 use super::reconcile::reconcile;
 use super::shared::{BreakerTurn, Halt, Shared, with_retries};
@@ -173,12 +173,13 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
 /// An answer that cannot be read (docs/reference.md, "Fail closed"): kept in the ledger with its body, and the
 /// run stopped with the row named and the way out. The row's intent stays open.
 async fn stop_unread(shared: &Shared, row: &PlannedRow, create: bool, status: u16, missing: String, body: String) {
-    let answer_to = if create { "create" } else { "list" };
+    let answer_to = if create { AnswerTo::Create } else { AnswerTo::List };
     let reason = format!(
-        "line {} (key `{}`): the server answered the {answer_to} with HTTP {status} and no readable {missing}. \
+        "line {} (key `{}`): the server answered the {} with HTTP {status} and no readable {missing}. \
          Nothing was sent again and the answer is in the ledger. {}",
         row.line,
         row.key,
+        answer_to.name(),
         if create {
             "The link may exist: look for it in the dashboard, then `linkbatch settle JOB --key KEY --link-id ID \
              --payment-uri URI`, or `--no-link` if none was made"
@@ -191,7 +192,7 @@ async fn stop_unread(shared: &Shared, row: &PlannedRow, create: bool, status: u1
     let event = Event::Unreadable {
         key: row.key.clone(),
         fingerprint: row.fingerprint().to_string(),
-        answer_to: answer_to.into(),
+        answer_to,
         status,
         missing,
         body,

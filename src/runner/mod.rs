@@ -40,7 +40,7 @@ pub use survey::{Survey, check_cap, survey, survey_drafting};
 
 use crate::api::Client;
 use crate::decide;
-use crate::ledger::{Event, Index, Ledger, LedgerError};
+use crate::ledger::{Book, Event, Index, LedgerError};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use dispatch::Job;
@@ -67,15 +67,14 @@ pub struct RunOptions {
 pub async fn run(
     plan: Plan,
     client: Client,
-    ledger: Ledger,
-    mut index: Index,
+    book: Book,
     survey: Survey,
     stop: Arc<Stop>,
     options: RunOptions,
 ) -> Result<Summary, anyhow::Error> {
     let started = Instant::now();
     let work = options.work;
-    let (start_line, refresh_since) = mark_start(&ledger, &mut index, work).await?;
+    let (start_line, refresh_since) = mark_start(&book, work).await?;
     let replacing = work == Work::CreateReplacing && plan.api() == crate::terms::ApiKind::Links;
     if work == Work::CreateReplacing && !replacing {
         tracing::warn!(
@@ -106,7 +105,7 @@ pub async fn run(
              breaker to send more at once"
         );
     }
-    let shared = Arc::new(Shared::new(plan, client, ledger, index, stop, progress));
+    let shared = Arc::new(Shared::new(plan, client, book, stop, progress));
     let ticker = shared.progress.start_ticker({
         let shared = shared.clone();
         move |remaining| shared.throttle.eta(remaining)
@@ -153,9 +152,9 @@ fn input_changed(plan: &Plan, before: Option<&crate::input::Stamp>) -> Option<St
 /// row whose answer now yields its link is `adopted` with it. The events are applied to the index at once
 /// (the survey counts those rows as existing) and returned for the caller to append once the run goes
 /// ahead; until then nothing on disk changes.
-pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind) -> Vec<Event> {
+pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger: &std::path::Path) -> Vec<Event> {
     let mut adopted = Vec::new();
-    for kept in index.kept_answers() {
+    for kept in crate::ledger::ReadBack::new(ledger).kept_answers(index) {
         let Event::Unreadable { key, fingerprint, body, .. } = kept else { continue };
         let Some(link) =
             serde_json::from_str(&body).ok().and_then(|json| crate::api::RemoteLink::read(api, &json).ok())
@@ -183,23 +182,20 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind) -> Vec<
 /// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a
 /// `refresh_started` unless one is being resumed. Returns the line the run starts at and, for a refresh, the
 /// line of its start.
-async fn mark_start(ledger: &Ledger, index: &mut Index, work: Work) -> Result<(u64, u64), LedgerError> {
+async fn mark_start(book: &Book, work: Work) -> Result<(u64, u64), LedgerError> {
     if work == Work::Refresh {
-        let since = if let Some(line) = index.unfinished_refresh {
+        let unfinished = book.index().unfinished_refresh;
+        let since = if let Some(line) = unfinished {
             tracing::info!("resuming the refresh interrupted at ledger line {line}");
             line
         } else {
-            let marker = Event::RefreshStarted { at: crate::ledger::now() };
-            let offset = ledger.append(&marker).await?;
-            index.record(marker, offset);
-            index.lines
+            book.record(Event::RefreshStarted { at: crate::ledger::now() }).await?;
+            book.index().lines
         };
-        return Ok((index.last_run, since));
+        return Ok((book.index().last_run, since));
     }
-    let start = index.lines;
-    let marker = Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() };
-    let offset = ledger.append(&marker).await?;
-    index.record(marker, offset);
+    let start = book.index().lines;
+    book.record(Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() }).await?;
     Ok((start, 0))
 }
 
@@ -233,7 +229,7 @@ impl Producer {
                 let before = state
                     .filter(|_| self.updating)
                     .filter(|s| s.link.is_some_and(|l| l.fingerprint != row.fingerprint()))
-                    .and_then(|s| index.link_request(s));
+                    .and_then(|s| shared.book.read_back().request_of(&index, s));
                 decide::task(self.work, row, state, self.refresh_since, self.replacing, before.as_ref())
             };
             let Some(task) = task else { return true };
@@ -245,9 +241,9 @@ impl Producer {
 
 /// Records the output just put in place (`output`): a later run that finds this very file beside a ledger
 /// ending with this event knows the ledger holds every link the file names, without reading it.
-pub async fn record_output(ledger: &Ledger, path: &std::path::Path) -> Result<(), LedgerError> {
+pub async fn record_output(book: &Book, path: &std::path::Path) -> Result<(), LedgerError> {
     if let Some((bytes, modified)) = crate::ledger::file_stamp(path) {
-        ledger.append(&Event::Output { bytes, modified, at: crate::ledger::now() }).await?;
+        book.record(Event::Output { bytes, modified, at: crate::ledger::now() }).await?;
     }
     Ok(())
 }
@@ -269,22 +265,19 @@ async fn finish(
     let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     if work == Work::Refresh && !shared.stop.is_stopped() {
-        let marker = Event::RefreshFinished { at: crate::ledger::now() };
-        let offset = shared.ledger.append(&marker).await?;
-        shared.index().record(marker, offset);
+        shared.book.record(Event::RefreshFinished { at: crate::ledger::now() }).await?;
     }
     let pace = pace_note(&shared);
-    let index = shared.index.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (counts, payments) = match draft {
         // The input is another file now: an output from it would hide what was sent. The draft is dropped
         // (and its file with it).
         _ if changed.is_some() => (std::collections::BTreeMap::new(), None),
         // Drafted as of `start_line`, and nothing was sent since.
         Some(draft) => draft.finish()?,
-        None => write_output(&shared.plan, &index, Some(start_line), work == Work::Refresh)?,
+        None => write_output(&shared.plan, &shared.index(), Some(start_line), work == Work::Refresh)?,
     };
     if changed.is_none() {
-        record_output(&shared.ledger, shared.plan.output_path()).await?;
+        record_output(&shared.book, shared.plan.output_path()).await?;
     }
     Ok(Summary {
         output_written: changed.is_none(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::decide::{self, Disposition, is_paid};
-use crate::ledger::Index;
+use crate::ledger::{Index, ReadBack};
 use crate::money::Currency;
 use crate::outcome::Outcome;
 use crate::output::{OutputRow, OutputWriter};
@@ -167,6 +167,8 @@ pub struct OutputPass {
     totals: PaymentTotals,
     /// The plan, when its job has `[deliver]` (a row's message is written to tell a rejected one).
     deliver: Option<Box<Plan>>,
+    /// The ledger, for the request a conflicting row's link was made with.
+    back: ReadBack,
 }
 
 impl OutputPass {
@@ -185,6 +187,7 @@ impl OutputPass {
             counts: BTreeMap::new(),
             totals: PaymentTotals::default(),
             deliver: plan.deliver().is_some().then(|| Box::new(plan.clone())),
+            back: ReadBack::new(plan.ledger_path()),
         })
     }
 
@@ -195,7 +198,7 @@ impl OutputPass {
         disposition: Option<Disposition>,
         index: &Index,
     ) -> std::io::Result<()> {
-        let (mut out, payment) = output_row(row, disposition, index, self.run_start);
+        let (mut out, payment) = output_row(row, disposition, index, &self.back, self.run_start);
         if self.payments {
             if !out.link_id.is_empty() {
                 self.totals.add(payment);
@@ -278,10 +281,10 @@ pub fn links_missing_from(index: &Index, path: &std::path::Path) -> std::io::Res
 }
 
 /// What changed in a conflicting row since its link was made (read back from the ledger).
-pub fn conflict_changes(row: &PlannedRow, index: &Index) -> String {
+pub fn conflict_changes(row: &PlannedRow, index: &Index, back: &ReadBack) -> String {
     index
         .get(&row.key_id)
-        .and_then(|state| index.link_request(state))
+        .and_then(|state| back.request_of(index, state))
         .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(&before))
 }
 
@@ -291,6 +294,7 @@ fn output_row<'a>(
     row: &'a Result<PlannedRow, RowError>,
     disposition: Option<Disposition>,
     index: &'a Index,
+    back: &ReadBack,
     run_start: Option<u64>,
 ) -> (OutputRow<'a>, Option<&'a Payment>) {
     let row = match row {
@@ -312,7 +316,7 @@ fn output_row<'a>(
     let state = index.get(&row.key_id);
     let disposition = disposition.unwrap_or_else(|| decide::disposition(row, state));
     let (link_id, changes) = match &disposition {
-        Disposition::Conflict(link) => (index.link_id(link), conflict_changes(row, index)),
+        Disposition::Conflict(link) => (index.link_id(link), conflict_changes(row, index, back)),
         _ => ("", String::new()),
     };
     let report = decide::report(&disposition, state, run_start, link_id, &changes);

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, RwLock};
 
 use crate::api::{ApiError, Client};
 use crate::decide;
-use crate::ledger::{Event, Index, Ledger, LedgerError};
+use crate::ledger::{Book, Event, Index, LedgerError};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::request::LinkRequest;
@@ -77,8 +77,8 @@ pub(super) struct Shared {
     pub(super) plan: Plan,
     pub(super) client: Client,
     pub(super) throttle: Throttle,
-    pub(super) ledger: Ledger,
-    pub(super) index: Mutex<Index>,
+    /// The ledger and its index.
+    pub(super) book: Book,
     /// Creates hold a shard for reading, reconciliation for writing: a reconcile never runs while a create
     /// of the same content is in flight, so it can never adopt a link another key is about to record.
     content: Vec<RwLock<()>>,
@@ -132,14 +132,8 @@ pub(super) struct Turn<'a> {
 
 impl Shared {
     /// Everything a run's workers share.
-    pub(super) fn new(
-        plan: Plan,
-        client: Client,
-        ledger: Ledger,
-        index: Index,
-        stop: Arc<Stop>,
-        progress: Progress,
-    ) -> Shared {
+    pub(super) fn new(plan: Plan, client: Client, book: Book, stop: Arc<Stop>, progress: Progress) -> Shared {
+        let index = book.index();
         let (rates, learned_before) =
             decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
         if learned_before {
@@ -151,6 +145,7 @@ impl Shared {
         }
         let throttle = Throttle::new(&rates);
         throttle.seed(index.sent());
+        drop(index);
         let limit = plan.retry().breaker;
         let breaker = Mutex::new(decide::Breaker::new(limit));
         Shared {
@@ -164,8 +159,7 @@ impl Shared {
             plan,
             client,
             throttle,
-            ledger,
-            index: Mutex::new(index),
+            book,
             content: (0..64).map(|_| RwLock::new(())).collect(),
             stop,
             aborted: Mutex::new(None),
@@ -181,8 +175,7 @@ impl Shared {
     }
 
     pub(super) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        // Updates are single inserts; a panic elsewhere cannot leave the index half-written.
-        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book.index()
     }
 
     /// A create's place beside the others: shared while the breaker counts no refusal, alone after one.
@@ -214,19 +207,14 @@ impl Shared {
         &self.content[shard]
     }
 
-    /// Appends an event to the ledger and the index. A ledger that cannot be written makes every further
-    /// request unsafe: the run is aborted before the error is returned.
+    /// Records an event in the ledger (and so its index). A ledger that cannot be written makes every
+    /// further request unsafe: the run is aborted before the error is returned.
     pub(super) async fn record(&self, event: Event) -> Result<(), LedgerError> {
-        match self.ledger.append(&event).await {
-            Ok(offset) => {
-                self.index().record(event, offset);
-                Ok(())
-            }
-            Err(e) => {
-                self.abort(e.to_string());
-                Err(e)
-            }
+        let recorded = self.book.record(event).await;
+        if let Err(e) = &recorded {
+            self.abort(e.to_string());
         }
+        recorded
     }
 
     pub(super) fn abort(&self, reason: String) {
