@@ -14,7 +14,7 @@ fn wrong_key_aborts_after_one_request() {
         .run_job("jobs/catalog-import.toml", &["--limit", "none", "--concurrency", "8", "--live"])
         .env("OMISE_SECRET_KEY", "skey-wrong")
         .code(3);
-    assert!(outcome.stderr.contains("authentication_failure"), "{}", outcome.stderr);
+    assert_eq!(outcome.error(), "error: aborted: authentication_failure: authentication failed: unknown secret key");
     let stats = world.stats();
     assert_eq!(requests(&stats), 1, "{:?}", stats.requests);
     assert_eq!(stats.requests["401"], 1);
@@ -28,9 +28,15 @@ fn wrong_key_aborts_after_one_request() {
 fn public_key_is_refused_before_any_request() {
     let world = World::new();
     let outcome = world.run_job("jobs/catalog-import.toml", &[]).env("OMISE_SECRET_KEY", "pkey_test_public").code(2);
-    assert!(outcome.stderr.contains("public key"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        "error: the key in $OMISE_SECRET_KEY is a public key (pkey_…); link creation needs the secret key (skey_…)"
+    );
     let outcome = world.run_job("jobs/catalog-import.toml", &[]).env_remove("OMISE_SECRET_KEY").code(2);
-    assert!(outcome.stderr.contains("OMISE_SECRET_KEY"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        "error: no secret key: set the environment variable $OMISE_SECRET_KEY (or use --sandbox to try the job without an account)"
+    );
     assert_eq!(requests(&world.stats()), 0);
 }
 
@@ -39,7 +45,10 @@ fn live_key_needs_live_flag() {
     let world = World::new();
     let live = "skey_live_sandboxonly";
     let outcome = world.run_job("jobs/event-tickets.toml", &["--limit", "100/s"]).env("OMISE_SECRET_KEY", live).code(2);
-    assert!(outcome.stderr.contains("--live"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        "error: the key in $OMISE_SECRET_KEY is a live key: it creates real payment links. Pass --live to confirm"
+    );
     assert_eq!(requests(&world.stats()), 0);
     world.run_job("jobs/event-tickets.toml", &["--limit", "100/s", "--live"]).env("OMISE_SECRET_KEY", live).code(0);
     assert!(world.output().iter().all(|r| r["link_id"].starts_with("link_") && !r["link_id"].contains("test")));
@@ -49,7 +58,10 @@ fn live_key_needs_live_flag() {
 fn plain_http_only_on_loopback() {
     let world = World::new();
     let outcome = world.linkbatch(&["run", "jobs/event-tickets.toml", "--base-url", "http://api.example.com"]).code(2);
-    assert!(outcome.stderr.contains("https"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        "error: base URL `http://api.example.com` must use https:// (plain http is allowed on loopback only)"
+    );
 }
 
 #[test]
@@ -65,7 +77,13 @@ fn a_locked_ledger_stops_a_second_run() {
     };
     let _held = Ledger::open(&world.path("ledger.jsonl"), &header).unwrap();
     let outcome = world.run_job("jobs/event-tickets.toml", &[]).code(3);
-    assert!(outcome.stderr.contains("in use by another linkbatch run"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        &format!(
+            "error: ledger {} is in use by another linkbatch run (it is locked); wait for that run to finish",
+            world.path("ledger.jsonl").display()
+        )
+    );
     assert_eq!(requests(&world.stats()), 0);
 }
 
@@ -75,9 +93,21 @@ fn a_ledger_from_another_key_or_mode_is_refused() {
     world.run_job("jobs/event-tickets.toml", &["--limit", "100/s"]).code(0);
     let other =
         world.run_job("jobs/event-tickets.toml", &[]).env("OMISE_SECRET_KEY", "skey_test_another_account").code(3);
-    assert!(other.stderr.contains("different secret key"), "{}", other.stderr);
+    assert_eq!(
+        other.error(),
+        &format!(
+            "error: ledger {} was made with a different secret key (another account); this run would use this key. Use another --ledger (or --output) for this run",
+            world.path("ledger.jsonl").display()
+        )
+    );
     let live = world.run_job("jobs/event-tickets.toml", &["--live"]).env("OMISE_SECRET_KEY", "skey_live_x").code(3);
-    assert!(live.stderr.contains("test-mode"), "{}", live.stderr);
+    assert_eq!(
+        live.error(),
+        format!(
+            "error: ledger {} was made with a test-mode key; this run would use a live-mode key. Use another --ledger (or --output) for this run",
+            world.path("ledger.jsonl").display()
+        )
+    );
     assert_eq!(world.stats().creates, 5);
 }
 
@@ -193,7 +223,13 @@ fn a_corrupt_ledger_line_stops_the_run_and_is_left_alone() {
     let corrupt = lines.join("\n") + "\n";
     std::fs::write(&path, &corrupt).unwrap();
     let outcome = world.run_job("jobs/event-tickets.toml", &[]).code(3);
-    assert!(outcome.stderr.contains("line 3 is corrupt"), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.error(),
+        &format!(
+            "error: ledger {}: line 3 is corrupt (it has no checksum); the file was left untouched — restore it or move it aside",
+            world.path("ledger.jsonl").display()
+        )
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), corrupt);
     assert_eq!(world.stats().creates, 5);
 }

@@ -192,7 +192,14 @@ fn a_server_gone_mid_run_is_waited_for_and_every_row_made_once() {
     assert_eq!((stats.creates, stats.links_held, stats.identical_extra), (60, 60, 0), "{stats:?}");
     let rows = world.output();
     assert_eq!(count(&rows, "created"), 60, "{}", outcome.stderr);
-    assert!(outcome.stderr.contains("the server cannot be reached"), "{}", outcome.stderr);
+    let warnings = outcome.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(
+        warnings[0],
+        "the server cannot be reached (could not connect: Connection refused (os error 111)): every worker waits for it, one \
+         probe at a time, for at most 30s ([retry] outage)"
+    );
+    assert!(warnings[1].starts_with("the server answers again, after "), "{warnings:?}");
 }
 
 /// A CONNECT proxy that tunnels to where it is asked and keeps each target it was asked for.

@@ -209,6 +209,18 @@ pub(crate) struct Outcome {
     pub stderr: String,
 }
 
+impl Outcome {
+    /// The line that says why a command stopped, exactly as printed (`error: …`); what a cron mail shows.
+    pub(crate) fn error(&self) -> &str {
+        self.stderr.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or("(no error line)")
+    }
+
+    /// The warnings logged, each as its message alone (the time and level cut).
+    pub(crate) fn warnings(&self) -> Vec<&str> {
+        self.stderr.lines().filter_map(|l| l.split_once("  WARN ").map(|(_, message)| message)).collect()
+    }
+}
+
 pub(crate) fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = reader.headers().unwrap().clone();
