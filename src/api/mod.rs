@@ -22,6 +22,35 @@ use crate::request::LinkRequest;
 use crate::terms::Payment;
 use crate::terms::{ApiKind, AuthScheme};
 
+/// Where the next page of an Omise list starts, and when the list is read: every list (links, a link's
+/// charges) is paged by `offset` and says its `total`; a list is read once the offset reaches the total, or
+/// a page comes back empty (a list that shrank while it was read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pager {
+    /// Items read so far.
+    offset: usize,
+    /// The list is read.
+    done: bool,
+}
+
+impl Pager {
+    /// A list already read up to `offset`.
+    pub fn from(offset: usize) -> Pager {
+        Pager { offset, done: false }
+    }
+
+    /// The offset of the next page, or `None` once the list is read.
+    pub fn next(&self) -> Option<usize> {
+        (!self.done).then_some(self.offset)
+    }
+
+    /// A page of `items` came back, from a list that says it holds `total`.
+    pub fn read(&mut self, items: usize, total: usize) {
+        self.offset += items;
+        self.done = items == 0 || self.offset >= total;
+    }
+}
+
 /// Reads the rest of a link's charges, a page from `page(offset)` at a time, until it holds all of them
 /// (or a page comes back empty). `Ok(false)` when `page` gives none (the run is stopping).
 pub async fn all_charges<E, F, Fut>(link: &mut shape::Listed, mut page: F) -> Result<bool, E>
@@ -29,14 +58,34 @@ where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<Option<shape::Charges>, E>>,
 {
-    while !link.complete() {
-        let Some(more) = page(link.charges.charges.len()).await? else { return Ok(false) };
-        if more.charges.is_empty() {
-            break;
-        }
+    let mut pager = Pager::from(link.charges.charges.len());
+    while let Some(offset) = pager.next().filter(|_| !link.complete()) {
+        let Some(more) = page(offset).await? else { return Ok(false) };
+        pager.read(more.charges.len(), usize::try_from(link.charges.total).unwrap_or(usize::MAX));
         link.charges.charges.extend(more.charges);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod pager_tests {
+    use super::Pager;
+
+    #[test]
+    fn a_list_is_read_at_its_total_or_at_an_empty_page() {
+        let mut pager = Pager::default();
+        let mut offsets = Vec::new();
+        // 250 items, 100 a page.
+        while let Some(offset) = pager.next() {
+            offsets.push(offset);
+            pager.read((250 - offset).min(100), 250);
+        }
+        assert_eq!(offsets, [0, 100, 200]);
+        // A list that shrank while it was read: its empty page ends it.
+        let mut shrunk = Pager::from(100);
+        shrunk.read(0, 250);
+        assert_eq!(shrunk.next(), None);
+    }
 }
 
 /// A classified failure.

@@ -74,17 +74,13 @@ async fn all_links(plan: &Plan, client: &Client, rows: &[PlannedRow]) -> Result<
     }
     let mut links = Vec::new();
     for team in teams {
-        let mut offset = 0;
-        loop {
+        let mut pager = crate::api::Pager::default();
+        while let Some(offset) = pager.next() {
             let page = retried(plan.endpoint(), || client.list(SystemTime::UNIX_EPOCH, offset, team))
                 .await
                 .map_err(|e| Outcome::aborted(anyhow::anyhow!("listing the links: {e}; no ledger was written")))?;
-            offset += page.links.len();
-            let done = page.links.is_empty() || offset >= page.total;
+            pager.read(page.links.len(), page.total);
             links.extend(page.links);
-            if done {
-                break;
-            }
         }
     }
     Ok(links)

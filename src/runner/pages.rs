@@ -63,8 +63,8 @@ fn wanted(shared: &Shared, refresh_since: u64) -> anyhow::Result<Wanted> {
 /// only while a page may still find more than one wanted link (pages read below links still wanted): an
 /// account full of other links costs at most as many pages as reading the job's links by id would.
 async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links: &mut HashMap<String, String>) {
-    let (mut offset, mut pages) = (0, 0);
-    while !links.is_empty() && pages < links.len() {
+    let (mut pager, mut pages) = (crate::api::Pager::default(), 0);
+    while let Some(offset) = pager.next().filter(|_| !links.is_empty() && pages < links.len()) {
         let (listed, total) = match with_retries(shared, || shared.client.payment_page(since, offset, team)).await {
             Ok(Some(page)) => page,
             Ok(None) => return,
@@ -74,10 +74,7 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
             }
         };
         pages += 1;
-        if listed.is_empty() {
-            return;
-        }
-        offset += listed.len();
+        pager.read(listed.len(), total);
         for item in listed {
             let Some(key) = links.remove(&item.id) else { continue };
             let link_id = item.id.clone();
@@ -95,9 +92,6 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
                 return;
             }
             shared.progress.created();
-        }
-        if offset >= total {
-            return;
         }
     }
 }

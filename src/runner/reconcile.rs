@@ -26,8 +26,8 @@ pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIn
         LinkRequest::Plus(r) => Some(r.team_id),
         LinkRequest::Classic(_) => None,
     };
-    let mut offset = 0;
-    loop {
+    let mut pager = crate::api::Pager::default();
+    while let Some(offset) = pager.next() {
         let turn = shared.turn().await.ok_or(Halt::Stopped)?;
         let page = shared.sent(turn, shared.client.list(since, offset, team)).await?;
         let found: Option<RemoteLink> = {
@@ -47,9 +47,7 @@ pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIn
                 .await?;
             return Ok(true);
         }
-        offset += page.links.len();
-        if page.links.is_empty() || offset >= page.total {
-            return Ok(false);
-        }
+        pager.read(page.links.len(), page.total);
     }
+    Ok(false)
 }
