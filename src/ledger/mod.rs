@@ -1,104 +1,40 @@
-//! The ledger: an append-only JSON-lines file that makes link creation exactly-once across crashes.
+//! The ledger: an append-only JSON-lines file that makes link creation (and delivery) exactly-once across
+//! crashes. This folder is the only code that writes it, one idea a file: `event` (the schema), `line` (a
+//! line and its checksum), `file` (a ledger recognised, made and locked; its header checked), `writer`
+//! (group-commit fsync: every event is on disk before its append returns), `read` (the file read into an
+//! `index`), `back` (events read back at the index's offsets), `deliveries` (each row's messages) and
+//! `book` (the ledger and its index as one: every write goes through [`Book::record`]).
 //!
-//! This module is the only code that writes the ledger file. Every event is on disk (fsync) before
-//! [`Ledger::append`] returns, so an `intent` is durable before its request leaves; a dedicated writer thread
-//! commits whatever events are waiting with one fsync, which keeps that promise cheap under concurrency.
-//! The file is locked for the life of a run; a second run on it is refused.
+//! This file: opening a ledger without changing it (`read_locked`), then going ahead (`Opened::proceed`:
+//! a torn tail cut, a header written), and the errors. The file is locked for the life of a run; a second
+//! run on it is refused.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::SystemTime;
-
-use tokio::sync::oneshot;
 
 mod back;
 mod book;
 mod deliveries;
 mod event;
+mod file;
 mod index;
+mod line;
 mod read;
+mod writer;
 
 pub use back::ReadBack;
 pub use book::Book;
 pub use deliveries::{Deliveries, Reply, Round};
 pub use event::{Event, Header};
+pub use file::peek_header;
+use file::{check_header, create, lock, starts_as_ledger};
+use line::check_sum;
+pub use line::{VERSION, encode};
+pub use writer::Ledger;
 
 pub use index::{Index, KeyState, LinkRecord};
-
-/// Format version written in the header: 2 puts a checksum on every line (`sum`, CRC32C of the event's
-/// JSON); version 1 ledgers, without them, are still read.
-pub const VERSION: u32 = 2;
-
-/// One ledger line: `{"sum":"CRC32C",` and the event's JSON after its `{`, then a newline. The sum covers the
-/// event's JSON exactly as `serde_json` writes it, so a damaged byte anywhere in the line is told from a line a
-/// crash cut short (which has no newline). The field comes first so that `jq` still reads every line.
-pub fn encode(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(event)?;
-    let mut line = Vec::with_capacity(json.len() + SUM_PREFIX + 1);
-    line.extend_from_slice(format!("{{\"sum\":\"{:08x}\",", crc32c::crc32c(&json)).as_bytes());
-    line.extend_from_slice(&json[1..]);
-    line.push(b'\n');
-    Ok(line)
-}
-
-/// Bytes of `{"sum":"XXXXXXXX",`.
-pub(crate) const SUM_PREFIX: usize = 18;
-
-/// Where a line's event starts after its checksum: `Ok(Some(18))` when the sum is there and right, `Ok(None)`
-/// when the line has none (version 1), `Err` when it is there and wrong.
-pub(crate) fn check_sum(line: &[u8]) -> Result<Option<usize>, String> {
-    let Some(rest) = line.strip_prefix(br#"{"sum":""#) else { return Ok(None) };
-    let (hex, body) = (rest.get(..8), rest.get(8..));
-    let (Some(hex), Some(body)) = (hex, body.and_then(|b| b.strip_prefix(b"\",".as_slice()))) else {
-        return Err("its checksum is cut".into());
-    };
-    // Exactly as written (lower-case hex): `from_str_radix` alone would take a flipped case bit for the same sum.
-    let written = hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
-    let expected = std::str::from_utf8(hex).ok().filter(|_| written).and_then(|h| u32::from_str_radix(h, 16).ok());
-    let actual = crc32c::crc32c_append(crc32c::crc32c(b"{"), body);
-    match expected {
-        Some(sum) if sum == actual => Ok(Some(SUM_PREFIX)),
-        _ => Err("its checksum does not match its content (the line was damaged)".into()),
-    }
-}
-
-/// Whether the file is empty, starts with a ledger header line, or holds only the torn start of one (a crash
-/// while the header was written). Leaves the file at its start.
-fn starts_as_ledger(file: &mut File) -> std::io::Result<bool> {
-    use std::io::{Seek, SeekFrom};
-    const HEADERS: [&str; 2] = [r#"{"sum":""#, r#"{"type":"header""#];
-    file.seek(SeekFrom::Start(0))?;
-    let first = first_line(&mut *file)?;
-    file.seek(SeekFrom::Start(0))?;
-    if let Some(line) = first.strip_suffix(b"\n") {
-        return Ok(header_of(line).is_some());
-    }
-    let text = String::from_utf8_lossy(&first);
-    Ok(HEADERS.iter().any(|h| text.starts_with(h) || h.starts_with(text.as_ref())))
-}
-
-/// The first line of a ledger, its newline kept (none: the line is torn), at most 64 KiB of it.
-fn first_line(file: impl std::io::Read) -> std::io::Result<Vec<u8>> {
-    use std::io::{BufRead, BufReader};
-    let mut line = Vec::new();
-    BufReader::new(file.take(64 * 1024)).read_until(b'\n', &mut line)?;
-    Ok(line)
-}
-
-/// The header a line holds, if it is a header line.
-fn header_of(line: &[u8]) -> Option<Header> {
-    match serde_json::from_slice::<Event>(line) {
-        Ok(Event::Header(header)) => Some(header),
-        _ => None,
-    }
-}
-
-/// The header of the ledger at `path`, from its first line alone (`None`: no ledger, or no header).
-pub fn peek_header(path: &Path) -> Option<Header> {
-    header_of(&first_line(File::open(path).ok()?).ok()?)
-}
 
 /// Size and modification time of a file, as an `output` event records them; `None` when there is no file.
 pub fn file_stamp(path: &Path) -> Option<(u64, String)> {
@@ -162,16 +98,6 @@ pub enum LedgerError {
     },
 }
 
-type Job = (Vec<u8>, oneshot::Sender<std::io::Result<u64>>);
-
-/// An open, locked ledger.
-#[derive(Debug)]
-pub struct Ledger {
-    path: PathBuf,
-    queue: Option<mpsc::Sender<Job>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
 /// What [`Ledger::open`] noticed and the user should hear.
 #[derive(Debug, Default)]
 pub struct OpenReport {
@@ -210,36 +136,7 @@ impl Opened {
             file.write_all(&line).and_then(|()| file.sync_all()).map_err(io)?;
         }
         let end = file.metadata().map_err(io)?.len();
-        let (queue, jobs) = mpsc::channel::<Job>();
-        let writer = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || write_loop(file, end, jobs))
-            .map_err(io)?;
-        Ok(Ledger { path, queue: Some(queue), writer: Some(writer) })
-    }
-}
-
-/// A new ledger, locked, and its folder. Empty, or another run made it since it was found missing.
-fn create(path: &Path) -> Result<File, LedgerError> {
-    let io = |source| LedgerError::Io { path: path.to_owned(), source };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-    lock(path, &file)?;
-    // Made by another run between the read and now: its lines were not read, so stop.
-    if file.metadata().map_err(io)?.len() > 0 {
-        return Err(LedgerError::Locked(path.to_owned()));
-    }
-    Ok(file)
-}
-
-/// Takes the ledger's lock: one run at a time per ledger.
-fn lock(path: &Path, file: &File) -> Result<(), LedgerError> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(LedgerError::Locked(path.to_owned())),
-        Err(TryLockError::Error(source)) => Err(LedgerError::Io { path: path.to_owned(), source }),
+        Ledger::start(path.clone(), file, end).map_err(io)
     }
 }
 
@@ -320,76 +217,6 @@ impl Ledger {
         let (index, report, header) = read::read(path, &mut file)?;
         Ok(header.map(|h| (h, index, report)))
     }
-
-    /// The ledger's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends an event and returns once it is on disk, with the byte offset of its line. Only a [`Book`]
-    /// appends (so that its index follows), and the tests.
-    pub(crate) async fn append(&self, event: &Event) -> Result<u64, LedgerError> {
-        let io = |source| LedgerError::Io { path: self.path.clone(), source };
-        let line = encode(event).map_err(|e| io(e.into()))?;
-        let (done, wait) = oneshot::channel();
-        let queue = self.queue.as_ref().ok_or_else(|| io(std::io::Error::other("ledger closed")))?;
-        queue.send((line, done)).map_err(|_| io(std::io::Error::other("ledger writer stopped")))?;
-        wait.await.map_err(|_| io(std::io::Error::other("ledger writer stopped")))?.map_err(io)
-    }
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        // Closing the queue lets the writer finish what it holds, then the file (and its lock) closes.
-        self.queue.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-/// Group commit: take every waiting event, write them, one fsync, then acknowledge them all, each with the
-/// offset its line starts at (`end`: the file's length).
-fn write_loop(mut file: File, mut end: u64, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter());
-        let mut bytes = Vec::with_capacity(batch.iter().map(|(b, _)| b.len()).sum());
-        let mut offsets = Vec::with_capacity(batch.len());
-        for (line, _) in &batch {
-            offsets.push(end + bytes.len() as u64);
-            bytes.extend_from_slice(line);
-        }
-        let result = file.write_all(&bytes).and_then(|()| file.sync_data());
-        end = match &result {
-            Ok(()) => end + bytes.len() as u64,
-            // Part of the batch may be on disk: the file says where the next line starts.
-            Err(_) => file.metadata().map_or(end, |m| m.len()),
-        };
-        for ((_, done), offset) in batch.into_iter().zip(offsets) {
-            let _ = done.send(match &result {
-                Ok(()) => Ok(offset),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            });
-        }
-    }
-}
-
-fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), LedgerError> {
-    let mismatch = |what: String, now: String| Err(LedgerError::Mismatch { path: path.to_owned(), what, now });
-    if found.api != wanted.api {
-        return mismatch(format!("the {} API", found.api), format!("the {} API", wanted.api));
-    }
-    if found.mode != wanted.mode {
-        return mismatch(format!("a {}-mode key", found.mode), format!("a {}-mode key", wanted.mode));
-    }
-    if found.key_hash != wanted.key_hash {
-        return mismatch("a different secret key (another account)".into(), "this key".into());
-    }
-    if found.base_url != wanted.base_url {
-        return mismatch(format!("base URL {}", found.base_url), format!("base URL {}", wanted.base_url));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -494,7 +321,7 @@ mod tests {
     fn a_checksum_tells_damage_from_a_torn_write() {
         let line = encode(&intent("a")).unwrap();
         let body = line.strip_suffix(b"\n").unwrap();
-        assert_eq!(check_sum(body), Ok(Some(SUM_PREFIX)));
+        assert_eq!(check_sum(body), Ok(Some(super::line::SUM_PREFIX)));
         // `jq` reads it, and serde_json reads the event with the sum ignored.
         assert!(matches!(serde_json::from_slice::<Event>(body), Ok(Event::Intent { .. })));
         // (A flip inside `{"sum":"` leaves a line without a checksum: the reader refuses it in a version 2
