@@ -41,31 +41,21 @@ pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
-    let mut sessions = tokio::task::JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = stopped.changed() => break,
-        };
-        let (shared, tls, mut stopped) = (shared.clone(), tls.clone(), stopped.clone());
-        sessions.spawn(async move {
+    super::accept_each(listener, stopped, move |stream, mut stopped| {
+        let (shared, tls) = (shared.clone(), tls.clone());
+        async move {
             tokio::select! {
                 () = connection(stream, shared, tls) => {}
                 _ = stopped.changed() => {}
             }
-        });
-        while sessions.try_join_next().is_some() {}
-    }
-    sessions.shutdown().await;
+        }
+    })
+    .await;
 }
 
 async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let _ = stream.set_nodelay(true);
     if let Some(acceptor) = tls.as_ref().filter(|_| shared.config.smtps) {
         // TLS from the first byte, as on port 465.
         let Ok(secured) = acceptor.accept(stream).await else { return };

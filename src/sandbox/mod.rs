@@ -356,13 +356,13 @@ impl Sandbox {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    close_each: bool,
-    router: axum::Router,
-    mut stopped: watch::Receiver<bool>,
-) {
+/// Accepts connections until the sandbox stops, each served by `serve_one` on a task of its own (both the
+/// APIs and the mail catcher); every one still open ends when the sandbox stops.
+async fn accept_each<F, Fut>(listener: TcpListener, mut stopped: watch::Receiver<bool>, mut serve_one: F)
+where
+    F: FnMut(tokio::net::TcpStream, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
@@ -374,8 +374,23 @@ async fn serve(
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (router, stopped, tls) = (router.clone(), stopped.clone(), tls.clone());
-        connections.spawn(async move {
+        connections.spawn(serve_one(stream, stopped.clone()));
+        // Reap finished connections so the set stays the size of the open ones.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    close_each: bool,
+    router: axum::Router,
+    stopped: watch::Receiver<bool>,
+) {
+    accept_each(listener, stopped, move |stream, stopped| {
+        let (router, tls) = (router.clone(), tls.clone());
+        async move {
             match tls {
                 // A handshake the client gives up on (a certificate it does not trust) ends here.
                 Some(tls) => {
@@ -385,11 +400,9 @@ async fn serve(
                 }
                 None => connection(stream, close_each, router, stopped).await,
             }
-        });
-        // Reap finished connections so the set stays the size of the open ones.
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
+        }
+    })
+    .await;
 }
 
 /// One connection served until it ends, a handler kills it, or the sandbox stops.
