@@ -129,6 +129,15 @@ pub async fn check_server(mailer: &mut Mailer) -> Result<(), DeliverError> {
     Ok(())
 }
 
+/// A mail error as a log line says it: a reply by its code alone, since a server's words can hold the
+/// recipient's address (`451 4.2.0 <bob@example.com>: greylisted`); the output keeps the words.
+fn logged(error: &MailError) -> String {
+    match error {
+        MailError::Refused { code, .. } | MailError::Deferred { code, .. } => format!("reply {code}"),
+        MailError::Cut(_) | MailError::Uncertain(_) | MailError::Systemic(_) => error.to_string(),
+    }
+}
+
 /// A delivery pass: the ledger it records in, the mailer and the pace.
 pub struct Pass<'a> {
     plan: &'a Plan,
@@ -213,12 +222,13 @@ impl<'a> Pass<'a> {
             }
             let Some(delay) = delays.next() else {
                 tracing::warn!(
-                    "line {line} (key `{key}`): deferred by the mail server ({error}); the next run tries again"
+                    "line {line} (key `{key}`): deferred by the mail server ({}); the next run tries again",
+                    logged(&error)
                 );
                 summary.deferred += 1;
                 return Ok(());
             };
-            tracing::debug!("line {line} (key `{key}`): {error}; trying again in {delay:?}");
+            tracing::debug!("line {line} (key `{key}`): {}; trying again in {delay:?}", logged(&error));
             if !self.stop.sleep(delay).await {
                 summary.interrupted = true;
                 summary.left += 1;

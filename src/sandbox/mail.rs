@@ -288,7 +288,9 @@ impl<'a> Session<'a> {
         match planned {
             Planned::Deferred => {
                 self.shared.store().count_fault(FaultKind::Smtp4xx.name());
-                return Some(Some("451 4.3.0 try again later (injected fault)".into()));
+                // As real servers do, the reply names the recipient: a log must not repeat it.
+                let rcpt = to.first().map(String::as_str).unwrap_or_default();
+                return Some(Some(format!("451 4.2.0 <{rcpt}>: try again later (injected fault)")));
             }
             Planned::Dropped => self.shared.store().count_fault(FaultKind::SmtpDropAfterData.name()),
             Planned::Clean => {}
