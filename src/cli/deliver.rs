@@ -25,7 +25,7 @@ pub(super) struct DeliverFlags {
 pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     if flags.remind {
         // The payment state a reminder goes by is read fresh, by pages.
-        let refreshed = super::run::run(args.clone(), Work::Refresh, super::run::Flags::default(), quiet).await;
+        let refreshed = super::run::run(args.clone(), Work::Refresh { by_id: false }, quiet).await;
         let (Ok(outcome) | Err(outcome)) = &refreshed;
         if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
             return refreshed;

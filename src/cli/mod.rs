@@ -418,13 +418,12 @@ async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
         Command::Run(RunCommand { args, replace_changed, update_changed, deliver }) => {
-            let work = if replace_changed { Work::CreateReplacing } else { Work::Create };
-            let flags = run::Flags { update: update_changed, by_id: false };
+            let work = Work::Create { update: update_changed, replace: replace_changed };
             if !deliver {
-                return run::run(args, work, flags, quiet).await;
+                return run::run(args, work, quiet).await;
             }
             deliver::check_before_run(&args).await?;
-            let made = run::run(args.clone(), work, flags, quiet).await;
+            let made = run::run(args.clone(), work, quiet).await;
             let (Ok(outcome) | Err(outcome)) = &made;
             if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
                 return made;
@@ -438,9 +437,7 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Deliver(DeliverCommand { args, remind, resend_uncertain }) => {
             deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain }, quiet).await
         }
-        Command::Refresh(RefreshCommand { args, by_id }) => {
-            run::run(args, Work::Refresh, run::Flags { update: false, by_id }, quiet).await
-        }
+        Command::Refresh(RefreshCommand { args, by_id }) => run::run(args, Work::Refresh { by_id }, quiet).await,
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,

@@ -29,16 +29,6 @@ fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     }
 }
 
-/// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
-/// The flags of `run` and `refresh` beyond the job's.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Flags {
-    /// `run --update-changed`.
-    pub(super) update: bool,
-    /// `refresh --by-id`.
-    pub(super) by_id: bool,
-}
-
 /// What a run heard, for its monitors: rows by status once the output is written, and the client's tally.
 #[derive(Default)]
 struct Heard {
@@ -46,19 +36,20 @@ struct Heard {
     answers: Option<crate::api::Answers>,
 }
 
-pub(super) async fn run(args: RunArgs, work: Work, flags: Flags, quiet: bool) -> Ended {
+/// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
+pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     let (spec, overrides, sandbox) = job_with_flags(&args).await?;
     let monitor = Monitor::new(&spec.name, &spec.monitor).map_err(usage)?;
     let (plan, _) = Plan::new(spec, &overrides)?;
     let mut heard = Heard::default();
     let Some(monitor) = monitor else {
-        return Box::pin(send(plan, sandbox, &args, (work, flags, quiet), &mut heard)).await;
+        return Box::pin(send(plan, sandbox, &args, (work, quiet), &mut heard)).await;
     };
     // A job that cannot even be planned never started; from here on, every end is the monitor's to hear.
     let started = std::time::Instant::now();
     monitor.start().await;
     // Boxed: the run's future is large, and this one is awaited once.
-    let ended = Box::pin(send(plan, sandbox, &args, (work, flags, quiet), &mut heard)).await;
+    let ended = Box::pin(send(plan, sandbox, &args, (work, quiet), &mut heard)).await;
     let (Ok(outcome) | Err(outcome)) = &ended;
     let report = crate::monitor::Report {
         code: outcome.code(),
@@ -75,7 +66,7 @@ async fn send(
     plan: Plan,
     sandbox: Option<Sandbox>,
     args: &RunArgs,
-    (work, flags, quiet): (Work, Flags, bool),
+    (work, quiet): (Work, bool),
     heard: &mut Heard,
 ) -> Ended {
     let (client, header) = connect(&plan, args).await?;
@@ -99,8 +90,10 @@ async fn send(
     let input = reader.stamp().ok();
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
     let draft = match work {
-        Work::Create => Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?),
-        Work::CreateReplacing | Work::Refresh => None,
+        Work::Create { replace: false, .. } => {
+            Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?)
+        }
+        Work::Create { replace: true, .. } | Work::Refresh { .. } => None,
     };
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
     runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
@@ -118,7 +111,7 @@ async fn send(
 
     let stop = Arc::new(Stop::default());
     let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
-    let options = RunOptions { progress: !quiet, work, draft, update: flags.update, by_id: flags.by_id, input };
+    let options = RunOptions { progress: !quiet, work, draft, input };
     let summary = tokio::select! {
         summary = runner::run(plan, client, book, survey, stop, options) => summary.map_err(Outcome::Refused)?,
         // A second signal, or requests in flight past their grace: quit now. Every intent is on disk.

@@ -78,16 +78,62 @@ pub fn is_paid(payment: &Payment) -> bool {
     payment.charges > 0 || payment.used == Some(true)
 }
 
-/// What a run does with the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a run does with the rows, as its command line asked: one value, built once in `cli`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
-    /// `run`: create links for new rows.
-    #[default]
-    Create,
-    /// `run --replace-changed`: also replace the unpaid link of a changed row (classic API).
-    CreateReplacing,
-    /// `refresh`: read each created link's payment state.
-    Refresh,
+    /// `run`: create links for new rows. `update` (`--update-changed`): a row whose description or metadata
+    /// changed gets its link changed in place; `replace` (`--replace-changed`): a changed row's unpaid link is
+    /// deleted and made again (classic API only).
+    Create {
+        /// `--update-changed`.
+        update: bool,
+        /// `--replace-changed`.
+        replace: bool,
+    },
+    /// `refresh`: read each created link's payment state; `by_id` (`--by-id`): every link by id, none from
+    /// the list pages.
+    Refresh {
+        /// `--by-id`.
+        by_id: bool,
+    },
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Work::Create { update: false, replace: false }
+    }
+}
+
+impl Work {
+    /// `refresh`.
+    pub fn is_refresh(self) -> bool {
+        matches!(self, Work::Refresh { .. })
+    }
+
+    /// `run --update-changed`.
+    pub fn updates(self) -> bool {
+        matches!(self, Work::Create { update: true, .. })
+    }
+
+    /// `run --replace-changed`.
+    pub fn replaces(self) -> bool {
+        matches!(self, Work::Create { replace: true, .. })
+    }
+
+    /// `refresh --by-id`.
+    pub fn by_id(self) -> bool {
+        matches!(self, Work::Refresh { by_id: true })
+    }
+
+    /// The work as `api` can do it: Links+ has no delete, so nothing is replaced there.
+    pub fn for_api(self, api: crate::terms::ApiKind) -> Work {
+        match self {
+            Work::Create { update, replace: true } if api != crate::terms::ApiKind::Links => {
+                Work::Create { update, replace: false }
+            }
+            work => work,
+        }
+    }
 }
 
 /// What a worker is given for one row.
@@ -119,18 +165,17 @@ pub fn updatable(before: &LinkRequest, now: &LinkRequest) -> bool {
     }
 }
 
-/// The task a row gives a run doing `work`, if any. `refresh_since`: the ledger line of the refresh being
-/// done (a reading after it is fresh). `replacing` is false when the API cannot delete (Links+). `before`:
-/// with `--update-changed`, the request a conflicting row's link was made with.
+/// The task a row gives a run doing `work` (as its API can: [`Work::for_api`]), if any. `refresh_since`: the
+/// ledger line of the refresh being done (a reading after it is fresh). `before`: with `--update-changed`,
+/// the request a conflicting row's link was made with.
 pub fn task(
     work: Work,
     row: &PlannedRow,
     state: Option<&KeyState>,
     refresh_since: u64,
-    replacing: bool,
     before: Option<&LinkRequest>,
 ) -> Option<Task> {
-    if work == Work::Refresh {
+    if work.is_refresh() {
         // Every row with a link is read, unless this refresh (or the one it resumes) already did.
         let fresh = state.and_then(KeyState::payment).is_some_and(|(_, line)| *line > refresh_since);
         return state.and_then(|s| s.link).filter(|_| !fresh).map(Task::Refresh);
@@ -139,7 +184,7 @@ pub fn task(
         Disposition::New => Some(Task::Create { open: None, replace: None }),
         Disposition::Uncertain(open) => Some(Task::Create { open: Some(open), replace: None }),
         Disposition::Conflict(link) if before.is_some_and(|b| updatable(b, &row.request)) => Some(Task::Update(link)),
-        Disposition::Conflict(link) if replacing && state.is_some_and(|s| s.replace_refused().is_none()) => {
+        Disposition::Conflict(link) if work.replaces() && state.is_some_and(|s| s.replace_refused().is_none()) => {
             Some(Task::Create { open: None, replace: Some(link) })
         }
         Disposition::Existing(_) | Disposition::Conflict(_) | Disposition::Unsettled => None,
@@ -738,25 +783,29 @@ mod tests {
         Refresh,
     }
 
+    const CREATE: Work = Work::Create { update: false, replace: false };
+    const REPLACE: Work = Work::Create { update: false, replace: true };
+    const REFRESH: Work = Work::Refresh { by_id: false };
+
     #[rstest]
-    #[case::new_row_is_created(Work::Create, &[], true, Gives::Create)]
-    #[case::failed_row_is_created_again(Work::Create, &[Ev::Intent(1), Ev::Failed], false, Gives::Create)]
-    #[case::uncertain_row_is_reconciled(Work::Create, &[Ev::Intent(1)], false, Gives::Reconcile)]
-    #[case::existing_row_is_left(Work::Create, &[Ev::Created("a")], false, Gives::Nothing)]
-    #[case::conflict_is_left_by_run(Work::Create, &[Ev::Created("b")], false, Gives::Nothing)]
-    #[case::conflict_is_left_without_delete(Work::CreateReplacing, &[Ev::Created("b")], false, Gives::Nothing)]
-    #[case::conflict_is_replaced(Work::CreateReplacing, &[Ev::Created("b")], true, Gives::Replace)]
-    #[case::paid_conflict_is_kept(Work::CreateReplacing, &[Ev::Created("b"), Ev::Refused], true, Gives::Nothing)]
-    #[case::replacing_still_creates_new(Work::CreateReplacing, &[], true, Gives::Create)]
-    #[case::unsettled_row_is_never_sent(Work::Create, &[Ev::Intent(1), Ev::Unread], true, Gives::Nothing)]
-    #[case::refresh_reads_a_link(Work::Refresh, &[Ev::Created("a")], false, Gives::Refresh)]
-    #[case::refresh_reads_a_conflicting_link(Work::Refresh, &[Ev::Created("b")], false, Gives::Refresh)]
-    #[case::refresh_skips_rows_without_link(Work::Refresh, &[Ev::Intent(1)], false, Gives::Nothing)]
-    #[case::refresh_skips_a_fresh_reading(Work::Refresh, &[Ev::Created("a"), Ev::Paid(1)], false, Gives::Nothing)]
-    fn task_for_a_row(#[case] work: Work, #[case] events: &[Ev], #[case] replacing: bool, #[case] expected: Gives) {
+    #[case::new_row_is_created(REPLACE, &[], Gives::Create)]
+    #[case::failed_row_is_created_again(CREATE, &[Ev::Intent(1), Ev::Failed], Gives::Create)]
+    #[case::uncertain_row_is_reconciled(CREATE, &[Ev::Intent(1)], Gives::Reconcile)]
+    #[case::existing_row_is_left(CREATE, &[Ev::Created("a")], Gives::Nothing)]
+    #[case::conflict_is_left_by_run(CREATE, &[Ev::Created("b")], Gives::Nothing)]
+    #[case::conflict_is_left_without_delete(REPLACE.for_api(crate::terms::ApiKind::LinksPlus), &[Ev::Created("b")], Gives::Nothing)]
+    #[case::conflict_is_replaced(REPLACE, &[Ev::Created("b")], Gives::Replace)]
+    #[case::paid_conflict_is_kept(REPLACE, &[Ev::Created("b"), Ev::Refused], Gives::Nothing)]
+    #[case::replacing_still_creates_new(REPLACE, &[], Gives::Create)]
+    #[case::unsettled_row_is_never_sent(REPLACE, &[Ev::Intent(1), Ev::Unread], Gives::Nothing)]
+    #[case::refresh_reads_a_link(REFRESH, &[Ev::Created("a")], Gives::Refresh)]
+    #[case::refresh_reads_a_conflicting_link(REFRESH, &[Ev::Created("b")], Gives::Refresh)]
+    #[case::refresh_skips_rows_without_link(REFRESH, &[Ev::Intent(1)], Gives::Nothing)]
+    #[case::refresh_skips_a_fresh_reading(REFRESH, &[Ev::Created("a"), Ev::Paid(1)], Gives::Nothing)]
+    fn task_for_a_row(#[case] work: Work, #[case] events: &[Ev], #[case] expected: Gives) {
         let index = index(events);
         // Refresh since line 2: a reading after the row's events is fresh, one before it is not.
-        let gives = match task(work, &row("a"), state(&index), 2, replacing, None) {
+        let gives = match task(work, &row("a"), state(&index), 2, None) {
             None => Gives::Nothing,
             Some(Task::Create { open: None, replace: None }) => Gives::Create,
             Some(Task::Create { open: Some(_), replace: None }) => Gives::Reconcile,
@@ -771,7 +820,7 @@ mod tests {
     #[test]
     fn refresh_reads_again_a_reading_older_than_this_refresh() {
         let index = index(&[Ev::Created("a"), Ev::Paid(1)]);
-        assert!(matches!(task(Work::Refresh, &row("a"), state(&index), 99, false, None), Some(Task::Refresh(_))));
+        assert!(matches!(task(REFRESH, &row("a"), state(&index), 99, None), Some(Task::Refresh(_))));
     }
 
     #[test]
@@ -790,10 +839,10 @@ mod tests {
         // The row's link was made from `before`; the row now has a new description.
         let index = index(&[Ev::Created("b")]);
         let row = PlannedRow::new(2, "k".into(), with(&|r| r.description = "new".into()), Vec::new());
-        assert!(matches!(task(Work::Create, &row, state(&index), 0, false, Some(&before)), Some(Task::Update(_))));
-        assert_eq!(task(Work::Create, &row, state(&index), 0, false, None), None, "without the flag: a conflict");
+        assert!(matches!(task(CREATE, &row, state(&index), 0, Some(&before)), Some(Task::Update(_))));
+        assert_eq!(task(CREATE, &row, state(&index), 0, None), None, "without the flag: a conflict");
         let retitled = with(&|r| r.title = "z".into());
-        assert_eq!(task(Work::Create, &row, state(&index), 0, false, Some(&retitled)), None, "a title change is left");
+        assert_eq!(task(CREATE, &row, state(&index), 0, Some(&retitled)), None, "a title change is left");
     }
 
     /// An answer the runner brings back, in the table below.

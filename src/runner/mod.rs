@@ -55,10 +55,6 @@ pub struct RunOptions {
     pub work: Work,
     /// The output [`survey_drafting`] wrote, when every row was settled: the run finishes it.
     pub draft: Option<OutputPass>,
-    /// `--update-changed`: a row whose description or metadata changed gets its link changed in place.
-    pub update: bool,
-    /// `refresh --by-id`: every link read by id, none from the list pages.
-    pub by_id: bool,
     /// The input as the survey read it: a run whose input changes under it stops before sending more.
     pub input: Option<crate::input::Stamp>,
 }
@@ -73,10 +69,9 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<Summary, anyhow::Error> {
     let started = Instant::now();
-    let work = options.work;
+    let work = options.work.for_api(plan.api());
     let (start_line, refresh_since) = mark_start(&book, work).await?;
-    let replacing = work == Work::CreateReplacing && plan.api() == crate::terms::ApiKind::Links;
-    if work == Work::CreateReplacing && !replacing {
+    if options.work.replaces() && !work.replaces() {
         tracing::warn!(
             "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
         );
@@ -92,13 +87,15 @@ pub async fn run(
         "starting"
     );
     let total = match work {
-        Work::Refresh => survey.existing + survey.conflict,
-        _ => survey.new + survey.uncertain + if replacing || options.update { survey.conflict } else { 0 },
+        Work::Refresh { .. } => survey.existing + survey.conflict,
+        Work::Create { update, replace } => {
+            survey.new + survey.uncertain + if replace || update { survey.conflict } else { 0 }
+        }
     };
-    let progress = Progress::new(options.progress, total, if work == Work::Refresh { "refreshed" } else { "created" });
+    let progress = Progress::new(options.progress, total, if work.is_refresh() { "refreshed" } else { "created" });
     let concurrency = plan.concurrency();
     let breaker = plan.retry().breaker;
-    if work != Work::Refresh && total > 0 && concurrency > breaker as usize {
+    if !work.is_refresh() && total > 0 && concurrency > breaker as usize {
         tracing::warn!(
             "at most {breaker} creates are in flight at once ([retry] breaker = {breaker}), though concurrency is \
              {concurrency}: so that no more than {breaker} refusals of one kind reach the server. Raise [retry] \
@@ -114,12 +111,10 @@ pub async fn run(
     let idle = total == 0 && survey.uncertain == 0;
     if !idle {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
-        if work == Work::Refresh && !options.by_id {
+        if work.is_refresh() && !work.by_id() {
             pages::refresh_by_pages(&shared, refresh_since).await?;
         }
-        let updating = options.update && work != Work::Refresh;
-        let producer =
-            Producer { shared: shared.clone(), work, refresh_since, replacing, updating, input: options.input };
+        let producer = Producer { shared: shared.clone(), work, refresh_since, input: options.input };
         tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
         for worker in workers {
             let _ = worker.await;
@@ -183,7 +178,7 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger:
 /// `refresh_started` unless one is being resumed. Returns the line the run starts at and, for a refresh, the
 /// line of its start.
 async fn mark_start(book: &Book, work: Work) -> Result<(u64, u64), LedgerError> {
-    if work == Work::Refresh {
+    if work.is_refresh() {
         let unfinished = book.index().unfinished_refresh;
         let since = if let Some(line) = unfinished {
             tracing::info!("resuming the refresh interrupted at ledger line {line}");
@@ -205,8 +200,6 @@ struct Producer {
     shared: Arc<Shared>,
     work: Work,
     refresh_since: u64,
-    replacing: bool,
-    updating: bool,
     input: Option<crate::input::Stamp>,
 }
 
@@ -227,10 +220,10 @@ impl Producer {
                 let state = index.get(&row.key_id);
                 // The request a changed row's link was made with, read back only for a conflict.
                 let before = state
-                    .filter(|_| self.updating)
+                    .filter(|_| self.work.updates())
                     .filter(|s| s.link.is_some_and(|l| l.fingerprint != row.fingerprint()))
                     .and_then(|s| shared.book.read_back().request_of(&index, s));
-                decide::task(self.work, row, state, self.refresh_since, self.replacing, before.as_ref())
+                decide::task(self.work, row, state, self.refresh_since, before.as_ref())
             };
             let Some(task) = task else { return true };
             !shared.stop.is_stopped() && !changed() && queue.blocking_send((row.clone(), task)).is_ok()
@@ -264,7 +257,7 @@ async fn finish(
     }
     let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
-    if work == Work::Refresh && !shared.stop.is_stopped() {
+    if work.is_refresh() && !shared.stop.is_stopped() {
         shared.book.record(Event::RefreshFinished { at: crate::ledger::now() }).await?;
     }
     let pace = pace_note(&shared);
@@ -274,7 +267,7 @@ async fn finish(
         _ if changed.is_some() => (std::collections::BTreeMap::new(), None),
         // Drafted as of `start_line`, and nothing was sent since.
         Some(draft) => draft.finish()?,
-        None => write_output(&shared.plan, &shared.index(), Some(start_line), work == Work::Refresh)?,
+        None => write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())?,
     };
     if changed.is_none() {
         record_output(&shared.book, shared.plan.output_path()).await?;

@@ -46,7 +46,7 @@ fn wanted(shared: &Shared, refresh_since: u64) -> anyhow::Result<Wanted> {
     for_each_row(&shared.plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
         let index = shared.index();
-        let task = decide::task(Work::Refresh, row, index.get(&row.key_id), refresh_since, false, None);
+        let task = decide::task(Work::Refresh { by_id: false }, row, index.get(&row.key_id), refresh_since, None);
         if let Some(Task::Refresh(link)) = task {
             let team = match &row.request {
                 LinkRequest::Plus(request) => Some(request.team_id),
