@@ -151,7 +151,8 @@ impl<'a> Pass<'a> {
     /// A pass over `plan`'s rows, recording in `book`.
     pub fn new(plan: &'a Plan, book: &'a Book, mailer: Mailer, stop: &'a Stop) -> Pass<'a> {
         let rates = plan.deliver().map(|d| d.rates.clone()).unwrap_or_default();
-        let throttle = crate::throttle::Throttle::new(&rates);
+        // One connection, one message after another (crate::throttle::SEQUENTIAL_SLACK).
+        let throttle = crate::throttle::Throttle::with_slack(&rates, crate::throttle::SEQUENTIAL_SLACK);
         // A run right after another keeps the windows that one filled.
         throttle.seed(book.index().deliveries.sent());
         Pass { plan, book, mailer, throttle, stop }
