@@ -279,8 +279,8 @@ pub(super) async fn templates(args: super::TemplatesArgs) -> Ended {
 }
 
 /// The Links+ scheme: the job's, else the one the ledger header recorded, else the first the server accepts
-/// on a read of the job's first template (raw, bearer, basic: Omise's documentation shows the raw key, the
-/// seeds Bearer and Basic). Each scheme tried costs one read, refused or not; none is tried twice.
+/// on a read of the job's first template (raw, bearer, basic: Omise's documentation shows the raw key, other
+/// published examples Bearer and Basic; docs/reference.md, "What Omise documents"). Each scheme tried costs one read, refused or not; none is tried twice.
 async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Outcome> {
     if plan.auth() != AuthScheme::Auto {
         return Ok(plan.auth());

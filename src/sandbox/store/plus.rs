@@ -1,5 +1,5 @@
-//! Payment Links+ in the sandbox: teams, templates, and links created, retrieved and listed as the seeds
-//! describe them. Pure data and validation, like the rest of the store: no I/O, no clock of its own.
+//! Payment Links+ in the sandbox: teams, templates, and links created, retrieved and listed as Omise's
+//! Payment Links+ documentation describes them (docs/reference.md, "What Omise documents"). Pure data and validation, like the rest of the store: no I/O, no clock of its own.
 
 use std::time::SystemTime;
 
@@ -32,7 +32,7 @@ impl Store {
         })
     }
 
-    /// A Links+ link as the seeds show it, or (`Profile::PlusVariant`) as third-party code reads it:
+    /// A Links+ link as Omise's documentation shows it, or (`Profile::PlusVariant`) as third-party code reads it:
     /// `transaction_url` and `state`, the id as a string.
     pub(super) fn plus_json(&self, link: &PlusLink) -> Value {
         let used = !link.multiple_usage && !link.charges.is_empty();
