@@ -367,7 +367,8 @@ mod tests {
             "payment_url": "https://pay.example/7", "multiple_usage": true, "template_id": 123, "team_id": 456});
         let variant = json!({"id": "7", "name": "VIP", "amount": "100000", "currency": "THB", "state": "active",
             "transaction_url": "https://pay.example/7", "multiple_usage": true, "template_id": "123", "team_id": 456});
-        let (a, b) = (RemoteLink::read(ApiKind::LinksPlus, &documented), RemoteLink::read(ApiKind::LinksPlus, &variant));
+        let (a, b) =
+            (RemoteLink::read(ApiKind::LinksPlus, &documented), RemoteLink::read(ApiKind::LinksPlus, &variant));
         assert_eq!(a, b);
         assert_eq!(plus_payment(&variant).link_status.as_deref(), Some("active"));
         let neither = json!({"id": 7, "amount": 1, "team_id": 1, "template_id": 1, "url": "https://pay.example/7"});
