@@ -156,9 +156,9 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(ledger)?);
     let header = Header {
         version: VERSION,
-        api: plan.api().name().to_owned(),
+        api: plan.api(),
         base_url: base_url.trim_end_matches('/').to_owned(),
-        mode: key.mode().map_or("unknown", linkbatch::terms::Mode::name).to_owned(),
+        mode: key.mode(),
         key_hash: key.fingerprint(),
         auth: None,
     };

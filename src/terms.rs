@@ -46,7 +46,7 @@ impl ApiKind {
 }
 
 /// How a Links+ request carries the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
     /// Found before the first create: a read with each scheme in turn (raw, bearer, basic), the first the

@@ -69,9 +69,9 @@ fn a_locked_ledger_stops_a_second_run() {
     let world = World::new();
     let header = Header {
         version: VERSION,
-        api: "links".into(),
+        api: linkbatch::terms::ApiKind::Links,
         base_url: world.base_url(),
-        mode: "test".into(),
+        mode: Some(linkbatch::terms::Mode::Test),
         key_hash: "x".into(),
         auth: None,
     };

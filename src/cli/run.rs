@@ -18,12 +18,11 @@ use crate::terms::{ApiKind, AuthScheme, Mode};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     // What is known: the key's prefix, else the job's `[api] mode`, else nothing (such a run needed --live).
-    let mode = key.mode().or(plan.endpoint().mode()).map_or("unknown", Mode::name);
     Header {
         version: VERSION,
-        api: plan.api().name().to_owned(),
+        api: plan.api(),
         base_url: base_url.to_owned(),
-        mode: mode.to_owned(),
+        mode: key.mode().or(plan.endpoint().mode()),
         key_hash: key.fingerprint(),
         auth: None,
     }
@@ -162,7 +161,7 @@ pub(super) async fn connect(plan: &Plan, args: &RunArgs) -> Result<(Client, Head
     let mut client = Client::new(plan.api(), plan.base_url(), key, plan.auth(), plan.timeout()).map_err(usage)?;
     if plan.api() == ApiKind::LinksPlus {
         let scheme = links_plus_auth(plan, &client).await?;
-        header.auth = (plan.auth() == AuthScheme::Auto).then(|| scheme.name().to_owned());
+        header.auth = (plan.auth() == AuthScheme::Auto).then_some(scheme);
         client = client.with_auth(scheme);
     }
     Ok((client, header))
@@ -285,8 +284,9 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
     if plan.auth() != AuthScheme::Auto {
         return Ok(plan.auth());
     }
+    // Only a scheme that is one (never `auto`) is taken from the header.
     let recorded = crate::ledger::peek_header(plan.ledger_path()).and_then(|h| h.auth);
-    if let Some(scheme) = recorded.as_deref().and_then(AuthScheme::named) {
+    if let Some(scheme) = recorded.filter(|s| AuthScheme::TRIED.contains(s)) {
         return Ok(scheme);
     }
     let Some(template) = first_template(plan)? else {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::request::LinkRequest;
-use crate::terms::Payment;
+use crate::terms::{ApiKind, AuthScheme, Mode, Payment};
 
 /// First line of every ledger: what the links in it were made on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,16 +12,39 @@ pub struct Header {
     /// Format version.
     pub version: u32,
     /// `links` or `links_plus`.
-    pub api: String,
+    pub api: ApiKind,
     /// The base URL requests went to.
     pub base_url: String,
-    /// `test` or `live`.
-    pub mode: String,
+    /// The key's mode: `test` or `live`, written `unknown` when neither the key nor the job said.
+    #[serde(with = "mode_or_unknown")]
+    pub mode: Option<Mode>,
     /// A hash of the secret key (never the key).
     pub key_hash: String,
     /// Links+ with `auth = "auto"`: the scheme the server accepted, so the next run need not search.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
+    pub auth: Option<AuthScheme>,
+}
+
+/// A key's mode in the header: `test`, `live`, or `unknown`.
+mod mode_or_unknown {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::terms::Mode;
+
+    // serde's `with` hands the field by reference.
+    #[allow(clippy::ref_option, clippy::trivially_copy_pass_by_ref)]
+    pub(super) fn serialize<S: Serializer>(mode: &Option<Mode>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(mode.map_or("unknown", Mode::name))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Mode>, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "test" => Ok(Some(Mode::Test)),
+            "live" => Ok(Some(Mode::Live)),
+            "unknown" => Ok(None),
+            other => Err(serde::de::Error::custom(format!("mode `{other}` is not test, live or unknown"))),
+        }
+    }
 }
 
 /// One line of the ledger.

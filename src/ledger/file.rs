@@ -71,10 +71,11 @@ pub(super) fn lock(path: &Path, file: &File) -> Result<(), LedgerError> {
 pub(super) fn check_header(path: &Path, found: &Header, wanted: &Header) -> Result<(), LedgerError> {
     let mismatch = |what: String, now: String| Err(LedgerError::Mismatch { path: path.to_owned(), what, now });
     if found.api != wanted.api {
-        return mismatch(format!("the {} API", found.api), format!("the {} API", wanted.api));
+        return mismatch(format!("the {} API", found.api.name()), format!("the {} API", wanted.api.name()));
     }
     if found.mode != wanted.mode {
-        return mismatch(format!("a {}-mode key", found.mode), format!("a {}-mode key", wanted.mode));
+        let mode = |m: Option<crate::terms::Mode>| m.map_or("unknown", crate::terms::Mode::name);
+        return mismatch(format!("a {}-mode key", mode(found.mode)), format!("a {}-mode key", mode(wanted.mode)));
     }
     if found.key_hash != wanted.key_hash {
         return mismatch("a different secret key (another account)".into(), "this key".into());

@@ -233,9 +233,9 @@ mod tests {
     pub(super) fn header() -> Header {
         Header {
             version: VERSION,
-            api: "links".into(),
+            api: crate::terms::ApiKind::Links,
             base_url: "http://127.0.0.1:1".into(),
-            mode: "test".into(),
+            mode: Some(crate::terms::Mode::Test),
             key_hash: "h".into(),
             auth: None,
         }
@@ -371,7 +371,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.jsonl");
         drop(Ledger::open(&path, &header()).unwrap());
-        let live = Header { mode: "live".into(), ..header() };
+        let live = Header { mode: Some(crate::terms::Mode::Live), ..header() };
         assert!(matches!(Ledger::open(&path, &live), Err(LedgerError::Mismatch { .. })));
     }
 }

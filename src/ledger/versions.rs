@@ -17,9 +17,9 @@ fn fixture(name: &str) -> PathBuf {
 fn header(version: u32) -> Event {
     Event::Header(Header {
         version,
-        api: "links".into(),
+        api: crate::terms::ApiKind::Links,
         base_url: "https://api.omise.co".into(),
-        mode: "test".into(),
+        mode: Some(crate::terms::Mode::Test),
         key_hash: "5d0f4a3e9b1c2d7e8f60718293a4b5c6".into(),
         auth: None,
     })
