@@ -237,8 +237,10 @@ pub struct Unread {
     pub answer_to: AnswerTo,
     /// The HTTP status.
     pub status: u16,
-    /// What could not be read (`recover`: what it found instead).
+    /// What could not be read (older ledgers' `recover`: what it found instead, in words).
     pub missing: String,
+    /// `unmatched`: how many links could each be the row's.
+    pub candidates: Option<u64>,
 }
 
 // serde's `skip_serializing_if` hands the field by reference.

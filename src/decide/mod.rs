@@ -569,9 +569,12 @@ pub fn report(
 
 /// Why a row waits to be settled by hand, in the words its output row carries.
 pub fn unsettled_words(unread: &crate::terms::Unread) -> String {
-    let crate::terms::Unread { answer_to, status, missing } = unread;
-    if *answer_to == crate::terms::AnswerTo::Recover {
-        format!("`linkbatch recover` found {missing}; the row is not sent again: settle it with `linkbatch settle`")
+    let crate::terms::Unread { answer_to, status, missing, candidates } = unread;
+    let settle = "the row is not sent again: settle it with `linkbatch settle`";
+    if let Some(n) = candidates {
+        format!("`linkbatch recover` found {n} links that could each be this row's; {settle}")
+    } else if *answer_to == crate::terms::AnswerTo::Recover {
+        format!("`linkbatch recover` found {missing}; {settle}")
     } else {
         format!(
             "the server answered the create with HTTP {status} and no readable {missing} (kept in the ledger); the \

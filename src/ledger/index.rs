@@ -468,12 +468,16 @@ impl Index {
                 missing,
                 ..
             } => {
-                let unread = Unread { answer_to, status, missing };
+                let unread = Unread { answer_to, status, missing, candidates: None };
                 self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
             }
             Event::Unmatched { key, candidates, .. } => {
-                let missing = format!("{candidates} links that could each be this row's");
-                let unread = Unread { answer_to: AnswerTo::Recover, status: 0, missing };
+                let unread = Unread {
+                    answer_to: AnswerTo::Recover,
+                    status: 0,
+                    missing: String::new(),
+                    candidates: Some(candidates),
+                };
                 self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
             }
             Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
@@ -744,7 +748,7 @@ mod tests {
             at: at(2),
         };
         let index = from(vec![intent("a", 1), unreadable.clone()]);
-        let unread = Unread { answer_to: AnswerTo::Create, status: 200, missing: "link id".into() };
+        let unread = Unread { answer_to: AnswerTo::Create, status: 200, missing: "link id".into(), candidates: None };
         assert_eq!(state(&index, "a").unsettled(), Some(&unread));
         let none = Event::Settled {
             key: "a".into(),

@@ -239,9 +239,15 @@ fn both_format_versions_give_the_same_index() {
     assert_eq!(seen[1].3, Some(99000));
     assert_eq!(seen[1].4, 2, "rounds 0 and 1");
     assert!(seen[1].7, "the adopted link was deleted");
-    let recover = |missing: &str| Some(Unread { answer_to: AnswerTo::Recover, status: 0, missing: missing.into() });
-    assert_eq!(
-        seen[1].8,
-        [recover("2 links that could each be this row's"), recover("3 links that could each be this row's")]
-    );
+    let old = Unread {
+        answer_to: AnswerTo::Recover,
+        status: 0,
+        missing: "2 links that could each be this row's".into(),
+        candidates: None,
+    };
+    let unmatched = Unread { answer_to: AnswerTo::Recover, status: 0, missing: String::new(), candidates: Some(3) };
+    assert_eq!(seen[1].8, [Some(old.clone()), Some(unmatched.clone())]);
+    // The words a user reads are the same for both.
+    let words = [old, unmatched].map(|u| crate::decide::unsettled_words(&u));
+    assert_eq!(words[0].replace('2', "3"), words[1]);
 }
