@@ -408,6 +408,27 @@ impl Index {
         }
     }
 
+    /// The key's link is deleted on the server, if it is still this one. The id stays claimed:
+    /// reconciliation must never adopt a deleted link.
+    fn on_deleted(&mut self, key: &str, link_id: &str) {
+        let key = Digest::of(key.as_bytes());
+        let gone = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
+        if gone {
+            let state = self.slot(key);
+            state.link = None;
+            state.intent = 0;
+            if let Some(rare) = &mut state.rare {
+                rare.payment = None;
+                rare.replace_refused = None;
+            }
+        }
+    }
+
+    /// The row waits to be settled by hand; the `unreadable` or `unmatched` line is at byte `offset`.
+    fn on_unsettled(&mut self, key: &str, unread: Unread, offset: u64) {
+        self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
+    }
+
     /// Applies one event found on `line`, at byte `offset`.
     pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
         match event {
@@ -443,20 +464,7 @@ impl Index {
                 state.close();
                 state.rare().failed = Some((code, message));
             }
-            Event::Deleted { key, link_id, .. } => {
-                let key = Digest::of(key.as_bytes());
-                let gone = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
-                if gone {
-                    // The id stays claimed: reconciliation must never adopt a deleted link.
-                    let state = self.slot(key);
-                    state.link = None;
-                    state.intent = 0;
-                    if let Some(rare) = &mut state.rare {
-                        rare.payment = None;
-                        rare.replace_refused = None;
-                    }
-                }
-            }
+            Event::Deleted { key, link_id, .. } => self.on_deleted(&key, &link_id),
             Event::ReplaceRefused { key, reason, .. } => {
                 self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
             }
@@ -468,17 +476,11 @@ impl Index {
                 missing,
                 ..
             } => {
-                let unread = Unread { answer_to, status, missing, candidates: None };
-                self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
+                self.on_unsettled(&key, Unread { answer_to, status, missing, candidates: None }, offset);
             }
             Event::Unmatched { key, candidates, .. } => {
-                let unread = Unread {
-                    answer_to: AnswerTo::Recover,
-                    status: 0,
-                    missing: String::new(),
-                    candidates: Some(candidates),
-                };
-                self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
+                let (answer_to, candidates) = (AnswerTo::Recover, Some(candidates));
+                self.on_unsettled(&key, Unread { answer_to, status: 0, missing: String::new(), candidates }, offset);
             }
             Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
             Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {

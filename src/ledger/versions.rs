@@ -25,17 +25,36 @@ fn header(version: u32) -> Event {
     })
 }
 
-/// One event of every kind, with the values a run writes, in an order a ledger could hold them.
-#[allow(clippy::too_many_lines)] // a list of every kind of event, one literal each
-pub(super) fn every_event(version: u32) -> Vec<Event> {
-    let classic = LinkRequest::Classic(ClassicRequest {
+const KEY: &str = "SUB-1002:2026-12";
+const LINK: &str = "link_test_60avk3o7u16dfvc881y";
+const URI: &str = "https://pay.omise.co/links/60avk3o7u16dfvc881y";
+
+fn at(second: u32) -> String {
+    format!("2026-11-30T04:44:{second:02}.029Z")
+}
+
+fn classic() -> LinkRequest {
+    LinkRequest::Classic(ClassicRequest {
         amount: 99000,
         currency: "thb".into(),
         title: "Premium plan - 2026-12".into(),
         description: "Monthly payment for the Premium plan, 2026-12 (SUB-1002) \"quoted\" ü".into(),
         multiple: false,
         metadata: [("billing_month".to_owned(), "2026-12".to_owned())].into_iter().collect(),
-    });
+    })
+}
+
+fn fingerprint() -> String {
+    classic().fingerprint().to_string()
+}
+
+/// One event of every kind, with the values a run writes, in an order a ledger could hold them.
+pub(super) fn every_event(version: u32) -> Vec<Event> {
+    [vec![header(version)], made(), answered(), changed(), read(), mailed()].concat()
+}
+
+/// A run's requests and their outcomes.
+fn made() -> Vec<Event> {
     let plus = LinkRequest::Plus(PlusRequest {
         template_id: 123,
         team_id: 456,
@@ -45,48 +64,41 @@ pub(super) fn every_event(version: u32) -> Vec<Event> {
         multiple_usage: true,
         custom_webhook: None,
     });
-    let (key, fingerprint) = ("SUB-1002:2026-12".to_owned(), classic.fingerprint().to_string());
-    let (link, uri) = ("link_test_60avk3o7u16dfvc881y".to_owned(), "https://pay.omise.co/links/60avk3o7u16dfvc881y");
-    let at = |s: u32| format!("2026-11-30T04:44:{s:02}.029Z");
-    let paid = Payment {
-        used: Some(true),
-        charges: 1,
-        paid_amount: 99000,
-        refunded_amount: 1000,
-        currency: "thb".into(),
-        last_paid_at: Some(at(40)),
-        link_status: None,
-    };
     vec![
-        header(version),
         Event::Run { at: at(0), version: "0.1.0".into() },
-        Event::Intent { key: key.clone(), fingerprint: fingerprint.clone(), at: at(1), request: classic },
-        Event::Unsent { key: key.clone(), at: at(1), reason: "no server answered at api.omise.co".into() },
+        Event::Intent { key: KEY.to_owned(), fingerprint: fingerprint(), at: at(1), request: classic() },
+        Event::Unsent { key: KEY.to_owned(), at: at(1), reason: "no server answered at api.omise.co".into() },
         Event::Intent { key: "T-9".into(), fingerprint: plus.fingerprint().to_string(), at: at(2), request: plus },
         Event::Created {
-            key: key.clone(),
-            link_id: link.clone(),
-            payment_uri: uri.into(),
-            fingerprint: fingerprint.clone(),
+            key: KEY.to_owned(),
+            link_id: LINK.to_owned(),
+            payment_uri: URI.into(),
+            fingerprint: fingerprint(),
             at: at(3),
         },
         Event::Adopted {
             key: "A-1".into(),
             link_id: "link_test_adopted".into(),
             payment_uri: "https://pay.omise.co/links/adopted".into(),
-            fingerprint: fingerprint.clone(),
+            fingerprint: fingerprint(),
             at: at(4),
         },
         Event::Failed {
             key: "F-1".into(),
-            fingerprint: fingerprint.clone(),
+            fingerprint: fingerprint(),
             code: "invalid_amount".into(),
             message: "amount must be at least 2000".into(),
             at: at(5),
         },
+    ]
+}
+
+/// Answers that could not be read or matched, and how they were settled.
+fn answered() -> Vec<Event> {
+    vec![
         Event::Unreadable {
             key: "U-1".into(),
-            fingerprint: fingerprint.clone(),
+            fingerprint: fingerprint(),
             answer_to: crate::terms::AnswerTo::Create,
             status: 200,
             missing: "id".into(),
@@ -95,35 +107,40 @@ pub(super) fn every_event(version: u32) -> Vec<Event> {
         },
         Event::Unreadable {
             key: "R-1".into(),
-            fingerprint: fingerprint.clone(),
+            fingerprint: fingerprint(),
             answer_to: crate::terms::AnswerTo::Recover,
             status: 0,
             missing: "2 links that could each be this row's".into(),
             body: String::new(),
             at: at(6),
         },
-        Event::Unmatched { key: "R-2".into(), fingerprint: fingerprint.clone(), candidates: 3, at: at(6) },
+        Event::Unmatched { key: "R-2".into(), fingerprint: fingerprint(), candidates: 3, at: at(6) },
         Event::Settled {
             key: "U-1".into(),
             link_id: Some("link_test_settled".into()),
             payment_uri: Some("https://pay.omise.co/links/settled".into()),
-            fingerprint: fingerprint.clone(),
+            fingerprint: fingerprint(),
             at: at(7),
         },
-        Event::Settled {
-            key: "U-2".into(),
-            link_id: None,
-            payment_uri: None,
-            fingerprint: fingerprint.clone(),
-            at: at(8),
+        Event::Settled { key: "U-2".into(), link_id: None, payment_uri: None, fingerprint: fingerprint(), at: at(8) },
+    ]
+}
+
+/// A changed row's link updated, replaced or kept; the output and a learned rate.
+fn changed() -> Vec<Event> {
+    vec![
+        Event::UpdateIntent { key: KEY.to_owned(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(9) },
+        Event::Updated { key: KEY.to_owned(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(10) },
+        Event::ReplaceIntent {
+            key: "A-1".into(),
+            link_id: "link_test_adopted".into(),
+            fingerprint: fingerprint(),
+            at: at(11),
         },
-        Event::UpdateIntent { key: key.clone(), link_id: link.clone(), fingerprint: fingerprint.clone(), at: at(9) },
-        Event::Updated { key: key.clone(), link_id: link.clone(), fingerprint: fingerprint.clone(), at: at(10) },
-        Event::ReplaceIntent { key: "A-1".into(), link_id: "link_test_adopted".into(), fingerprint, at: at(11) },
         Event::Deleted { key: "A-1".into(), link_id: "link_test_adopted".into(), at: at(12) },
         Event::ReplaceRefused {
-            key: key.clone(),
-            link_id: link.clone(),
+            key: KEY.to_owned(),
+            link_id: LINK.to_owned(),
             reason: "the link has been paid".into(),
             at: at(13),
         },
@@ -135,31 +152,58 @@ pub(super) fn every_event(version: u32) -> Vec<Event> {
             now: "30/min".into(),
             at: at(15),
         },
+    ]
+}
+
+/// A refresh.
+fn read() -> Vec<Event> {
+    let paid = Payment {
+        used: Some(true),
+        charges: 1,
+        paid_amount: 99000,
+        refunded_amount: 1000,
+        currency: "thb".into(),
+        last_paid_at: Some(at(40)),
+        link_status: None,
+    };
+    vec![
         Event::RefreshStarted { at: at(16) },
-        Event::Refreshed { key: key.clone(), link_id: link, payment: paid, at: at(17) },
+        Event::Refreshed { key: KEY.to_owned(), link_id: LINK.to_owned(), payment: paid, at: at(17) },
         Event::RefreshFinished { at: at(18) },
+    ]
+}
+
+/// Two rounds of a row's messages.
+fn mailed() -> Vec<Event> {
+    vec![
         Event::DeliverIntent {
-            key: key.clone(),
+            key: KEY.to_owned(),
             round: 0,
             message_id: "<lb.67a4b309dca746ba27f72ccced22d67a.0@example.co.th>".into(),
             at: at(19),
         },
-        Event::DeliverCommit { key: key.clone(), round: 0, at: at(20) },
+        Event::DeliverCommit { key: KEY.to_owned(), round: 0, at: at(20) },
         Event::DeliverDeferred {
-            key: key.clone(),
+            key: KEY.to_owned(),
             round: 0,
             code: 451,
             reply: "4.3.0 try again later".into(),
             at: at(21),
         },
-        Event::Delivered { key: key.clone(), round: 0, reply: "250 2.0.0 OK: queued as Q000001".into(), at: at(22) },
+        Event::Delivered { key: KEY.to_owned(), round: 0, reply: "250 2.0.0 OK: queued as Q000001".into(), at: at(22) },
         Event::DeliverIntent {
-            key: key.clone(),
+            key: KEY.to_owned(),
             round: 1,
             message_id: "<lb.67a4b309dca746ba27f72ccced22d67a.1@example.co.th>".into(),
             at: at(23),
         },
-        Event::DeliverFailed { key, round: 1, code: 550, reply: "5.1.1 mailbox unavailable".into(), at: at(24) },
+        Event::DeliverFailed {
+            key: KEY.to_owned(),
+            round: 1,
+            code: 550,
+            reply: "5.1.1 mailbox unavailable".into(),
+            at: at(24),
+        },
     ]
 }
 
