@@ -9,6 +9,8 @@ mod key;
 pub mod shape;
 mod trust;
 
+pub(crate) use trust::refused_certificate;
+
 use std::fmt;
 use std::time::{Duration, SystemTime};
 

@@ -65,7 +65,7 @@ pub(super) fn proxy_for(base: &url::Url) -> Option<String> {
 
 /// What the certificate check refused, in words, when `error`'s causes hold such a refusal: the run cannot
 /// go on until the host trusts the server's CA (or the address is fixed).
-pub(super) fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if let Some(rustls::Error::InvalidCertificate(why)) = e.downcast_ref::<rustls::Error>() {

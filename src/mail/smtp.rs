@@ -55,12 +55,21 @@ fn classify(error: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
         words = words.split_once("): ").map_or(words.clone(), |(_, rest)| rest.to_owned());
         return (Some(code), words.trim().to_owned());
     }
+    // Each cause once: lettre's words already hold their source's, and an I/O error wraps its own.
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        words = format!("{words}: {cause}");
+        let text = cause.to_string();
+        if !words.contains(&text) {
+            words = format!("{words}: {text}");
+        }
         source = cause.source();
     }
     (None, words)
+}
+
+/// A refused certificate, and the way out.
+pub(super) fn trust_hint(why: String) -> String {
+    format!("{why}; name the CA with SSL_CERT_FILE or SSL_CERT_DIR, or add it to the system's trust store")
 }
 
 /// A reply as a [`MailError`] when it is one (`before_end`: the end of data has not left).
@@ -111,7 +120,8 @@ impl Mailer {
         self.connection = None;
         let address = self.address();
         let systemic = |what: &str, e: &lettre::transport::smtp::Error| {
-            MailError::Systemic(format!("mail server {address}: {what}: {}", classify(e).1))
+            let words = crate::api::refused_certificate(e).map_or_else(|| classify(e).1, trust_hint);
+            MailError::Systemic(format!("mail server {address}: {what}: {words}"))
         };
         let hello = ClientId::Domain("localhost".into());
         let tls = || TlsParameters::builder(self.server.host.clone()).build_rustls();

@@ -54,7 +54,10 @@ pub(super) async fn secure(stream: TcpStream, host: &str, timeout: Duration) -> 
     let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
         .await
         .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| match crate::api::refused_certificate(&e) {
+            Some(why) => format!("TLS: {}", super::smtp::trust_hint(why)),
+            None => format!("TLS: {e}"),
+        })?;
     Ok(Secured(tls))
 }
 
