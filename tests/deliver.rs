@@ -284,7 +284,8 @@ fn reminders_go_to_the_unpaid_after_their_interval_at_most_twice() {
     );
 }
 
-/// 300 rows, each with its own address, and a job that links and mails them with no limit but retries.
+/// 300 rows, each with its own address, and a job that links them with no limit and mails them at 150/s (two
+/// seconds of mail, so that kills land while messages are in flight), retrying quickly.
 fn torture_job(world: &World) -> String {
     let mut text = String::from("id,email,amount\n");
     for i in 0..300 {
@@ -297,7 +298,7 @@ fn torture_job(world: &World) -> String {
          [link]\namount = \"{{amount}}\"\ncurrency = \"thb\"\ntitle = \"Item {{id}}\"\ndescription = \"d\"\n\
          [limits]\nrates = []\nconcurrency = 8\n[retry]\nattempts = 30\nbase_delay = \"20ms\"\nmax_delay = \"200ms\"\n\
          [deliver]\nto = \"{{email}}\"\nfrom = \"shop@example.com\"\nsubject = \"Your link {{id}}\"\n\
-         text = \"{{payment_uri}}\"\nsmtp = \"smtp://127.0.0.1:{}\"\nrates = []\n",
+         text = \"{{payment_uri}}\"\nsmtp = \"smtp://127.0.0.1:{}\"\nrates = [\"150/s\"]\n",
         input.display(),
         world.sandbox.smtp_port()
     );
