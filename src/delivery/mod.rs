@@ -90,7 +90,7 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
             return true;
         };
         let (payment_uri, link_id) = link_fields(index, &link);
-        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let amount = crate::mail::amount_of(row);
         let fields = LinkFields { payment_uri: &payment_uri, link_id: &link_id, amount_display: &amount };
         match compose(plan, row, fields, round) {
             Ok(composed) => due.messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
@@ -108,13 +108,13 @@ pub fn unwritable(plan: &Plan) -> Result<Vec<(u64, String, Refusal)>, DeliverErr
     let mut refused = Vec::new();
     crate::runner::for_each_row(plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
-        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let amount = crate::mail::amount_of(row);
         let fields = LinkFields {
             payment_uri: "https://pay.omise.co/links/link_test_0000000000000000000",
             link_id: "link_test_0000000000000000000",
             amount_display: &amount,
         };
-        if let Err(refusal) = compose(plan, row, fields, 0) {
+        if let Err(refusal) = crate::mail::check(plan, row, fields, 0) {
             refused.push((row.line, row.key.clone(), refusal));
         }
         true

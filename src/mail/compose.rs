@@ -55,6 +55,11 @@ pub fn message_id(key: &str, round: u32, from: &Mailbox) -> String {
     format!("<lb.{}.{round}@{}>", Digest::of(key.as_bytes()), from.email.domain())
 }
 
+/// The row's amount as a customer reads it, for `{amount_display}`.
+pub fn amount_of(row: &PlannedRow) -> String {
+    amount_display(row.request.amount(), row.request.currency().unwrap_or(""))
+}
+
 /// The amount as a customer reads it: `990.00 THB`.
 pub fn amount_display(amount: u64, currency: &str) -> String {
     match crate::money::Currency::find(currency) {
@@ -90,8 +95,21 @@ impl Renderer<'_> {
     }
 }
 
-/// Writes `row`'s message of `round` (0: the first; 1, 2…: reminders), or says which field is wrong.
-pub fn compose(plan: &Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) -> Result<Composed, Refusal> {
+/// A row's message rendered and checked, not yet written out.
+#[derive(Debug)]
+pub struct Rendered<'p> {
+    deliver: &'p DeliverPlan,
+    to: Address,
+    name: Option<String>,
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+/// `row`'s message of `round` (0: the first; 1, 2…: reminders) rendered and checked (the address, no line
+/// break in a header, every placeholder filled), or which field is wrong. Nothing is written out: what
+/// `validate` and the output need to tell a rejected row.
+pub fn check<'p>(plan: &'p Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) -> Result<Rendered<'p>, Refusal> {
     let deliver = plan.deliver().ok_or_else(|| refusal("to", "the job has no [deliver] section"))?;
     let content = content_of(deliver, round);
     let r = Renderer { plan, row, link };
@@ -101,6 +119,12 @@ pub fn compose(plan: &Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) 
     let subject = r.header("subject", &content.subject)?;
     let text = content.text.as_ref().map(|t| r.render("text", t)).transpose()?;
     let html = content.html.as_ref().map(|t| r.render("html", t)).transpose()?;
+    Ok(Rendered { deliver, to, name, subject, text, html })
+}
+
+/// Writes `row`'s message of `round` (0: the first; 1, 2…: reminders), or says which field is wrong.
+pub fn compose(plan: &Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) -> Result<Composed, Refusal> {
+    let Rendered { deliver, to, name, subject, text, html } = check(plan, row, link, round)?;
     let message_id = message_id(&row.key, round, &deliver.from);
     let mut builder = Message::builder()
         .from(deliver.from.clone())

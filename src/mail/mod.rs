@@ -5,5 +5,5 @@ pub mod compose;
 pub mod smtp;
 mod socket;
 
-pub use compose::{Composed, LinkFields, Refusal, compose};
+pub use compose::{Composed, LinkFields, Refusal, Rendered, amount_of, check, compose};
 pub use smtp::{MailError, Mailer};

@@ -12,6 +12,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
 
 use crate::plan::{Security, SmtpServer};
 
@@ -171,34 +172,37 @@ impl Mailer {
             connection.command(Data).await
         };
         let result = tokio::time::timeout(self.timeout, steps).await;
-        match result {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                let error = reply_error(&e, true);
-                self.after_refusal(&error).await;
-                Err(error)
-            }
-            Err(_) => {
-                self.connection = None;
-                Err(MailError::Cut(format!("no reply within {:?}", self.timeout)))
-            }
-        }
+        self.outcome(result, true).await.map(drop)
     }
 
     /// The message and its end of data, then the server's reply (its queue id, mostly). The caller has
     /// recorded that the end may leave.
     pub async fn finish(&mut self, message: &[u8]) -> Result<String, MailError> {
         let Some(connection) = self.connection.as_mut() else { return Err(MailError::Cut("not connected".into())) };
-        match tokio::time::timeout(self.timeout, connection.message(message)).await {
-            Ok(Ok(response)) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+        let result = tokio::time::timeout(self.timeout, connection.message(message)).await;
+        let response = self.outcome(result, false).await?;
+        Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+    }
+
+    /// A step's reply as the transaction goes on: a refusal (the transaction reset), or no reply within the
+    /// timeout (the connection dropped): `Cut` while the end of data has not left (`before_end`), else
+    /// `Uncertain`.
+    async fn outcome(
+        &mut self,
+        result: Result<Result<Response, lettre::transport::smtp::Error>, tokio::time::error::Elapsed>,
+        before_end: bool,
+    ) -> Result<Response, MailError> {
+        match result {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
-                let error = reply_error(&e, false);
+                let error = reply_error(&e, before_end);
                 self.after_refusal(&error).await;
                 Err(error)
             }
             Err(_) => {
                 self.connection = None;
-                Err(MailError::Uncertain(format!("no reply within {:?}", self.timeout)))
+                let why = format!("no reply within {:?}", self.timeout);
+                Err(if before_end { MailError::Cut(why) } else { MailError::Uncertain(why) })
             }
         }
     }

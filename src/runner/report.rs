@@ -231,9 +231,9 @@ fn delivery_cells(plan: &Plan, row: &PlannedRow, index: &Index) -> Vec<String> {
     let state = delivery(rounds);
     if state == Delivery::Pending && rounds.is_empty() {
         let (uri, id) = (index.payment_uri(&link), index.link_id(&link));
-        let amount = crate::mail::compose::amount_display(row.request.amount(), row.request.currency().unwrap_or(""));
+        let amount = crate::mail::amount_of(row);
         let fields = crate::mail::LinkFields { payment_uri: &uri, link_id: id, amount_display: &amount };
-        if let Err(refusal) = crate::mail::compose(plan, row, fields, 0) {
+        if let Err(refusal) = crate::mail::check(plan, row, fields, 0) {
             return vec![Delivery::Rejected.name().to_owned(), String::new(), refusal.to_string()];
         }
     }

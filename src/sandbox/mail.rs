@@ -63,9 +63,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_ru
         if secured.get_mut().write_all(b"220 linkbatch-sandbox ESMTP ready\r\n").await.is_err() {
             return;
         }
-        let mut session = Session::new(&shared, false);
-        session.secure = true;
-        session.talk(&mut secured).await;
+        Session::secured(&shared).talk(&mut secured).await;
         return;
     }
     let mut plain = BufReader::new(stream);
@@ -74,9 +72,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<tokio_ru
     }
     let Some(upgrade) = Session::new(&shared, tls.is_some()).talk(&mut plain).await else { return };
     let Ok(secured) = upgrade.accept(plain.into_inner()).await else { return };
-    let mut session = Session::new(&shared, false);
-    session.secure = true;
-    session.talk(&mut BufReader::new(secured)).await;
+    Session::secured(&shared).talk(&mut BufReader::new(secured)).await;
 }
 
 /// One transaction's fault, drawn once at its first recipient.
@@ -108,6 +104,11 @@ impl<'a> Session<'a> {
             to: Vec::new(),
             planned: Planned::Clean,
         }
+    }
+
+    /// A session over TLS already (no STARTTLS offered).
+    fn secured(shared: &'a Shared) -> Session<'a> {
+        Session { secure: true, ..Session::new(shared, false) }
     }
 
     /// Answers commands until the client quits or the connection ends; `Some` when the client asked for
