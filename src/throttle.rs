@@ -110,12 +110,15 @@ impl Throttle {
         self.state().windows.iter().map(SlidingWindow::rate).collect()
     }
 
-    /// Counts requests an earlier run sent (from the ledger) against the windows they still fall in.
-    pub fn seed(&self, sent: impl Iterator<Item = SystemTime>) {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+    /// Counts requests an earlier run sent (from the ledger, at times of the clock `wall` reads now) against
+    /// the windows they still fall in.
+    pub fn seed(&self, sent: impl Iterator<Item = SystemTime>, wall: SystemTime) {
+        let now = Instant::now();
         let longest = self.rates().iter().map(|r| r.period).max().unwrap_or_default();
+        // A request recorded later than `wall` (a clock stepped back since) was sent no earlier than now as
+        // far as anyone can tell: it counts as just sent, never as outside every window.
         let mut recent: Vec<Instant> = sent
-            .filter_map(|at| wall.duration_since(at).ok())
+            .map(|at| wall.duration_since(at).unwrap_or_default())
             .filter(|&age| age < longest)
             .filter_map(|age| now.checked_sub(age))
             .collect();

@@ -20,6 +20,7 @@ use serde_json::Value;
 pub use key::{KeyError, SecretKey};
 pub use shape::{LinkPage, RemoteLink, Unreadable};
 
+use crate::clock::ServerClock;
 use crate::request::LinkRequest;
 use crate::terms::Payment;
 use crate::terms::{ApiKind, AuthScheme};
@@ -168,6 +169,8 @@ pub struct Client {
     api: ApiKind,
     auth: AuthScheme,
     answers: Answers,
+    /// The server's time, from the `Date` of every answer.
+    clock: ServerClock,
 }
 
 /// How many answers of each HTTP status this client and its copies got (0: no answer at all), for the
@@ -226,7 +229,15 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), key, api, auth, answers: Answers::default() })
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            api,
+            auth,
+            answers: Answers::default(),
+            clock: ServerClock::default(),
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -273,12 +284,39 @@ impl Client {
         let status = response.status().as_u16();
         self.answers.count(status);
         let headers = response.headers().clone();
+        self.hear_date(&headers);
         let body = response.bytes().await.map_err(|e| lost(describe(&e)))?;
         let json = serde_json::from_slice::<Value>(&body).ok();
         if (200..300).contains(&status) && shape::error_object(json.as_ref()).is_none() {
             return Ok(Answer { status, json, body });
         }
         Err(classify(status, &headers, json.as_ref(), mutating))
+    }
+
+    fn hear_date(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(date) = headers.get(reqwest::header::DATE).and_then(|v| v.to_str().ok()) {
+            self.clock.heard(date, std::time::Instant::now());
+        }
+    }
+
+    /// The server's clock as this client has heard it.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// Asks the server its time (the `Date` of any answer) without the key and without counting against
+    /// a rate window: `GET` of the base URL. Any HTTP answer will do; an error says the server could not
+    /// be reached, and its time stays unknown.
+    pub async fn read_clock(&self) -> Result<(), ApiError> {
+        let response = self.http.get(format!("{}/", self.base)).send().await.map_err(|e| {
+            if let Some(reason) = trust::refused_certificate(&e) {
+                ApiError::Untrusted { reason }
+            } else {
+                ApiError::Unreachable { reason: describe(&e) }
+            }
+        })?;
+        self.hear_date(response.headers());
+        Ok(())
     }
 
     /// An answer linkbatch cannot read, kept as the server sent it (less the key, should it echo it).

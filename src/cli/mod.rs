@@ -278,6 +278,10 @@ struct SandboxArgs {
     /// The mail catcher speaks TLS from the first byte (as port 465 does) with --tls-cert, not STARTTLS.
     #[arg(long, requires = "tls_cert")]
     smtps: bool,
+    /// Run the server's clock this far from the host's, e.g. -150s (the host 150 s ahead of the server) or
+    /// +1h; `POST /__sandbox/clock?offset=…` moves it while the sandbox runs.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::sandbox::parse_offset, allow_hyphen_values = true)]
+    clock_offset: i64,
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,

@@ -21,6 +21,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         close_each: args.close_each,
         smtp_addr: args.smtp_addr,
         smtps: args.smtps,
+        clock_offset_ms: args.clock_offset,
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;

@@ -154,7 +154,7 @@ impl<'a> Pass<'a> {
         // One connection, one message after another (crate::throttle::SEQUENTIAL_SLACK).
         let throttle = crate::throttle::Throttle::with_slack(&rates, crate::throttle::SEQUENTIAL_SLACK);
         // A run right after another keeps the windows that one filled.
-        throttle.seed(book.index().deliveries.sent());
+        throttle.seed(book.index().deliveries.sent(), std::time::SystemTime::now());
         Pass { plan, book, mailer, throttle, stop }
     }
 

@@ -228,7 +228,8 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
     // waiting leaves no intent behind (the row stays pending, not uncertain). Lock order everywhere:
     // content shard, then probe, then throttle; nothing holding the probe waits for a shard.
     let Some(turn) = shared.turn().await else { return Err((Halt::Stopped, SystemTime::now())) };
-    let at = SystemTime::now();
+    // The server's time: an uncertain request is looked for in a window of the server's clock.
+    let at = shared.server_now().await;
     let intent = Event::Intent {
         key: row.key.clone(),
         fingerprint: row.fingerprint().to_string(),

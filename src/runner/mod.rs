@@ -102,13 +102,19 @@ pub async fn run(
              breaker to send more at once"
         );
     }
+    // Nothing to send (a finished job run again): no dispatch pass over the input at all.
+    let idle = total == 0 && survey.uncertain == 0;
+    if !idle {
+        // The server's time, before the windows are counted from the ledger's requests (recorded in it).
+        if let Err(e) = client.read_clock().await {
+            tracing::debug!("could not read the server's clock yet: {e}");
+        }
+    }
     let shared = Arc::new(Shared::new(plan, client, book, stop, progress));
     let ticker = shared.progress.start_ticker({
         let shared = shared.clone();
         move |remaining| shared.throttle.eta(remaining)
     });
-    // Nothing to send (a finished job run again): no dispatch pass over the input at all.
-    let idle = total == 0 && survey.uncertain == 0;
     if !idle {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
         if work.is_refresh() && !work.by_id() {

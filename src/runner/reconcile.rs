@@ -11,7 +11,8 @@ use crate::terms::OpenIntent;
 
 use super::shared::{Halt, Shared};
 
-/// How far before an intent's time reconciliation looks, for clocks that disagree.
+/// How far before an intent's time reconciliation looks: the `Date` it was reckoned from says whole seconds,
+/// and a request can wait in the server's queue.
 pub const CLOCK_SKEW: Duration = Duration::from_mins(2);
 
 /// Lists the links made since `intent` (less the clock skew) and adopts the first unclaimed one that
@@ -21,7 +22,10 @@ pub const CLOCK_SKEW: Duration = Duration::from_mins(2);
 /// link found cannot be one another key is about to record.
 pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIntent) -> Result<bool, Halt> {
     let _exclusive = shared.content_lock(&intent.request).write().await;
-    let since = intent.at.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH);
+    // The intent's time is the server's (`clock`); should the server's own clock have gone back since,
+    // the link carries the earlier time, so the window opens at the earlier of the two.
+    let earliest = shared.client.clock().now().map_or(intent.at, |now| now.min(intent.at));
+    let since = earliest.checked_sub(CLOCK_SKEW).unwrap_or(SystemTime::UNIX_EPOCH);
     let team = match &intent.request {
         LinkRequest::Plus(r) => Some(r.team_id),
         LinkRequest::Classic(_) => None,

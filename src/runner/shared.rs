@@ -106,6 +106,8 @@ pub(super) struct Shared {
     pub(super) learned_before: bool,
     /// Windows a 429 showed the server holds tighter, in the order learned.
     pub(super) learned: Mutex<Vec<crate::throttle::Learned>>,
+    /// Said once: the server's answers carry no `Date`, so request times are the host's.
+    clockless: AtomicBool,
 }
 
 /// Held by a create from its send until the breaker has heard its answer (see `Shared::refusals`).
@@ -144,7 +146,8 @@ impl Shared {
             );
         }
         let throttle = Throttle::new(&rates);
-        throttle.seed(index.sent());
+        // Requests are recorded in the server's time, and its windows are counted in it.
+        throttle.seed(index.sent(), client.clock().now_or_host());
         drop(index);
         let limit = plan.retry().breaker;
         let breaker = Mutex::new(decide::Breaker::new(limit));
@@ -171,7 +174,25 @@ impl Shared {
             metadata_unheld: AtomicBool::new(false),
             learned_before,
             learned: Mutex::new(Vec::new()),
+            clockless: AtomicBool::new(false),
         }
+    }
+
+    /// The server's time now, for a request about to leave; asked of the server first while no answer
+    /// has said it. A server that never sends a `Date` leaves the host's time, said once.
+    pub(super) async fn server_now(&self) -> std::time::SystemTime {
+        let clock = self.client.clock();
+        if clock.now().is_none() {
+            // An error here is the create's to meet, as its own.
+            let _ = self.client.read_clock().await;
+            if clock.now().is_none() && !self.clockless.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    "the server's answers carry no Date: requests are recorded in the host's time, and an uncertain \
+                     request is found only if the host's clock agrees with the server's"
+                );
+            }
+        }
+        clock.now_or_host()
     }
 
     pub(super) fn index(&self) -> std::sync::MutexGuard<'_, Index> {

@@ -5,6 +5,7 @@
 //! counts (`/__sandbox/stats`) that let a test prove "one link per row" and "never over the limit" from the
 //! server's side. It owns its own accept loop so that `drop-after-commit` can close a connection with no answer.
 
+mod clock;
 pub mod mail;
 mod routes;
 pub mod rules;
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tower_service::Service;
 
 use crate::rate::Rate;
+pub use clock::parse_offset;
 pub use store::{ApiFault, Stats, Team, Template, WindowStats, default_teams};
 
 /// A fault the sandbox can inject, each with its own probability.
@@ -207,6 +209,8 @@ pub struct SandboxConfig {
     pub smtp_login: Option<(String, String)>,
     /// With `tls`: the mail catcher speaks TLS from the first byte (as port 465 does), not STARTTLS.
     pub smtps: bool,
+    /// The server's clock, this many milliseconds from the host's (negative: behind).
+    pub clock_offset_ms: i64,
 }
 
 impl Default for SandboxConfig {
@@ -227,6 +231,7 @@ impl Default for SandboxConfig {
             smtp_addr: None,
             smtp_login: None,
             smtps: false,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -252,6 +257,8 @@ struct Shared {
     config: SandboxConfig,
     /// The messages the mail catcher kept.
     mail: Mutex<Vec<mail::Caught>>,
+    /// The server's time.
+    clock: clock::Clock,
 }
 
 impl Shared {
@@ -304,7 +311,8 @@ impl Sandbox {
         store.active_links = config.active_links;
         let smtp = TcpListener::bind(config.smtp_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         let smtp_port = smtp.local_addr()?.port();
-        let shared = Arc::new(Shared { store: Mutex::new(store), config, mail: Mutex::new(Vec::new()) });
+        let clock = clock::Clock::new(config.clock_offset_ms);
+        let shared = Arc::new(Shared { store: Mutex::new(store), config, mail: Mutex::new(Vec::new()), clock });
         let (stop, stopped) = watch::channel(false);
         let mail_tls = shared.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let mail_task = tokio::spawn(mail::serve(smtp, shared.clone(), mail_tls, stopped.clone()));

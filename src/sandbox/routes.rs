@@ -4,7 +4,7 @@
 //! Nothing here answers 500 unless a 500 fault was drawn: a malformed request is the client's error (400).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -34,8 +34,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/external/templates/{id}", get(get_template))
         .route("/external/{team_id}/links", get(list_plus))
         .route("/external/{team_id}/templates", get(list_templates))
+        .route("/", get(root))
         .route("/__sandbox/stats", get(stats))
         .route("/__sandbox/mail", get(mail))
+        .route("/__sandbox/clock", get(clock).post(set_clock))
         .route("/__sandbox/links/{id}/pay", post(pay))
         .route("/__sandbox/links/{id}/refund", post(refund))
         .route("/pay/{id}", get(payment_page))
@@ -240,23 +242,23 @@ async fn create_classic(
 ) -> Response {
     let gate = admitted!(s, headers, Api::Classic, true);
     let outcome =
-        fields(&headers, &body).and_then(|f| s.store().create_classic(&gate.key, &f, gate.profile, SystemTime::now()));
+        fields(&headers, &body).and_then(|f| s.store().create_classic(&gate.key, &f, gate.profile, s.clock.now()));
     after_commit(&s, gate.fault, outcome, kill).await
 }
 
 async fn list_classic(State(s): Sandbox, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.profile, SystemTime::now())))
+    result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.profile, s.clock.now())))
 }
 
 async fn get_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(s.store().get_classic(&gate.key, &id, gate.profile, SystemTime::now()))
+    result(s.store().get_classic(&gate.key, &id, gate.profile, s.clock.now()))
 }
 
 async fn update_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(fields(&headers, &body).and_then(|f| s.store().update_classic(&gate.key, &id, &f, SystemTime::now())))
+    result(fields(&headers, &body).and_then(|f| s.store().update_classic(&gate.key, &id, &f, s.clock.now())))
 }
 
 async fn link_charges(
@@ -266,12 +268,12 @@ async fn link_charges(
     RawQuery(query): RawQuery,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(list_query(query).and_then(|q| s.store().link_charges(&gate.key, &id, &q, SystemTime::now())))
+    result(list_query(query).and_then(|q| s.store().link_charges(&gate.key, &id, &q, s.clock.now())))
 }
 
 async fn delete_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
-    result(s.store().delete_classic(&gate.key, &id, gate.profile, SystemTime::now()))
+    result(s.store().delete_classic(&gate.key, &id, gate.profile, s.clock.now()))
 }
 
 async fn create_plus(
@@ -281,7 +283,7 @@ async fn create_plus(
     body: Bytes,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Plus, true);
-    let outcome = fields(&headers, &body).and_then(|f| s.store().create_plus(&gate.key, &f, SystemTime::now()));
+    let outcome = fields(&headers, &body).and_then(|f| s.store().create_plus(&gate.key, &f, s.clock.now()));
     after_commit(&s, gate.fault, outcome, kill).await
 }
 
@@ -297,7 +299,7 @@ async fn list_plus(
     RawQuery(query): RawQuery,
 ) -> Response {
     let gate = admitted!(s, headers, Api::Plus, false);
-    result(list_query(query).and_then(|q| s.store().list_plus(&gate.key, &team, &q, SystemTime::now())))
+    result(list_query(query).and_then(|q| s.store().list_plus(&gate.key, &team, &q, s.clock.now())))
 }
 
 async fn get_template(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -319,12 +321,37 @@ async fn mail(State(s): Sandbox) -> Response {
     Json(s.mailbox().clone()).into_response()
 }
 
+/// `GET /__sandbox/clock`: the server's time and its offset from the host's.
+async fn clock(State(s): Sandbox) -> Response {
+    let now = humantime::format_rfc3339_millis(s.clock.now()).to_string();
+    Json(serde_json::json!({ "now": now, "offset_ms": s.clock.offset_ms() })).into_response()
+}
+
+/// `POST /__sandbox/clock?offset=-1h`: moves the server's clock to that offset from the host's, as a host
+/// whose clock is stepped sees it.
+async fn set_clock(State(s): Sandbox, RawQuery(query): RawQuery) -> Response {
+    let offset = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "offset").map(|(_, v)| v.into_owned())
+    });
+    match offset.as_deref().map(super::clock::parse_offset) {
+        Some(Ok(ms)) => {
+            s.clock.set(ms);
+            clock(State(s)).await
+        }
+        Some(Err(e)) => answer(400, serde_json::json!({ "object": "error", "code": "bad_request", "message": e })),
+        None => answer(
+            400,
+            serde_json::json!({ "object": "error", "code": "bad_request", "message": "give ?offset=DURATION" }),
+        ),
+    }
+}
+
 async fn pay(State(s): Sandbox, Path(id): Path<String>) -> Response {
-    result(s.store().pay(&id, SystemTime::now()))
+    result(s.store().pay(&id, s.clock.now()))
 }
 
 async fn refund(State(s): Sandbox, Path(id): Path<String>) -> Response {
-    result(s.store().refund(&id, SystemTime::now()))
+    result(s.store().refund(&id, s.clock.now()))
 }
 
 async fn payment_page(Path(id): Path<String>) -> Html<String> {
@@ -335,6 +362,11 @@ async fn payment_page(Path(id): Path<String>) -> Html<String> {
     ))
 }
 
+/// `GET /`: what a client asking only for the server's `Date` gets.
+async fn root() -> Response {
+    Json(serde_json::json!({ "object": "sandbox", "links": "/links", "links_plus": "/external/links" })).into_response()
+}
+
 async fn unknown_route() -> Response {
     refuse(ApiFault::not_found("the requested resource"))
 }
@@ -343,8 +375,14 @@ async fn unknown_route() -> Response {
 /// create is stored as soon as it arrives and only its answer is slow: a client that times out and then looks
 /// for the link finds it, as it would on a server that commits before it answers.
 async fn count_answers(State(s): Sandbox, request: Request, next: Next) -> Response {
-    let internal = request.uri().path().starts_with("/__sandbox");
-    let response = next.run(request).await;
+    // The root answers a client asking the time (`Client::read_clock`): not an API request.
+    let internal = request.uri().path().starts_with("/__sandbox") || request.uri().path() == "/";
+    let mut response = next.run(request).await;
+    // The server's `Date`, from its own clock (hyper would write the host's).
+    let date = httpdate::fmt_http_date(s.clock.now());
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, value);
+    }
     if !internal {
         s.store().count_response(response.status().as_str());
         // Jitter draws from its own generator: the seeded one keeps its fault sequence.
