@@ -62,9 +62,9 @@ pub struct InputSpec {
 pub struct LinkSpec {
     /// Amount template.
     pub amount: String,
-    /// Whether the amount is in minor or major units.
+    /// Whether the amount is in minor or major units; required when the amount comes from a column.
     #[serde(default)]
-    pub amount_unit: AmountUnit,
+    pub amount_unit: Option<AmountUnit>,
     /// Currency (required for classic links; Links+ defaults to the template's).
     pub currency: Option<String>,
     /// Classic: title.
@@ -348,6 +348,7 @@ path = "x.csv"
 key = "{id}"
 [link]
 amount = "{amount}"
+amount_unit = "minor"
 currency = "thb"
 title = "{title}"
 description = "d"

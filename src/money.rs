@@ -43,6 +43,26 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// A minor-unit amount as a customer reads it, thousands grouped: `120000` THB → `1,200.00 THB`.
+    pub fn display(&self, minor: u64) -> String {
+        let major = self.format_major(minor);
+        let (whole, fraction) = major.split_once('.').map_or((major.as_str(), None), |(w, f)| (w, Some(f)));
+        let mut grouped = String::new();
+        for (i, digit) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if let Some(fraction) = fraction {
+            grouped.push('.');
+            grouped.push_str(fraction);
+        }
+        format!("{grouped} {}", self.code.to_ascii_uppercase())
+    }
+}
+
 /// Which unit an amount column is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -196,6 +216,10 @@ mod tests {
     #[test]
     fn major_units_convert_exactly_by_exponent() {
         assert_eq!(parse_amount("1500.00", AmountUnit::Major, thb()), Ok(150_000));
+        assert_eq!(thb().display(120_000), "1,200.00 THB");
+        assert_eq!(thb().display(1_200), "12.00 THB");
+        assert_eq!(thb().display(123_456_789), "1,234,567.89 THB");
+        assert_eq!(Currency::find("jpy").unwrap().display(1_200), "1,200 JPY");
         assert_eq!(parse_amount("1500.5", AmountUnit::Major, thb()), Ok(150_050));
         assert_eq!(parse_amount("0.07", AmountUnit::Major, thb()), Ok(7));
         assert_eq!(parse_amount("1500", AmountUnit::Major, Currency::find("jpy").unwrap()), Ok(1500));

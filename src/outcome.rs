@@ -110,7 +110,12 @@ impl From<LedgerError> for Outcome {
         match e {
             // A ledger that cannot be opened or created is a path to fix: nothing was sent.
             LedgerError::Io { .. } | LedgerError::NotALedger(_) => Outcome::refused(e),
-            LedgerError::Locked(_) | LedgerError::Corrupt { .. } | LedgerError::Mismatch { .. } => Outcome::aborted(e),
+            // Written to, or moved, while the run went on: requests may have left.
+            LedgerError::Write { .. }
+            | LedgerError::Moved { .. }
+            | LedgerError::Locked(_)
+            | LedgerError::Corrupt { .. }
+            | LedgerError::Mismatch { .. } => Outcome::aborted(e),
         }
     }
 }
@@ -152,6 +157,9 @@ mod tests {
         let io = LedgerError::Io { path: path.clone(), source: std::io::Error::other("denied") };
         assert_eq!(Outcome::from(io).code(), 2);
         assert_eq!(Outcome::from(LedgerError::Locked(path.clone())).code(), 3);
+        let write = LedgerError::Write { path: path.clone(), source: std::io::Error::other("no space") };
+        assert_eq!(Outcome::from(write).code(), 3, "a write fails only once the run went ahead");
+        assert_eq!(Outcome::from(LedgerError::Moved { path: path.clone(), why: "was removed" }).code(), 3);
         let corrupt = LedgerError::Corrupt { path, line: 4, reason: "not JSON".into() };
         assert_eq!(Outcome::from(corrupt).code(), 3);
     }

@@ -19,6 +19,19 @@ pub const COLUMNS: [&str; 10] =
 /// Columns a job with `[deliver]` adds, after the job's extra columns.
 pub const DELIVERY_COLUMNS: [&str; 3] = ["delivery", "delivered_at", "delivery_reply"];
 
+/// The header an output has: the fixed columns, the job's own, then delivery's when the job delivers (and
+/// after them a refresh's payment columns).
+pub fn header(extra_columns: &[String], delivery: bool) -> Vec<String> {
+    let delivery = DELIVERY_COLUMNS.iter().take(if delivery { DELIVERY_COLUMNS.len() } else { 0 });
+    COLUMNS
+        .iter()
+        .copied()
+        .chain(extra_columns.iter().map(String::as_str))
+        .chain(delivery.copied())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Columns `refresh` adds, per API (`link_status` for Links+: the output already has a `status` column, the
 /// row's).
 pub fn refresh_columns(api: ApiKind) -> &'static [&'static str] {
@@ -160,9 +173,8 @@ impl OutputWriter {
             temporary,
             row: Vec::new(),
         };
-        let delivery = DELIVERY_COLUMNS.iter().copied().take(writer.delivery_columns);
-        let header = COLUMNS.iter().copied().chain(extra_columns.iter().map(String::as_str)).chain(delivery);
-        writer.write_cells(header.chain(refresh_columns.iter().copied()))?;
+        let header = self::header(extra_columns, delivery);
+        writer.write_cells(header.iter().map(String::as_str).chain(refresh_columns.iter().copied()))?;
         Ok(writer)
     }
 

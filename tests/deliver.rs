@@ -295,7 +295,7 @@ fn torture_job(world: &World) -> String {
     std::fs::write(&input, text).unwrap();
     let job = format!(
         "name = \"mail-torture\"\n[api]\nkind = \"links\"\ntimeout = \"400ms\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n\
-         [link]\namount = \"{{amount}}\"\ncurrency = \"thb\"\ntitle = \"Item {{id}}\"\ndescription = \"d\"\n\
+         [link]\namount = \"{{amount}}\"\namount_unit = \"minor\"\ncurrency = \"thb\"\ntitle = \"Item {{id}}\"\ndescription = \"d\"\n\
          [limits]\nrates = []\nconcurrency = 8\n[retry]\nattempts = 30\nbase_delay = \"20ms\"\nmax_delay = \"200ms\"\n\
          [deliver]\nto = \"{{email}}\"\nfrom = \"shop@example.com\"\nsubject = \"Your link {{id}}\"\n\
          text = \"{{payment_uri}}\"\nsmtp = \"smtp://127.0.0.1:{}\"\nrates = [\"150/s\"]\n",

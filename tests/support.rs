@@ -288,6 +288,13 @@ impl JobFile {
         self
     }
 
+    /// Removes a field the sample has.
+    pub(crate) fn remove(mut self, path: &str) -> JobFile {
+        let (table, field) = Self::parent(&mut self.table, path, false);
+        assert!(table.remove(&field).is_some(), "the sample job has no `{path}` to remove");
+        self
+    }
+
     /// Adds a field (and its table) the sample does not have.
     pub(crate) fn add(mut self, path: &str, value: impl Into<toml::Value>) -> JobFile {
         let (table, field) = Self::parent(&mut self.table, path, true);

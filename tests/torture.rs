@@ -47,7 +47,7 @@ fn write_job(world: &World, kind: &str) {
     };
     let job = format!(
         "name = \"torture\"\n[api]\nkind = \"{kind}\"\ntimeout = \"400ms\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n\
-         [link]\namount = \"{{amount}}\"\n{link}[limits]\nrates = []\nconcurrency = 8\n\
+         [link]\namount = \"{{amount}}\"\namount_unit = \"minor\"\n{link}[limits]\nrates = []\nconcurrency = 8\n\
          [retry]\nattempts = 30\nbase_delay = \"20ms\"\nmax_delay = \"200ms\"\n",
         world.path("rows.csv").display()
     );

@@ -60,6 +60,10 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
     if let Some(cap) = plan.active_links() {
         let _ = writeln!(out, "  active links:     {} once run (the account holds at most {cap})", survey.active_links);
     }
+    let amounts = first_amounts(&plan);
+    if !amounts.is_empty() {
+        let _ = writeln!(out, "  amounts:          {} (as a customer sees them)", amounts.join(", "));
+    }
     for e in rejections.iter().take(20) {
         let _ = writeln!(out, "  line {}: {}: {}", e.line, e.field, e.reason);
     }
@@ -70,6 +74,26 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
     runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
     let unwritable = if plan.deliver().is_some() { validate_mail(&plan, args.sandbox).await? } else { 0 };
     Ok(Outcome::complete_if(survey.rejected + survey.conflict + unwritable == 0))
+}
+
+/// The first rows' amounts as the payment page shows them (`line 2: 1,200.00 THB`), so a unit or a column
+/// read wrongly shows before anything is sent.
+fn first_amounts(plan: &Plan) -> Vec<String> {
+    let Ok(mut reader) = plan.reader() else { return Vec::new() };
+    let mut amounts = Vec::new();
+    while let Some(record) = reader.next_record() {
+        let Ok(row) = record.map_err(|_| ()).and_then(|r| plan.row(&r).map_err(|_| ())) else { continue };
+        let amount = row.request.amount();
+        let shown = match row.request.currency().and_then(crate::money::Currency::find) {
+            Some(currency) => currency.display(amount),
+            None => format!("{amount} (the template's currency, smallest unit)"),
+        };
+        amounts.push(format!("line {}: {shown}", row.line));
+        if amounts.len() == 3 {
+            break;
+        }
+    }
+    amounts
 }
 
 /// `validate` of a job with `[deliver]`: every row's message written (with stand-in link fields), then the

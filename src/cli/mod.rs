@@ -414,6 +414,7 @@ fn overrides(job: &JobArgs, output: Option<PathBuf>, limits: &[Limit], extra: Ov
         ledger: job.ledger.clone(),
         vars: job.vars.iter().map(|v| (v.name.clone(), v.value.clone())).collect(),
         limits: Limit::windows(limits),
+        job: Some(job.job.clone()),
         ..extra
     }
 }

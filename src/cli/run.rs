@@ -112,7 +112,8 @@ async fn send(
     let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
     let options = RunOptions { progress: !quiet, work, draft, input };
     let summary = tokio::select! {
-        summary = runner::run(plan, client, book, survey, stop, options) => summary.map_err(Outcome::Refused)?,
+        // Past the start mark requests may have left: a failure here is the run's (exit 3), never exit 2.
+        summary = runner::run(plan, client, book, survey, stop, options) => summary.map_err(Outcome::Aborted)?,
         // A second signal, or requests in flight past their grace: quit now. Every intent is on disk.
         _ = &mut signals => return Ok(Outcome::Interrupted),
     };

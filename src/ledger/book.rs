@@ -21,6 +21,11 @@ impl Book {
         Book { ledger, index: Mutex::new(index), back }
     }
 
+    /// Whether the ledger's path still holds the file this book writes ([`Ledger::check_in_place`]).
+    pub fn check_in_place(&self) -> Result<(), LedgerError> {
+        self.ledger.check_in_place()
+    }
+
     /// Events read back from the file at the index's offsets.
     pub fn read_back(&self) -> &ReadBack {
         &self.back

@@ -64,6 +64,29 @@ pub enum LedgerError {
         /// Why.
         source: std::io::Error,
     },
+    /// A line could not be written (a full disk, a quota, an I/O error): the file was cut back to its last
+    /// whole line and nothing more is written to it this run.
+    #[error(
+        "cannot write the ledger {path}: {source}. The run stopped at once and the ledger keeps every line written \
+         before; rows not sent stay pending. Free space (or fix the cause), then run again"
+    )]
+    Write {
+        /// Ledger path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The ledger file was removed or replaced while a run held it.
+    #[error(
+        "the ledger {path} {why} during the run: nothing more was sent, and the output was not written. Put the \
+         ledger back at {path} (every event of this run went to the file that was there), then run again"
+    )]
+    Moved {
+        /// Ledger path.
+        path: PathBuf,
+        /// What happened to it.
+        why: &'static str,
+    },
     /// The file is not a ledger: it is left as it is, never written over.
     #[error(
         "{0} is not a linkbatch ledger (its first line is no ledger header); it was left untouched: name another --ledger"

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{JobSpec, LinkSpec};
-use crate::money::Currency;
+use crate::money::{AmountUnit, Currency};
 use crate::rate::{Rate, parse_duration};
 use crate::template::Template;
 use crate::terms::ApiKind;
@@ -47,8 +47,15 @@ impl Plan {
         {
             return Err(PlanError::Currency(currency.to_string()));
         }
+        let unit_unstated = spec.link.amount_unit.is_none() && !amount.is_literal();
+        let amount_source = spec.link.amount.clone();
         let (output_path, ledger_path) = paths(&spec, overrides);
         check_paths(&input_path, &output_path, &ledger_path)?;
+        if let Some(job) = &overrides.job {
+            check_not_job(job, &output_path, &ledger_path)?;
+        }
+        let header = crate::output::header(&spec.output.columns, deliver.is_some());
+        check_output_target(&output_path, &header, overrides.output.is_some())?;
         let plan = Plan {
             endpoint: Endpoint::new(&spec, overrides)?,
             input_path,
@@ -68,10 +75,15 @@ impl Plan {
             vars,
             key,
             amount,
-            amount_unit: spec.link.amount_unit,
+            // Provisional while unstated: the plan is refused below before anyone can run it.
+            amount_unit: spec.link.amount_unit.unwrap_or(AmountUnit::Minor),
             link,
             name: spec.name,
         };
+        if unit_unstated {
+            let readings = plan.amount_readings(&mut reader);
+            return Err(PlanError::AmountUnit { amount: amount_source, readings });
+        }
         Ok((plan, reader))
     }
 }
@@ -319,6 +331,56 @@ fn check_paths(input: &Path, output: &Path, ledger: &Path) -> Result<(), PlanErr
     Ok(())
 }
 
+/// Neither the output nor the ledger is the job file.
+fn check_not_job(job: &Path, output: &Path, ledger: &Path) -> Result<(), PlanError> {
+    let job_c = canonical(job);
+    for (what, path) in [("output", output), ("ledger", ledger)] {
+        if canonical(path) == job_c {
+            return Err(PlanError::Paths(format!(
+                "the {what} {} is the job file: it would be overwritten; nothing was sent and no file was changed",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The output is written over only when it is this job's: absent or empty, or a CSV whose header is
+/// linkbatch's (its first columns `line,key,status,…`); at a path `--output` names, the very header this
+/// job writes. Anything else is a file of the user's (a report, a ledger, another job's output), and is
+/// never touched.
+fn check_output_target(output: &Path, header: &[String], given: bool) -> Result<(), PlanError> {
+    let Ok(meta) = std::fs::metadata(output) else { return Ok(()) };
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let found: Option<Vec<String>> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(output)
+        .ok()
+        .and_then(|mut r| r.records().next())
+        .and_then(Result::ok)
+        .map(|r| r.iter().map(|c| c.trim_start_matches('\u{feff}').to_owned()).collect());
+    let ours = found.as_ref().is_some_and(|found| {
+        let linkbatch = found.len() >= crate::output::COLUMNS.len()
+            && found.iter().zip(crate::output::COLUMNS).all(|(f, c)| f == c);
+        linkbatch && (!given || found.starts_with(header))
+    });
+    if ours {
+        return Ok(());
+    }
+    let what = if found.is_none() {
+        "is not a CSV file"
+    } else {
+        "is not an output of this job (its header is not the one this job writes)"
+    };
+    Err(PlanError::Paths(format!(
+        "the output {} exists and {what}: nothing was sent and the file was not changed. Name a new file with \
+         --output, or move this one away",
+        output.display()
+    )))
+}
+
 fn rates(spec: &JobSpec, overrides: &Overrides) -> Result<Vec<Rate>, PlanError> {
     match &overrides.limits {
         Some(rates) => Ok(rates.clone()),
@@ -356,9 +418,12 @@ fn paths(spec: &JobSpec, overrides: &Overrides) -> (PathBuf, PathBuf) {
         .clone()
         .or(spec.output.path.clone())
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
+    // The ledger belongs to the job: derived from the job's own output path, never from `--output`, so
+    // writing the CSV elsewhere never starts a second ledger (and a second link for every row).
     let ledger = overrides.ledger.clone().or(spec.output.ledger.clone()).unwrap_or_else(|| {
-        let stem = output.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
-        output.with_file_name(format!("{stem}.ledger.jsonl"))
+        let own = spec.output.path.clone().unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
+        let stem = own.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+        own.with_file_name(format!("{stem}.ledger.jsonl"))
     });
     let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
     (trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger))
@@ -582,5 +647,31 @@ mod tests {
         let plan = plan_with(|_| {}, given).unwrap();
         assert_eq!(plan.ledger_path(), std::path::Path::new("l.jsonl"));
         assert_eq!(plan.output_path(), std::path::Path::new("out/t.sandbox.csv"));
+    }
+
+    #[test]
+    fn the_ledger_is_the_jobs_wherever_the_output_goes() {
+        let elsewhere =
+            Overrides { output: Some("/tmp/linkbatch-elsewhere/report.csv".into()), ..Overrides::default() };
+        let plan = plan_with(|_| {}, elsewhere).unwrap();
+        assert_eq!(plan.output_path(), std::path::Path::new("/tmp/linkbatch-elsewhere/report.csv"));
+        assert_eq!(plan.ledger_path(), std::path::Path::new("out/t.ledger.jsonl"));
+        let own = plan_with(|s| s.output.path = Some("monthly/dec.csv".into()), Overrides::default()).unwrap();
+        assert_eq!(own.ledger_path(), std::path::Path::new("monthly/dec.ledger.jsonl"));
+    }
+
+    #[test]
+    fn an_amount_from_a_column_needs_its_unit() {
+        let error = plan_with(|s| s.link.amount_unit = None, Overrides::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "[link] amount_unit is required when the amount comes from a column ({amount}), and line 2's `100` is \
+             1.00 THB as \"minor\" but 100.00 THB as \"major\": add amount_unit = \"minor\" or \"major\" to [link]; \
+             nothing was sent"
+        );
+        // A fixed amount says its own unit: minor, as the API takes it.
+        assert!(
+            plan_with(|s| (s.link.amount_unit, s.link.amount) = (None, "990".into()), Overrides::default()).is_ok()
+        );
     }
 }

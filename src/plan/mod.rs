@@ -57,6 +57,8 @@ pub struct Overrides {
     pub base_url: Option<String>,
     /// `--concurrency`.
     pub concurrency: Option<usize>,
+    /// The job file itself, which no output or ledger may be written over.
+    pub job: Option<PathBuf>,
     /// `--sandbox`: the job's output and ledger get a `.sandbox` name beside the real ones (paths given
     /// with `--output` or `--ledger` are kept), so trials never share a ledger with real runs.
     pub sandbox: bool,
@@ -87,6 +89,28 @@ impl RetryPolicy {
             .with_max_times(self.attempts.saturating_sub(1) as usize)
             .with_jitter()
             .build()
+    }
+}
+
+/// One row's amount read as minor and as major units, as a customer would see each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmountReadings {
+    /// The input line.
+    pub line: u64,
+    /// The amount as the row writes it.
+    pub text: String,
+    /// Read in minor units (`12.00 THB`).
+    pub minor: String,
+    /// Read in major units (`1,200.00 THB`).
+    pub major: String,
+}
+
+impl AmountReadings {
+    fn sentence(&self) -> String {
+        format!(
+            ", and line {}'s `{}` is {} as \"minor\" but {} as \"major\"",
+            self.line, self.text, self.minor, self.major
+        )
     }
 }
 
@@ -151,6 +175,19 @@ pub enum PlanError {
         column: String,
         /// The input's columns.
         columns: Vec<String>,
+    },
+    /// The amount comes from a column and the job does not say in which unit it is written. Money is
+    /// stated, never assumed: `1200` is 12.00 THB in minor units and 1,200.00 THB in major.
+    #[error(
+        "[link] amount_unit is required when the amount comes from a column ({amount}){reading}: add amount_unit = \
+         \"minor\" or \"major\" to [link]; nothing was sent",
+        reading = readings.as_ref().map(AmountReadings::sentence).unwrap_or_default()
+    )]
+    AmountUnit {
+        /// The amount's template, as written.
+        amount: String,
+        /// The first row's amount read both ways, when the first row could be read.
+        readings: Option<AmountReadings>,
     },
     /// A fixed currency that is not supported.
     #[error("[link] currency `{0}` is not supported ({list})", list = Currency::list())]

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{
-    FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_PLUS_NAME, MAX_TITLE, MIN_PLUS_AMOUNT, Plan, check_webhook,
+    AmountReadings, FieldSource, LinkTemplates, MAX_DESCRIPTION, MAX_PLUS_NAME, MAX_TITLE, MIN_PLUS_AMOUNT, Plan,
+    check_webhook,
 };
 use crate::digest::{BuildDigestHasher, Digest};
 use crate::input::Record;
@@ -163,6 +164,28 @@ impl Plan {
     /// Turns one record into a request, or says which field is wrong.
     pub fn row(&self, record: &Record) -> Result<PlannedRow, RowError> {
         self.row_reusing(record, None)
+    }
+
+    /// The first readable record's amount read in both units, for a job that does not say which
+    /// (`PlanError::AmountUnit`); `None` when no record, amount or currency can be read.
+    pub(super) fn amount_readings(&self, reader: &mut crate::input::InputReader) -> Option<AmountReadings> {
+        let record = reader.next_record()?.ok()?;
+        let cells = Cells { plan: self, record: &record, key: None, extra: &[] };
+        let currency = match &self.link {
+            LinkTemplates::Classic { currency, .. } => Some(currency),
+            LinkTemplates::Plus { currency, .. } => currency.as_ref(),
+        }?;
+        let currency = cells.currency(currency, &mut String::new()).ok()?;
+        let text = cells.render("amount", &self.amount).ok()?;
+        let minor = parse_amount(&text, AmountUnit::Minor, currency).ok().map(|a| currency.display(a));
+        let major = parse_amount(&text, AmountUnit::Major, currency).ok().map(|a| currency.display(a));
+        let unreadable = || "not an amount".to_owned();
+        Some(AmountReadings {
+            line: record.line,
+            minor: minor.unwrap_or_else(unreadable),
+            major: major.unwrap_or_else(unreadable),
+            text,
+        })
     }
 
     /// A row the input could read only in part (`reason`): named by its key when the key's columns were

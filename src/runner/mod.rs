@@ -215,8 +215,12 @@ impl Producer {
         let mut reader = shared.plan.reader()?;
         // The file at the input's path is checked before each row goes to a worker (a stat beside a request
         // costs nothing), so no row read from another file is ever sent.
-        let changed =
-            || input_changed(&shared.plan, self.input.as_ref()).inspect(|why| shared.abort(why.clone())).is_some();
+        // So is the ledger: lines written into a file removed from under the run reach no later run.
+        let changed = || {
+            let why = input_changed(&shared.plan, self.input.as_ref())
+                .or_else(|| shared.book.check_in_place().err().map(|e| e.to_string()));
+            why.inspect(|why| shared.abort(why.clone())).is_some()
+        };
         for_each_row(&shared.plan, &mut reader, None, |row| {
             let Ok(row) = row else {
                 return !shared.stop.is_stopped();
@@ -257,7 +261,9 @@ async fn finish(
     started: Instant,
     input: Option<crate::input::Stamp>,
 ) -> anyhow::Result<Summary> {
-    let changed = input_changed(&shared.plan, input.as_ref());
+    // The input read is the input, and the ledger written is the ledger at its path: else no output.
+    let changed = input_changed(&shared.plan, input.as_ref())
+        .or_else(|| shared.book.check_in_place().err().map(|e| e.to_string()));
     if let Some(why) = &changed {
         shared.abort(why.clone());
     }
@@ -272,11 +278,16 @@ async fn finish(
         // (and its file with it).
         _ if changed.is_some() => (std::collections::BTreeMap::new(), None),
         // Drafted as of `start_line`, and nothing was sent since.
-        Some(draft) => draft.finish()?,
-        None => write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())?,
+        Some(draft) => draft.finish().map_err(|e| first_cause(aborted.as_ref(), e))?,
+        None => write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())
+            .map_err(|e| first_cause(aborted.as_ref(), e))?,
     };
     if changed.is_none() {
-        record_output(&shared.book, shared.plan.output_path()).await?;
+        let recorded = record_output(&shared.book, shared.plan.output_path()).await;
+        // A ledger that failed already said so, and the summary still says what was made.
+        if aborted.is_none() {
+            recorded?;
+        }
     }
     Ok(Summary {
         output_written: changed.is_none(),
@@ -289,6 +300,15 @@ async fn finish(
         elapsed: started.elapsed(),
         pace,
     })
+}
+
+/// An error met after the run was aborted comes second to the abort's reason (a full disk stops the ledger
+/// first, then the output): the first cause is the one a user acts on.
+fn first_cause(aborted: Option<&String>, error: anyhow::Error) -> anyhow::Error {
+    match aborted {
+        Some(reason) => anyhow::anyhow!("{reason}; then the output could not be written either: {error:#}"),
+        None => error,
+    }
 }
 
 /// What the summary says of the rates, when they were not the job's.

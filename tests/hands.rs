@@ -1,0 +1,125 @@
+//! The user's own hands: a flag pointed at the wrong file, a field left out. Each refusal is exit 2 with
+//! nothing sent and no file changed; the ledger is the job's wherever `--output` writes the CSV.
+
+use crate::support::{JobFile, World, count, requests, statuses};
+
+/// The event-tickets job with its output (and so its own ledger) in the scratch directory.
+fn tickets(world: &World) -> String {
+    let output = world.path("tickets.csv");
+    JobFile::sample("event-tickets").set("output.path", output.to_str().unwrap()).write(world, "tickets.toml")
+}
+
+fn run(world: &World, job: &str, extra: &[&str]) -> crate::support::Cmd {
+    let base = world.base_url();
+    let mut args = vec!["run", job, "--base-url", &base];
+    args.extend(extra);
+    world.linkbatch(&args)
+}
+
+#[test]
+fn output_elsewhere_keeps_the_jobs_ledger() {
+    let world = World::new();
+    let job = tickets(&world);
+    run(&world, &job, &[]).code(0);
+    assert!(world.path("tickets.ledger.jsonl").exists(), "the job's ledger is beside its own output");
+    let served = requests(&world.stats());
+    let elsewhere = world.path("report-2026.csv");
+    run(&world, &job, &["--output", elsewhere.to_str().unwrap()]).code(0);
+    assert_eq!(requests(&world.stats()), served, "nothing was sent again");
+    assert_eq!(world.stats().links_held, 5);
+    let rows = crate::support::read_csv(&elsewhere);
+    assert_eq!(count(&rows, "existing"), 5, "{:?}", statuses(&rows));
+    assert!(!world.path("report-2026.ledger.jsonl").exists(), "--output started no ledger of its own");
+}
+
+#[test]
+fn output_never_writes_over_a_file_that_is_not_this_jobs() {
+    let world = World::new();
+    let job = tickets(&world);
+    run(&world, &job, &[]).code(0);
+    let served = requests(&world.stats());
+    let report = world.path("report.csv");
+    std::fs::write(&report, "month,revenue\n2026-11,120000\n").unwrap();
+    let input = format!("{}/samples/tickets.csv", env!("CARGO_MANIFEST_DIR"));
+    let ledger = world.path("tickets.ledger.jsonl");
+    let cases = [
+        (
+            report.to_str().unwrap().to_owned(),
+            format!(
+                "error: the output {} exists and is not an output of this job (its header is not the one this job \
+             writes): nothing was sent and the file was not changed. Name a new file with --output, or move this \
+             one away",
+                report.display()
+            ),
+        ),
+        (
+            job.clone(),
+            format!(
+                "error: the output {job} is the job file: it would be overwritten; nothing was sent and no file was changed"
+            ),
+        ),
+        (
+            input.clone(),
+            format!(
+                "error: the output {input} is the input: it would be overwritten; nothing was sent and no file was changed"
+            ),
+        ),
+        (
+            ledger.to_str().unwrap().to_owned(),
+            format!(
+                "error: the output and the ledger are the same file ({}): give each its own; nothing was sent and no \
+             file was changed",
+                ledger.display()
+            ),
+        ),
+    ];
+    for (target, error) in cases {
+        let before = std::fs::read(&target).unwrap();
+        let outcome = run(&world, &job, &["--output", &target]).code(2);
+        assert_eq!(outcome.error(), error, "--output {target}");
+        assert_eq!(std::fs::read(&target).unwrap(), before, "{target} is byte for byte the same");
+    }
+    // Another job's ledger named as the output: not a CSV of this job's either.
+    let other = world.path("other.ledger.jsonl");
+    std::fs::copy(&ledger, &other).unwrap();
+    let before = std::fs::read(&other).unwrap();
+    let outcome = run(&world, &job, &["--output", other.to_str().unwrap()]).code(2);
+    assert!(outcome.error().starts_with(&format!("error: the output {} exists and is not", other.display())));
+    assert_eq!(std::fs::read(&other).unwrap(), before);
+    assert_eq!(requests(&world.stats()), served, "no refusal sent a request");
+}
+
+#[test]
+fn an_amount_column_without_its_unit_is_refused_with_both_readings() {
+    let world = World::new();
+    let input = world.path("tickets.csv");
+    let sample = std::fs::read_to_string(format!("{}/samples/tickets.csv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    std::fs::write(&input, sample.replace("1200.00", "1200")).unwrap();
+    let job = JobFile::sample("event-tickets")
+        .remove("link.amount_unit")
+        .set("input.path", input.to_str().unwrap())
+        .set("output.path", world.path("out.csv").to_str().unwrap())
+        .write(&world, "tickets.toml");
+    let expected = "error: [link] amount_unit is required when the amount comes from a column ({price}), and line \
+                    2's `1200` is 12.00 THB as \"minor\" but 1,200.00 THB as \"major\": add amount_unit = \"minor\" \
+                    or \"major\" to [link]; nothing was sent";
+    let base = world.base_url();
+    for args in [vec!["run", &job, "--base-url", &base], vec!["validate", &job]] {
+        let command = args[0];
+        let outcome = world.linkbatch(&args).code(2);
+        assert_eq!(outcome.error(), expected, "{command}");
+    }
+    assert_eq!(requests(&world.stats()), 0);
+    assert!(!world.path("out.csv").exists());
+}
+
+#[test]
+fn validate_shows_the_first_amounts_as_a_customer_sees_them() {
+    let world = World::new();
+    let outcome = world.linkbatch(&["validate", "jobs/event-tickets.toml"]).code(0);
+    let line = outcome.stdout.lines().find(|l| l.trim_start().starts_with("amounts:")).unwrap_or_default();
+    assert_eq!(
+        line,
+        "  amounts:          line 2: 1,200.00 THB, line 3: 1,800.00 THB, line 4: 4,500.00 THB (as a customer sees them)"
+    );
+}
