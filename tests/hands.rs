@@ -123,3 +123,32 @@ fn validate_shows_the_first_amounts_as_a_customer_sees_them() {
         "  amounts:          line 2: 1,200.00 THB, line 3: 1,800.00 THB, line 4: 4,500.00 THB (as a customer sees them)"
     );
 }
+
+/// Ctrl-C while every worker waits for a rate window: the wait ends at once, the output is written and the
+/// summary said, with nothing in flight.
+#[test]
+fn ctrl_c_during_a_window_wait_stops_within_two_seconds() {
+    let world = World::new();
+    let job = tickets(&world);
+    let running = run(&world, &job, &["--limit", "6/min"]).spawn_capturing();
+    while world.stats().creates < 1 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The next request may leave only 10 s after the first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    running.signal("INT");
+    let outcome = running.finish();
+    let took = asked.elapsed();
+    assert_eq!(outcome.code, 130, "{}", outcome.stderr);
+    assert!(took < std::time::Duration::from_secs(2), "stopped in {took:?}");
+    let rows = crate::support::read_csv(&world.path("tickets.csv"));
+    assert_eq!((count(&rows, "created"), count(&rows, "pending")), (1, 4), "{:?}", statuses(&rows));
+    let summary = outcome.stderr.lines().last().unwrap_or_default();
+    assert!(summary.starts_with("5 rows: 1 created, 4 pending in "), "the summary is said: {summary}");
+    assert!(
+        outcome.stderr.contains("interrupted: requests in flight were finished and recorded"),
+        "{}",
+        outcome.stderr
+    );
+}

@@ -191,6 +191,12 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// Sends it a signal (`INT`, `TERM`) as a shell would.
+    pub(crate) fn signal(&self, name: &str) {
+        let sent = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(sent.success(), "kill -{name}");
+    }
+
     /// Waits for it to end.
     pub(crate) fn finish(self) -> Outcome {
         let output = self.child.wait_with_output().unwrap();

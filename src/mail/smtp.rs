@@ -146,14 +146,19 @@ impl Mailer {
             }
             Security::StartTls | Security::Loopback if offered => {
                 let parameters = tls().map_err(|e| systemic("TLS", &e))?;
-                connection.starttls(parameters, &hello).await.map_err(|e| systemic("STARTTLS", &e))?;
+                let secured = self.within(connection.starttls(parameters, &hello)).await;
+                secured
+                    .ok_or_else(|| refused(format!("no answer to STARTTLS within {:?}", self.timeout)))?
+                    .map_err(|e| systemic("STARTTLS", &e))?;
             }
             _ => {}
         }
         if let Some(credentials) = &self.credentials {
-            connection
-                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await
+            // A server may hold a refused login's reply for a while (against guessing) or never send it:
+            // every reply has the job's timeout, and no answer is the run's problem as a refusal is.
+            let login = self.within(connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)).await;
+            login
+                .ok_or_else(|| refused(format!("no answer to the login within {:?}", self.timeout)))?
                 .map_err(|e| systemic("the login was refused", &e))?;
         }
         self.connection = Some(connection);

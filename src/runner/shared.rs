@@ -278,14 +278,23 @@ impl Shared {
         let probe = if self.verified.load(Ordering::SeqCst) {
             None
         } else {
-            let guard = self.probe.lock().await;
+            let guard = self.until_stopped(self.probe.lock()).await?;
             (!self.verified.load(Ordering::SeqCst)).then_some(guard)
         };
         if self.stop.is_stopped() {
             return None;
         }
-        let at = self.throttle.acquire().await;
+        // A window can hold the next request for minutes (6/min, a full hour): a stop ends the wait at once.
+        let at = self.until_stopped(self.throttle.acquire()).await?;
         (!self.stop.is_stopped()).then_some(Turn { _probe: probe, _outage: outage, at })
+    }
+
+    /// `wait`, unless the run stops first (`None`).
+    pub(super) async fn until_stopped<T>(&self, wait: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            value = wait => Some(value),
+            () = self.stop.stopped() => None,
+        }
     }
 
     /// The turn counted again as its request leaves (after its intent reached the disk).
