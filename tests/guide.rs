@@ -227,3 +227,32 @@ fn the_sandbox_changes_description_and_metadata_only() {
     );
     assert_eq!(patch(&[("amount", "5")]).status, 400, "the guide: other fields cannot change");
 }
+
+/// `breaker = 10` at concurrency 16 against a server that refuses every create: at most 10 refusals reach
+/// it, run after run.
+#[test]
+fn the_breaker_keeps_its_promise_under_load() {
+    for run in 0..20 {
+        // Answers that take their time, each its own, some past the client's timeout: refusals heard in any
+        // order, and some not heard at all (a refusal whose answer is lost still reached the server).
+        let slow = run % 2 == 1;
+        let world = World::with(SandboxConfig {
+            active_links: Some(0),
+            seed: run,
+            latency: std::time::Duration::from_millis(if slow { 250 } else { 5 }),
+            jitter: std::time::Duration::from_millis(if slow { 100 } else { 40 }),
+            ..SandboxConfig::default()
+        });
+        let input = catalog(&world, 60);
+        let job = JobFile::sample("catalog-import")
+            .add("api.timeout", "300ms")
+            .add("retry.base_delay", "20ms")
+            .add("retry.max_delay", "50ms")
+            .write(&world, "c.toml");
+        let args = ["--input", &input, "--limit", "none", "--concurrency", "16"];
+        world.run_job(&job, &args).code(3);
+        let refused = world.stats().requests.get("400").copied().unwrap_or(0);
+        assert!(refused <= 10, "run {run}: {refused} refusals reached the server");
+        assert_eq!(world.stats().creates, 0);
+    }
+}

@@ -14,6 +14,9 @@ pub struct Breaker {
     limit: u32,
     code: Option<String>,
     run: u32,
+    /// Creates since the count began whose answer was lost and whose link reconciliation did not find:
+    /// each may have been a refusal the server counted, so each counts toward the limit.
+    lost: u32,
     /// Turns handed out so far.
     turns: u64,
     /// Turns handed out when the latest refusal was heard: those creates were in flight or done.
@@ -23,22 +26,33 @@ pub struct Breaker {
 impl Breaker {
     /// A breaker that trips after `limit` failures in a row with one code.
     pub fn new(limit: u32) -> Breaker {
-        Breaker { limit, code: None, run: 0, turns: 0, refused: 0 }
+        Breaker { limit, code: None, run: 0, lost: 0, turns: 0, refused: 0 }
     }
 
     /// A create is about to be sent: its place in sending order, and whether it must go alone (a refusal
     /// is being counted, so the count never runs past the limit with requests already in flight).
     pub fn turn(&mut self) -> (u64, bool) {
         self.turns += 1;
-        (self.turns, self.run > 0)
+        (self.turns, self.run + self.lost > 0)
     }
 
     /// The create sent at `turn` got its link (`None`: a link adopted, no create sent): the count starts
     /// again, unless that create was already in flight when the latest refusal was heard.
     pub fn success(&mut self, turn: Option<u64>) {
         if turn.unwrap_or(self.turns + 1) > self.refused {
-            (self.code, self.run) = (None, 0);
+            (self.code, self.run, self.lost) = (None, 0, 0);
         }
+    }
+
+    /// A create's answer was lost and no link was found for it: perhaps a refusal, perhaps never sent.
+    /// Counted toward the limit as a refusal would be (and creates go alone after it), so that lost
+    /// answers cannot carry the refusals that reach the server past the limit; the breaker trips on it only
+    /// once a refusal was heard (lost answers alone are the outage's or the row's, not a refusal's).
+    pub fn lost(&mut self) -> Option<String> {
+        self.lost += 1;
+        self.refused = self.turns;
+        let code = self.code.clone()?;
+        self.tripped(&code)
     }
 
     /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
@@ -49,11 +63,17 @@ impl Breaker {
             (self.code, self.run) = (Some(code.to_owned()), 1);
         }
         self.refused = self.turns;
-        (self.run >= self.limit).then(|| {
+        self.tripped(code)
+    }
+
+    fn tripped(&self, code: &str) -> Option<String> {
+        let lost =
+            if self.lost > 0 { format!(" (and {} more whose answer was lost)", self.lost) } else { String::new() };
+        (self.run + self.lost >= self.limit).then(|| {
             format!(
-                "{} creates in a row were refused with `{code}`: every row would be, so dispatch stopped and the rows \
-                 not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a field \
-                 every row gets wrong), then run again",
+                "{} creates in a row were refused with `{code}`{lost}: every row would be, so dispatch stopped and the \
+                 rows not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a \
+                 field every row gets wrong), then run again",
                 self.run
             )
         })

@@ -1124,6 +1124,9 @@ mod tests {
     #[case::a_success_starts_again(3, &["cap", "cap", "ok", "cap", "cap"], None)]
     #[case::after_a_success_trips_again(2, &["cap", "ok", "cap", "cap"], Some(3))]
     #[case::a_limit_of_one_trips_at_once(1, &["cap"], Some(0))]
+    #[case::lost_answers_count_once_a_refusal_is_heard(3, &["lost", "cap", "lost"], Some(2))]
+    #[case::lost_answers_alone_trip_nothing(2, &["lost", "lost", "lost"], None)]
+    #[case::a_success_forgets_lost_answers(3, &["cap", "lost", "ok", "cap", "lost"], None)]
     fn the_breaker(#[case] limit: u32, #[case] outcomes: &[&str], #[case] trips_at: Option<usize>) {
         let mut breaker = Breaker::new(limit);
         let mut tripped = None;
@@ -1131,6 +1134,10 @@ mod tests {
             let (turn, _) = breaker.turn();
             if *outcome == "ok" {
                 breaker.success(Some(turn));
+            } else if *outcome == "lost" {
+                if breaker.lost().is_some() {
+                    tripped.get_or_insert(i);
+                }
             } else if let Some(reason) = breaker.failure(outcome) {
                 assert!(reason.contains(&format!("`{outcome}`")) && reason.contains("pending"), "{reason}");
                 tripped.get_or_insert(i);

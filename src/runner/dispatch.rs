@@ -99,19 +99,30 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
     let mut creating = Creating::new(&row.request, row.fingerprint(), open, policy.delays(), policy.attempts, grace);
     let mut step = creating.first();
     let mut breaker_turn: Option<BreakerTurn<'_>> = None;
+    // The last answer was lost: it may have been a refusal the server counted and the breaker never heard.
+    let mut unheard = false;
     loop {
         if shared.stop.is_stopped() {
             return;
         }
-        // Kept from a send until the breaker hears its answer (done or failed), and no longer.
-        if !matches!(step, Step::Done | Step::Fail { .. }) {
+        // Kept from a send until the breaker hears its answer (done or failed), and no longer; a lost answer
+        // keeps it through the reconciliation into the next send, so that no more than the breaker's limit of
+        // creates whose answer could be a refusal are ever out at once.
+        if !matches!(step, Step::Done | Step::Fail { .. }) && !unheard {
             breaker_turn = None;
         }
         step = match step {
             Step::Reconcile => {
                 let Some(intent) = creating.open().cloned() else { return };
                 match reconcile(shared, row, &intent).await {
-                    Ok(adopted) => creating.after(Answer::Reconciled { adopted }),
+                    Ok(adopted) => {
+                        // A lost answer with no link behind it may have been a refusal: the breaker counts
+                        // it, and the place it kept goes back (the next send takes its turn afresh).
+                        if std::mem::take(&mut unheard) && !adopted && counted_lost(shared) {
+                            return;
+                        }
+                        creating.after(Answer::Reconciled { adopted })
+                    }
                     Err(Halt::Api(e)) => {
                         tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
                         creating.after(Answer::ReconcileFailed(&e))
@@ -120,15 +131,19 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 }
             }
             Step::Send => {
-                breaker_turn = Some(shared.breaker_turn().await);
+                if breaker_turn.is_none() {
+                    breaker_turn = Some(shared.breaker_turn().await);
+                }
                 if shared.stop.is_stopped() {
                     // The breaker tripped while this create waited its turn.
                     return;
                 }
+                unheard = false;
                 match send(shared, row).await {
                     Ok(()) => creating.after(Answer::Created),
                     Err((Halt::Api(e), sent)) => {
                         log_failure(row, &e);
+                        unheard = matches!(e, ApiError::Uncertain { .. });
                         creating.after(Answer::CreateFailed(&e, sent))
                     }
                     Err((Halt::Ledger(_) | Halt::Stopped, _)) => return,
@@ -153,6 +168,10 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 return;
             }
             Step::LeaveOpen { reason } => {
+                // Never resolved: as far as the breaker knows, a refusal.
+                if unheard && counted_lost(shared) {
+                    return;
+                }
                 // The intent stays open: the next run reconciles it.
                 tracing::warn!(line = row.line, key = %row.key, "giving up after {} attempts: {reason}", policy.attempts);
                 shared.progress.failed();
@@ -168,6 +187,12 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
             }
         };
     }
+}
+
+/// A lost answer counted by the breaker; true when that tripped it (the run is then aborted).
+fn counted_lost(shared: &Shared) -> bool {
+    let tripped = shared.breaker().lost();
+    tripped.map(|reason| shared.abort(reason)).is_some()
 }
 
 /// An answer that cannot be read (docs/reference.md, "Fail closed"): kept in the ledger with its body, and the
