@@ -336,6 +336,25 @@ mod tests {
     }
 
     #[test]
+    fn requests_dated_after_now_count_as_just_sent() {
+        // A clock stepped back an hour since the last run: its requests look an hour ahead. They still fill
+        // the window, so the next request waits for it rather than meeting a 429.
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_hours(500_000);
+        let ahead = wall + Duration::from_hours(1);
+        let stepped = Throttle::new(&rates(&["3/h"]));
+        stepped.seed([ahead, ahead, ahead].into_iter(), wall);
+        let fresh = Throttle::new(&rates(&["3/h"]));
+        fresh.seed(std::iter::empty(), wall);
+        let (waits, free) = (stepped.eta(1).unwrap(), fresh.eta(1).unwrap());
+        assert!(waits > Duration::from_mins(59), "the window is full: {waits:?}");
+        assert!(free < Duration::from_secs(1), "{free:?}");
+        // Requests older than the window count for nothing.
+        let old = Throttle::new(&rates(&["3/h"]));
+        old.seed([wall - Duration::from_hours(2); 3].into_iter(), wall);
+        assert!(old.eta(1).unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn the_densest_window_sets_the_pace() {
         // 100/10s is denser than 2/s although longer: requests leave 100 ms apart, two at a time.
         assert_eq!(pacing_interval(&rates(&["2/s", "100/10s"])), Some(Duration::from_millis(100)));
