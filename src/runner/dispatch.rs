@@ -112,24 +112,10 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
             breaker_turn = None;
         }
         step = match step {
-            Step::Reconcile => {
-                let Some(intent) = creating.open().cloned() else { return };
-                match reconcile(shared, row, &intent).await {
-                    Ok(adopted) => {
-                        // A lost answer with no link behind it may have been a refusal: the breaker counts
-                        // it, and the place it kept goes back (the next send takes its turn afresh).
-                        if std::mem::take(&mut unheard) && !adopted && counted_lost(shared) {
-                            return;
-                        }
-                        creating.after(Answer::Reconciled { adopted })
-                    }
-                    Err(Halt::Api(e)) => {
-                        tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
-                        creating.after(Answer::ReconcileFailed(&e))
-                    }
-                    Err(Halt::Ledger(_) | Halt::Stopped) => return,
-                }
-            }
+            Step::Reconcile => match reconcile_step(shared, row, &mut creating, &mut unheard).await {
+                Some(next) => next,
+                None => return,
+            },
             Step::Send => {
                 if breaker_turn.is_none() {
                     breaker_turn = Some(shared.breaker_turn().await);
@@ -138,15 +124,9 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                     // The breaker tripped while this create waited its turn.
                     return;
                 }
-                unheard = false;
-                match send(shared, row).await {
-                    Ok(()) => creating.after(Answer::Created),
-                    Err((Halt::Api(e), sent)) => {
-                        log_failure(row, &e);
-                        unheard = matches!(e, ApiError::Uncertain { .. });
-                        creating.after(Answer::CreateFailed(&e, sent))
-                    }
-                    Err((Halt::Ledger(_) | Halt::Stopped, _)) => return,
+                match send_step(shared, row, &mut creating, &mut unheard).await {
+                    Some(next) => next,
+                    None => return,
                 }
             }
             Step::Wait { delay, then } if shared.stop.sleep(delay).await => then.into(),
@@ -186,6 +166,54 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 return;
             }
         };
+    }
+}
+
+/// The loop of one create, with the retry policy's backoff.
+type CreateLoop<'r> = Creating<'r, backon::ExponentialBackoff>;
+
+/// Looks for the link of the open request; the next step, or `None` when the run is stopping.
+async fn reconcile_step(
+    shared: &Shared,
+    row: &PlannedRow,
+    creating: &mut CreateLoop<'_>,
+    unheard: &mut bool,
+) -> Option<Step> {
+    let intent = creating.open().cloned()?;
+    match reconcile(shared, row, &intent).await {
+        Ok(adopted) => {
+            // A lost answer with no link behind it may have been a refusal: the breaker counts it, and the
+            // place it kept goes back (the next send takes its turn afresh).
+            if std::mem::take(unheard) && !adopted && counted_lost(shared) {
+                return None;
+            }
+            Some(creating.after(Answer::Reconciled { adopted }))
+        }
+        Err(Halt::Api(e)) => {
+            tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
+            Some(creating.after(Answer::ReconcileFailed(&e)))
+        }
+        Err(Halt::Ledger(_) | Halt::Stopped) => None,
+    }
+}
+
+/// Sends the create; the next step, or `None` when the run is stopping. `unheard` says whether its answer
+/// was lost.
+async fn send_step(
+    shared: &Shared,
+    row: &PlannedRow,
+    creating: &mut CreateLoop<'_>,
+    unheard: &mut bool,
+) -> Option<Step> {
+    *unheard = false;
+    match send(shared, row).await {
+        Ok(()) => Some(creating.after(Answer::Created)),
+        Err((Halt::Api(e), sent)) => {
+            log_failure(row, &e);
+            *unheard = matches!(e, ApiError::Uncertain { .. });
+            Some(creating.after(Answer::CreateFailed(&e, sent)))
+        }
+        Err((Halt::Ledger(_) | Halt::Stopped, _)) => None,
     }
 }
 
