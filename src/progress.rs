@@ -83,6 +83,11 @@ impl Progress {
         }
     }
 
+    /// Rows that got their link so far.
+    pub fn made(&self) -> u64 {
+        self.0.created.load(Ordering::Relaxed)
+    }
+
     /// One more row failed.
     pub fn failed(&self) {
         self.0.failed.fetch_add(1, Ordering::Relaxed);

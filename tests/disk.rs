@@ -111,6 +111,10 @@ fn fills(on_disk: &str, filler: usize) {
         let cause = error.trim_start_matches("error: ").trim_start_matches("aborted: ");
         assert!(cause.starts_with(&format!("cannot write the ledger {}", ledger.display())), "{label}: {error}");
     }
+    // What was made is said, whichever file failed.
+    let summary = failed.stderr.lines().find(|l| l.contains(" requests)")).unwrap_or_default();
+    let said = if on_disk == "ledger" { summary.starts_with("60 rows: ") } else { summary.contains(" made in ") };
+    assert!(said, "{label}: the summary says what was made: {}", failed.stderr);
     // Every line on disk is whole and its own: serde reads each.
     let text = std::fs::read_to_string(&ledger).unwrap();
     assert!(text.is_empty() || text.ends_with('\n'), "{label}: the ledger ends with a whole line");

@@ -273,24 +273,32 @@ async fn finish(
         shared.book.record(Event::RefreshFinished { at: crate::ledger::now() }).await?;
     }
     let pace = pace_note(&shared);
-    let (counts, payments) = match draft {
+    let written = match draft {
         // The input is another file now: an output from it would hide what was sent. The draft is dropped
         // (and its file with it).
-        _ if changed.is_some() => (std::collections::BTreeMap::new(), None),
+        _ if changed.is_some() => None,
         // Drafted as of `start_line`, and nothing was sent since.
-        Some(draft) => draft.finish().map_err(|e| first_cause(aborted.as_ref(), e))?,
-        None => write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())
-            .map_err(|e| first_cause(aborted.as_ref(), e))?,
+        Some(draft) => Some(draft.finish()),
+        None => Some(write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())),
     };
-    if changed.is_none() {
+    // An output that cannot be written (a full disk) aborts the run, after any cause met before it: the
+    // summary still says what was made.
+    let (written, aborted) = match written {
+        Some(Err(e)) => (None, Some(first_cause(aborted.as_ref(), &e))),
+        written => (written.and_then(Result::ok), aborted),
+    };
+    if written.is_some() {
         let recorded = record_output(&shared.book, shared.plan.output_path()).await;
         // A ledger that failed already said so, and the summary still says what was made.
         if aborted.is_none() {
             recorded?;
         }
     }
+    let output_written = written.is_some();
+    let (counts, payments) = written.unwrap_or_default();
     Ok(Summary {
-        output_written: changed.is_none(),
+        output_written,
+        made: shared.progress.made(),
         counts,
         payments,
         output: shared.plan.output_path().to_owned(),
@@ -304,10 +312,10 @@ async fn finish(
 
 /// An error met after the run was aborted comes second to the abort's reason (a full disk stops the ledger
 /// first, then the output): the first cause is the one a user acts on.
-fn first_cause(aborted: Option<&String>, error: anyhow::Error) -> anyhow::Error {
+fn first_cause(aborted: Option<&String>, error: &anyhow::Error) -> String {
     match aborted {
-        Some(reason) => anyhow::anyhow!("{reason}; then the output could not be written either: {error:#}"),
-        None => error,
+        Some(reason) => format!("{reason}; then the output could not be written either: {error:#}"),
+        None => format!("{error:#}"),
     }
 }
 

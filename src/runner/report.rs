@@ -32,6 +32,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// Requests sent (creates and lists).
     pub requests: u64,
+    /// Rows that got their link this run (said when the output could not be written).
+    pub made: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// The rates kept, when a stricter server made them tighter than the job's (this run or an earlier one).
@@ -58,7 +60,8 @@ impl Summary {
     pub fn line(&self) -> String {
         if !self.output_written {
             return format!(
-                "{:.1}s ({} requests); the output {} was not written",
+                "{} made in {:.1}s ({} requests), every one in the ledger; the output {} was not written",
+                self.made,
                 self.elapsed.as_secs_f64(),
                 self.requests,
                 self.output.display()
