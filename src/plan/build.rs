@@ -413,18 +413,14 @@ fn base_url(spec: &JobSpec, overrides: &Overrides) -> Result<String, PlanError> 
 /// The output CSV and the ledger: flags first, then the job, then the ledger beside the output; a sandbox
 /// trial gets its own names for whatever the flags did not give.
 fn paths(spec: &JobSpec, overrides: &Overrides) -> (PathBuf, PathBuf) {
-    let output = overrides
-        .output
-        .clone()
-        .or(spec.output.path.clone())
-        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
+    let own = spec.output.path.clone().unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
     // The ledger belongs to the job: derived from the job's own output path, never from `--output`, so
     // writing the CSV elsewhere never starts a second ledger (and a second link for every row).
     let ledger = overrides.ledger.clone().or(spec.output.ledger.clone()).unwrap_or_else(|| {
-        let own = spec.output.path.clone().unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
         let stem = own.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
         own.with_file_name(format!("{stem}.ledger.jsonl"))
     });
+    let output = overrides.output.clone().unwrap_or(own);
     let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
     (trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger))
 }

@@ -182,7 +182,8 @@ impl Shared {
     /// has said it. A server that never sends a `Date` leaves the host's time, said once.
     pub(super) async fn server_now(&self) -> std::time::SystemTime {
         let clock = self.client.clock();
-        if clock.now().is_none() {
+        // Asked once more per create only until the server is known to send no `Date` at all.
+        if clock.now().is_none() && !self.clockless.load(Ordering::SeqCst) {
             // An error here is the create's to meet, as its own.
             let _ = self.client.read_clock().await;
             if clock.now().is_none() && !self.clockless.swap(true, Ordering::SeqCst) {
@@ -290,7 +291,7 @@ impl Shared {
     }
 
     /// `wait`, unless the run stops first (`None`).
-    pub(super) async fn until_stopped<T>(&self, wait: impl std::future::Future<Output = T>) -> Option<T> {
+    async fn until_stopped<T>(&self, wait: impl std::future::Future<Output = T>) -> Option<T> {
         tokio::select! {
             value = wait => Some(value),
             () = self.stop.stopped() => None,
