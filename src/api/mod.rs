@@ -271,16 +271,7 @@ impl Client {
                 ApiError::Retryable { retry_after: None, rate_limited: false, reason }
             }
         };
-        let response = builder.send().await.inspect_err(|_| self.answers.count(0)).map_err(|e| {
-            if let Some(reason) = trust::refused_certificate(&e) {
-                ApiError::Untrusted { reason }
-            } else if e.is_connect() {
-                // Refused, no such host, a handshake or a connect that timed out: nothing reached a server.
-                ApiError::Unreachable { reason: describe(&e) }
-            } else {
-                lost(describe(&e))
-            }
-        })?;
+        let response = builder.send().await.inspect_err(|_| self.answers.count(0)).map_err(|e| unanswered(&e, lost))?;
         let status = response.status().as_u16();
         self.answers.count(status);
         let headers = response.headers().clone();
@@ -308,13 +299,8 @@ impl Client {
     /// a rate window: `GET` of the base URL. Any HTTP answer will do; an error says the server could not
     /// be reached, and its time stays unknown.
     pub async fn read_clock(&self) -> Result<(), ApiError> {
-        let response = self.http.get(format!("{}/", self.base)).send().await.map_err(|e| {
-            if let Some(reason) = trust::refused_certificate(&e) {
-                ApiError::Untrusted { reason }
-            } else {
-                ApiError::Unreachable { reason: describe(&e) }
-            }
-        })?;
+        let lost = |reason| ApiError::Retryable { retry_after: None, rate_limited: false, reason };
+        let response = self.http.get(format!("{}/", self.base)).send().await.map_err(|e| unanswered(&e, lost))?;
         self.hear_date(response.headers());
         Ok(())
     }
@@ -473,6 +459,18 @@ struct Answer {
 }
 
 /// Every non-2xx answer (and a 2xx carrying an error object) classified once.
+/// A request that got no answer: a refused certificate, no server reached (refused, no such host, a
+/// handshake or a connect that timed out: nothing reached a server), or an answer lost on the way (`lost`).
+fn unanswered(e: &reqwest::Error, lost: impl FnOnce(String) -> ApiError) -> ApiError {
+    if let Some(reason) = trust::refused_certificate(e) {
+        ApiError::Untrusted { reason }
+    } else if e.is_connect() {
+        ApiError::Unreachable { reason: describe(e) }
+    } else {
+        lost(describe(e))
+    }
+}
+
 fn classify(status: u16, headers: &reqwest::header::HeaderMap, json: Option<&Value>, mutating: bool) -> ApiError {
     let (code, message) = shape::error_object(json)
         .unwrap_or_else(|| (format!("http_{status}"), format!("HTTP {status} with no Omise error object")));

@@ -50,10 +50,7 @@ impl Plan {
         let unit_unstated = spec.link.amount_unit.is_none() && !amount.is_literal();
         let amount_source = spec.link.amount.clone();
         let (output_path, ledger_path) = paths(&spec, overrides);
-        check_paths(&input_path, &output_path, &ledger_path)?;
-        if let Some(job) = &overrides.job {
-            check_not_job(job, &output_path, &ledger_path)?;
-        }
+        check_paths(&input_path, &output_path, &ledger_path, overrides.job.as_deref())?;
         let header = crate::output::header(&spec.output.columns, deliver.is_some());
         check_output_target(&output_path, &header, overrides.output.is_some())?;
         let plan = Plan {
@@ -308,9 +305,16 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// The output and the ledger are written: neither may be the input, each other, or a directory. Compared by
 /// canonical path, so a symlink or `./` spelling cannot hide the same file.
-fn check_paths(input: &Path, output: &Path, ledger: &Path) -> Result<(), PlanError> {
+fn check_paths(input: &Path, output: &Path, ledger: &Path, job: Option<&Path>) -> Result<(), PlanError> {
     let (input_c, output_c, ledger_c) = (canonical(input), canonical(output), canonical(ledger));
     let refuse = |what: String| Err(PlanError::Paths(format!("{what}; nothing was sent and no file was changed")));
+    if let Some(job_c) = job.map(canonical) {
+        for (what, path, path_c) in [("output", output, &output_c), ("ledger", ledger, &ledger_c)] {
+            if *path_c == job_c {
+                return refuse(format!("the {what} {} is the job file: it would be overwritten", path.display()));
+            }
+        }
+    }
     if output_c == input_c {
         return refuse(format!("the output {} is the input: it would be overwritten", output.display()));
     }
@@ -326,20 +330,6 @@ fn check_paths(input: &Path, output: &Path, ledger: &Path) -> Result<(), PlanErr
     for (what, path) in [("output", output), ("ledger", ledger)] {
         if path.is_dir() {
             return refuse(format!("the {what} {} is a directory; name a file", path.display()));
-        }
-    }
-    Ok(())
-}
-
-/// Neither the output nor the ledger is the job file.
-fn check_not_job(job: &Path, output: &Path, ledger: &Path) -> Result<(), PlanError> {
-    let job_c = canonical(job);
-    for (what, path) in [("output", output), ("ledger", ledger)] {
-        if canonical(path) == job_c {
-            return Err(PlanError::Paths(format!(
-                "the {what} {} is the job file: it would be overwritten; nothing was sent and no file was changed",
-                path.display()
-            )));
         }
     }
     Ok(())
