@@ -46,13 +46,23 @@ impl Breaker {
 
     /// A create's answer was lost and no link was found for it: perhaps a refusal, perhaps never sent.
     /// Counted toward the limit as a refusal would be (and creates go alone after it), so that lost
-    /// answers cannot carry the refusals that reach the server past the limit; the breaker trips on it only
-    /// once a refusal was heard (lost answers alone are the outage's or the row's, not a refusal's).
+    /// answers cannot carry the refusals that reach the server past the limit. `limit` lost answers in a
+    /// row trip it even with no refusal heard: any of them may have been one, and the server made no link
+    /// for any. (A create lost to an outage is the outage's, and the runner does not count it here.)
     pub fn lost(&mut self) -> Option<String> {
         self.lost += 1;
         self.refused = self.turns;
-        let code = self.code.clone()?;
-        self.tripped(&code)
+        match self.code.clone() {
+            Some(code) => self.tripped(&code),
+            None => (self.lost >= self.limit).then(|| {
+                format!(
+                    "{} creates in a row got no answer and the server made no link for any: each may have been \
+                     refused, so dispatch stopped at the breaker's limit and the rows not sent are pending. Look at \
+                     what the server says in the dashboard (or allow a longer [api] timeout), then run again",
+                    self.lost
+                )
+            }),
+        }
     }
 
     /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.

@@ -1125,7 +1125,8 @@ mod tests {
     #[case::after_a_success_trips_again(2, &["cap", "ok", "cap", "cap"], Some(3))]
     #[case::a_limit_of_one_trips_at_once(1, &["cap"], Some(0))]
     #[case::lost_answers_count_once_a_refusal_is_heard(3, &["lost", "cap", "lost"], Some(2))]
-    #[case::lost_answers_alone_trip_nothing(2, &["lost", "lost", "lost"], None)]
+    #[case::lost_answers_alone_trip_at_the_limit(2, &["lost", "lost", "lost"], Some(1))]
+    #[case::lost_answers_below_the_limit_trip_nothing(3, &["lost", "lost", "ok", "lost", "lost"], None)]
     #[case::a_success_forgets_lost_answers(3, &["cap", "lost", "ok", "cap", "lost"], None)]
     fn the_breaker(#[case] limit: u32, #[case] outcomes: &[&str], #[case] trips_at: Option<usize>) {
         let mut breaker = Breaker::new(limit);
@@ -1135,7 +1136,8 @@ mod tests {
             if *outcome == "ok" {
                 breaker.success(Some(turn));
             } else if *outcome == "lost" {
-                if breaker.lost().is_some() {
+                if let Some(reason) = breaker.lost() {
+                    assert!(reason.contains("pending"), "{reason}");
                     tripped.get_or_insert(i);
                 }
             } else if let Some(reason) = breaker.failure(outcome) {

@@ -191,6 +191,10 @@ async fn reconcile_step(
         }
         Err(Halt::Api(e)) => {
             tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
+            // The server went away with the answer: it is the outage's, not a refusal the breaker counts.
+            if matches!(e, ApiError::Unreachable { .. }) {
+                *unheard = false;
+            }
             Some(creating.after(Answer::ReconcileFailed(&e)))
         }
         Err(Halt::Ledger(_) | Halt::Stopped) => None,
