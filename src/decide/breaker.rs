@@ -89,3 +89,57 @@ impl Breaker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    /// Outcomes in the order answers come back; every create took its turn just before its answer.
+    #[rstest]
+    #[case::trips_at_the_limit(3, &["cap", "cap", "cap"], Some(2))]
+    #[case::another_code_starts_again(3, &["cap", "cap", "other", "cap", "cap"], None)]
+    #[case::a_success_starts_again(3, &["cap", "cap", "ok", "cap", "cap"], None)]
+    #[case::after_a_success_trips_again(2, &["cap", "ok", "cap", "cap"], Some(3))]
+    #[case::a_limit_of_one_trips_at_once(1, &["cap"], Some(0))]
+    #[case::lost_answers_count_once_a_refusal_is_heard(3, &["lost", "cap", "lost"], Some(2))]
+    #[case::lost_answers_alone_trip_at_the_limit(2, &["lost", "lost", "lost"], Some(1))]
+    #[case::lost_answers_below_the_limit_trip_nothing(3, &["lost", "lost", "ok", "lost", "lost"], None)]
+    #[case::a_success_forgets_lost_answers(3, &["cap", "lost", "ok", "cap", "lost"], None)]
+    fn the_breaker(#[case] limit: u32, #[case] outcomes: &[&str], #[case] trips_at: Option<usize>) {
+        let mut breaker = Breaker::new(limit);
+        let mut tripped = None;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let (turn, _) = breaker.turn();
+            if *outcome == "ok" {
+                breaker.success(Some(turn));
+            } else if *outcome == "lost" {
+                if let Some(reason) = breaker.lost() {
+                    assert!(reason.contains("pending"), "{reason}");
+                    tripped.get_or_insert(i);
+                }
+            } else if let Some(reason) = breaker.failure(outcome) {
+                assert!(reason.contains(&format!("`{outcome}`")) && reason.contains("pending"), "{reason}");
+                tripped.get_or_insert(i);
+            }
+        }
+        assert_eq!(tripped, trips_at);
+    }
+
+    #[test]
+    fn a_link_in_flight_when_a_refusal_is_heard_starts_nothing() {
+        let mut breaker = Breaker::new(3);
+        let (first, second, third) = (breaker.turn().0, breaker.turn().0, breaker.turn().0);
+        assert_eq!(breaker.failure("cap"), None);
+        breaker.success(Some(first));
+        assert_eq!(breaker.turn(), (4, true), "sent before the refusal was heard: the cap may still hold");
+        assert_eq!(breaker.failure("cap"), None);
+        breaker.success(Some(second));
+        assert!(breaker.failure("cap").is_some(), "the third refusal in a row trips, the successes in flight aside");
+        breaker.success(Some(third));
+        let (alone, _) = breaker.turn();
+        breaker.success(Some(alone));
+        assert_eq!(breaker.turn(), (6, false), "a link sent after the refusals starts the count again");
+    }
+}

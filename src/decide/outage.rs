@@ -77,3 +77,34 @@ impl Outage {
         Away::Probe(backoff.min(self.limit.saturating_sub(away)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn an_outage_probes_with_backoff_and_gives_up_at_its_limit() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let after = |s: u64| t0 + Duration::from_secs(s);
+        let mut outage = Outage::new(Duration::from_secs(20), Duration::from_secs(1), Duration::from_secs(8));
+        assert_eq!(outage.next(t0), Away::Up);
+        assert!(outage.away(t0, "connection refused"), "the first refusal starts the outage");
+        for _ in 0..7 {
+            assert!(!outage.away(t0, "connection refused"), "the others in flight count once");
+        }
+        assert_eq!(outage.next(after(0)), Away::Probe(Duration::from_secs(1)));
+        outage.away(after(1), "connection refused");
+        assert_eq!(outage.next(after(1)), Away::Probe(Duration::from_secs(2)));
+        assert_eq!(outage.next(after(3)), Away::Probe(Duration::from_secs(4)));
+        assert_eq!(outage.next(after(7)), Away::Probe(Duration::from_secs(8)));
+        assert_eq!(outage.next(after(15)), Away::Probe(Duration::from_secs(5)), "never past the limit");
+        let Away::GiveUp(reason) = outage.next(after(20)) else { panic!("not given up at the limit") };
+        assert!(reason.starts_with("the server could not be reached since 1970-01-12T13:46:40Z (connection refused)"));
+        assert_eq!(outage.back(after(21)), Some(Duration::from_secs(21)));
+        assert_eq!((outage.next(after(22)), outage.back(after(22))), (Away::Up, None));
+        assert!(outage.away(after(30), "no route"));
+        assert_eq!(outage.next(after(30)), Away::Probe(Duration::from_secs(1)), "a new outage backs off afresh");
+    }
+}
