@@ -66,7 +66,11 @@ impl Breaker {
     }
 
     /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
+    /// Retries run out is the server's trouble, not a refusal: it neither counts nor starts the count again.
     pub fn failure(&mut self, code: &str) -> Option<String> {
+        if code == super::codes::RETRIES_EXHAUSTED {
+            return None;
+        }
         if self.code.as_deref() == Some(code) {
             self.run += 1;
         } else {
@@ -103,6 +107,7 @@ mod tests {
     #[case::a_success_starts_again(3, &["cap", "cap", "ok", "cap", "cap"], None)]
     #[case::after_a_success_trips_again(2, &["cap", "ok", "cap", "cap"], Some(3))]
     #[case::a_limit_of_one_trips_at_once(1, &["cap"], Some(0))]
+    #[case::retries_run_out_count_for_nothing(2, &["cap", "retries_exhausted", "cap"], Some(2))]
     #[case::lost_answers_count_once_a_refusal_is_heard(3, &["lost", "cap", "lost"], Some(2))]
     #[case::lost_answers_alone_trip_at_the_limit(2, &["lost", "lost", "lost"], Some(1))]
     #[case::lost_answers_below_the_limit_trip_nothing(3, &["lost", "lost", "ok", "lost", "lost"], None)]

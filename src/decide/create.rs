@@ -8,7 +8,7 @@ use super::retry::retry_after;
 use crate::api::ApiError;
 use crate::digest::Digest;
 use crate::request::LinkRequest;
-use crate::terms::OpenIntent;
+use crate::terms::{AnswerTo, OpenIntent};
 
 /// What the runner does next for a row it is creating.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +48,8 @@ pub enum Step {
     /// An answer linkbatch cannot read: record it with its body (`unreadable`), and stop the run. After a
     /// create the row waits for the user (`Disposition::Unsettled`); after a list it stays uncertain.
     Unreadable {
-        /// The create's answer (else a list's, during reconciliation).
-        create: bool,
+        /// The create's answer, or a list's (during reconciliation).
+        answer_to: AnswerTo,
         /// HTTP status.
         status: u16,
         /// What could not be read.
@@ -143,9 +143,12 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
             // The turn waits while the server is away; the list costs no attempt.
             Answer::ReconcileFailed(ApiError::Unreachable { .. }) => Step::Reconcile,
             Answer::ReconcileFailed(error @ ApiError::Untrusted { .. }) => Step::Abort { reason: error.to_string() },
-            Answer::ReconcileFailed(ApiError::Unreadable { status, missing, body }) => {
-                Step::Unreadable { create: false, status: *status, missing: missing.clone(), body: body.clone() }
-            }
+            Answer::ReconcileFailed(ApiError::Unreadable { status, missing, body }) => Step::Unreadable {
+                answer_to: AnswerTo::List,
+                status: *status,
+                missing: missing.clone(),
+                body: body.clone(),
+            },
             Answer::ReconcileFailed(error) => match self.delays.next() {
                 Some(delay) => Step::Wait { delay: delay.max(retry_after(error)), then: Then::Reconcile },
                 None => Step::LeaveOpen { reason: error.to_string() },
@@ -182,9 +185,12 @@ impl<'r, D: Iterator<Item = Duration>> Creating<'r, D> {
             ApiError::Fatal { code, message } => {
                 Step::Fail { code: code.clone(), message: message.clone(), abort: true }
             }
-            ApiError::Unreadable { status, missing, body } => {
-                Step::Unreadable { create: true, status: *status, missing: missing.clone(), body: body.clone() }
-            }
+            ApiError::Unreadable { status, missing, body } => Step::Unreadable {
+                answer_to: AnswerTo::Create,
+                status: *status,
+                missing: missing.clone(),
+                body: body.clone(),
+            },
         }
     }
 }
@@ -219,7 +225,8 @@ mod tests {
     }
 
     fn unread(create: bool) -> Step {
-        Step::Unreadable { create, status: 200, missing: "id".into(), body: "{}".into() }
+        let answer_to = if create { AnswerTo::Create } else { AnswerTo::List };
+        Step::Unreadable { answer_to, status: 200, missing: "id".into(), body: "{}".into() }
     }
 
     fn leave(reason: &str) -> Step {

@@ -24,6 +24,6 @@ pub use outage::{Away, Outage};
 pub use rates::starting_rates;
 pub use recover::{Recovered, recover};
 pub use replace::{Replace, is_paid, replace};
-pub use report::{Report, rejected, report, unsettled_words};
+pub use report::{Report, rejected, report, unreadable_stop, unsettled_words};
 pub use retry::retry_read;
 pub use row::{Disposition, Task, Work, disposition, task, updatable};

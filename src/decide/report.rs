@@ -4,7 +4,7 @@ use super::codes;
 use super::row::Disposition;
 use crate::ledger::{KeyState, LinkRecord};
 use crate::plan::RowError;
-use crate::terms::Status;
+use crate::terms::{AnswerTo, Status};
 
 /// What the output says of one row: its status, its link (when it has one) and why it has none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,23 @@ pub fn unsettled_words(unread: &crate::terms::Unread) -> String {
              link may exist, so the row is not sent again: settle it with `linkbatch settle`"
         )
     }
+}
+
+/// Why the run stopped at an answer it cannot read (docs/reference.md, "Fail closed"): the row, what the
+/// server said, that nothing was sent again, and the way out.
+pub fn unreadable_stop(line: u64, key: &str, answer_to: AnswerTo, status: u16, missing: &str) -> String {
+    let way_out = if answer_to == AnswerTo::Create {
+        "The link may exist: look for it in the dashboard, then `linkbatch settle JOB --key KEY --link-id ID \
+         --payment-uri URI`, or `--no-link` if none was made"
+    } else {
+        "The row stays uncertain: run again once the server answers as documented, or settle it by hand \
+         (`linkbatch settle`)"
+    };
+    format!(
+        "line {line} (key `{key}`): the server answered the {} with HTTP {status} and no readable {missing}. \
+         Nothing was sent again and the answer is in the ledger. {way_out}",
+        answer_to.name()
+    )
 }
 
 #[cfg(test)]

@@ -140,9 +140,7 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 fail(shared, row, &code, &message).await;
                 if abort {
                     shared.abort(format!("{code}: {message}"));
-                } else if code != decide::codes::RETRIES_EXHAUSTED
-                    && let Some(reason) = shared.breaker().failure(&code)
-                {
+                } else if let Some(reason) = shared.breaker().failure(&code) {
                     shared.abort(reason);
                 }
                 return;
@@ -161,8 +159,8 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                 shared.abort(reason);
                 return;
             }
-            Step::Unreadable { create, status, missing, body } => {
-                stop_unread(shared, row, create, status, missing, body).await;
+            Step::Unreadable { answer_to, status, missing, body } => {
+                stop_unread(shared, row, answer_to, status, missing, body).await;
                 return;
             }
         };
@@ -229,22 +227,15 @@ fn counted_lost(shared: &Shared) -> bool {
 
 /// An answer that cannot be read (docs/reference.md, "Fail closed"): kept in the ledger with its body, and the
 /// run stopped with the row named and the way out. The row's intent stays open.
-async fn stop_unread(shared: &Shared, row: &PlannedRow, create: bool, status: u16, missing: String, body: String) {
-    let answer_to = if create { AnswerTo::Create } else { AnswerTo::List };
-    let reason = format!(
-        "line {} (key `{}`): the server answered the {} with HTTP {status} and no readable {missing}. \
-         Nothing was sent again and the answer is in the ledger. {}",
-        row.line,
-        row.key,
-        answer_to.name(),
-        if create {
-            "The link may exist: look for it in the dashboard, then `linkbatch settle JOB --key KEY --link-id ID \
-             --payment-uri URI`, or `--no-link` if none was made"
-        } else {
-            "The row stays uncertain: run again once the server answers as documented, or settle it by hand \
-             (`linkbatch settle`)"
-        }
-    );
+async fn stop_unread(
+    shared: &Shared,
+    row: &PlannedRow,
+    answer_to: AnswerTo,
+    status: u16,
+    missing: String,
+    body: String,
+) {
+    let reason = decide::unreadable_stop(row.line, &row.key, answer_to, status, &missing);
     tracing::error!(line = row.line, key = %row.key, "{reason}");
     let event = Event::Unreadable {
         key: row.key.clone(),
