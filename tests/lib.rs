@@ -3,6 +3,7 @@
 //! sees: exit codes, the output CSV, and what the sandbox holds and served.
 
 mod after;
+mod architecture;
 mod clock;
 mod compat;
 mod deliver;

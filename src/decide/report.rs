@@ -161,4 +161,19 @@ mod tests {
             (Status::Rejected, "invalid_amount", "not a number")
         );
     }
+
+    /// A row `recover` could not match reads the same whether its ledger is from before the `unmatched`
+    /// event (`ledger::versions` reads both forms into these).
+    #[test]
+    fn an_unmatched_row_reads_the_same_in_old_and_new_ledgers() {
+        use crate::terms::Unread;
+        let old = Unread {
+            answer_to: AnswerTo::Recover,
+            status: 0,
+            missing: "3 links that could each be this row's".into(),
+            candidates: None,
+        };
+        let unmatched = Unread { answer_to: AnswerTo::Recover, status: 0, missing: String::new(), candidates: Some(3) };
+        assert_eq!(unsettled_words(&old), unsettled_words(&unmatched));
+    }
 }

@@ -290,8 +290,6 @@ fn both_format_versions_give_the_same_index() {
         candidates: None,
     };
     let unmatched = Unread { answer_to: AnswerTo::Recover, status: 0, missing: String::new(), candidates: Some(3) };
-    assert_eq!(seen[1].8, [Some(old.clone()), Some(unmatched.clone())]);
-    // The words a user reads are the same for both.
-    let words = [old, unmatched].map(|u| crate::decide::unsettled_words(&u));
-    assert_eq!(words[0].replace('2', "3"), words[1]);
+    // `decide::report`'s tests hold that a user reads the same words of both.
+    assert_eq!(seen[1].8, [Some(old), Some(unmatched)]);
 }

@@ -68,11 +68,6 @@ fn classify(error: &lettre::transport::smtp::Error) -> (Option<u16>, String) {
     (None, words)
 }
 
-/// A refused certificate, and the way out.
-pub(super) fn trust_hint(why: String) -> String {
-    format!("{why}; name the CA with SSL_CERT_FILE or SSL_CERT_DIR, or add it to the system's trust store")
-}
-
 /// A reply as a [`MailError`] when it is one (`before_end`: the end of data has not left).
 fn reply_error(error: &lettre::transport::smtp::Error, before_end: bool) -> MailError {
     match classify(error) {
@@ -121,7 +116,7 @@ impl Mailer {
         self.connection = None;
         let address = self.address();
         let systemic = |what: &str, e: &lettre::transport::smtp::Error| {
-            let words = crate::api::refused_certificate(e).map_or_else(|| classify(e).1, trust_hint);
+            let words = crate::api::refused_certificate(e).map_or_else(|| classify(e).1, super::socket::trust_hint);
             MailError::Systemic(format!("mail server {address}: {what}: {words}"))
         };
         let hello = ClientId::Domain("localhost".into());

@@ -55,7 +55,7 @@ pub(super) async fn secure(stream: TcpStream, host: &str, timeout: Duration) -> 
         .await
         .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
         .map_err(|e| match crate::api::refused_certificate(&e) {
-            Some(why) => format!("TLS: {}", super::smtp::trust_hint(why)),
+            Some(why) => format!("TLS: {}", trust_hint(why)),
             None => format!("TLS: {e}"),
         })?;
     Ok(Secured(tls))
@@ -89,4 +89,9 @@ impl AsyncTokioStream for Secured {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.0.get_ref().0.peer_addr()
     }
+}
+
+/// A refused certificate, and the way out.
+pub(super) fn trust_hint(why: String) -> String {
+    format!("{why}; name the CA with SSL_CERT_FILE or SSL_CERT_DIR, or add it to the system's trust store")
 }
