@@ -153,7 +153,7 @@ impl Paths {
             if path.len() > 1 {
                 self.push(path);
             }
-            i = j.max(i) + 1;
+            i = j + 1;
         }
     }
 }

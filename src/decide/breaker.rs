@@ -52,17 +52,7 @@ impl Breaker {
     pub fn lost(&mut self) -> Option<String> {
         self.lost += 1;
         self.refused = self.turns;
-        match self.code.clone() {
-            Some(code) => self.tripped(&code),
-            None => (self.lost >= self.limit).then(|| {
-                format!(
-                    "{} creates in a row got no answer and the server made no link for any: each may have been \
-                     refused, so dispatch stopped at the breaker's limit and the rows not sent are pending. Look at \
-                     what the server says in the dashboard (or allow a longer [api] timeout), then run again",
-                    self.lost
-                )
-            }),
-        }
+        self.tripped()
     }
 
     /// A create failed for good with `code`; the reason to stop dispatch when this makes `limit` in a row.
@@ -77,20 +67,30 @@ impl Breaker {
             (self.code, self.run) = (Some(code.to_owned()), 1);
         }
         self.refused = self.turns;
-        self.tripped(code)
+        self.tripped()
     }
 
-    fn tripped(&self, code: &str) -> Option<String> {
+    /// The reason dispatch stops, once the refusals and lost answers in a row reach the limit.
+    fn tripped(&self) -> Option<String> {
+        if self.run + self.lost < self.limit {
+            return None;
+        }
+        let Some(code) = &self.code else {
+            return Some(format!(
+                "{} creates in a row got no answer and the server made no link for any: each may have been refused, \
+                 so dispatch stopped at the breaker's limit and the rows not sent are pending. Look at what the \
+                 server says in the dashboard (or allow a longer [api] timeout), then run again",
+                self.lost
+            ));
+        };
         let lost =
             if self.lost > 0 { format!(" (and {} more whose answer was lost)", self.lost) } else { String::new() };
-        (self.run + self.lost >= self.limit).then(|| {
-            format!(
-                "{} creates in a row were refused with `{code}`{lost}: every row would be, so dispatch stopped and the \
-                 rows not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a \
-                 field every row gets wrong), then run again",
-                self.run
-            )
-        })
+        Some(format!(
+            "{} creates in a row were refused with `{code}`{lost}: every row would be, so dispatch stopped and the \
+             rows not sent are pending. Fix the cause (the account's active-link cap, the account's state, or a \
+             field every row gets wrong), then run again",
+            self.run
+        ))
     }
 }
 
