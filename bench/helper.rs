@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use linkbatch::api::SecretKey;
 use linkbatch::job::JobSpec;
-use linkbatch::ledger::{Event, Header, VERSION, now};
+use linkbatch::ledger::{Event, Header, Time, VERSION};
 use linkbatch::plan::{Overrides, Plan};
 
 fn main() -> anyhow::Result<()> {
@@ -168,7 +168,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         Ok(())
     };
     line(&Event::Header(header), &mut out)?;
-    line(&Event::Run { at: now(), version: "bench".into() }, &mut out)?;
+    line(&Event::Run { at: Time::now(), version: "bench".into() }, &mut out)?;
     let mut reader = plan.reader()?;
     let mut n = 0u64;
     let mut failure = None;
@@ -176,18 +176,14 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
         let Ok(row) = row else { return true };
         n += 1;
         let link_id = format!("link_test_{n:019}");
-        let at = now();
-        let intent = Event::Intent {
-            key: row.key.clone(),
-            fingerprint: row.fingerprint().to_string(),
-            at: at.clone(),
-            request: row.request.clone(),
-        };
+        let at = Time::now();
+        let intent =
+            Event::Intent { key: row.key.clone(), fingerprint: row.fingerprint(), at, request: row.request.clone() };
         let created = Event::Created {
             key: row.key.clone(),
             payment_uri: format!("https://pay.omise.co/links/{link_id}"),
             link_id,
-            fingerprint: row.fingerprint().to_string(),
+            fingerprint: row.fingerprint(),
             at,
         };
         if let Err(e) = line(&intent, &mut out).and_then(|()| line(&created, &mut out)) {

@@ -91,6 +91,32 @@ impl Hash for Digest {
     }
 }
 
+/// Written as its 32 hex digits, as every ledger line spells a fingerprint.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Read as [`Digest::from_text`] reads it: never refused.
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Digest, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Digest;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a fingerprint")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Digest, E> {
+                Ok(Digest::from_text(text))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 /// Hashes a [`Digest`] by taking its bytes as they are: a SHA-256 needs no second hash.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DigestHasher(u64);
@@ -129,5 +155,14 @@ mod tests {
         assert_eq!(Digest::from_hex("F".repeat(32).as_str()), None);
         assert_ne!(Digest::from_text("f"), Digest::from_text("g"));
         assert_ne!(Digest::from_text("f"), d);
+    }
+
+    #[test]
+    fn serde_writes_the_hex_and_reads_it_back() {
+        let d = Digest::of(b"SKU-1");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{d}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        assert_eq!(serde_json::from_str::<Digest>("\"f\"").unwrap(), Digest::from_text("f"));
     }
 }

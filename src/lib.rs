@@ -22,6 +22,7 @@ pub mod progress;
 pub mod rate;
 pub mod redact;
 pub mod request;
+pub mod row_key;
 pub mod runner;
 pub mod sandbox;
 pub mod secret;

@@ -88,6 +88,13 @@ impl serde::Serialize for Rate {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A `--limit` value: one window, or `none` to lift every window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -213,6 +220,15 @@ mod tests {
     fn displays_back_as_written() {
         for text in ["60/min", "1000/h", "5/10s", "3/s"] {
             assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
+        }
+    }
+
+    proptest::proptest! {
+        /// A `learned` ledger line holds rates as `Display` wrote them and reads them back with `FromStr`.
+        #[test]
+        fn every_rate_reads_back_from_what_it_displays(count in 1..=MAX_COUNT, millis in 1..=MAX_PERIOD.as_millis() as u64) {
+            let rate = Rate { count, period: Duration::from_millis(millis) };
+            proptest::prop_assert_eq!(rate.to_string().parse::<Rate>(), Ok(rate));
         }
     }
 

@@ -165,7 +165,7 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
 /// Whether the row can be settled: it has no link, a request of it is open, and a link id given is no
 /// other key's.
 fn settleable(index: &crate::ledger::Index, row: &crate::plan::PlannedRow, args: &SettleArgs) -> Result<(), Outcome> {
-    let state = index.get(&row.key_id);
+    let state = index.get(&row.key.id());
     if let Some(link) = state.and_then(|s| s.link) {
         return Err(usage(format!("`{}` already has link {}: nothing to settle", args.key, index.link_id(&link))));
     }
@@ -190,7 +190,7 @@ pub(super) async fn settle(args: &SettleArgs) -> Ended {
     let mut found = None;
     runner::for_each_row(&plan, &mut reader, None, |row| {
         if let Ok(row) = row
-            && row.key == args.key
+            && *row.key == *args.key
         {
             found = Some(row.clone());
         }
@@ -203,8 +203,8 @@ pub(super) async fn settle(args: &SettleArgs) -> Ended {
         key: row.key.clone(),
         link_id: args.link_id.clone(),
         payment_uri: args.payment_uri.clone(),
-        fingerprint: row.fingerprint().to_string(),
-        at: crate::ledger::now(),
+        fingerprint: row.fingerprint(),
+        at: crate::ledger::Time::now(),
     };
     book.record(event).await.map_err(Outcome::from)?;
     match &args.link_id {

@@ -9,7 +9,7 @@ use super::{Ended, RunArgs, usage};
 use crate::api::{Client, RemoteLink};
 use crate::decide::{self, Recovered};
 
-use crate::ledger::{Event, Ledger, now};
+use crate::ledger::{Event, Ledger, Time};
 use crate::outcome::Outcome;
 use crate::plan::{Plan, PlannedRow};
 use crate::request::LinkRequest;
@@ -101,9 +101,9 @@ async fn write_recovered(
     found: &[Recovered],
 ) -> Result<Counts, crate::ledger::LedgerError> {
     let mut counts = Counts::default();
-    book.record(Event::Run { at: now(), version: format!("{} recover", env!("CARGO_PKG_VERSION")) }).await?;
+    book.record(Event::Run { at: Time::now(), version: format!("{} recover", env!("CARGO_PKG_VERSION")) }).await?;
     for (row, found) in rows.iter().zip(found) {
-        let (key, fingerprint) = (row.key.clone(), row.fingerprint().to_string());
+        let (key, fingerprint) = (row.key.clone(), row.fingerprint());
         let event = match found {
             Recovered::Link { link, by_key } => {
                 *(if *by_key { &mut counts.by_key } else { &mut counts.by_content }) += 1;
@@ -113,13 +113,13 @@ async fn write_recovered(
                     link_id: link.id.clone(),
                     payment_uri: link.payment_uri.clone(),
                     fingerprint,
-                    at: now(),
+                    at: Time::now(),
                 }
             }
             Recovered::Ambiguous(n) => {
                 counts.ambiguous += 1;
                 tracing::warn!(line = row.line, key = %row.key, "{n} links could be this row's: settle it by hand");
-                Event::Unmatched { key, fingerprint, candidates: *n as u64, at: now() }
+                Event::Unmatched { key, fingerprint, candidates: *n as u64, at: Time::now() }
             }
             Recovered::None => {
                 counts.none += 1;

@@ -28,7 +28,7 @@ pub fn delivery(rounds: &[Round]) -> Delivery {
 /// When the row's latest message was taken, and the server's reply to it.
 pub fn last_delivered(rounds: &[Round]) -> Option<(SystemTime, &str)> {
     rounds.iter().rev().find_map(|r| match &r.reply {
-        Some(Reply::Delivered { reply, at }) => Some((*at, reply.as_str())),
+        Some(Reply::Delivered { reply, at }) => Some((at.system(), reply.as_str())),
         _ => None,
     })
 }
@@ -78,6 +78,7 @@ pub fn next(rounds: &[Round], asked: Asked, unpaid: Option<bool>, now: SystemTim
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Time;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
@@ -86,7 +87,8 @@ mod tests {
     }
 
     fn taken(n: u32, secs: u64) -> Round {
-        let reply = Reply::Delivered { reply: "250 queued as Q1".into(), at: T0 + Duration::from_secs(secs) };
+        let reply =
+            Reply::Delivered { reply: "250 queued as Q1".into(), at: Time::from(T0 + Duration::from_secs(secs)) };
         round(n, true, false, Some(reply))
     }
 

@@ -4,9 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::ApiError;
 use crate::digest::Digest;
-use crate::ledger::{Event, Index, KeyState};
+use crate::ledger::{Event, Index, KeyState, Time};
 use crate::plan::PlannedRow;
 use crate::request::{ClassicRequest, LinkRequest};
+use crate::row_key::RowKey;
 use crate::terms::Payment;
 
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
@@ -30,8 +31,8 @@ pub(crate) fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
 }
 
-pub(crate) fn stamp(secs: u64) -> String {
-    humantime::format_rfc3339_millis(at(secs)).to_string()
+pub(crate) fn stamp(secs: u64) -> Time {
+    Time::from(at(secs))
 }
 
 /// What the ledger holds of key `k`, as events written for a row titled `title`.
@@ -55,24 +56,21 @@ pub(crate) fn index(events: &[Ev]) -> Index {
     let mut index = Index::default();
     index.record(Event::Run { at: stamp(0), version: "t".into() }, 1);
     for (n, event) in events.iter().enumerate() {
-        let (key, link_id) = ("k".to_owned(), "link_test_1".to_owned());
+        let (key, link_id) = (RowKey::from("k"), "link_test_1".to_owned());
         let event = match *event {
-            Ev::Intent(secs) => Event::Intent {
-                key,
-                fingerprint: request("a").fingerprint().to_string(),
-                at: stamp(secs),
-                request: request("a"),
-            },
+            Ev::Intent(secs) => {
+                Event::Intent { key, fingerprint: request("a").fingerprint(), at: stamp(secs), request: request("a") }
+            }
             Ev::Created(title) => Event::Created {
                 key,
                 link_id,
                 payment_uri: "https://pay.example/l/1".into(),
-                fingerprint: request(title).fingerprint().to_string(),
+                fingerprint: request(title).fingerprint(),
                 at: stamp(9),
             },
             Ev::Failed => Event::Failed {
                 key,
-                fingerprint: String::new(),
+                fingerprint: request("a").fingerprint(),
                 code: "invalid_amount".into(),
                 message: "too small".into(),
                 at: stamp(9),
@@ -81,7 +79,7 @@ pub(crate) fn index(events: &[Ev]) -> Index {
             Ev::Refused => Event::ReplaceRefused { key, link_id, reason: "paid".into(), at: stamp(9) },
             Ev::Unread | Ev::UnreadList => Event::Unreadable {
                 key,
-                fingerprint: request("a").fingerprint().to_string(),
+                fingerprint: request("a").fingerprint(),
                 answer_to: if matches!(event, Ev::Unread) {
                     crate::terms::AnswerTo::Create
                 } else {
@@ -96,7 +94,7 @@ pub(crate) fn index(events: &[Ev]) -> Index {
                 key,
                 link_id: made.then_some(link_id),
                 payment_uri: made.then(|| "https://pay.example/l/1".into()),
-                fingerprint: request("a").fingerprint().to_string(),
+                fingerprint: request("a").fingerprint(),
                 at: stamp(9),
             },
             Ev::Paid(charges) => Event::Refreshed {

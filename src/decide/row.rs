@@ -42,7 +42,7 @@ pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
             // An intent found in the file carries its own request; one this run wrote was this row's.
             let (request, fingerprint) =
                 state.open_request().cloned().unwrap_or_else(|| (row.request.clone(), row.fingerprint()));
-            Disposition::Uncertain(OpenIntent { at, request, fingerprint })
+            Disposition::Uncertain(OpenIntent { at: at.system(), request, fingerprint })
         }
         None => Disposition::New,
     }

@@ -16,9 +16,10 @@ use lettre::address::Envelope;
 pub use summary::DeliverSummary;
 
 use crate::decide::delivery::{Asked, Next, next};
-use crate::ledger::{Book, Event, Index, LedgerError, now};
+use crate::ledger::{Book, Event, Index, LedgerError, Time};
 use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
 use crate::plan::Plan;
+use crate::row_key::RowKey;
 use crate::runner::Stop;
 use crate::terms::Delivery;
 
@@ -42,7 +43,7 @@ pub struct Message {
     /// Input line.
     pub line: u64,
     /// Row key.
-    pub key: String,
+    pub key: RowKey,
     /// 0: the first message; 1, 2…: reminders.
     pub round: u32,
     /// The message.
@@ -56,7 +57,7 @@ pub struct Due {
     /// Messages to send.
     pub messages: Vec<Message>,
     /// Rows whose message cannot be written.
-    pub refused: Vec<(u64, String, Refusal)>,
+    pub refused: Vec<(u64, RowKey, Refusal)>,
     /// Rows left `uncertain` by an earlier run.
     pub uncertain: u64,
     /// Rows whose message an earlier run saw refused.
@@ -76,10 +77,10 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
     let mut due = Due::default();
     crate::runner::for_each_row(plan, &mut reader, Some(index), |row| {
         let Ok(row) = row else { return true };
-        let Some(state) = index.get(&row.key_id) else { return true };
+        let Some(state) = index.get(&row.key.id()) else { return true };
         let Some(link) = state.link else { return true };
         let unpaid = state.payment().map(|(p, _)| !crate::decide::is_paid(p));
-        let rounds = index.deliveries.of(&row.key_id);
+        let rounds = index.deliveries.of(&row.key.id());
         let Next::Send(round) = next(rounds, asked, unpaid, at) else {
             match crate::decide::delivery::delivery(rounds) {
                 Delivery::Uncertain => due.uncertain += 1,
@@ -103,7 +104,7 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
 
 /// Every row's first message written with stand-in link fields, before any link exists: the rows whose
 /// message could not be (`validate`, and `run --deliver` before its first create), by line, key and why.
-pub fn unwritable(plan: &Plan) -> Result<Vec<(u64, String, Refusal)>, DeliverError> {
+pub fn unwritable(plan: &Plan) -> Result<Vec<(u64, RowKey, Refusal)>, DeliverError> {
     let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
     let mut refused = Vec::new();
     crate::runner::for_each_row(plan, &mut reader, None, |row| {
@@ -154,7 +155,7 @@ impl<'a> Pass<'a> {
         // One connection, one message after another (crate::throttle::SEQUENTIAL_SLACK).
         let throttle = crate::throttle::Throttle::with_slack(&rates, crate::throttle::SEQUENTIAL_SLACK);
         // A run right after another keeps the windows that one filled.
-        throttle.seed(book.index().deliveries.sent(), std::time::SystemTime::now());
+        throttle.seed(book.index().deliveries.sent().map(Time::system), std::time::SystemTime::now());
         Pass { plan, book, mailer, throttle, stop }
     }
 
@@ -197,7 +198,7 @@ impl<'a> Pass<'a> {
             let error = match self.attempt(message).await? {
                 Ok(reply) => {
                     tracing::debug!("line {line} (key `{key}`): delivered, round {round}");
-                    self.record(Event::Delivered { key: key.clone(), round, reply, at: now() }).await?;
+                    self.record(Event::Delivered { key: key.clone(), round, reply, at: Time::now() }).await?;
                     summary.delivered += 1;
                     return Ok(());
                 }
@@ -206,7 +207,7 @@ impl<'a> Pass<'a> {
             match error {
                 MailError::Refused { code, reply } => {
                     tracing::warn!("line {line} (key `{key}`): the mail server refused the message ({code})");
-                    self.record(Event::DeliverFailed { key: key.clone(), round, code, reply, at: now() }).await?;
+                    self.record(Event::DeliverFailed { key: key.clone(), round, code, reply, at: Time::now() }).await?;
                     summary.failed += 1;
                     return Ok(());
                 }
@@ -248,15 +249,15 @@ impl<'a> Pass<'a> {
         };
         self.throttle.acquire().await;
         let message_id = message.composed.message_id.clone();
-        self.record(Event::DeliverIntent { key: key.clone(), round, message_id, at: now() }).await?;
+        self.record(Event::DeliverIntent { key: key.clone(), round, message_id, at: Time::now() }).await?;
         if let Err(e) = self.mailer.begin(&envelope).await {
             return Ok(Err(e));
         }
-        self.record(Event::DeliverCommit { key: key.clone(), round, at: now() }).await?;
+        self.record(Event::DeliverCommit { key: key.clone(), round, at: Time::now() }).await?;
         let sent = self.mailer.finish(&message.composed.bytes).await;
         if let Err(MailError::Deferred { code, reply }) = &sent {
             let (code, reply) = (*code, reply.clone());
-            self.record(Event::DeliverDeferred { key, round, code, reply, at: now() }).await?;
+            self.record(Event::DeliverDeferred { key, round, code, reply, at: Time::now() }).await?;
         }
         Ok(sent)
     }

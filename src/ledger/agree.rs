@@ -4,20 +4,20 @@
 use proptest::prelude::*;
 
 use super::index::Index;
-use super::{Event, encode, read};
+use super::{Event, Time, encode, read};
 use crate::digest::Digest;
 use crate::request::{ClassicRequest, LinkRequest};
+use crate::row_key::RowKey;
 
-fn at(secs: u64) -> String {
-    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs);
-    humantime::format_rfc3339_millis(t).to_string()
+fn at(secs: u64) -> Time {
+    Time::from(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs))
 }
 
 /// One event of a key's history: `kind` picks which, `n` varies its values.
 fn event(key: u8, kind: u8, n: u16) -> Event {
-    let key = format!("k{key}");
+    let key = RowKey::from(format!("k{key}"));
     let secs = u64::from(n);
-    let fingerprint = format!("{:032x}", u128::from(n) * 7919);
+    let fingerprint = Digest::from_text(&format!("{:032x}", u128::from(n) * 7919));
     let request = LinkRequest::Classic(ClassicRequest {
         amount: u64::from(n) + 100,
         currency: "thb".into(),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{Event, Index, KeyState};
-use crate::digest::Digest;
 use crate::request::LinkRequest;
 
 /// The ledger file, opened for reading on first need.
@@ -55,7 +54,7 @@ pub(super) fn load_open_requests(index: &mut Index, file: &mut File) -> Result<(
     for (slot, offset) in index.open_intents() {
         match read_event_at(file, offset) {
             Ok(Event::Intent { request, fingerprint, .. }) => {
-                index.set_open_request(slot, request, Digest::from_text(&fingerprint));
+                index.set_open_request(slot, request, fingerprint);
             }
             Ok(_) => return Err((offset, "not an intent".into())),
             Err(reason) => return Err((offset, reason)),

@@ -2,11 +2,9 @@
 //! the server replied. Holds facts only; what a row's delivery is, and what to send next, is
 //! [`crate::decide::delivery`]'s to say.
 
-use std::collections::HashMap;
-use std::time::SystemTime;
-
-use super::Event;
+use super::{Event, Time};
 use crate::digest::Digest;
+use std::collections::HashMap;
 
 /// The server's last word on a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +14,7 @@ pub enum Reply {
         /// The reply.
         reply: String,
         /// When.
-        at: SystemTime,
+        at: Time,
     },
     /// Refused for good.
     Failed {
@@ -47,7 +45,7 @@ pub struct Round {
 pub struct Deliveries {
     by_key: HashMap<Digest, Vec<Round>>,
     /// When each transaction began (`deliver_intent`), for the mail windows of a later run.
-    sent: Vec<SystemTime>,
+    sent: Vec<Time>,
 }
 
 impl Deliveries {
@@ -57,7 +55,7 @@ impl Deliveries {
     }
 
     /// When transactions began, for the windows of `[deliver] rates`.
-    pub fn sent(&self) -> impl Iterator<Item = SystemTime> + '_ {
+    pub fn sent(&self) -> impl Iterator<Item = Time> + '_ {
         self.sent.iter().copied()
     }
 
@@ -66,32 +64,29 @@ impl Deliveries {
         self.by_key.is_empty()
     }
 
-    fn round(&mut self, key: &str, round: u32) -> Option<&mut Round> {
-        self.by_key.get_mut(&Digest::of(key.as_bytes()))?.iter_mut().find(|r| r.round == round)
+    fn round(&mut self, key: Digest, round: u32) -> Option<&mut Round> {
+        self.by_key.get_mut(&key)?.iter_mut().find(|r| r.round == round)
     }
 
     /// Applies one of the delivery events; any other event changes nothing here.
     pub(super) fn apply(&mut self, event: Event) {
         match event {
             Event::DeliverIntent { key, round, message_id, at } => {
-                self.sent.extend(super::parse_time(&at));
-                self.intent(&key, round, message_id);
+                self.sent.push(at);
+                self.intent(key.id(), round, message_id);
             }
-            Event::DeliverCommit { key, round, .. } => self.commit(&key, round, true),
-            Event::DeliverDeferred { key, round, .. } => self.commit(&key, round, false),
-            Event::Delivered { key, round, reply, at } => {
-                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
-                self.reply(&key, round, Reply::Delivered { reply, at });
-            }
+            Event::DeliverCommit { key, round, .. } => self.commit(key.id(), round, true),
+            Event::DeliverDeferred { key, round, .. } => self.commit(key.id(), round, false),
+            Event::Delivered { key, round, reply, at } => self.reply(key.id(), round, Reply::Delivered { reply, at }),
             Event::DeliverFailed { key, round, code, reply, .. } => {
-                self.reply(&key, round, Reply::Failed { code, reply });
+                self.reply(key.id(), round, Reply::Failed { code, reply });
             }
             _ => {}
         }
     }
 
-    fn intent(&mut self, key: &str, round: u32, message_id: String) {
-        let rounds = self.by_key.entry(Digest::of(key.as_bytes())).or_default();
+    fn intent(&mut self, key: Digest, round: u32, message_id: String) {
+        let rounds = self.by_key.entry(key).or_default();
         if let Some(known) = rounds.iter_mut().find(|r| r.round == round) {
             // Another attempt of the same round (after a 4xx, a cut before the end of data, or the user's
             // --resend-uncertain): an earlier one that may have reached the server is remembered.
@@ -105,13 +100,13 @@ impl Deliveries {
         }
     }
 
-    fn commit(&mut self, key: &str, round: u32, committed: bool) {
+    fn commit(&mut self, key: Digest, round: u32, committed: bool) {
         if let Some(r) = self.round(key, round) {
             r.committed = committed;
         }
     }
 
-    fn reply(&mut self, key: &str, round: u32, reply: Reply) {
+    fn reply(&mut self, key: Digest, round: u32, reply: Reply) {
         if let Some(r) = self.round(key, round) {
             // A reply settles every attempt of the round: the server took (or refused) the one it answered,
             // and an earlier uncertain one carried the same Message-ID.

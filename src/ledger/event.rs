@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Time;
+use crate::digest::Digest;
+use crate::rate::Rate;
 use crate::request::LinkRequest;
+use crate::row_key::RowKey;
 use crate::terms::{ApiKind, AuthScheme, Mode, Payment};
 
 /// First line of every ledger: what the links in it were made on.
@@ -47,6 +51,22 @@ mod mode_or_unknown {
     }
 }
 
+/// A file's modification time in nanoseconds, written as a JSON string (as every ledger has it: a number that
+/// large would lose digits in a reader that takes JSON numbers as doubles, `jq` among them).
+mod nanos_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` hands the field by reference.
+    pub(super) fn serialize<S: Serializer>(nanos: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(nanos)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(|_| serde::de::Error::custom(format!("modified `{text}` is not nanoseconds")))
+    }
+}
+
 /// One line of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -56,18 +76,18 @@ pub enum Event {
     /// A run started (links recorded after it are that run's `created`, earlier ones `existing`).
     Run {
         /// When.
-        at: String,
+        at: Time,
         /// linkbatch version.
         version: String,
     },
     /// Written before a create request is sent.
     Intent {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Request fingerprint.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When (RFC 3339, milliseconds).
-        at: String,
+        at: Time,
         /// The parameters sent, so a later run can reconcile and explain conflicts.
         request: LinkRequest,
     },
@@ -76,58 +96,58 @@ pub enum Event {
     /// unresolved.
     Unsent {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The intent's time, as it was written.
-        at: String,
+        at: Time,
         /// Why it did not leave.
         reason: String,
     },
     /// The server answered with a link.
     Created {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Link id.
         link_id: String,
         /// Payment URI (Links+: `payment_url`).
         payment_uri: String,
         /// Fingerprint of the request that made it.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// An uncertain request's link was found on the server and claimed for this key.
     Adopted {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Link id.
         link_id: String,
         /// Payment URI.
         payment_uri: String,
         /// Fingerprint of the request that made it.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// A permanent failure (4xx other than 429), or retries exhausted.
     Failed {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Fingerprint of the failing request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// Omise error code.
         code: String,
         /// Omise error message.
         message: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The server answered in a shape linkbatch cannot read (docs/reference.md, "Fail closed"): kept with its
     /// body, and nothing done on it. After a create the row waits for `settle`; after a list it stays open.
     Unreadable {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Fingerprint of the row's request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// `create` or `list` (`recover` in ledgers before the `unmatched` event).
         answer_to: crate::terms::AnswerTo,
         /// HTTP status.
@@ -137,23 +157,23 @@ pub enum Event {
         /// The answer as sent (at most 64 KiB; the key redacted should the server echo it).
         body: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// `recover` found several links that could each be the row's: it waits to be settled by hand.
     Unmatched {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// Fingerprint of the row's request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// How many links could be the row's.
         candidates: u64,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The user settled an open row by hand (`linkbatch settle`): the link it has, or that none was made.
     Settled {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link adopted, or none (the row is then new, and sent on the next run).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         link_id: Option<String>,
@@ -161,145 +181,146 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payment_uri: Option<String>,
         /// Fingerprint of the row's request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// `--update-changed`: the row's link is about to be changed in place (`PATCH`: description, metadata).
     UpdateIntent {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link.
         link_id: String,
         /// Fingerprint of the row's new request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The link now holds the row's new description and metadata: its fingerprint is the new request's.
     Updated {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link.
         link_id: String,
         /// Fingerprint of the row's new request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// `--replace-changed`: the row's old, unpaid link is about to be deleted.
     ReplaceIntent {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link to delete.
         link_id: String,
         /// Fingerprint of the row's new request.
-        fingerprint: String,
+        fingerprint: Digest,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The row's old link is deleted on the server; the row is new again.
     Deleted {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The deleted link.
         link_id: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// `--replace-changed` refused to replace a link (it has been paid).
     ReplaceRefused {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link kept.
         link_id: String,
         /// Why.
         reason: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The output CSV was put in place from the ledger as it stood: the file's size and modification time,
     /// so the next run can tell the output it finds is this one (and the ledger holds every link it names).
     Output {
         /// Bytes in the file.
         bytes: u64,
-        /// Its modification time, nanoseconds since 1970.
-        modified: String,
+        /// Its modification time, nanoseconds since 1970 (written as text).
+        #[serde(with = "nanos_text")]
+        modified: u128,
         /// When.
-        at: String,
+        at: Time,
     },
     /// A 429 met although the throttle kept every window: the server holds one tighter than the rates the
     /// run started from. The next run from the same job rates (without `--limit`) starts at `rates`.
     Learned {
-        /// The job's rates, as written in the job file.
-        job_rates: Vec<String>,
+        /// The job's rates.
+        job_rates: Vec<Rate>,
         /// The rates kept from now on, tightened by what the 429 explained.
-        rates: Vec<String>,
+        rates: Vec<Rate>,
         /// The window that was tightened, as it was.
-        was: String,
+        was: Rate,
         /// As it is now.
-        now: String,
+        now: Rate,
         /// When.
-        at: String,
+        at: Time,
     },
     /// `refresh` began (or resumed, when the last one has no `refresh_finished`).
     RefreshStarted {
         /// When.
-        at: String,
+        at: Time,
     },
     /// `refresh` retrieved every link.
     RefreshFinished {
         /// When.
-        at: String,
+        at: Time,
     },
     /// What `refresh` read of one link.
     Refreshed {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The link.
         link_id: String,
         /// Its payment state.
         #[serde(flatten)]
         payment: Payment,
         /// When.
-        at: String,
+        at: Time,
     },
     /// Written before a message's SMTP transaction begins (docs/reference.md, "Delivery").
     DeliverIntent {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// 0: the first message; 1, 2…: reminders.
         round: u32,
         /// The message's Message-ID, the same for every attempt of one round.
         message_id: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The message's end of data is about to be sent: from here the server may have taken it, and with no
     /// reply recorded after this line the round's delivery is `uncertain`.
     DeliverCommit {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The round.
         round: u32,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The server took the message: its final reply (a queue id, mostly).
     Delivered {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The round.
         round: u32,
         /// The server's reply, as it wrote it.
         reply: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The server answered the end of data with a 4xx: it did not take the message, which may be sent again.
     DeliverDeferred {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The round.
         round: u32,
         /// The reply's code.
@@ -307,12 +328,12 @@ pub enum Event {
         /// The server's words.
         reply: String,
         /// When.
-        at: String,
+        at: Time,
     },
     /// The server refused the message for good (a 5xx reply).
     DeliverFailed {
         /// Row key.
-        key: String,
+        key: RowKey,
         /// The round.
         round: u32,
         /// The reply's code.
@@ -320,6 +341,6 @@ pub enum Event {
         /// The server's words.
         reply: String,
         /// When.
-        at: String,
+        at: Time,
     },
 }

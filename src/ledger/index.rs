@@ -12,12 +12,12 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
 
 use hashbrown::HashTable;
 
-use super::Event;
+use super::{Event, FileStamp, Time};
 use crate::digest::Digest;
+use crate::rate::Rate;
 use crate::request::LinkRequest;
 use crate::terms::{AnswerTo, Payment, Unread};
 
@@ -38,12 +38,22 @@ impl LinkRecord {
 }
 
 /// Milliseconds since the epoch, plus one: 0 stands for "none" in a slot.
-fn millis(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 1
+fn stamp(at: Time) -> u64 {
+    at.millis().saturating_add(1)
 }
 
-fn from_millis(stamp: u64) -> Option<SystemTime> {
-    stamp.checked_sub(1).map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+fn from_stamp(stamp: u64) -> Option<Time> {
+    stamp.checked_sub(1).map(Time::from_millis)
+}
+
+/// The rates learned from a stricter server (the latest `learned` event): the job's rates they were learned
+/// under, and them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedRates {
+    /// The job's rates when they were learned.
+    pub job_rates: Vec<Rate>,
+    /// The rates kept.
+    pub rates: Vec<Rate>,
 }
 
 /// What the ledger says of one key.
@@ -55,7 +65,7 @@ pub struct KeyState {
     /// Byte offset of the key's latest `intent` line (the request its link was made with); 0: none (the
     /// header is there).
     intent: u64,
-    /// The earliest request with no outcome yet, as [`millis`]; 0: none.
+    /// The earliest request with no outcome yet, as [`stamp`]; 0: none.
     open_since: u64,
     rare: Option<Box<Rare>>,
 }
@@ -79,8 +89,8 @@ impl KeyState {
     }
 
     /// When the earliest request with no outcome yet was sent, if there is one.
-    pub fn open_since(&self) -> Option<SystemTime> {
-        from_millis(self.open_since)
+    pub fn open_since(&self) -> Option<Time> {
+        from_stamp(self.open_since)
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -281,7 +291,7 @@ pub struct Index {
     links: Links,
     /// The ledger file, to read back a link's request.
     pub(super) path: Option<PathBuf>,
-    /// When requests were sent (intents, as [`millis`]), for the rate-limit budget of a re-run.
+    /// When requests were sent (intents, as [`stamp`]), for the rate-limit budget of a re-run.
     sent: Vec<u64>,
     /// Lines in the file.
     pub lines: u64,
@@ -289,10 +299,10 @@ pub struct Index {
     pub last_run: u64,
     /// Line of the latest `refresh_started`, while no `refresh_finished` follows it (a refresh to resume).
     pub unfinished_refresh: Option<u64>,
-    /// The output the latest `output` event describes: its size and modification time.
-    pub last_output: Option<(u64, String)>,
-    /// The latest rates learned from a stricter server: the job's rates they were learned under, and them.
-    pub learned: Option<(Vec<String>, Vec<String>)>,
+    /// The output the latest `output` event describes.
+    pub last_output: Option<FileStamp>,
+    /// The latest rates learned from a stricter server.
+    pub learned: Option<LearnedRates>,
     /// Each row's messages.
     pub deliveries: super::Deliveries,
 }
@@ -309,11 +319,11 @@ impl Index {
     }
 
     /// When requests were sent (intents), for the rate-limit budget of a re-run.
-    pub fn sent(&self) -> impl Iterator<Item = SystemTime> + '_ {
-        self.sent.iter().filter_map(|&at| from_millis(at))
+    pub fn sent(&self) -> impl Iterator<Item = Time> + '_ {
+        self.sent.iter().filter_map(|&at| from_stamp(at))
     }
 
-    /// What the ledger says of a key (by its [`crate::plan::PlannedRow::key_id`]).
+    /// What the ledger says of a key (by its [`crate::row_key::RowKey::id`]).
     pub fn get(&self, key: &Digest) -> Option<&KeyState> {
         let slot = self.by_key.find(key.bucket(), |&i| self.slots[i].key == *key)?;
         Some(&self.slots[*slot])
@@ -380,8 +390,8 @@ impl Index {
         Some(state.intent).filter(|&o| o > 0)
     }
 
-    pub(super) fn on_intent(&mut self, key: Digest, at: SystemTime, offset: u64) {
-        let at = millis(at);
+    pub(super) fn on_intent(&mut self, key: Digest, at: Time, offset: u64) {
+        let at = stamp(at);
         self.sent.push(at);
         let state = self.slot(key);
         state.intent = offset;
@@ -400,8 +410,7 @@ impl Index {
     }
 
     /// A `refresh` reading of the key's current link (one of a link it no longer has is ignored).
-    fn on_refreshed(&mut self, key: &str, link_id: &str, payment: Payment, line: u64) {
-        let key = Digest::of(key.as_bytes());
+    fn on_refreshed(&mut self, key: Digest, link_id: &str, payment: Payment, line: u64) {
         let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
         if current {
             self.slot(key).rare().payment = Some((payment, line));
@@ -410,8 +419,7 @@ impl Index {
 
     /// The key's link is deleted on the server, if it is still this one. The id stays claimed:
     /// reconciliation must never adopt a deleted link.
-    fn on_deleted(&mut self, key: &str, link_id: &str) {
-        let key = Digest::of(key.as_bytes());
+    fn on_deleted(&mut self, key: Digest, link_id: &str) {
         let gone = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
         if gone {
             let state = self.slot(key);
@@ -425,48 +433,43 @@ impl Index {
     }
 
     /// The row waits to be settled by hand; the `unreadable` or `unmatched` line is at byte `offset`.
-    fn on_unsettled(&mut self, key: &str, unread: Unread, offset: u64) {
-        self.slot(Digest::of(key.as_bytes())).rare().unsettled = Some((unread, offset));
+    fn on_unsettled(&mut self, key: Digest, unread: Unread, offset: u64) {
+        self.slot(key).rare().unsettled = Some((unread, offset));
     }
 
     /// Applies one event found on `line`, at byte `offset`.
     pub(super) fn apply(&mut self, event: Event, line: u64, offset: u64) {
         match event {
             Event::Updated { key, link_id, fingerprint, .. } => {
-                let key = Digest::of(key.as_bytes());
+                let key = key.id();
                 let current = self.get(&key).and_then(|s| s.link).filter(|l| self.link_id(l) == link_id);
                 if let Some(mut link) = current {
                     // The same link, made by the same run as before: only what it was made from changed.
-                    link.fingerprint = Digest::from_text(&fingerprint);
+                    link.fingerprint = fingerprint;
                     self.slot(key).link = Some(link);
                 }
             }
             Event::Run { .. } => self.last_run = line,
-            Event::Intent { key, at, .. } => {
-                let at = super::parse_time(&at).unwrap_or(SystemTime::UNIX_EPOCH);
-                self.on_intent(Digest::of(key.as_bytes()), at, offset);
-            }
+            Event::Intent { key, at, .. } => self.on_intent(key.id(), at, offset),
             Event::Created { key, link_id, payment_uri, fingerprint, .. }
             | Event::Adopted { key, link_id, payment_uri, fingerprint, .. } => {
-                let fingerprint = Digest::from_text(&fingerprint);
-                self.on_link(Digest::of(key.as_bytes()), &link_id, &payment_uri, fingerprint, line);
+                self.on_link(key.id(), &link_id, &payment_uri, fingerprint, line);
             }
             Event::Unsent { key, at, .. } => {
-                let state = self.slot(Digest::of(key.as_bytes()));
+                let state = self.slot(key.id());
                 // Only this request was open: an earlier one whose outcome is unknown keeps the row open.
-                let at = super::parse_time(&at).map(millis);
-                if at.is_some_and(|at| state.open_since == at) {
+                if state.open_since == stamp(at) {
                     state.close();
                 }
             }
             Event::Failed { key, code, message, .. } => {
-                let state = self.slot(Digest::of(key.as_bytes()));
+                let state = self.slot(key.id());
                 state.close();
                 state.rare().failed = Some((code, message));
             }
-            Event::Deleted { key, link_id, .. } => self.on_deleted(&key, &link_id),
+            Event::Deleted { key, link_id, .. } => self.on_deleted(key.id(), &link_id),
             Event::ReplaceRefused { key, reason, .. } => {
-                self.slot(Digest::of(key.as_bytes())).rare().replace_refused = Some(reason);
+                self.slot(key.id()).rare().replace_refused = Some(reason);
             }
             // A list's answer leaves the row as it was: its request is reconciled again.
             Event::Unreadable {
@@ -476,21 +479,24 @@ impl Index {
                 missing,
                 ..
             } => {
-                self.on_unsettled(&key, Unread { answer_to, status, missing, candidates: None }, offset);
+                self.on_unsettled(key.id(), Unread { answer_to, status, missing, candidates: None }, offset);
             }
             Event::Unmatched { key, candidates, .. } => {
                 let (answer_to, candidates) = (AnswerTo::Recover, Some(candidates));
-                self.on_unsettled(&key, Unread { answer_to, status: 0, missing: String::new(), candidates }, offset);
+                self.on_unsettled(
+                    key.id(),
+                    Unread { answer_to, status: 0, missing: String::new(), candidates },
+                    offset,
+                );
             }
             Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
             Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {
-                let fingerprint = Digest::from_text(&fingerprint);
                 let uri = payment_uri.unwrap_or_default();
-                self.on_link(Digest::of(key.as_bytes()), &link_id, &uri, fingerprint, line);
+                self.on_link(key.id(), &link_id, &uri, fingerprint, line);
             }
-            Event::Settled { key, link_id: None, .. } => self.slot(Digest::of(key.as_bytes())).close(),
-            Event::Output { bytes, modified, .. } => self.last_output = Some((bytes, modified)),
-            Event::Learned { job_rates, rates, .. } => self.learned = Some((job_rates, rates)),
+            Event::Settled { key, link_id: None, .. } => self.slot(key.id()).close(),
+            Event::Output { bytes, modified, .. } => self.last_output = Some(FileStamp { bytes, modified }),
+            Event::Learned { job_rates, rates, .. } => self.learned = Some(LearnedRates { job_rates, rates }),
             Event::RefreshStarted { .. } => self.unfinished_refresh = Some(line),
             Event::RefreshFinished { .. } => self.unfinished_refresh = None,
             Event::DeliverIntent { .. }
@@ -498,7 +504,7 @@ impl Index {
             | Event::DeliverDeferred { .. }
             | Event::Delivered { .. }
             | Event::DeliverFailed { .. } => self.deliveries.apply(event),
-            Event::Refreshed { key, link_id, payment, .. } => self.on_refreshed(&key, &link_id, payment, line),
+            Event::Refreshed { key, link_id, payment, .. } => self.on_refreshed(key.id(), &link_id, payment, line),
         }
         self.lines = line;
     }
@@ -565,9 +571,13 @@ mod tests {
         index
     }
 
-    fn at(secs: u64) -> String {
-        humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs))
-            .to_string()
+    fn at(secs: u64) -> Time {
+        Time::from(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs))
+    }
+
+    /// A fingerprint: the digest `pair` repeated sixteen times spells.
+    fn print(pair: &str) -> Digest {
+        Digest::from_hex(&pair.repeat(16)).expect("hex")
     }
 
     fn request() -> LinkRequest {
@@ -582,18 +592,12 @@ mod tests {
     }
 
     fn intent(key: &str, secs: u64) -> Event {
-        Event::Intent { key: key.into(), fingerprint: "ab".repeat(16), at: at(secs), request: request() }
+        Event::Intent { key: key.into(), fingerprint: print("ab"), at: at(secs), request: request() }
     }
 
     fn created(key: &str, link: &str) -> Event {
         let uri = format!("https://pay.example/{link}");
-        Event::Created {
-            key: key.into(),
-            link_id: link.into(),
-            payment_uri: uri,
-            fingerprint: "ab".repeat(16),
-            at: at(9),
-        }
+        Event::Created { key: key.into(), link_id: link.into(), payment_uri: uri, fingerprint: print("ab"), at: at(9) }
     }
 
     fn state<'i>(index: &'i Index, key: &str) -> &'i KeyState {
@@ -608,7 +612,7 @@ mod tests {
     fn an_intent_opens_its_row_from_the_earliest_unresolved_request() {
         let index = from(vec![intent("a", 5), intent("a", 7)]);
         let open = state(&index, "a").open_since().unwrap();
-        assert_eq!(humantime::format_rfc3339_millis(open).to_string(), at(5));
+        assert_eq!(open, at(5));
         assert_eq!(index.sent().count(), 2, "both requests count against the windows");
     }
 
@@ -630,7 +634,7 @@ mod tests {
             key: "a".into(),
             link_id: "link_9".into(),
             payment_uri: "https://pay.example/link_9".into(),
-            fingerprint: "ab".repeat(16),
+            fingerprint: print("ab"),
             at: at(3),
         };
         let index = from(vec![intent("a", 1), adopted]);
@@ -641,7 +645,7 @@ mod tests {
     fn a_failure_closes_the_row_with_its_words_and_a_later_link_clears_them() {
         let failed = Event::Failed {
             key: "a".into(),
-            fingerprint: String::new(),
+            fingerprint: print("00"),
             code: "invalid_amount".into(),
             message: "too small".into(),
             at: at(2),
@@ -679,16 +683,12 @@ mod tests {
 
     #[test]
     fn an_update_changes_the_fingerprint_of_that_link_alone() {
-        let updated = |link: &str| Event::Updated {
-            key: "a".into(),
-            link_id: link.into(),
-            fingerprint: "cd".repeat(16),
-            at: at(6),
-        };
+        let updated =
+            |link: &str| Event::Updated { key: "a".into(), link_id: link.into(), fingerprint: print("cd"), at: at(6) };
         let index = from(vec![intent("a", 1), created("a", "link_1"), updated("link_1")]);
-        assert_eq!(state(&index, "a").link.unwrap().fingerprint, Digest::from_text(&"cd".repeat(16)));
+        assert_eq!(state(&index, "a").link.unwrap().fingerprint, print("cd"));
         let index = from(vec![intent("a", 1), created("a", "link_1"), updated("link_2")]);
-        assert_eq!(state(&index, "a").link.unwrap().fingerprint, Digest::from_text(&"ab".repeat(16)));
+        assert_eq!(state(&index, "a").link.unwrap().fingerprint, print("ab"));
     }
 
     #[test]
@@ -725,24 +725,25 @@ mod tests {
 
     #[test]
     fn the_output_and_a_learned_rate_are_remembered() {
-        let output = Event::Output { bytes: 42, modified: "17".into(), at: at(1) };
+        let rate = |text: &str| text.parse::<crate::rate::Rate>().unwrap();
+        let output = Event::Output { bytes: 42, modified: 17, at: at(1) };
         let learned = Event::Learned {
-            job_rates: vec!["20/s".into()],
-            rates: vec!["10/s".into()],
-            was: "20/s".into(),
-            now: "10/s".into(),
+            job_rates: vec![rate("20/s")],
+            rates: vec![rate("10/s")],
+            was: rate("20/s"),
+            now: rate("10/s"),
             at: at(2),
         };
         let index = from(vec![output, learned]);
-        assert_eq!(index.last_output, Some((42, "17".to_owned())));
-        assert_eq!(index.learned, Some((vec!["20/s".to_owned()], vec!["10/s".to_owned()])));
+        assert_eq!(index.last_output, Some(super::super::FileStamp { bytes: 42, modified: 17 }));
+        assert_eq!(index.learned, Some(LearnedRates { job_rates: vec![rate("20/s")], rates: vec![rate("10/s")] }));
     }
 
     #[test]
     fn an_unreadable_answer_waits_to_be_settled_and_settling_ends_it() {
         let unreadable = Event::Unreadable {
             key: "a".into(),
-            fingerprint: "ab".repeat(16),
+            fingerprint: print("ab"),
             answer_to: AnswerTo::Create,
             status: 200,
             missing: "link id".into(),
@@ -752,20 +753,15 @@ mod tests {
         let index = from(vec![intent("a", 1), unreadable.clone()]);
         let unread = Unread { answer_to: AnswerTo::Create, status: 200, missing: "link id".into(), candidates: None };
         assert_eq!(state(&index, "a").unsettled(), Some(&unread));
-        let none = Event::Settled {
-            key: "a".into(),
-            link_id: None,
-            payment_uri: None,
-            fingerprint: "ab".repeat(16),
-            at: at(3),
-        };
+        let none =
+            Event::Settled { key: "a".into(), link_id: None, payment_uri: None, fingerprint: print("ab"), at: at(3) };
         let index = from(vec![intent("a", 1), unreadable.clone(), none]);
         assert_eq!((state(&index, "a").unsettled(), state(&index, "a").open_since()), (None, None));
         let settled = Event::Settled {
             key: "a".into(),
             link_id: Some("link_5".into()),
             payment_uri: Some("https://pay.example/link_5".into()),
-            fingerprint: "ab".repeat(16),
+            fingerprint: print("ab"),
             at: at(3),
         };
         let index = from(vec![intent("a", 1), unreadable, settled]);

@@ -22,6 +22,7 @@ mod file;
 mod index;
 mod line;
 mod read;
+mod time;
 mod writer;
 
 pub use back::ReadBack;
@@ -32,25 +33,25 @@ pub use file::peek_header;
 use file::{check_header, create, lock, starts_as_ledger};
 use line::check_sum;
 pub use line::{VERSION, encode};
+pub use time::Time;
 pub use writer::Ledger;
 
-pub use index::{Index, KeyState, LinkRecord};
+pub use index::{Index, KeyState, LearnedRates, LinkRecord};
 
-/// Size and modification time of a file, as an `output` event records them; `None` when there is no file.
-pub fn file_stamp(path: &Path) -> Option<(u64, String)> {
+/// Size and modification time of a file, as an `output` event records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Its modification time, nanoseconds since 1970.
+    pub modified: u128,
+}
+
+/// The stamp of the file at `path`; `None` when there is no file.
+pub fn file_stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
     let modified = meta.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
-    Some((meta.len(), modified.to_string()))
-}
-
-/// The current time as the ledger writes it.
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-/// Reads a ledger time back.
-pub fn parse_time(at: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(at).ok()
+    Some(FileStamp { bytes: meta.len(), modified })
 }
 
 /// Why the ledger cannot be used.
@@ -278,7 +279,7 @@ mod tests {
 
     fn intent(key: &str) -> Event {
         let request = request();
-        Event::Intent { key: key.into(), fingerprint: request.fingerprint().to_string(), at: now(), request }
+        Event::Intent { key: key.into(), fingerprint: request.fingerprint(), at: Time::now(), request }
     }
 
     #[tokio::test]
@@ -294,8 +295,8 @@ mod tests {
                     key: "a".into(),
                     link_id: "link_1".into(),
                     payment_uri: "u".into(),
-                    fingerprint: "f".into(),
-                    at: now(),
+                    fingerprint: Digest::of(b"f"),
+                    at: Time::now(),
                 })
                 .await
                 .unwrap();

@@ -12,11 +12,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::time::SystemTime;
 
 use serde::de::IgnoredAny;
 
-use super::{Event, Header, Index, LedgerError, OpenReport, parse_time};
+use super::{Event, Header, Index, LedgerError, OpenReport, Time};
 use crate::digest::Digest;
 
 /// The two lines a run writes for every link, borrowed from the read buffer.
@@ -25,7 +24,7 @@ enum Common<'a> {
     /// `request` is still to be checked with [`valid_request`].
     Intent {
         key: &'a str,
-        at: &'a str,
+        at: Time,
         request: &'a str,
     },
     Link {
@@ -50,7 +49,8 @@ fn common(line: &[u8], start: usize) -> Option<Common<'_>> {
         scan.field(b"fingerprint")?;
         scan.string()?;
         scan.field(b"at")?;
-        let at = scan.string()?;
+        // A time that does not read goes to `serde_json`, which names the line.
+        let at = Time::parse(scan.string()?)?;
         scan.field(b"request")?;
         let request = scan.line.get(scan.at..)?.strip_suffix('}')?;
         if !request.starts_with('{') {
@@ -69,7 +69,8 @@ fn common(line: &[u8], start: usize) -> Option<Common<'_>> {
     scan.field(b"fingerprint")?;
     let fingerprint = scan.string()?;
     scan.field(b"at")?;
-    scan.string()?;
+    // Read as `serde_json` reads it, so a time that does not read stops the file on either path.
+    Time::parse(scan.string()?)?;
     (scan.literal(b"}") && scan.at == line.len()).then_some(Common::Link { key, link_id, payment_uri, fingerprint })
 }
 
@@ -263,7 +264,7 @@ enum Found {
     /// `request` and the `whole` line are spans of the batch's text.
     Intent {
         key: Digest,
-        at: SystemTime,
+        at: Time,
         offset: u64,
         request: Range<usize>,
         whole: Range<usize>,
@@ -348,7 +349,6 @@ fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) 
             let fields = fields_start(bytes, header.as_ref(), line)?;
             found.push(match common(bytes, fields).filter(|_| line > 1 && bytes.first() == Some(&b'{')) {
                 Some(Common::Intent { key, at, request }) => {
-                    let at = parse_time(at).unwrap_or(SystemTime::UNIX_EPOCH);
                     let whole = start - bytes.len() - 1..start - 1;
                     Found::Intent { key: digest(key), at, offset, request: span(&text, request), whole, line }
                 }
@@ -414,24 +414,29 @@ fn line_at(file: &mut File, offset: u64) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::now;
+    use crate::digest::Digest;
+    use crate::ledger::Time;
     use crate::request::LinkRequest;
+    use crate::row_key::RowKey;
+
+    /// How [`Digest::of`]`(b"f")` is written.
+    const F: &str = "252f10c83610ebca1a059c0bae8255eb";
 
     fn lines() -> Vec<(Event, Option<Common<'static>>)> {
         let request = crate::ledger::tests::request();
-        let at: &'static str = Box::leak(now().into_boxed_str());
+        let at = Time::now();
         let intent = |key: &str| Event::Intent {
             key: key.into(),
-            fingerprint: request.fingerprint().to_string(),
-            at: at.into(),
+            fingerprint: request.fingerprint(),
+            at,
             request: request.clone(),
         };
         let created = |key: &str| Event::Created {
             key: key.into(),
             link_id: "link_1".into(),
             payment_uri: "https://pay/l/link_1".into(),
-            fingerprint: "f".into(),
-            at: at.into(),
+            fingerprint: Digest::of(b"f"),
+            at,
         };
         vec![
             (
@@ -444,17 +449,12 @@ mod tests {
             ),
             (
                 created("b"),
-                Some(Common::Link {
-                    key: "b",
-                    link_id: "link_1",
-                    payment_uri: "https://pay/l/link_1",
-                    fingerprint: "f",
-                }),
+                Some(Common::Link { key: "b", link_id: "link_1", payment_uri: "https://pay/l/link_1", fingerprint: F }),
             ),
             // Escapes and other events are serde_json's.
             (intent("quote\"d"), None),
             (created("tab\there"), None),
-            (Event::Run { at: at.into(), version: "1".into() }, None),
+            (Event::Run { at, version: "1".into() }, None),
         ]
     }
 
@@ -477,11 +477,12 @@ mod tests {
             assert_eq!(fast(line.strip_suffix(b"\n").unwrap()), expected, "{}", String::from_utf8_lossy(&line));
         }
         // Anything off the exact shape falls back, so serde_json decides.
-        let created = r#"{"type":"created","key":"b","link_id":"l","payment_uri":"u","fingerprint":"f","at":"x"}"#;
+        let created = r#"{"type":"created","key":"b","link_id":"l","payment_uri":"u","fingerprint":"f","at":"2026-12-02T10:00:00.000Z"}"#;
         assert!(fast(created.as_bytes()).is_some());
         for damaged in [
+            created.replace("2026-12-02T10:00:00.000Z", "x"),
             created.replace('}', "} "),
-            created.replace(r#""at":"x""#, r#""at":"x","extra":1"#),
+            created.replace('}', r#","extra":1}"#),
             created.replace(r#""u""#, r"7"),
             created.replace("\"l\"", "\"l"),
             r#"{"type":"intent","key":"a","fingerprint":"f","at":"x","request":{"amount":}}"#.into(),
@@ -554,17 +555,12 @@ mod tests {
         let header = Header { version: 1, ..crate::ledger::tests::header() };
         let mut text = serde_json::to_string(&Event::Header(header)).unwrap() + "\n";
         for i in 0..keys {
-            let key = format!("key-{i}");
-            let fingerprint = request.fingerprint().to_string();
-            let intent = Event::Intent {
-                key: key.clone(),
-                fingerprint: fingerprint.clone(),
-                at: now(),
-                request: request.clone(),
-            };
+            let key = RowKey::from(format!("key-{i}"));
+            let fingerprint = request.fingerprint();
+            let intent = Event::Intent { key: key.clone(), fingerprint, at: Time::now(), request: request.clone() };
             let link_id = format!("link_{i}");
             let payment_uri = format!("https://pay/l/{link_id}");
-            let created = Event::Created { key, link_id, payment_uri, fingerprint, at: now() };
+            let created = Event::Created { key, link_id, payment_uri, fingerprint, at: Time::now() };
             for event in [intent, created] {
                 text += &serde_json::to_string(&event).unwrap();
                 text.push('\n');
@@ -587,7 +583,7 @@ mod tests {
     fn reads_across_chunks_and_past_a_line_longer_than_one() {
         // 12,000 keys fill more than one chunk; a `run` line bigger than a chunk makes the buffer grow.
         let keys = 12_000;
-        let long = serde_json::to_string(&Event::Run { at: now(), version: "v".repeat(CHUNK + 10) }).unwrap();
+        let long = serde_json::to_string(&Event::Run { at: Time::now(), version: "v".repeat(CHUNK + 10) }).unwrap();
         let torn = r#"{"type":"intent","key":"cut"#;
         let (result, size, _dir) = read_back(keys, &format!("{long}\n{torn}"));
         let (index, report, header) = result.unwrap();

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use super::{Event, Header, encode};
+use super::{Event, Header, Time, encode};
+use crate::digest::Digest;
+use crate::rate::Rate;
 use crate::request::{ClassicRequest, LinkRequest, PlusRequest};
 use crate::terms::Payment;
 
@@ -29,8 +31,12 @@ const KEY: &str = "SUB-1002:2026-12";
 const LINK: &str = "link_test_60avk3o7u16dfvc881y";
 const URI: &str = "https://pay.omise.co/links/60avk3o7u16dfvc881y";
 
-fn at(second: u32) -> String {
+fn at_text(second: u32) -> String {
     format!("2026-11-30T04:44:{second:02}.029Z")
+}
+
+fn at(second: u32) -> Time {
+    Time::parse(&at_text(second)).expect("an RFC 3339 time")
 }
 
 fn classic() -> LinkRequest {
@@ -44,8 +50,12 @@ fn classic() -> LinkRequest {
     })
 }
 
-fn fingerprint() -> String {
-    classic().fingerprint().to_string()
+fn fingerprint() -> Digest {
+    classic().fingerprint()
+}
+
+fn rate(text: &str) -> Rate {
+    text.parse().expect("a rate")
 }
 
 /// One event of every kind, with the values a run writes, in an order a ledger could hold them.
@@ -66,11 +76,11 @@ fn made() -> Vec<Event> {
     });
     vec![
         Event::Run { at: at(0), version: "0.1.0".into() },
-        Event::Intent { key: KEY.to_owned(), fingerprint: fingerprint(), at: at(1), request: classic() },
-        Event::Unsent { key: KEY.to_owned(), at: at(1), reason: "no server answered at api.omise.co".into() },
-        Event::Intent { key: "T-9".into(), fingerprint: plus.fingerprint().to_string(), at: at(2), request: plus },
+        Event::Intent { key: KEY.into(), fingerprint: fingerprint(), at: at(1), request: classic() },
+        Event::Unsent { key: KEY.into(), at: at(1), reason: "no server answered at api.omise.co".into() },
+        Event::Intent { key: "T-9".into(), fingerprint: plus.fingerprint(), at: at(2), request: plus },
         Event::Created {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             link_id: LINK.to_owned(),
             payment_uri: URI.into(),
             fingerprint: fingerprint(),
@@ -129,8 +139,8 @@ fn answered() -> Vec<Event> {
 /// A changed row's link updated, replaced or kept; the output and a learned rate.
 fn changed() -> Vec<Event> {
     vec![
-        Event::UpdateIntent { key: KEY.to_owned(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(9) },
-        Event::Updated { key: KEY.to_owned(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(10) },
+        Event::UpdateIntent { key: KEY.into(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(9) },
+        Event::Updated { key: KEY.into(), link_id: LINK.to_owned(), fingerprint: fingerprint(), at: at(10) },
         Event::ReplaceIntent {
             key: "A-1".into(),
             link_id: "link_test_adopted".into(),
@@ -139,17 +149,17 @@ fn changed() -> Vec<Event> {
         },
         Event::Deleted { key: "A-1".into(), link_id: "link_test_adopted".into(), at: at(12) },
         Event::ReplaceRefused {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             link_id: LINK.to_owned(),
             reason: "the link has been paid".into(),
             at: at(13),
         },
-        Event::Output { bytes: 4711, modified: "1764477896029000000".into(), at: at(14) },
+        Event::Output { bytes: 4711, modified: 1_764_477_896_029_000_000, at: at(14) },
         Event::Learned {
-            job_rates: vec!["60/min".into(), "1000/h".into()],
-            rates: vec!["30/min".into(), "1000/h".into()],
-            was: "60/min".into(),
-            now: "30/min".into(),
+            job_rates: vec![rate("60/min"), rate("1000/h")],
+            rates: vec![rate("30/min"), rate("1000/h")],
+            was: rate("60/min"),
+            now: rate("30/min"),
             at: at(15),
         },
     ]
@@ -163,12 +173,12 @@ fn read() -> Vec<Event> {
         paid_amount: 99000,
         refunded_amount: 1000,
         currency: "thb".into(),
-        last_paid_at: Some(at(40)),
+        last_paid_at: Some(at_text(40)),
         link_status: None,
     };
     vec![
         Event::RefreshStarted { at: at(16) },
-        Event::Refreshed { key: KEY.to_owned(), link_id: LINK.to_owned(), payment: paid, at: at(17) },
+        Event::Refreshed { key: KEY.into(), link_id: LINK.to_owned(), payment: paid, at: at(17) },
         Event::RefreshFinished { at: at(18) },
     ]
 }
@@ -177,28 +187,28 @@ fn read() -> Vec<Event> {
 fn mailed() -> Vec<Event> {
     vec![
         Event::DeliverIntent {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             round: 0,
             message_id: "<lb.67a4b309dca746ba27f72ccced22d67a.0@example.co.th>".into(),
             at: at(19),
         },
-        Event::DeliverCommit { key: KEY.to_owned(), round: 0, at: at(20) },
+        Event::DeliverCommit { key: KEY.into(), round: 0, at: at(20) },
         Event::DeliverDeferred {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             round: 0,
             code: 451,
             reply: "4.3.0 try again later".into(),
             at: at(21),
         },
-        Event::Delivered { key: KEY.to_owned(), round: 0, reply: "250 2.0.0 OK: queued as Q000001".into(), at: at(22) },
+        Event::Delivered { key: KEY.into(), round: 0, reply: "250 2.0.0 OK: queued as Q000001".into(), at: at(22) },
         Event::DeliverIntent {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             round: 1,
             message_id: "<lb.67a4b309dca746ba27f72ccced22d67a.1@example.co.th>".into(),
             at: at(23),
         },
         Event::DeliverFailed {
-            key: KEY.to_owned(),
+            key: KEY.into(),
             round: 1,
             code: 550,
             reply: "5.1.1 mailbox unavailable".into(),

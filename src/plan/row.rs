@@ -11,6 +11,7 @@ use crate::digest::{BuildDigestHasher, Digest};
 use crate::input::Record;
 use crate::money::{AmountUnit, Currency, parse_amount};
 use crate::request::{ClassicRequest, KEY_IN_METADATA, LinkRequest, PlusRequest};
+use crate::row_key::RowKey;
 use crate::template::Template;
 
 /// A row ready to send.
@@ -18,10 +19,8 @@ use crate::template::Template;
 pub struct PlannedRow {
     /// Input line.
     pub line: u64,
-    /// The row key.
-    pub key: String,
-    /// The key's identity in the ledger index.
-    pub key_id: Digest,
+    /// The row key (and its identity in the ledger index).
+    pub key: RowKey,
     /// What to create.
     pub request: LinkRequest,
     /// `request.fingerprint()`, computed the first time it is asked for: on the thread that compares it with
@@ -36,8 +35,8 @@ pub struct PlannedRow {
 impl PlannedRow {
     /// A row with its key and request (its fingerprint is computed when first asked for).
     pub fn new(line: u64, key: String, request: LinkRequest, extra: Vec<String>) -> PlannedRow {
-        let key_id = Digest::of(key.as_bytes());
-        PlannedRow { line, key, key_id, request, fingerprint: std::sync::OnceLock::new(), extra, mail: Vec::new() }
+        let key = RowKey::new(key);
+        PlannedRow { line, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail: Vec::new() }
     }
 
     /// The request's fingerprint ([`LinkRequest::fingerprint`]), computed once.
@@ -201,7 +200,7 @@ impl Plan {
     /// [`Plan::row`], filling the strings of a row done with (`spare`) rather than allocating new ones.
     pub fn row_reusing(&self, record: &Record, spare: Option<PlannedRow>) -> Result<PlannedRow, RowError> {
         let (mut key, mut extra, spare) = match spare {
-            Some(PlannedRow { key, extra, request, .. }) => (key, extra, Spare::from(request)),
+            Some(PlannedRow { key, extra, request, .. }) => (key.into_string(), extra, Spare::from(request)),
             None => (String::new(), Vec::new(), Spare::default()),
         };
         extra.resize_with(self.extra_positions.len(), String::new);
@@ -216,9 +215,9 @@ impl Plan {
             LinkTemplates::Classic { .. } => self.classic(&cells, spare)?,
             LinkTemplates::Plus { .. } => self.plus(&cells, spare)?,
         };
-        let key_id = Digest::of(key.as_bytes());
+        let key = RowKey::new(key);
         let mail = self.mail_columns.iter().map(|&(_, i)| record.cells[i].clone().unwrap_or_default()).collect();
-        Ok(PlannedRow { line: record.line, key_id, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail })
+        Ok(PlannedRow { line: record.line, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail })
     }
 
     // Text is rendered into strings already there: the spare row's for what the row keeps (a title), one
@@ -310,7 +309,7 @@ impl KeyGuard {
         KeyGuard { slots: vec![0; slots.div_ceil(64)], seen: HashSet::default() }
     }
 
-    /// Records a key (its [`PlannedRow::key_id`], and its index slot when the index has it); false when an
+    /// Records a key (its [`RowKey::id`], and its index slot when the index has it); false when an
     /// earlier row already had it.
     pub fn first(&mut self, key: Digest, slot: Option<usize>) -> bool {
         match slot.and_then(|i| Some((self.slots.get_mut(i / 64)?, 1u64 << (i % 64)))) {

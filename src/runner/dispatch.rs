@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::ApiError;
 use crate::decide::{self, Answer, Creating, Replace, Step, Task};
-use crate::ledger::Event;
+use crate::ledger::{Event, Time};
 use crate::plan::PlannedRow;
 use crate::request::LinkRequest;
 use crate::terms::{AnswerTo, OpenIntent};
@@ -65,19 +65,20 @@ async fn work(shared: &Shared, row: PlannedRow, task: Task) {
 /// safe to send again, so it is retried directly), then `updated`: a crash in between sends the PATCH again.
 async fn update(shared: &Shared, row: &PlannedRow, link_id: &str) {
     let LinkRequest::Classic(request) = &row.request else { return };
-    let (key, fingerprint) = (row.key.clone(), row.fingerprint().to_string());
+    let (key, fingerprint) = (row.key.clone(), row.fingerprint());
     let intent = Event::UpdateIntent {
         key: key.clone(),
         link_id: link_id.to_owned(),
-        fingerprint: fingerprint.clone(),
-        at: crate::ledger::now(),
+        fingerprint,
+        at: crate::ledger::Time::now(),
     };
     if shared.record(intent).await.is_err() {
         return;
     }
     match with_retries(shared, || shared.client.update(link_id, &request.description, &request.metadata)).await {
         Ok(Some(_)) => {
-            let updated = Event::Updated { key, link_id: link_id.to_owned(), fingerprint, at: crate::ledger::now() };
+            let updated =
+                Event::Updated { key, link_id: link_id.to_owned(), fingerprint, at: crate::ledger::Time::now() };
             if shared.record(updated).await.is_ok() {
                 tracing::info!(line = row.line, key = %row.key, link = %link_id, "changed the link in place (description, metadata)");
                 shared.progress.created();
@@ -239,12 +240,12 @@ async fn stop_unread(
     tracing::error!(line = row.line, key = %row.key, "{reason}");
     let event = Event::Unreadable {
         key: row.key.clone(),
-        fingerprint: row.fingerprint().to_string(),
+        fingerprint: row.fingerprint(),
         answer_to,
         status,
         missing,
         body,
-        at: crate::ledger::now(),
+        at: crate::ledger::Time::now(),
     };
     if shared.record(event).await.is_ok() {
         shared.abort(reason);
@@ -277,28 +278,20 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
     // content shard, then probe, then throttle; nothing holding the probe waits for a shard.
     let Some(turn) = shared.turn().await else { return Err((Halt::Stopped, SystemTime::now())) };
     // The server's time: an uncertain request is looked for in a window of the server's clock.
-    let at = shared.server_now().await;
-    let intent = Event::Intent {
-        key: row.key.clone(),
-        fingerprint: row.fingerprint().to_string(),
-        at: humantime::format_rfc3339_millis(at).to_string(),
-        request: row.request.clone(),
-    };
-    shared.record(intent).await.map_err(|e| (e.into(), at))?;
+    let at = Time::from(shared.server_now().await);
+    let intent =
+        Event::Intent { key: row.key.clone(), fingerprint: row.fingerprint(), at, request: row.request.clone() };
+    shared.record(intent).await.map_err(|e| (e.into(), at.system()))?;
     let turn = shared.restamp(turn);
     let link = match shared.sent(turn, shared.client.create(&row.request)).await {
         Ok(link) => link,
         Err(error @ (ApiError::Unreachable { .. } | ApiError::Untrusted { .. })) => {
             // Not a byte of the request left: the row is pending again, not uncertain.
-            let unsent = Event::Unsent {
-                key: row.key.clone(),
-                at: humantime::format_rfc3339_millis(at).to_string(),
-                reason: error.to_string(),
-            };
-            shared.record(unsent).await.map_err(|e| (e.into(), at))?;
-            return Err((error.into(), at));
+            let unsent = Event::Unsent { key: row.key.clone(), at, reason: error.to_string() };
+            shared.record(unsent).await.map_err(|e| (e.into(), at.system()))?;
+            return Err((error.into(), at.system()));
         }
-        Err(error) => return Err((error.into(), at)),
+        Err(error) => return Err((error.into(), at.system())),
     };
     let sent_metadata = matches!(&row.request, LinkRequest::Classic(r) if !r.metadata.is_empty());
     if sent_metadata && link.metadata.is_none() && !shared.metadata_unheld.swap(true, Ordering::Relaxed) {
@@ -311,10 +304,10 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
         key: row.key.clone(),
         link_id: link.id,
         payment_uri: link.payment_uri,
-        fingerprint: row.fingerprint().to_string(),
-        at: crate::ledger::now(),
+        fingerprint: row.fingerprint(),
+        at: crate::ledger::Time::now(),
     };
-    shared.record(created).await.map_err(|e| (e.into(), at))
+    shared.record(created).await.map_err(|e| (e.into(), at.system()))
 }
 
 /// `--replace-changed`: the old link of a changed row deleted, unless it was paid; true once it is gone.
@@ -338,18 +331,20 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
         Err(ApiError::Permanent { status: 404, .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let (key, link_id, at) = (row.key.clone(), old.to_owned(), crate::ledger::now());
+    let (key, link_id, at) = (row.key.clone(), old.to_owned(), crate::ledger::Time::now());
     if let Replace::Refuse(reason) = decide::replace(old, payment.as_ref()) {
         tracing::warn!(line = row.line, key = %row.key, "{reason}");
         shared.record(Event::ReplaceRefused { key, link_id, reason, at }).await?;
         return Ok(false);
     }
-    let fingerprint = row.fingerprint().to_string();
+    let fingerprint = row.fingerprint();
     shared.record(Event::ReplaceIntent { key, link_id, fingerprint, at }).await?;
     if with_retries(shared, || shared.client.delete(old)).await?.is_none() {
         return Ok(false);
     }
-    shared.record(Event::Deleted { key: row.key.clone(), link_id: old.to_owned(), at: crate::ledger::now() }).await?;
+    shared
+        .record(Event::Deleted { key: row.key.clone(), link_id: old.to_owned(), at: crate::ledger::Time::now() })
+        .await?;
     tracing::info!(line = row.line, key = %row.key, link = %old, "deleted the changed row's old link");
     Ok(true)
 }
@@ -362,7 +357,7 @@ async fn refresh_one(shared: &Shared, row: &PlannedRow, link_id: &str) {
                 key: row.key.clone(),
                 link_id: link_id.to_owned(),
                 payment,
-                at: crate::ledger::now(),
+                at: crate::ledger::Time::now(),
             };
             if shared.record(event).await.is_ok() {
                 shared.progress.created();
@@ -381,10 +376,10 @@ async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
     let _ = shared
         .record(Event::Failed {
             key: row.key.clone(),
-            fingerprint: row.fingerprint().to_string(),
+            fingerprint: row.fingerprint(),
             code: code.to_owned(),
             message: message.to_owned(),
-            at: crate::ledger::now(),
+            at: crate::ledger::Time::now(),
         })
         .await;
     shared.progress.failed();

@@ -171,7 +171,7 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger:
             link_id: link.id,
             payment_uri: link.payment_uri,
             fingerprint,
-            at: crate::ledger::now(),
+            at: crate::ledger::Time::now(),
         };
         // An adoption's line is all the index keeps of it; the byte offset serves intents alone.
         index.record(event.clone(), 0);
@@ -190,13 +190,13 @@ async fn mark_start(book: &Book, work: Work) -> Result<(u64, u64), LedgerError> 
             tracing::info!("resuming the refresh interrupted at ledger line {line}");
             line
         } else {
-            book.record(Event::RefreshStarted { at: crate::ledger::now() }).await?;
+            book.record(Event::RefreshStarted { at: crate::ledger::Time::now() }).await?;
             book.index().lines
         };
         return Ok((book.index().last_run, since));
     }
     let start = book.index().lines;
-    book.record(Event::Run { at: crate::ledger::now(), version: env!("CARGO_PKG_VERSION").to_owned() }).await?;
+    book.record(Event::Run { at: crate::ledger::Time::now(), version: env!("CARGO_PKG_VERSION").to_owned() }).await?;
     Ok((start, 0))
 }
 
@@ -227,7 +227,7 @@ impl Producer {
             };
             let task = {
                 let index = shared.index();
-                let state = index.get(&row.key_id);
+                let state = index.get(&row.key.id());
                 // The request a changed row's link was made with, read back only for a conflict.
                 let before = state
                     .filter(|_| self.work.updates())
@@ -245,8 +245,8 @@ impl Producer {
 /// Records the output just put in place (`output`): a later run that finds this very file beside a ledger
 /// ending with this event knows the ledger holds every link the file names, without reading it.
 pub async fn record_output(book: &Book, path: &std::path::Path) -> Result<(), LedgerError> {
-    if let Some((bytes, modified)) = crate::ledger::file_stamp(path) {
-        book.record(Event::Output { bytes, modified, at: crate::ledger::now() }).await?;
+    if let Some(crate::ledger::FileStamp { bytes, modified }) = crate::ledger::file_stamp(path) {
+        book.record(Event::Output { bytes, modified, at: crate::ledger::Time::now() }).await?;
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ async fn finish(
     let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     if work.is_refresh() && !shared.stop.is_stopped() {
-        shared.book.record(Event::RefreshFinished { at: crate::ledger::now() }).await?;
+        shared.book.record(Event::RefreshFinished { at: crate::ledger::Time::now() }).await?;
     }
     let pace = pace_note(&shared);
     let written = match draft {

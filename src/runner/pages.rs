@@ -13,6 +13,7 @@ use crate::api::shape::Listed;
 use crate::decide::{self, Task, Work};
 use crate::ledger::Event;
 use crate::request::LinkRequest;
+use crate::row_key::RowKey;
 use crate::terms::Payment;
 
 use super::rows::for_each_row;
@@ -22,7 +23,7 @@ use super::shared::{Shared, with_retries};
 const CLOCK_SKEW: Duration = Duration::from_mins(10);
 
 /// The links that want reading, by id with their rows' keys; one group per Links+ team (classic: one).
-type Wanted = BTreeMap<Option<u64>, HashMap<String, String>>;
+type Wanted = BTreeMap<Option<u64>, HashMap<String, RowKey>>;
 
 /// Reads the payment state of every link the pages give, for the rows `refresh` would read.
 pub(super) async fn refresh_by_pages(shared: &Arc<Shared>, refresh_since: u64) -> anyhow::Result<()> {
@@ -31,7 +32,7 @@ pub(super) async fn refresh_by_pages(shared: &Arc<Shared>, refresh_since: u64) -
         tokio::task::spawn_blocking(move || wanted(&shared, refresh_since)).await??
     };
     let first = shared.index().sent().min();
-    let since = first.and_then(|at| at.checked_sub(CLOCK_SKEW)).unwrap_or(SystemTime::UNIX_EPOCH);
+    let since = first.and_then(|at| at.system().checked_sub(CLOCK_SKEW)).unwrap_or(SystemTime::UNIX_EPOCH);
     for (team, mut links) in wanted {
         let listed = links.len();
         read_pages(shared, since, team, &mut links).await;
@@ -46,7 +47,7 @@ fn wanted(shared: &Shared, refresh_since: u64) -> anyhow::Result<Wanted> {
     for_each_row(&shared.plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
         let index = shared.index();
-        let task = decide::task(Work::Refresh { by_id: false }, row, index.get(&row.key_id), refresh_since, None);
+        let task = decide::task(Work::Refresh { by_id: false }, row, index.get(&row.key.id()), refresh_since, None);
         if let Some(Task::Refresh(link)) = task {
             let team = match &row.request {
                 LinkRequest::Plus(request) => Some(request.team_id),
@@ -62,7 +63,7 @@ fn wanted(shared: &Shared, refresh_since: u64) -> anyhow::Result<Wanted> {
 /// Pages through the list, recording each wanted link it finds and taking it out of `links`. It pages on
 /// only while a page may still find more than one wanted link (pages read below links still wanted): an
 /// account full of other links costs at most as many pages as reading the job's links by id would.
-async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links: &mut HashMap<String, String>) {
+async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links: &mut HashMap<String, RowKey>) {
     let (mut pager, mut pages) = (crate::api::Pager::default(), 0);
     while let Some(offset) = pager.next().filter(|_| !links.is_empty() && pages < links.len()) {
         let (listed, total) = match with_retries(shared, || shared.client.payment_page(since, offset, team)).await {
@@ -87,7 +88,7 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
                     continue;
                 }
             };
-            let event = Event::Refreshed { key, link_id, payment, at: crate::ledger::now() };
+            let event = Event::Refreshed { key, link_id, payment, at: crate::ledger::Time::now() };
             if shared.record(event).await.is_err() {
                 return;
             }

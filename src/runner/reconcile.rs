@@ -45,8 +45,8 @@ pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIn
                     key: row.key.clone(),
                     link_id: link.id,
                     payment_uri: link.payment_uri,
-                    fingerprint: intent.fingerprint.to_string(),
-                    at: crate::ledger::now(),
+                    fingerprint: intent.fingerprint,
+                    at: crate::ledger::Time::now(),
                 })
                 .await?;
             return Ok(true);

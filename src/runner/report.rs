@@ -228,8 +228,8 @@ impl OutputPass {
 fn delivery_cells(plan: &Plan, row: &PlannedRow, index: &Index) -> Vec<String> {
     use crate::decide::delivery::{delivery, last_delivered, last_reply};
     use crate::terms::Delivery;
-    let Some(link) = index.get(&row.key_id).and_then(|s| s.link) else { return Vec::new() };
-    let rounds = index.deliveries.of(&row.key_id);
+    let Some(link) = index.get(&row.key.id()).and_then(|s| s.link) else { return Vec::new() };
+    let rounds = index.deliveries.of(&row.key.id());
     let at = last_delivered(rounds).map(|(at, _)| humantime::format_rfc3339_seconds(at).to_string());
     let state = delivery(rounds);
     if state == Delivery::Pending && rounds.is_empty() {
@@ -286,7 +286,7 @@ pub fn links_missing_from(index: &Index, path: &std::path::Path) -> std::io::Res
 /// What changed in a conflicting row since its link was made (read back from the ledger).
 pub fn conflict_changes(row: &PlannedRow, index: &Index, back: &ReadBack) -> String {
     index
-        .get(&row.key_id)
+        .get(&row.key.id())
         .and_then(|state| back.request_of(index, state))
         .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(&before))
 }
@@ -316,7 +316,7 @@ fn output_row<'a>(
         }
         Ok(row) => row,
     };
-    let state = index.get(&row.key_id);
+    let state = index.get(&row.key.id());
     let disposition = disposition.unwrap_or_else(|| decide::disposition(row, state));
     let (link_id, changes) = match &disposition {
         Disposition::Conflict(link) => (index.link_id(link), conflict_changes(row, index, back)),

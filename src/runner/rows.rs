@@ -21,15 +21,15 @@ pub fn for_each_row(
     let mut keys = KeyGuard::new(index.map_or(0, Index::len));
     let mut check = |row: &mut Result<PlannedRow, RowError>, slot: Option<usize>| {
         if let Ok(planned) = row
-            && !keys.first(planned.key_id, slot)
+            && !keys.first(planned.key.id(), slot)
         {
             let reason = format!("duplicate key `{}`: an earlier row has the same key", planned.key);
-            let (line, key, extra) = (planned.line, Some(planned.key.clone()), std::mem::take(&mut planned.extra));
+            let (line, key, extra) = (planned.line, Some(planned.key.to_string()), std::mem::take(&mut planned.extra));
             *row = Err(RowError { line, key, field: "key", reason, extra });
         }
     };
     let slot = |row: &Result<PlannedRow, RowError>| match (row, index) {
-        (Ok(row), Some(index)) => index.position(&row.key_id),
+        (Ok(row), Some(index)) => index.position(&row.key.id()),
         _ => None,
     };
     let planned = std::thread::scope(|scope| {
@@ -131,7 +131,7 @@ mod tests {
         let mut seen = Vec::new();
         for_each_row(&plan, &mut reader, None, |row| {
             seen.push(match row {
-                Ok(row) => (row.line, Ok(row.key.clone())),
+                Ok(row) => (row.line, Ok(row.key.to_string())),
                 Err(e) => (e.line, Err(e.field.to_owned())),
             });
             seen.len() < stop
@@ -173,8 +173,8 @@ mod tests {
             let reused = plan.row_reusing(&records[record], fresh(spare).ok()).unwrap();
             let again = fresh(record).unwrap();
             assert_eq!(
-                (reused.line, &reused.key, reused.key_id, &reused.request, reused.fingerprint(), &reused.extra),
-                (again.line, &again.key, again.key_id, &again.request, again.fingerprint(), &again.extra)
+                (reused.line, &reused.key, reused.key.id(), &reused.request, reused.fingerprint(), &reused.extra),
+                (again.line, &again.key, again.key.id(), &again.request, again.fingerprint(), &again.extra)
             );
         }
         // A row that fails with a spare fails as it does afresh, naming the same field and keeping its cells.

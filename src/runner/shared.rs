@@ -11,7 +11,7 @@ use tokio::sync::{Notify, RwLock};
 
 use crate::api::{ApiError, Client};
 use crate::decide;
-use crate::ledger::{Book, Event, Index, LedgerError};
+use crate::ledger::{Book, Event, Index, LedgerError, Time};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::request::LinkRequest;
@@ -147,7 +147,7 @@ impl Shared {
         }
         let throttle = Throttle::new(&rates);
         // Requests are recorded in the server's time, and its windows are counted in it.
-        throttle.seed(index.sent(), client.clock().now_or_host());
+        throttle.seed(index.sent().map(Time::system), client.clock().now_or_host());
         drop(index);
         let limit = plan.retry().breaker;
         let breaker = Mutex::new(decide::Breaker::new(limit));
@@ -367,11 +367,11 @@ impl Shared {
         );
         self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(learned);
         let event = Event::Learned {
-            job_rates: self.plan.rates().iter().map(ToString::to_string).collect(),
-            rates: rates.iter().map(ToString::to_string).collect(),
-            was: learned.was.to_string(),
-            now: learned.now.to_string(),
-            at: crate::ledger::now(),
+            job_rates: self.plan.rates().to_vec(),
+            rates,
+            was: learned.was,
+            now: learned.now,
+            at: crate::ledger::Time::now(),
         };
         let _ = self.record(event).await;
     }

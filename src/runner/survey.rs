@@ -84,7 +84,7 @@ pub fn survey_drafting(
                 None
             }
             Ok(row) => {
-                let state = index.get(&row.key_id);
+                let state = index.get(&row.key.id());
                 let disposition = disposition(row, state);
                 // A single-use link stops counting against the account's cap once paid.
                 let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
@@ -110,7 +110,7 @@ pub fn survey_drafting(
                     Disposition::New => {
                         survey.new += 1;
                         draft = None;
-                        if index.get(&row.key_id).is_some_and(|s| s.failed().is_some()) {
+                        if index.get(&row.key.id()).is_some_and(|s| s.failed().is_some()) {
                             survey.failed_before += 1;
                         }
                     }
