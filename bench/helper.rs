@@ -172,7 +172,7 @@ fn ledger(args: &[String]) -> anyhow::Result<()> {
     let mut reader = plan.reader()?;
     let mut n = 0u64;
     let mut failure = None;
-    linkbatch::runner::for_each_row(&plan, &mut reader, None, |row| {
+    linkbatch::rows::for_each_row(&plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
         n += 1;
         let link_id = format!("link_test_{n:019}");

@@ -12,7 +12,8 @@ use crate::ledger::{Book, Ledger};
 use crate::mail::Mailer;
 use crate::outcome::Outcome;
 use crate::plan::{Plan, Security, SmtpServer};
-use crate::runner::{Stop, Work};
+use crate::runner::Work;
+use crate::stop::Stop;
 
 /// `deliver --remind` and `--resend-uncertain`, as typed.
 #[derive(Debug, Clone, Copy, Default)]

@@ -188,7 +188,7 @@ pub(super) async fn settle(args: &SettleArgs) -> Ended {
     };
     let mut reader = plan.reader()?;
     let mut found = None;
-    runner::for_each_row(&plan, &mut reader, None, |row| {
+    crate::rows::for_each_row(&plan, &mut reader, None, |row| {
         if let Ok(row) = row
             && *row.key == *args.key
         {

@@ -13,7 +13,6 @@ use crate::ledger::{Event, Ledger, Time};
 use crate::outcome::Outcome;
 use crate::plan::{Plan, PlannedRow};
 use crate::request::LinkRequest;
-use crate::runner;
 
 /// Rebuilds the job's ledger from the server, and reports what it could not match.
 pub(super) async fn recover(args: RunArgs) -> Ended {
@@ -49,7 +48,7 @@ pub(super) async fn recover(args: RunArgs) -> Ended {
 fn planned_rows(plan: &Plan) -> Result<Vec<PlannedRow>, Outcome> {
     let mut reader = plan.reader()?;
     let mut rows = Vec::new();
-    runner::for_each_row(plan, &mut reader, None, |row| {
+    crate::rows::for_each_row(plan, &mut reader, None, |row| {
         if let Ok(row) = row {
             rows.push(row.clone());
         }

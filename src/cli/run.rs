@@ -12,8 +12,9 @@ use crate::monitor::Monitor;
 use crate::outcome::Outcome;
 use crate::plan::{Endpoint, Overrides, Plan, PlannedRow};
 use crate::request::LinkRequest;
-use crate::runner::{self, RunOptions, Stop, Work};
+use crate::runner::{self, RunOptions, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::stop::Stop;
 use crate::terms::{ApiKind, AuthScheme, Mode};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
@@ -360,7 +361,7 @@ where
 fn first_template(plan: &Plan) -> Result<Option<u64>, Outcome> {
     let mut reader = plan.reader()?;
     let mut found = None;
-    runner::for_each_row(plan, &mut reader, None, |row| {
+    crate::rows::for_each_row(plan, &mut reader, None, |row| {
         if let Ok(PlannedRow { request: LinkRequest::Plus(r), .. }) = row {
             found = Some(r.template_id);
         }

@@ -20,7 +20,7 @@ use crate::ledger::{Book, Event, Index, LedgerError, Time};
 use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
 use crate::plan::Plan;
 use crate::row_key::RowKey;
-use crate::runner::Stop;
+use crate::stop::Stop;
 use crate::terms::Delivery;
 
 /// Why a delivery pass stopped before its end.
@@ -75,7 +75,7 @@ fn link_fields(index: &Index, link: &crate::ledger::LinkRecord) -> (String, Stri
 pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<Due, DeliverError> {
     let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
     let mut due = Due::default();
-    crate::runner::for_each_row(plan, &mut reader, Some(index), |row| {
+    crate::rows::for_each_row(plan, &mut reader, Some(index), |row| {
         let Ok(row) = row else { return true };
         let Some(state) = index.get(&row.key.id()) else { return true };
         let Some(link) = state.link else { return true };
@@ -107,7 +107,7 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
 pub fn unwritable(plan: &Plan) -> Result<Vec<(u64, RowKey, Refusal)>, DeliverError> {
     let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
     let mut refused = Vec::new();
-    crate::runner::for_each_row(plan, &mut reader, None, |row| {
+    crate::rows::for_each_row(plan, &mut reader, None, |row| {
         let Ok(row) = row else { return true };
         let amount = crate::mail::amount_of(row);
         let fields = LinkFields {

@@ -20,7 +20,6 @@ mod dispatch;
 mod pages;
 mod reconcile;
 mod report;
-mod rows;
 mod shared;
 mod survey;
 
@@ -34,8 +33,6 @@ pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
     write_output,
 };
-pub use rows::for_each_row;
-pub use shared::Stop;
 pub use survey::{Survey, check_cap, survey, survey_drafting};
 
 use crate::api::Client;
@@ -43,6 +40,8 @@ use crate::decide;
 use crate::ledger::{Book, Event, Index, LedgerError};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::rows::for_each_row;
+use crate::stop::Stop;
 use dispatch::Job;
 use shared::Shared;
 

@@ -16,8 +16,8 @@ use crate::request::LinkRequest;
 use crate::row_key::RowKey;
 use crate::terms::Payment;
 
-use super::rows::for_each_row;
 use super::shared::{Shared, with_retries};
+use crate::rows::for_each_row;
 
 /// Links are listed from this long before the job's first create: the server's clock may run behind ours.
 const CLOCK_SKEW: Duration = Duration::from_mins(10);

@@ -13,7 +13,7 @@ use crate::output::{OutputRow, OutputWriter};
 use crate::plan::{Plan, PlannedRow, RowError};
 use crate::terms::{Payment, Status};
 
-use super::rows::for_each_row;
+use crate::rows::for_each_row;
 
 /// How a run ended.
 #[derive(Debug, Clone)]

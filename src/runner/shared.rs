@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::RwLock;
 
 use crate::api::{ApiError, Client};
 use crate::decide;
@@ -15,48 +14,8 @@ use crate::ledger::{Book, Event, Index, LedgerError, Time};
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::request::LinkRequest;
+use crate::stop::Stop;
 use crate::throttle::{Lesson, Throttle};
-
-/// Signals that stop a run: the first stops dispatch, the caller handles a second.
-#[derive(Debug, Default)]
-pub struct Stop {
-    stopped: AtomicBool,
-    notify: Notify,
-}
-
-impl Stop {
-    /// Asks the run to stop dispatching.
-    pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Whether a stop was asked.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-
-    /// Returns once a stop was asked.
-    pub async fn stopped(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_stopped() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Sleeps `wait`, or less if a stop comes first; false when stopped.
-    pub async fn sleep(&self, wait: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => !self.is_stopped(),
-            () = self.stopped() => false,
-        }
-    }
-}
 
 /// Why a step could not be carried out.
 #[derive(Debug, thiserror::Error)]

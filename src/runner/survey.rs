@@ -11,7 +11,7 @@ use crate::plan::{Plan, RowError};
 use crate::request::LinkRequest;
 
 use super::report::OutputPass;
-use super::rows::for_each_row;
+use crate::rows::for_each_row;
 
 /// Counts of a survey: what a run would do, with no request sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
