@@ -151,3 +151,29 @@ fn the_key_comes_from_a_file_or_a_credential() {
     assert!(!both.stderr.contains(&world.key[10..]));
     assert_eq!(world.stats().creates, made, "the first run made the links; the others found them under one key");
 }
+
+/// Regression: the README's install block failed on a fresh home, where neither the completions folder nor
+/// `man5` exists. Its lines after `cargo install` run here as written, with the built binary on `PATH`.
+#[test]
+fn the_install_block_runs_on_a_fresh_home() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme.split("## Install\n\n```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let lines: Vec<&str> = block.lines().filter(|line| !line.starts_with("cargo install")).collect();
+    assert!(lines.iter().any(|line| line.starts_with("linkbatch man ")), "{block}");
+    let home = tempfile::tempdir().unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_linkbatch")).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let script = format!("set -e\n{}\n", lines.join("\n"));
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("HOME", home.path())
+        .env("PATH", path)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let share = home.path().join(".local/share");
+    assert!(share.join("bash-completion/completions/linkbatch").metadata().unwrap().len() > 0);
+    assert!(share.join("man/man5/linkbatch-job.5").is_file());
+    assert!(share.join("man/man1/linkbatch.1").is_file());
+}
