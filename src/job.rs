@@ -207,6 +207,20 @@ pub struct ReminderSpec {
     pub at_most: u32,
 }
 
+/// `[lifecycle]`: when the job's classic links end (docs/reference.md, "A link's life").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSpec {
+    /// A link with no successful payment this long after it was made is retired (`"30d"`).
+    pub expire_after: Option<String>,
+    /// A template giving a whole number: a multiple-use link with that many successful payments, net of
+    /// refunds, is retired.
+    pub capacity: Option<String>,
+    /// A link whose row is no longer in the input is retired.
+    #[serde(default)]
+    pub prune: bool,
+}
+
 /// A job file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +247,8 @@ pub struct JobSpec {
     pub monitor: MonitorSpec,
     /// `[deliver]`: email each row's link to its customer.
     pub deliver: Option<DeliverSpec>,
+    /// `[lifecycle]`: when the job's links end.
+    pub lifecycle: Option<LifecycleSpec>,
 }
 
 fn default_key_env() -> String {

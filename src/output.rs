@@ -19,15 +19,20 @@ pub const COLUMNS: [&str; 10] =
 /// Columns a job with `[deliver]` adds, after the job's extra columns.
 pub const DELIVERY_COLUMNS: [&str; 3] = ["delivery", "delivered_at", "delivery_reply"];
 
+/// Columns a job with `[lifecycle]` adds, after delivery's.
+pub const LIFECYCLE_COLUMNS: [&str; 2] = ["retired_reason", "retired_at"];
+
 /// The header an output has: the fixed columns, the job's own, then delivery's when the job delivers (and
 /// after them a refresh's payment columns).
-pub fn header(extra_columns: &[String], delivery: bool) -> Vec<String> {
+pub fn header(extra_columns: &[String], delivery: bool, lifecycle: bool) -> Vec<String> {
     let delivery = DELIVERY_COLUMNS.iter().take(if delivery { DELIVERY_COLUMNS.len() } else { 0 });
+    let lifecycle = LIFECYCLE_COLUMNS.iter().take(if lifecycle { LIFECYCLE_COLUMNS.len() } else { 0 });
     COLUMNS
         .iter()
         .copied()
         .chain(extra_columns.iter().map(String::as_str))
         .chain(delivery.copied())
+        .chain(lifecycle.copied())
         .map(str::to_owned)
         .collect()
 }
@@ -85,6 +90,8 @@ pub struct OutputRow<'a> {
     pub extra: &'a [String],
     /// The delivery columns, when written.
     pub delivery: Vec<String>,
+    /// The lifecycle columns (`retired_reason`, `retired_at`), when the row's link was retired.
+    pub retired: Vec<String>,
     /// The refresh columns, when written.
     pub refresh: Vec<String>,
 }
@@ -127,6 +134,7 @@ pub struct OutputWriter {
     path: PathBuf,
     extra_columns: usize,
     delivery_columns: usize,
+    lifecycle_columns: usize,
     refresh_columns: usize,
     temporary: PathBuf,
     /// `None` once finished.
@@ -152,11 +160,11 @@ impl std::fmt::Debug for OutputWriter {
 
 impl OutputWriter {
     /// Starts a new output at a temporary name beside `path`: the fixed columns, `extra_columns`, the
-    /// delivery columns when `delivery`, then `refresh_columns`.
+    /// delivery columns when `delivery`, the lifecycle's when `lifecycle`, then `refresh_columns`.
     pub fn create(
         path: &Path,
         extra_columns: &[String],
-        delivery: bool,
+        (delivery, lifecycle): (bool, bool),
         refresh_columns: &[&str],
     ) -> io::Result<OutputWriter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -168,12 +176,13 @@ impl OutputWriter {
             path: path.to_owned(),
             extra_columns: extra_columns.len(),
             delivery_columns: if delivery { DELIVERY_COLUMNS.len() } else { 0 },
+            lifecycle_columns: if lifecycle { LIFECYCLE_COLUMNS.len() } else { 0 },
             refresh_columns: refresh_columns.len(),
             spool: Some(Spool::new(File::create(&temporary)?)?),
             temporary,
             row: Vec::new(),
         };
-        let header = self::header(extra_columns, delivery);
+        let header = self::header(extra_columns, delivery, lifecycle);
         writer.write_cells(header.iter().map(String::as_str).chain(refresh_columns.iter().copied()))?;
         Ok(writer)
     }
@@ -201,6 +210,7 @@ impl OutputWriter {
         // A row rejected before its columns could be read has no extra cells: keep the shape with blanks.
         (0..self.extra_columns).for_each(|i| self.cell(row.extra.get(i).map_or("", String::as_str)));
         (0..self.delivery_columns).for_each(|i| self.cell(row.delivery.get(i).map_or("", String::as_str)));
+        (0..self.lifecycle_columns).for_each(|i| self.cell(row.retired.get(i).map_or("", String::as_str)));
         (0..self.refresh_columns).for_each(|i| self.cell(row.refresh.get(i).map_or("", String::as_str)));
         self.end_row()
     }

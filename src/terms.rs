@@ -125,6 +125,9 @@ pub struct Payment {
     /// Refunded of the successful charges, minor units.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refunded_amount: u64,
+    /// Successful charges refunded in full: `charges` less these is what `[lifecycle] capacity` counts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refunded_charges: u64,
     /// Currency of the link.
     pub currency: String,
     /// Time of the latest charge.
@@ -133,6 +136,13 @@ pub struct Payment {
     /// Links+: the link's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_status: Option<String>,
+}
+
+impl Payment {
+    /// Successful payments that still stand (a charge refunded in full no longer holds a place).
+    pub fn standing(&self) -> u64 {
+        self.charges.saturating_sub(self.refunded_charges)
+    }
 }
 
 /// A request that was sent, or may have been, with no outcome recorded.
@@ -162,6 +172,8 @@ pub enum Status {
     Conflict,
     /// Not reached (interrupted).
     Pending,
+    /// Its link was ended by the job's `[lifecycle]` (docs/reference.md, "A link's life").
+    Retired,
 }
 
 impl Status {
@@ -174,6 +186,7 @@ impl Status {
             Status::Rejected => "rejected",
             Status::Conflict => "conflict",
             Status::Pending => "pending",
+            Status::Retired => "retired",
         }
     }
 }
@@ -203,6 +216,29 @@ impl Delivery {
             Delivery::Failed => "failed",
             Delivery::Rejected => "rejected",
             Delivery::Pending => "pending",
+        }
+    }
+}
+
+/// Why `[lifecycle]` ended a link: the output's `retired_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetireReason {
+    /// No successful payment, and older than `expire_after`.
+    Expired,
+    /// A multiple-use link with `capacity` successful payments, net of refunds.
+    SoldOut,
+    /// Its row left the input (`prune = true`).
+    Pruned,
+}
+
+impl RetireReason {
+    /// The word in the CSV and the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetireReason::Expired => "expired",
+            RetireReason::SoldOut => "sold_out",
+            RetireReason::Pruned => "pruned",
         }
     }
 }

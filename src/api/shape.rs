@@ -228,6 +228,7 @@ fn paid(used: Option<bool>, currency: String, charges: &[Charge]) -> Payment {
         charges: paid.len() as u64,
         paid_amount: gross - refunded,
         refunded_amount: refunded,
+        refunded_charges: paid.iter().filter(|c| c.refunded >= c.amount).count() as u64,
         currency,
         last_paid_at: paid.iter().filter_map(|c| c.at.clone()).max(),
         link_status: None,
@@ -241,7 +242,31 @@ pub struct Listed {
     pub id: String,
     /// Classic: its charges, the embedded first page and any read since; Links+: none.
     pub charges: Charges,
+    /// What `[lifecycle]` judges by: when it was made, whether it is multiple-use, whether it is deleted.
+    pub life: Life,
     of_link: OfLink,
+}
+
+/// What a classic link says of its own life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Life {
+    /// `created_at` (older versions: `created`), in the server's time; `None` when absent or unreadable.
+    pub created: Option<std::time::SystemTime>,
+    /// `multiple`, when the answer says.
+    pub multiple: Option<bool>,
+    /// `deleted: true`, or a `deleted_at` time.
+    pub deleted: bool,
+}
+
+impl Life {
+    fn read(v: &Value) -> Life {
+        let created = text(v, "created_at").or_else(|| text(v, "created"));
+        Life {
+            created: created.and_then(|t| humantime::parse_rfc3339_weak(&t).ok()),
+            multiple: v.get("multiple").and_then(Value::as_bool),
+            deleted: flag(v, "deleted") || v.get("deleted_at").is_some_and(Value::is_string),
+        }
+    }
 }
 
 /// What a payment state takes from the link itself.
@@ -255,6 +280,7 @@ impl Listed {
     /// A link as an answer holds it (`GET /links/{id}`, or an item of a list page) under the id it has:
     /// classic links must embed their charges and name their currency.
     pub fn read(api: ApiKind, id: String, v: &Value) -> Result<Listed, Unreadable> {
+        let life = Life::read(v);
         let (charges, of_link) = match api {
             ApiKind::Links => {
                 let charges = charges(v.get("charges").ok_or_else(|| unreadable(format!("charges of {id}")))?)?;
@@ -264,7 +290,7 @@ impl Listed {
             }
             ApiKind::LinksPlus => (Charges::default(), OfLink::Plus(plus_payment(v))),
         };
-        Ok(Listed { id, charges, of_link })
+        Ok(Listed { id, charges, life, of_link })
     }
 
     /// Whether the embedded charges are all of them (else their pages are read from `charges.len()`).
@@ -309,6 +335,7 @@ pub fn plus_payment(link: &Value) -> Payment {
         charges: whole(link, "payments").unwrap_or(0),
         paid_amount: whole(link, "paid_amount").unwrap_or(0),
         refunded_amount: 0,
+        refunded_charges: 0,
         currency: text(link, "currency").unwrap_or_default().to_ascii_lowercase(),
         last_paid_at: None,
         link_status: text(link, "status").or_else(|| text(link, "state")),
@@ -399,5 +426,18 @@ mod tests {
         let payment = Listed::read(ApiKind::Links, "link_1".into(), &link).unwrap().payment();
         assert_eq!((payment.charges, payment.paid_amount, payment.refunded_amount), (2, 1100, 400));
         assert_eq!((payment.currency.as_str(), payment.last_paid_at.as_deref()), ("thb", Some("2026-01-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_link_says_when_it_was_made_whether_it_is_multiple_and_deleted() {
+        let current = json!({"created_at": "2019-05-29T08:25:16Z", "multiple": true, "deleted": false});
+        let life = Life::read(&current);
+        assert_eq!(life.created, Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_559_118_316)));
+        assert_eq!((life.multiple, life.deleted), (Some(true), false));
+        let recorded = json!({"created_at": "2025-01-02T03:04:05Z", "deleted_at": "2025-02-01T00:00:00Z"});
+        assert!(Life::read(&recorded).deleted);
+        let legacy = json!({"created": "2016-10-18T06:56:51Z"});
+        assert!(Life::read(&legacy).created.is_some());
+        assert_eq!(Life::read(&json!({"created_at": "soon"})).created, None);
     }
 }

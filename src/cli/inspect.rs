@@ -55,6 +55,9 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
             survey.unsettled
         );
     }
+    if plan.lifecycle().is_some() {
+        let _ = writeln!(out, "  retired:          {} ([lifecycle]: never sent again)", survey.retired);
+    }
     let _ = writeln!(out, "  rejected:         {}", survey.rejected);
     let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
     if let Some(cap) = plan.active_links() {
@@ -144,6 +147,9 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
     let _ = writeln!(out, "  conflict:  {}", survey.conflict);
     if survey.unsettled > 0 {
         let _ = writeln!(out, "  unsettled: {}   (answers that could not be read: linkbatch settle)", survey.unsettled);
+    }
+    if plan.lifecycle().is_some() {
+        let _ = writeln!(out, "  retired:   {}", survey.retired);
     }
     let _ = writeln!(out, "  rejected:  {}", survey.rejected);
     if plan.deliver().is_some() {

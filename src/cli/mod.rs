@@ -84,6 +84,9 @@ enum Command {
     /// Read which links were paid (100 links a page of the list, then by id; within the limits; resumable)
     /// into the output.
     Refresh(RefreshCommand),
+    /// End the links the job's [lifecycle] ends (unpaid and expired, sold out, pruned): their payments read
+    /// first, each delete recorded before and after; nothing is created.
+    Retire(RunArgs),
     /// Mail each row's link to its customer, once (the job's [deliver]); with --remind, remind the unpaid.
     Deliver(DeliverCommand),
     /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
@@ -134,6 +137,8 @@ struct SettleArgs {
     no_link: bool,
 }
 
+// Each flag of `run` is a switch, as clap reads it.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Args)]
 struct RunCommand {
     #[command(flatten)]
@@ -149,6 +154,10 @@ struct RunCommand {
     /// Then mail each row's link to its customer, once (the job's [deliver]).
     #[arg(long)]
     deliver: bool,
+    /// First end the links the job's [lifecycle] ends (as `linkbatch retire` does), so that new links fit
+    /// under the account's cap that old ones held.
+    #[arg(long)]
+    retire: bool,
 }
 
 #[derive(Debug, Args)]
@@ -422,8 +431,8 @@ fn overrides(job: &JobArgs, output: Option<PathBuf>, limits: &[Limit], extra: Ov
 async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Run(RunCommand { args, replace_changed, update_changed, deliver }) => {
-            let work = Work::Create { update: update_changed, replace: replace_changed };
+        Command::Run(RunCommand { args, replace_changed, update_changed, deliver, retire }) => {
+            let work = Work::Create { update: update_changed, replace: replace_changed, retire };
             if !deliver {
                 return run::run(args, work, quiet).await;
             }
@@ -443,6 +452,7 @@ async fn dispatch(cli: Cli) -> Ended {
             deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain }, quiet).await
         }
         Command::Refresh(RefreshCommand { args, by_id }) => run::run(args, Work::Refresh { by_id }, quiet).await,
+        Command::Retire(args) => run::run(args, Work::Retire, quiet).await,
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,

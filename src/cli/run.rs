@@ -90,13 +90,15 @@ async fn send(
     let input = reader.stamp().ok();
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
     let draft = match work {
-        Work::Create { replace: false, .. } => {
+        Work::Create { replace: false, retire: false, .. } => {
             Some(runner::OutputPass::create(&plan, Some(index.lines), false).map_err(usage)?)
         }
-        Work::Create { replace: true, .. } | Work::Refresh { .. } => None,
+        Work::Create { .. } | Work::Refresh { .. } | Work::Retire => None,
     };
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
-    runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
+    if work != Work::Retire {
+        runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
+    }
     for &(team, template) in &survey.templates {
         check_template(&plan, &client, team, template).await?;
     }

@@ -8,7 +8,7 @@ use crate::ledger::{Event, Index, KeyState, Time};
 use crate::plan::PlannedRow;
 use crate::request::{ClassicRequest, LinkRequest};
 use crate::row_key::RowKey;
-use crate::terms::Payment;
+use crate::terms::{Payment, RetireReason};
 
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
@@ -50,6 +50,10 @@ pub(crate) enum Ev {
     UnreadList,
     /// Settled by hand: the link (`Some`), or none made.
     Settled(bool),
+    /// `[lifecycle]` is about to end the link.
+    Retiring(RetireReason),
+    /// `[lifecycle]` ended the link.
+    Retired(RetireReason),
 }
 
 pub(crate) fn index(events: &[Ev]) -> Index {
@@ -97,6 +101,8 @@ pub(crate) fn index(events: &[Ev]) -> Index {
                 fingerprint: request("a").fingerprint(),
                 at: stamp(9),
             },
+            Ev::Retiring(reason) => Event::RetireIntent { key, link_id, reason, at: stamp(9) },
+            Ev::Retired(reason) => Event::Retired { key, link_id, reason, at: stamp(10) },
             Ev::Paid(charges) => Event::Refreshed {
                 key,
                 link_id,

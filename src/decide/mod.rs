@@ -15,6 +15,7 @@ mod rates;
 mod recover;
 mod replace;
 mod report;
+mod retire;
 mod retry;
 mod row;
 
@@ -25,5 +26,6 @@ pub use rates::starting_rates;
 pub use recover::{Recovered, recover};
 pub use replace::{Replace, is_paid, replace};
 pub use report::{Report, rejected, report, unreadable_stop, unsettled_words};
+pub use retire::{AfterDelete, RowNow, Seen, after_delete, retire};
 pub use retry::retry_read;
 pub use row::{Disposition, Task, Work, disposition, task, updatable};

@@ -41,6 +41,7 @@ mod tests {
             charges,
             paid_amount: charges * 1000,
             refunded_amount: 0,
+            refunded_charges: 0,
             currency: "thb".into(),
             last_paid_at: None,
             link_status: status.map(str::to_owned),

@@ -62,6 +62,7 @@ pub fn report(
                 error_message: format!("row changed after link {link_id} was made ({changes}); {why}"),
             }
         }
+        Disposition::Retired(link) => Report::plain(Status::Retired, Some(*link)),
         Disposition::Unsettled => Report {
             status: Status::Failed,
             link: None,

@@ -18,6 +18,8 @@ pub enum Disposition {
     /// The server answered its create in a shape linkbatch cannot read: the link may exist, so the row is
     /// never sent again until the user settles it (`linkbatch settle`).
     Unsettled,
+    /// Its link was ended by `[lifecycle]` (expired or sold out): never sent again.
+    Retired(LinkRecord),
     /// Never sent, or failed before: send.
     New,
 }
@@ -28,7 +30,12 @@ pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
     let Some(state) = state else {
         return Disposition::New;
     };
-    if let Some(link) = state.link {
+    let retired = state.retired().map(|(reason, _)| reason);
+    // A pruned row back in the input gets a new link: its old one stands for nothing now.
+    if let Some(link) = state.link.filter(|_| retired != Some(crate::terms::RetireReason::Pruned)) {
+        if retired.is_some() {
+            return Disposition::Retired(link);
+        }
         if link.fingerprint == row.fingerprint() {
             return Disposition::Existing(link);
         }
@@ -53,13 +60,18 @@ pub fn disposition(row: &PlannedRow, state: Option<&KeyState>) -> Disposition {
 pub enum Work {
     /// `run`: create links for new rows. `update` (`--update-changed`): a row whose description or metadata
     /// changed gets its link changed in place; `replace` (`--replace-changed`): a changed row's unpaid link is
-    /// deleted and made again (classic API only).
+    /// deleted and made again (classic API only); `retire` (`--retire`): `[lifecycle]` ends what it ends
+    /// first.
     Create {
         /// `--update-changed`.
         update: bool,
         /// `--replace-changed`.
         replace: bool,
+        /// `--retire`.
+        retire: bool,
     },
+    /// `retire`: read the ledger's live links and end those `[lifecycle]` ends; nothing is created.
+    Retire,
     /// `refresh`: read each created link's payment state; `by_id` (`--by-id`): every link by id, none from
     /// the list pages.
     Refresh {
@@ -70,7 +82,7 @@ pub enum Work {
 
 impl Default for Work {
     fn default() -> Self {
-        Work::Create { update: false, replace: false }
+        Work::Create { update: false, replace: false, retire: false }
     }
 }
 
@@ -90,6 +102,11 @@ impl Work {
         matches!(self, Work::Create { replace: true, .. })
     }
 
+    /// `retire`, or `run --retire`.
+    pub fn retires(self) -> bool {
+        matches!(self, Work::Retire | Work::Create { retire: true, .. })
+    }
+
     /// `refresh --by-id`.
     pub fn by_id(self) -> bool {
         matches!(self, Work::Refresh { by_id: true })
@@ -98,8 +115,8 @@ impl Work {
     /// The work as `api` can do it: Links+ has no delete, so nothing is replaced there.
     pub fn for_api(self, api: crate::terms::ApiKind) -> Work {
         match self {
-            Work::Create { update, replace: true } if api != crate::terms::ApiKind::Links => {
-                Work::Create { update, replace: false }
+            Work::Create { update, replace: true, retire } if api != crate::terms::ApiKind::Links => {
+                Work::Create { update, replace: false, retire }
             }
             work => work,
         }
@@ -145,10 +162,13 @@ pub fn task(
     refresh_since: u64,
     before: Option<&LinkRequest>,
 ) -> Option<Task> {
+    if work == Work::Retire {
+        return None;
+    }
     if work.is_refresh() {
         // Every row with a link is read, unless this refresh (or the one it resumes) already did.
         let fresh = state.and_then(KeyState::payment).is_some_and(|(_, line)| *line > refresh_since);
-        return state.and_then(|s| s.link).filter(|_| !fresh).map(Task::Refresh);
+        return state.filter(|s| s.retired().is_none()).and_then(|s| s.link).filter(|_| !fresh).map(Task::Refresh);
     }
     match disposition(row, state) {
         Disposition::New => Some(Task::Create { open: None, replace: None }),
@@ -157,7 +177,7 @@ pub fn task(
         Disposition::Conflict(link) if work.replaces() && state.is_some_and(|s| s.replace_refused().is_none()) => {
             Some(Task::Create { open: None, replace: Some(link) })
         }
-        Disposition::Existing(_) | Disposition::Conflict(_) | Disposition::Unsettled => None,
+        Disposition::Existing(_) | Disposition::Conflict(_) | Disposition::Unsettled | Disposition::Retired(_) => None,
     }
 }
 
@@ -167,6 +187,7 @@ mod tests {
 
     use super::*;
     use crate::decide::fixtures::{Ev, at, index, request, row, state};
+    use crate::terms::RetireReason as Reason;
 
     #[derive(Debug, PartialEq, Eq)]
     enum Is {
@@ -175,6 +196,7 @@ mod tests {
         Conflict,
         UncertainSince(u64),
         Unsettled,
+        Retired,
     }
 
     #[rstest]
@@ -192,6 +214,12 @@ mod tests {
     #[case::settled_with_its_link(&[Ev::Intent(1), Ev::Unread, Ev::Settled(true)], Is::Existing)]
     #[case::settled_as_never_made(&[Ev::Intent(1), Ev::Unread, Ev::Settled(false)], Is::New)]
     #[case::recreated_after_delete(&[Ev::Created("b"), Ev::Deleted, Ev::Intent(7), Ev::Created("a")], Is::Existing)]
+    #[case::retiring_still_has_its_link(&[Ev::Created("a"), Ev::Retiring(Reason::Expired)], Is::Existing)]
+    #[case::expired_is_retired(&[Ev::Created("a"), Ev::Retiring(Reason::Expired), Ev::Retired(Reason::Expired)], Is::Retired)]
+    #[case::sold_out_even_if_changed(&[Ev::Created("b"), Ev::Retired(Reason::SoldOut)], Is::Retired)]
+    #[case::pruned_and_back_is_new(&[Ev::Created("a"), Ev::Retired(Reason::Pruned)], Is::New)]
+    #[case::pruned_back_then_uncertain(&[Ev::Created("a"), Ev::Retired(Reason::Pruned), Ev::Intent(7)], Is::UncertainSince(7))]
+    #[case::pruned_back_and_made_again(&[Ev::Created("a"), Ev::Retired(Reason::Pruned), Ev::Intent(7), Ev::Created("a")], Is::Existing)]
     fn disposition_from_the_ledger(#[case] events: &[Ev], #[case] expected: Is) {
         let index = index(events);
         let found = match disposition(&row("a"), state(&index)) {
@@ -199,6 +227,7 @@ mod tests {
             Disposition::Existing(_) => Is::Existing,
             Disposition::Conflict(_) => Is::Conflict,
             Disposition::Unsettled => Is::Unsettled,
+            Disposition::Retired(_) => Is::Retired,
             Disposition::Uncertain(open) => {
                 // An intent this run wrote (none read from the file) is the row's own request.
                 assert_eq!((open.request, open.fingerprint), (request("a"), request("a").fingerprint()));
@@ -217,8 +246,8 @@ mod tests {
         Refresh,
     }
 
-    const CREATE: Work = Work::Create { update: false, replace: false };
-    const REPLACE: Work = Work::Create { update: false, replace: true };
+    const CREATE: Work = Work::Create { update: false, replace: false, retire: false };
+    const REPLACE: Work = Work::Create { update: false, replace: true, retire: false };
     const REFRESH: Work = Work::Refresh { by_id: false };
 
     #[rstest]

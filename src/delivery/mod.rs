@@ -78,7 +78,10 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
     crate::rows::for_each_row(plan, &mut reader, Some(index), |row| {
         let Ok(row) = row else { return true };
         let Some(state) = index.get(&row.key.id()) else { return true };
-        let Some(link) = state.link else { return true };
+        // A link `[lifecycle]` ended (or is ending) is no longer payable: no message, first or reminder.
+        let Some(link) = state.link.filter(|_| state.retired().is_none() && state.retiring().is_none()) else {
+            return true;
+        };
         let unpaid = state.payment().map(|(p, _)| !crate::decide::is_paid(p));
         let rounds = index.deliveries.of(&row.key.id());
         let Next::Send(round) = next(rounds, asked, unpaid, at) else {

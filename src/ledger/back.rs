@@ -8,8 +8,12 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use std::collections::{HashMap, HashSet};
+
 use super::{Event, Index, KeyState};
+use crate::digest::Digest;
 use crate::request::LinkRequest;
+use crate::row_key::RowKey;
 
 /// The ledger file, opened for reading on first need.
 #[derive(Debug)]
@@ -39,6 +43,32 @@ impl ReadBack {
             Event::Intent { request, .. } => Some(request),
             _ => None,
         }
+    }
+
+    /// The keys' texts of the digests in `wanted`, read from the lines that name them (`retire`: links whose
+    /// rows left the input, which the index knows by digest alone). One pass over the file.
+    pub fn keys_of(&self, wanted: &HashSet<Digest>) -> std::io::Result<HashMap<Digest, RowKey>> {
+        #[derive(serde::Deserialize)]
+        struct Keyed<'a> {
+            #[serde(borrow)]
+            key: Option<std::borrow::Cow<'a, str>>,
+        }
+        let mut found = HashMap::new();
+        let mut reader = BufReader::new(File::open(&self.path)?);
+        let mut line = Vec::new();
+        while found.len() < wanted.len() {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            // A line that does not read (a torn tail) names no key; the ledger was checked when it was read.
+            let Ok(Keyed { key: Some(key) }) = serde_json::from_slice::<Keyed<'_>>(&line) else { continue };
+            let id = Digest::of(key.as_bytes());
+            if wanted.contains(&id) && !found.contains_key(&id) {
+                found.insert(id, RowKey::new(key.into_owned()));
+            }
+        }
+        Ok(found)
     }
 
     /// The answers kept for rows waiting to be settled (`unreadable` events), so that a later linkbatch can

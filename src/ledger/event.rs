@@ -238,6 +238,30 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// `[lifecycle]` is about to end the row's link (`DELETE /links/{id}`). With no `retired` after it, the
+    /// delete's fate is unknown: the next retire reads the link before it deletes anything.
+    RetireIntent {
+        /// Row key.
+        key: RowKey,
+        /// The link to end.
+        link_id: String,
+        /// Which rule ended it.
+        reason: crate::terms::RetireReason,
+        /// When.
+        at: Time,
+    },
+    /// The row's link is ended on the server: the row is `retired`, and never sent again unless it was pruned
+    /// and comes back into the input.
+    Retired {
+        /// Row key.
+        key: RowKey,
+        /// The ended link.
+        link_id: String,
+        /// Which rule ended it.
+        reason: crate::terms::RetireReason,
+        /// When.
+        at: Time,
+    },
     /// The output CSV was put in place from the ledger as it stood: the file's size and modification time,
     /// so the next run can tell the output it finds is this one (and the ledger holds every link it names).
     Output {

@@ -19,7 +19,7 @@ use super::{Event, FileStamp, Time};
 use crate::digest::Digest;
 use crate::rate::Rate;
 use crate::request::LinkRequest;
-use crate::terms::{AnswerTo, Payment, Unread};
+use crate::terms::{AnswerTo, Payment, RetireReason, Unread};
 
 /// A key's link, as the index holds it; [`Index::link_id`] and [`Index::payment_uri`] read its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,10 @@ struct Rare {
     /// Why the row waits to be settled by hand (its create's answer could not be read), and the byte offset
     /// of the `unreadable` line that kept the answer.
     unsettled: Option<(Unread, u64)>,
+    /// A `retire_intent` of the current link with no `retired` after it: why it was to end.
+    retiring: Option<RetireReason>,
+    /// The current link was ended by `[lifecycle]`: why, and when.
+    retired: Option<(RetireReason, Time)>,
 }
 
 impl KeyState {
@@ -91,6 +95,21 @@ impl KeyState {
     /// When the earliest request with no outcome yet was sent, if there is one.
     pub fn open_since(&self) -> Option<Time> {
         from_stamp(self.open_since)
+    }
+
+    /// The key's digest.
+    pub fn key(&self) -> Digest {
+        self.key
+    }
+
+    /// Why the link was about to be retired, when its delete's fate is unknown (no `retired` followed).
+    pub fn retiring(&self) -> Option<RetireReason> {
+        self.rare.as_ref()?.retiring
+    }
+
+    /// Why and when `[lifecycle]` ended the key's link, if it did.
+    pub fn retired(&self) -> Option<(RetireReason, Time)> {
+        self.rare.as_ref()?.retired
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -404,6 +423,8 @@ impl Index {
         state.close();
         if let Some(rare) = &mut state.rare {
             rare.failed = None;
+            rare.retiring = None;
+            rare.retired = None;
         }
         // Line 1 is the header, so every event line is above zero.
         state.link = Some(LinkRecord { text, fingerprint, line: NonZeroU64::new(line).unwrap_or(NonZeroU64::MIN) });
@@ -428,8 +449,26 @@ impl Index {
             if let Some(rare) = &mut state.rare {
                 rare.payment = None;
                 rare.replace_refused = None;
+                rare.retiring = None;
+                rare.retired = None;
             }
         }
+    }
+
+    /// A `retire_intent` (`done`: `None`) or `retired` (`done`: its time) of the key's current link; one of a
+    /// link the key no longer has is ignored.
+    fn on_retire(&mut self, key: Digest, link_id: &str, reason: RetireReason, done: Option<Time>) {
+        let current = self.get(&key).and_then(|s| s.link).is_some_and(|l| self.link_id(&l) == link_id);
+        if current {
+            let rare = self.slot(key).rare();
+            rare.retiring = done.is_none().then_some(reason);
+            rare.retired = done.map(|at| (reason, at));
+        }
+    }
+
+    /// Keys whose link `[lifecycle]` may still end: a link, not retired.
+    pub fn live_links(&self) -> impl Iterator<Item = &KeyState> + '_ {
+        self.slots.iter().filter(|s| s.link.is_some() && s.retired().is_none())
     }
 
     /// The row waits to be settled by hand; the `unreadable` or `unmatched` line is at byte `offset`.
@@ -468,6 +507,8 @@ impl Index {
                 state.rare().failed = Some((code, message));
             }
             Event::Deleted { key, link_id, .. } => self.on_deleted(key.id(), &link_id),
+            Event::RetireIntent { key, link_id, reason, .. } => self.on_retire(key.id(), &link_id, reason, None),
+            Event::Retired { key, link_id, reason, at } => self.on_retire(key.id(), &link_id, reason, Some(at)),
             Event::ReplaceRefused { key, reason, .. } => {
                 self.slot(key.id()).rare().replace_refused = Some(reason);
             }

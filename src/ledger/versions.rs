@@ -172,6 +172,7 @@ fn read() -> Vec<Event> {
         charges: 1,
         paid_amount: 99000,
         refunded_amount: 1000,
+        refunded_charges: 0,
         currency: "thb".into(),
         last_paid_at: Some(at_text(40)),
         link_status: None,

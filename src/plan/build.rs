@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    DeliverPlan, Endpoint, LINK_FIELDS, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY, Overrides, Plan,
-    PlanError, RetryPolicy, check_base_url, check_webhook, field_source, refuse_foreign, required, sandbox_path,
-    template,
+    DeliverPlan, Endpoint, LINK_FIELDS, Lifecycle, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY,
+    Overrides, Plan, PlanError, RetryPolicy, check_base_url, check_webhook, field_source, refuse_foreign, required,
+    sandbox_path, template,
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{JobSpec, LinkSpec};
@@ -28,10 +28,14 @@ impl Plan {
         let key = template("[input] key", &spec.input.key)?;
         let amount = template("[link] amount", &spec.link.amount)?;
         let link = link_templates(spec.api.kind, &spec.link)?;
+        let lifecycle = spec.lifecycle.as_ref().map(|l| Lifecycle::new(l, spec.api.kind)).transpose()?;
 
         // Every placeholder must name a column or a --var: checked once, here, not on the first row.
         let mut templates = vec![("[input] key", &key), ("[link] amount", &amount)];
         templates.extend(link.templates());
+        if let Some(capacity) = lifecycle.as_ref().and_then(|l| l.capacity.as_ref()) {
+            templates.push(("[lifecycle] capacity", capacity));
+        }
         let columns = used_columns(&templates, &vars, &reader, &input_path)?;
         let (columns, extra_positions) = with_output_columns(columns, &spec.output.columns, reader.columns())?;
         let deliver = spec.deliver.as_ref().map(DeliverPlan::new).transpose()?;
@@ -51,7 +55,7 @@ impl Plan {
         let amount_source = spec.link.amount.clone();
         let (output_path, ledger_path) = paths(&spec, overrides);
         check_paths(&input_path, &output_path, &ledger_path, overrides.job.as_deref())?;
-        let header = crate::output::header(&spec.output.columns, deliver.is_some());
+        let header = crate::output::header(&spec.output.columns, deliver.is_some(), lifecycle.is_some());
         check_output_target(&output_path, &header, overrides.output.is_some())?;
         let plan = Plan {
             endpoint: Endpoint::new(&spec, overrides)?,
@@ -68,6 +72,7 @@ impl Plan {
             extra_positions,
             deliver: deliver.map(Box::new),
             mail_columns,
+            lifecycle,
             columns,
             vars,
             key,
@@ -382,7 +387,7 @@ const HOUR: Duration = Duration::from_hours(1);
 
 /// A duration of the job, read and held within `min..=max` (a zero timeout would fail every request at once;
 /// hours-long ones would hide a stuck run).
-fn duration(field: &'static str, text: &str, min: Duration, max: Duration) -> Result<Duration, PlanError> {
+pub(super) fn duration(field: &'static str, text: &str, min: Duration, max: Duration) -> Result<Duration, PlanError> {
     let value = parse_duration(text).map_err(|error| PlanError::Duration { field, error })?;
     if value < min || value > max {
         return Err(PlanError::DurationRange { field, value, min, max });

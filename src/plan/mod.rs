@@ -7,6 +7,7 @@
 //! (`--sandbox` paths, the base URL) enters through [`Overrides`] and is checked with the rest.
 
 mod deliver;
+mod lifecycle;
 mod row;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use deliver::{Content, DeliverPlan, LINK_FIELDS, Reminder, Security, SmtpServer};
+pub use lifecycle::Lifecycle;
 pub use row::{KeyGuard, PlannedRow, RowError};
 
 use crate::input::{InputError, InputReader};
@@ -233,6 +235,9 @@ pub enum PlanError {
     /// `[deliver]` asks for something that cannot be done.
     #[error("{0}")]
     Deliver(String),
+    /// `[lifecycle]` asks for something that cannot be done.
+    #[error("{0}")]
+    Lifecycle(String),
 }
 
 /// A list of column names for a message: the first 20, each cut at 40 characters, and how many more there are
@@ -408,6 +413,7 @@ pub struct Plan {
     deliver: Option<Box<DeliverPlan>>,
     /// The columns the messages' templates name, and where each sits in `columns`.
     mail_columns: Vec<(String, usize)>,
+    lifecycle: Option<Lifecycle>,
     vars: HashMap<String, String>,
     key: Template,
     amount: Template,
@@ -577,6 +583,11 @@ impl Plan {
     /// `[deliver]`, when the job has it.
     pub fn deliver(&self) -> Option<&DeliverPlan> {
         self.deliver.as_deref()
+    }
+
+    /// `[lifecycle]`, when the job has it.
+    pub fn lifecycle(&self) -> Option<&Lifecycle> {
+        self.lifecycle.as_ref()
     }
 
     /// A value a message's template sees for `row` (its link's fields aside): a column the templates name,

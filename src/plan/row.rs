@@ -30,13 +30,23 @@ pub struct PlannedRow {
     pub extra: Vec<String>,
     /// Values of the columns `[deliver]`'s templates name ([`Plan::mail_value`] reads them).
     pub mail: Vec<String>,
+    /// `[lifecycle] capacity`, rendered: the multiple-use link's places.
+    pub capacity: Option<u64>,
 }
 
 impl PlannedRow {
     /// A row with its key and request (its fingerprint is computed when first asked for).
     pub fn new(line: u64, key: String, request: LinkRequest, extra: Vec<String>) -> PlannedRow {
         let key = RowKey::new(key);
-        PlannedRow { line, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail: Vec::new() }
+        PlannedRow {
+            line,
+            key,
+            request,
+            fingerprint: std::sync::OnceLock::new(),
+            extra,
+            mail: Vec::new(),
+            capacity: None,
+        }
     }
 
     /// The request's fingerprint ([`LinkRequest::fingerprint`]), computed once.
@@ -215,9 +225,16 @@ impl Plan {
             LinkTemplates::Classic { .. } => self.classic(&cells, spare)?,
             LinkTemplates::Plus { .. } => self.plus(&cells, spare)?,
         };
+        let capacity = match self.lifecycle.as_ref().and_then(|l| l.capacity.as_ref()) {
+            Some(t) => {
+                Some(super::lifecycle::capacity(&cells.render("capacity", t)?).map_err(|e| cells.fail("capacity", e))?)
+            }
+            None => None,
+        };
         let key = RowKey::new(key);
         let mail = self.mail_columns.iter().map(|&(_, i)| record.cells[i].clone().unwrap_or_default()).collect();
-        Ok(PlannedRow { line: record.line, key, request, fingerprint: std::sync::OnceLock::new(), extra, mail })
+        let fingerprint = std::sync::OnceLock::new();
+        Ok(PlannedRow { line: record.line, key, request, fingerprint, extra, mail, capacity })
     }
 
     // Text is rendered into strings already there: the spare row's for what the row keeps (a title), one

@@ -15,11 +15,13 @@
 //! | `reconcile` | finding and adopting the link of an uncertain request |
 //! | `pages` | `refresh` by pages of the list endpoint, before the reads by id |
 //! | `report` | the output CSV, its counts, payment totals, the summary |
+//! | `retire` | `[lifecycle]` carried out: live links read, the ones it ends deleted and recorded |
 
 mod dispatch;
 mod pages;
 mod reconcile;
 mod report;
+mod retire;
 mod shared;
 mod survey;
 
@@ -33,6 +35,7 @@ pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
     write_output,
 };
+pub use retire::Retirement;
 pub use survey::{Survey, check_cap, survey, survey_drafting};
 
 use crate::api::Client;
@@ -87,7 +90,8 @@ pub async fn run(
     );
     let total = match work {
         Work::Refresh { .. } => survey.existing + survey.conflict,
-        Work::Create { update, replace } => {
+        Work::Retire => 0,
+        Work::Create { update, replace, .. } => {
             survey.new + survey.uncertain + if replace || update { survey.conflict } else { 0 }
         }
     };
@@ -114,7 +118,9 @@ pub async fn run(
         let shared = shared.clone();
         move |remaining| shared.throttle.eta(remaining)
     });
-    if !idle {
+    // `run --retire`: last month's links end before this month's are made, so these fit under the cap.
+    let retirement = if work.retires() { Some(retire::retire(&shared).await?) } else { None };
+    if !idle && !shared.stop.is_stopped() {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
         if work.is_refresh() && !work.by_id() {
             pages::refresh_by_pages(&shared, refresh_since).await?;
@@ -130,7 +136,9 @@ pub async fn run(
     let _ = ticker.await;
     shared.progress.finish();
     let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
-    finish(shared, work, start_line, options.draft.filter(|_| idle), started, options.input).await
+    let mut summary = finish(shared, work, start_line, options.draft.filter(|_| idle), started, options.input).await?;
+    summary.retirement = retirement;
+    Ok(summary)
 }
 
 /// What changed in the input since the survey read it, in the words the run stops with.
@@ -278,7 +286,12 @@ async fn finish(
         _ if changed.is_some() => None,
         // Drafted as of `start_line`, and nothing was sent since.
         Some(draft) => Some(draft.finish()),
-        None => Some(write_output(&shared.plan, &shared.index(), Some(start_line), work.is_refresh())),
+        None => Some(write_output(
+            &shared.plan,
+            &shared.index(),
+            Some(start_line),
+            work.is_refresh() || work == Work::Retire,
+        )),
     };
     // An output that cannot be written (a full disk) aborts the run, after any cause met before it: the
     // summary still says what was made.
@@ -306,6 +319,7 @@ async fn finish(
         requests: shared.requests.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         pace,
+        retirement: None,
     })
 }
 

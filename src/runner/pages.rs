@@ -106,7 +106,7 @@ pub(super) async fn read_by_id(shared: &Shared, id: &str) -> Result<Option<Payme
 
 /// A link's payment state, its charge pages read first when the embedded list is full (each a request with
 /// its own turn). `Ok(None)` once the run stops.
-async fn completed(shared: &Shared, mut link: Listed) -> Result<Option<Payment>, ApiError> {
+pub(super) async fn completed(shared: &Shared, mut link: Listed) -> Result<Option<Payment>, ApiError> {
     // The id is borrowed by every page's request while the pages are added to the link.
     let owned = link.id.clone();
     let id = owned.as_str();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::decide::{self, Disposition, is_paid};
-use crate::ledger::{Index, ReadBack};
+use crate::ledger::{Index, KeyState, ReadBack};
 use crate::money::Currency;
 use crate::outcome::Outcome;
 use crate::output::{OutputRow, OutputWriter};
@@ -14,6 +14,8 @@ use crate::plan::{Plan, PlannedRow, RowError};
 use crate::terms::{Payment, Status};
 
 use crate::rows::for_each_row;
+
+use super::retire::Retirement;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// The rates kept, when a stricter server made them tighter than the job's (this run or an earlier one).
     pub pace: Option<String>,
+    /// What `[lifecycle]` ended (`retire`, `run --retire`).
+    pub retirement: Option<Retirement>,
 }
 
 impl Summary {
@@ -49,6 +53,7 @@ impl Summary {
         } else if self.interrupted {
             Outcome::Interrupted
         } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0
+            || self.retirement.as_ref().is_some_and(|r| r.left > 0)
         {
             Outcome::Incomplete
         } else {
@@ -69,8 +74,9 @@ impl Summary {
         }
         let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
         let pace = self.pace.as_ref().map(|p| format!("; {p}")).unwrap_or_default();
+        let retired = self.retirement.as_ref().map(|r| format!("; {}", r.line())).unwrap_or_default();
         format!(
-            "{} rows: {} in {:.1}s ({} requests){payments}{pace}; output {}",
+            "{} rows: {} in {:.1}s ({} requests){retired}{payments}{pace}; output {}",
             self.counts.values().sum::<u64>(),
             counts_line(&self.counts),
             self.elapsed.as_secs_f64(),
@@ -179,7 +185,8 @@ impl OutputPass {
     pub fn create(plan: &Plan, run_start: Option<u64>, payments: bool) -> anyhow::Result<OutputPass> {
         let columns = if payments { crate::output::refresh_columns(plan.api()) } else { &[] };
         let path = plan.output_path().to_owned();
-        let writer = OutputWriter::create(&path, plan.extra_columns(), plan.deliver().is_some(), columns)
+        let shape = (plan.deliver().is_some(), plan.lifecycle().is_some());
+        let writer = OutputWriter::create(&path, plan.extra_columns(), shape, columns)
             .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
         Ok(OutputPass {
             writer,
@@ -336,6 +343,9 @@ fn output_row<'a>(
     if let Some(link) = report.link {
         out.link_id = index.link_id(&link);
         out.payment_uri = index.payment_uri(&link);
+    }
+    if let Some((reason, at)) = state.and_then(KeyState::retired).filter(|_| report.status == Status::Retired) {
+        out.retired = vec![reason.name().to_owned(), at.to_string()];
     }
     // Most rows have no error: keep their cells borrowed and empty.
     if !report.error_code.is_empty() {

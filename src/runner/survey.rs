@@ -35,6 +35,8 @@ pub struct Survey {
     /// Active links the job would hold once run: multiple-use links, and single-use ones not known to be used
     /// (the Links guide: the account's cap counts these).
     pub active_links: u64,
+    /// Rows whose link `[lifecycle]` ended.
+    pub retired: u64,
     /// Bad rows.
     pub rejected: u64,
     /// Links+ (team, template) pairs the rows to send use, checked before the first create.
@@ -88,7 +90,9 @@ pub fn survey_drafting(
                 let disposition = disposition(row, state);
                 // A single-use link stops counting against the account's cap once paid.
                 let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
-                survey.active_links += u64::from(row.request.multiple() || !paid());
+                // A retired link is deleted: it holds no place.
+                let holds = !matches!(disposition, Disposition::Retired(_));
+                survey.active_links += u64::from(holds && (row.request.multiple() || !paid()));
                 if let (Disposition::New | Disposition::Uncertain(_), LinkRequest::Plus(r)) =
                     (&disposition, &row.request)
                 {
@@ -101,6 +105,7 @@ pub fn survey_drafting(
                     }
                     Disposition::Conflict(_) => survey.conflict += 1,
                     Disposition::Unsettled => survey.unsettled += 1,
+                    Disposition::Retired(_) => survey.retired += 1,
                     Disposition::Uncertain(_) => {
                         survey.uncertain += 1;
                         // Something to send: the output is written after the run. Dropping the draft

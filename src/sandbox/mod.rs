@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::rate::Rate;
 pub use clock::parse_offset;
-pub use store::{ApiFault, Stats, Team, Template, WindowStats, default_teams};
+pub use store::{ApiFault, Deletes, Stats, Team, Template, WindowStats, default_teams};
 
 /// A fault the sandbox can inject, each with its own probability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -212,6 +212,7 @@ impl Store {
             description,
             multiple,
             deleted: false,
+            delete_requests: 0,
             deleted_at: None,
             charges: Vec::new(),
             created: now,
@@ -251,6 +252,7 @@ impl Store {
     ) -> Result<Value, ApiFault> {
         let account = self.account(key);
         let index = *account.by_id.get(id).ok_or_else(|| ApiFault::not_found("link"))?;
+        account.links[index].delete_requests += 1;
         if account.links[index].deleted {
             return Err(ApiFault::not_found("link"));
         }

@@ -20,7 +20,7 @@ mod classic;
 mod plus;
 mod stats;
 
-pub use stats::{Stats, WindowStats};
+pub use stats::{Deletes, Stats, WindowStats};
 
 /// An Omise error answer: HTTP status, code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,9 +116,18 @@ struct ClassicLink {
     multiple: bool,
     deleted: bool,
     deleted_at: Option<SystemTime>,
+    /// `DELETE` requests that reached this link (a second one finds it gone).
+    delete_requests: u32,
     charges: Vec<Charge>,
     created: SystemTime,
     metadata: Map<String, Value>,
+}
+
+impl ClassicLink {
+    /// Counts toward the account's cap: not deleted, and multiple-use or not yet paid.
+    fn is_active(&self) -> bool {
+        !self.deleted && (self.multiple || self.charges.is_empty())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -419,7 +428,7 @@ impl Store {
     fn check_cap(&mut self, key: &str) -> Result<(), ApiFault> {
         let Some(cap) = self.active_links else { return Ok(()) };
         let account = self.account(key);
-        let classic = account.links.iter().filter(|l| !l.deleted && (l.multiple || l.charges.is_empty())).count();
+        let classic = account.links.iter().filter(|l| l.is_active()).count();
         let plus = account.plus.iter().filter(|l| l.multiple_usage || l.charges.is_empty()).count();
         if classic + plus >= cap {
             return Err(ApiFault::new(

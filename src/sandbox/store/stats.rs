@@ -11,8 +11,13 @@ impl Store {
         let mut identical: HashMap<(&str, &str, &str, u64, &str), usize> = HashMap::new();
         let mut per_title: BTreeMap<String, usize> = BTreeMap::new();
         let (mut classic, mut plus, mut deleted) = (0, 0, 0);
+        let mut deletes = Deletes::default();
         for account in self.accounts.values() {
             for link in &account.links {
+                deletes.requests += u64::from(link.delete_requests);
+                deletes.asked_twice += usize::from(link.delete_requests > 1);
+                deletes.paid_single_use += usize::from(link.deleted && !link.multiple && !link.charges.is_empty());
+                deletes.active += usize::from(link.is_active());
                 if link.deleted {
                     deleted += 1;
                     continue;
@@ -54,6 +59,7 @@ impl Store {
             identical_extra: identical.values().map(|&n| n.saturating_sub(1)).sum(),
             links_per_title: per_title,
             mail: 0,
+            deletes,
         }
     }
 }
@@ -105,4 +111,20 @@ pub struct Stats {
     /// Messages the mail catcher kept.
     #[serde(default)]
     pub mail: u64,
+    /// What `DELETE /links/{id}` did, and the active links the cap counts.
+    #[serde(default)]
+    pub deletes: Deletes,
+}
+
+/// The classic links' deletes, as the server saw them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Deletes {
+    /// `DELETE` requests that reached a link of the store (one for a link already gone counts too).
+    pub requests: u64,
+    /// Links that were asked to be deleted more than once.
+    pub asked_twice: usize,
+    /// Deleted single-use links that had been paid.
+    pub paid_single_use: usize,
+    /// Links the account's cap counts now (`--active-links`): multiple-use, or single-use and unpaid.
+    pub active: usize,
 }
