@@ -133,6 +133,7 @@ fn man_writes_a_page_per_command_and_the_job_files() {
         "deliver",
         "recover",
         "refresh",
+        "retire",
         "run",
         "sandbox",
         "settle",

@@ -14,6 +14,7 @@ mod guide;
 mod hands;
 mod host;
 mod hostile;
+mod lifecycle;
 mod outages;
 mod papercuts;
 mod rates;

@@ -46,7 +46,8 @@ fn a_semicolon_csv_is_named_and_read_with_its_delimiter() {
         &format!(
             "error: no input column or --var for {{event}} in [input] key, {{tier}} in [input] key, {{price}} in \
              [link] amount, {{currency}} in [link] currency, {{event}} in [link] title, {{tier}} in [link] title, \
-             {{tier}} in [link] description, {{event}} in [link] description (columns in {input}: \
+             {{tier}} in [link] description, {{event}} in [link] description, {{capacity}} in [lifecycle] capacity \
+             (columns in {input}: \
              tier;event;price;currency;capacity; the header is one column holding `;`: the file looks separated by \
              `;`, not commas: set [input] delimiter = \";\")\n"
         ),

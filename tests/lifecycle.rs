@@ -1,0 +1,203 @@
+//! A link's life (issue 30): `[lifecycle]` ends links as the business says, on a sandbox that holds at most
+//! so many active links per key as a standard account does. Months pass on the sandbox's own clock
+//! (`POST /__sandbox/clock`), so `expire_after` keeps its real value and no test sleeps a month.
+
+use std::collections::BTreeMap;
+
+use linkbatch::sandbox::{FaultKind, SandboxConfig};
+use reqwest::Method;
+
+use crate::support::{JobFile, World, count, faults, statuses};
+
+const DAY_MS: i64 = 24 * 3_600_000;
+
+fn pay(world: &World, link_id: &str) -> u16 {
+    let http = world.http();
+    http.send(http.request(Method::POST, &format!("/__sandbox/links/{link_id}/pay"))).status
+}
+
+fn move_clock(world: &World, offset_ms: i64) {
+    let http = world.http();
+    let moved = http.send(http.request(Method::POST, &format!("/__sandbox/clock?offset={offset_ms}ms")));
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+}
+
+fn monthly(world: &World) -> String {
+    JobFile::sample("monthly-subscriptions")
+        .set("lifecycle.expire_after", "30d")
+        .set("retry.base_delay", "20ms")
+        .set("retry.max_delay", "100ms")
+        .write(world, "monthly.toml")
+}
+
+/// The monthly job for twelve months in a row under a cap of 100 active links: each month `run --retire`,
+/// then about 60% of the new links paid, then the sandbox's clock a month on.
+#[test]
+fn twelve_months_stay_under_the_cap() {
+    let world = World::with(SandboxConfig { active_links: Some(100), ..Default::default() });
+    let job = monthly(&world);
+    let mut offset = 0;
+    let mut paid_total = 0;
+    for month in 1..=12 {
+        let var = format!("billing_month=2026-{month:02}");
+        let outcome = world.run_job(&job, &["--retire", "--var", &var, "--limit", "200/s"]).run();
+        assert_eq!(outcome.code, 0, "month {month}\n{}", outcome.stderr);
+        let rows = world.output();
+        assert_eq!(count(&rows, "created"), 24, "month {month}: {:?}", statuses(&rows));
+        for (i, row) in rows.iter().enumerate() {
+            if i % 5 < 3 {
+                assert_eq!(pay(&world, &row["link_id"]), 200, "month {month}");
+                paid_total += 1;
+            }
+        }
+        let stats = world.stats();
+        assert!(stats.deletes.active <= 100, "month {month}: {} active", stats.deletes.active);
+        assert_eq!(stats.deletes.paid_single_use, 0, "month {month}: a paid link was deleted");
+        assert_eq!(stats.deletes.asked_twice, 0, "month {month}");
+        offset += 31 * DAY_MS;
+        move_clock(&world, offset);
+    }
+    let stats = world.stats();
+    // Every month's unpaid links (24 - 15 = 9 a month) but the last month's were retired.
+    assert_eq!(stats.deleted_links, 11 * 9, "{:?}", stats.deletes);
+    assert_eq!(paid_total, 12 * 15);
+    let retired = world.ledger_events("retired");
+    assert_eq!(retired.len(), 99);
+    assert!(retired.iter().all(|e| e["reason"] == "expired"), "{retired:?}");
+}
+
+/// Without `--retire`, unpaid links are never ended: with none of them paid, four months hold 96 active
+/// links and the fifth meets the cap after 4 creates, exit 3 (issue 30's measurement, kept as why the rules exist).
+#[test]
+fn without_retire_the_cap_fills_in_month_five() {
+    let world = World::with(SandboxConfig { active_links: Some(100), ..Default::default() });
+    let job = monthly(&world);
+    let mut codes = Vec::new();
+    for month in 1..=5 {
+        let var = format!("billing_month=2026-{month:02}");
+        codes.push(world.run_job(&job, &["--var", &var, "--limit", "200/s"]).run().code);
+        move_clock(&world, i64::from(month) * 31 * DAY_MS);
+    }
+    assert_eq!(codes, [0, 0, 0, 0, 3], "the fifth month meets the cap (the breaker stops it)");
+    assert_eq!(count(&world.output(), "created"), 4);
+}
+
+fn catalog(world: &World, input: &str) -> (String, String) {
+    let job = JobFile::sample("catalog-import").add("lifecycle.prune", true).write(world, "catalog.toml");
+    let path = world.path(input);
+    (job, path.to_str().unwrap().to_owned())
+}
+
+/// Three products removed from the catalog: exactly their three links deleted; one put back: a new link.
+#[test]
+fn pruned_products_lose_their_links_and_one_put_back_gets_a_new_one() {
+    let world = World::new();
+    let lines: Vec<String> =
+        std::fs::read_to_string("jobs/../samples/catalog.jsonl").unwrap().lines().map(str::to_owned).collect();
+    let (job, input) = catalog(&world, "catalog.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    world.run_job(&job, &["--input", &input, "--limit", "200/s"]).code(0);
+    let before: BTreeMap<String, String> =
+        world.output().into_iter().map(|r| (r["key"].clone(), r["link_id"].clone())).collect();
+    let removed = [&lines[3], &lines[10], &lines[20]];
+    let kept: Vec<String> = lines.iter().filter(|l| !removed.contains(l)).cloned().collect();
+    std::fs::write(&input, kept.join("\n") + "\n").unwrap();
+    let retired = world.job("retire", &job, &["--input", &input, "--limit", "200/s"]).code(0);
+    assert!(retired.stderr.contains("retired 3 links (3 pruned)"), "{}", retired.stderr);
+    let stats = world.stats();
+    assert_eq!((stats.deleted_links, stats.deletes.requests), (3, 3));
+    let gone: Vec<String> = world.ledger_events("retired").iter().map(|e| e["key"].as_str().unwrap().into()).collect();
+    assert_eq!(gone.len(), 3);
+    // Nothing else was touched, and the kept rows still have their links.
+    let after = world.output();
+    assert_eq!(count(&after, "existing"), before.len() - 3, "{:?}", statuses(&after));
+
+    // One product back: a new link for it, and the other two stay retired.
+    let mut back = kept.clone();
+    back.push(removed[0].clone());
+    std::fs::write(&input, back.join("\n") + "\n").unwrap();
+    world.run_job(&job, &["--input", &input, "--limit", "200/s"]).code(0);
+    let rows = world.output();
+    let returned = rows.iter().find(|r| gone.contains(&r["key"]) && r["status"] == "created").expect("a new link");
+    assert_ne!(returned["link_id"], before[&returned["key"]], "a new link, not the deleted one");
+    assert_eq!(world.stats().creates as usize, before.len() + 1);
+    world.job("retire", &job, &["--input", &input, "--limit", "200/s"]).code(0);
+    assert_eq!(world.stats().deleted_links, 3, "a second retire deletes nothing more");
+}
+
+/// A tier with capacity 30 paid 40 times, `retire` run after every 5 payments: the link is retired once the
+/// 30th lands, the sandbox refuses every payment after, and the output says `sold_out`.
+#[test]
+fn a_sold_out_tier_is_retired_and_takes_no_more_payments() {
+    let world = World::new();
+    let input = world.path("tickets.csv");
+    std::fs::write(&input, "event,tier,price,currency,capacity\nGala,Standard,500.00,thb,30\nGala,VIP,900.00,thb,5\n")
+        .unwrap();
+    let input = input.to_str().unwrap().to_owned();
+    let job = JobFile::sample("event-tickets").set("lifecycle.capacity", "{capacity}").write(&world, "tickets.toml");
+    world.run_job(&job, &["--input", &input, "--limit", "200/s"]).code(0);
+    let link = world.output().iter().find(|r| r["tier"] == "Standard").unwrap()["link_id"].clone();
+    let (mut landed, mut refused) = (0, 0);
+    for n in 1..=40 {
+        match pay(&world, &link) {
+            200 => landed += 1,
+            _ => refused += 1,
+        }
+        if n % 5 == 0 {
+            world.job("retire", &job, &["--input", &input, "--limit", "200/s"]).code(0);
+        }
+    }
+    assert_eq!((landed, refused), (30, 10), "retired at the 30th, checked every 5 payments");
+    let rows = world.output();
+    let standard = rows.iter().find(|r| r["tier"] == "Standard").unwrap();
+    assert_eq!((standard["status"].as_str(), standard["retired_reason"].as_str()), ("retired", "sold_out"));
+    assert!(!standard["retired_at"].is_empty());
+    let vip = rows.iter().find(|r| r["tier"] == "VIP").unwrap();
+    assert_eq!(vip["status"], "existing", "an unsold tier is untouched");
+    // A retired row is never sent again.
+    world.run_job(&job, &["--input", &input, "--limit", "200/s"]).code(0);
+    assert_eq!(world.stats().creates, 2);
+}
+
+/// Deletes whose answers are lost (the delete made, then the connection dropped or a 500 sent) are
+/// confirmed by a read and never sent twice; a retire run again until nothing is left deletes each once.
+#[test]
+fn lost_delete_answers_are_confirmed_never_sent_twice() {
+    let world = World::with(SandboxConfig {
+        faults: faults(&[(FaultKind::DropAfterCommit, 0.2), (FaultKind::ServerErrorAfter, 0.2)]),
+        seed: 30,
+        ..Default::default()
+    });
+    let job = JobFile::sample("catalog-import")
+        .add("lifecycle.expire_after", "1d")
+        .add("retry.attempts", 12)
+        .add("retry.base_delay", "10ms")
+        .add("retry.max_delay", "50ms")
+        .add("api.timeout", "1s")
+        .write(&world, "catalog.toml");
+    world.run_job(&job, &["--limit", "500/s"]).code(0);
+    let made = world.stats().links_held;
+    move_clock(&world, 2 * DAY_MS);
+    let mut runs = 0;
+    while world.stats().deleted_links < made && runs < 5 {
+        world.job("retire", &job, &["--limit", "500/s"]).run();
+        runs += 1;
+    }
+    let stats = world.stats();
+    assert_eq!(stats.deleted_links, made, "{:?}", stats.deletes);
+    assert_eq!(stats.deletes.asked_twice, 0, "a delete that landed was never sent again: {:?}", stats.deletes);
+    assert!(stats.faults.values().sum::<u64>() > 0, "answers were lost: {:?}", stats.faults);
+    assert_eq!(world.ledger_events("retired").len(), made);
+    let again = world.job("retire", &job, &["--limit", "500/s"]).code(0);
+    assert!(again.stderr.contains("retired 0 links of 0 read"), "{}", again.stderr);
+}
+
+/// Payment Links+ has no API to end a link: a Links+ job with `[lifecycle]` is refused when it is read.
+#[test]
+fn links_plus_with_a_lifecycle_is_refused_before_anything_is_sent() {
+    let world = World::new();
+    let job = JobFile::sample("event-tickets-plus").add("lifecycle.expire_after", "30d").write(&world, "plus.toml");
+    let refused = world.run_job(&job, &[]).code(2);
+    assert!(refused.stderr.contains("[lifecycle] needs the classic Links API"), "{}", refused.stderr);
+    assert_eq!(crate::support::requests(&world.stats()), 0);
+}
