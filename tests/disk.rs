@@ -1,11 +1,11 @@
 //! The host's disk and files under a run: a filesystem that fills (a tmpfs this test mounts, 64 KiB, with
-//! a filler file that is removed again just after the disk is full, so space comes back while requests are
-//! in flight), and a ledger removed mid-run. The failed run exits 3 naming what failed; the next run reads
-//! every line of the ledger and makes no second link.
+//! a filler file that is removed again once the disk is full and a write has met it, so space comes back
+//! while requests are in flight), and a ledger removed mid-run. The failed run exits 3 naming what failed;
+//! the next run reads every line of the ledger and makes no second link.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use linkbatch::sandbox::SandboxConfig;
 
@@ -40,6 +40,27 @@ impl SmallDisk {
     fn free(&self) -> u64 {
         let out = Command::new("df").args(["--output=avail", "-B1"]).arg(self.dir.path()).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(u64::MAX)
+    }
+}
+
+impl SmallDisk {
+    /// The files the run writes here (all but the filler), with their metadata.
+    fn files(&self) -> Vec<std::fs::Metadata> {
+        let entries = std::fs::read_dir(self.dir.path()).unwrap().filter_map(Result::ok);
+        entries.filter(|e| e.file_name() != "filler").filter_map(|e| e.metadata().ok()).collect()
+    }
+
+    /// Bytes in the run's files.
+    fn written(&self) -> u64 {
+        self.files().iter().map(std::fs::Metadata::len).sum()
+    }
+
+    /// The least room left in the last page of a file the run has begun: a line longer than this cannot be
+    /// written without a new page.
+    fn least_room(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let begun = self.files().into_iter().filter(|m| m.len() > 0);
+        begun.map(|m| (m.blocks() * 512).saturating_sub(m.len())).min().unwrap_or(u64::MAX)
     }
 }
 
@@ -84,20 +105,24 @@ fn fills(on_disk: &str, filler: usize) {
     };
     let filler_path = disk.path("filler");
     std::fs::write(&filler_path, vec![7u8; filler]).unwrap();
-    let running = run(&world, &job, &output, &ledger).spawn_capturing();
-    // Space comes back the moment the disk is full, while the run is still on.
-    for _ in 0..2_000 {
-        if disk.free() == 0 {
-            // Full at the last page: the next lines meet it; then the space comes back.
-            std::thread::sleep(Duration::from_millis(60));
-            std::fs::remove_file(&filler_path).unwrap();
+    let mut running = run(&world, &job, &output, &ledger).spawn_capturing();
+    // Space comes back once a write has met the full disk, while the run is still on: no file on the disk
+    // has grown for a while (the run writes every few milliseconds), and one has less room left in its
+    // last page than a line takes. (The disk can be full before the first line, the filler and one page of
+    // ledger taking every page, while the run reads the server first.)
+    let (mut last, mut since) = (disk.written(), Instant::now());
+    let started = Instant::now();
+    while !running.ended() && started.elapsed() < Duration::from_secs(30) {
+        let now = disk.written();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if disk.free() == 0 && disk.least_room() < 512 && since.elapsed() > Duration::from_millis(100) {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    std::fs::remove_file(&filler_path).unwrap();
     let failed = running.finish();
-    // The next run has its space, whenever the disk filled.
-    let _ = std::fs::remove_file(&filler_path);
     let label = format!("{on_disk} on a full disk, {filler} bytes of filler");
     let full = if on_disk == "output" { &output } else { &ledger };
     assert_eq!(failed.code, 3, "{label}: {}", failed.stderr);

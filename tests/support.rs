@@ -197,6 +197,11 @@ impl Running {
         assert!(sent.success(), "kill -{name}");
     }
 
+    /// Whether it has ended (its output is still there for [`Running::finish`]).
+    pub(crate) fn ended(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
     /// Waits for it to end.
     pub(crate) fn finish(self) -> Outcome {
         let output = self.child.wait_with_output().unwrap();
