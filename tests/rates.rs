@@ -47,10 +47,18 @@ fn a_stricter_server_is_learned_kept_and_recorded_for_the_next_run() {
     let learned = world.ledger_events("learned");
     assert_eq!(learned.last().map(|e| e["rates"].clone()), Some(serde_json::json!(["10/s"])));
 
-    // The next run on the same ledger starts at 10/s: no 429 at all.
+    // The next run on the same ledger starts at 10/s: nothing learned again. At exactly the server's rate a
+    // loaded host can still deliver two requests closer than they left (one 429, answered with a margin),
+    // never the run of 429s that 20/s meets.
     let second = catalog(&world, "second.csv", 40, 30);
     let outcome = world.run_job(&job, &["--input", &second, "--concurrency", "4"]).code(0);
-    assert_eq!(world.stats().rate_limited, after_first, "{}", outcome.stderr);
+    let in_second = world.stats().rate_limited - after_first;
+    assert!(
+        in_second == 0 || (in_second == 1 && outcome.stderr.contains("a 429 no window explains")),
+        "{in_second} 429s: {}",
+        outcome.stderr
+    );
+    assert_eq!(world.ledger_events("learned").len(), learned.len(), "{}", outcome.stderr);
     assert!(outcome.stderr.contains("kept to 10/s, learned on an earlier run"), "{}", outcome.stderr);
 
     // `validate` counts its ETA at the learned rate, and says so.
