@@ -35,7 +35,11 @@ fn monthly(world: &World) -> String {
 #[test]
 fn twelve_months_stay_under_the_cap() {
     let world = World::with(SandboxConfig { active_links: Some(100), ..Default::default() });
-    let job = monthly(&world);
+    // The job knows the account's cap too: each month's run counts the ledger's earlier links against it.
+    let job = JobFile::sample("monthly-subscriptions")
+        .set("lifecycle.expire_after", "30d")
+        .add("limits.active_links", 100)
+        .write(&world, "monthly.toml");
     let mut offset = 0;
     let mut paid_total = 0;
     for month in 1..=12 {
@@ -102,6 +106,18 @@ fn pruned_products_lose_their_links_and_one_put_back_gets_a_new_one() {
     let removed = [&lines[3], &lines[10], &lines[20]];
     let kept: Vec<String> = lines.iter().filter(|l| !removed.contains(l)).cloned().collect();
     std::fs::write(&input, kept.join("\n") + "\n").unwrap();
+    // `validate` says what a retire would do, before anything is read or sent.
+    let ledger = world.path("ledger.jsonl");
+    let validate =
+        world.linkbatch(&["validate", &job, "--input", &input, "--ledger", ledger.to_str().unwrap()]).code(0);
+    let due = validate.stdout.lines().find(|l| l.trim_start().starts_with("to retire now:"));
+    assert_eq!(
+        due.map(str::trim),
+        Some("to retire now:    3 (3 pruned) as the ledger last saw them (`linkbatch retire` reads the server first)"),
+        "{}",
+        validate.stdout
+    );
+    assert_eq!(world.stats().deletes.requests, 0);
     let retired = world.job("retire", &job, &["--input", &input, "--limit", "200/s"]).code(0);
     assert!(retired.stderr.contains("retired 3 links (3 pruned)"), "{}", retired.stderr);
     let stats = world.stats();
@@ -177,6 +193,7 @@ fn lost_delete_answers_are_confirmed_never_sent_twice() {
         .write(&world, "catalog.toml");
     world.run_job(&job, &["--limit", "500/s"]).code(0);
     let made = world.stats().links_held;
+    let lost_making: u64 = world.stats().faults.values().sum();
     move_clock(&world, 2 * DAY_MS);
     let mut runs = 0;
     while world.stats().deleted_links < made && runs < 5 {
@@ -186,7 +203,7 @@ fn lost_delete_answers_are_confirmed_never_sent_twice() {
     let stats = world.stats();
     assert_eq!(stats.deleted_links, made, "{:?}", stats.deletes);
     assert_eq!(stats.deletes.asked_twice, 0, "a delete that landed was never sent again: {:?}", stats.deletes);
-    assert!(stats.faults.values().sum::<u64>() > 0, "answers were lost: {:?}", stats.faults);
+    assert!(stats.faults.values().sum::<u64>() > lost_making, "delete answers were lost: {:?}", stats.faults);
     assert_eq!(world.ledger_events("retired").len(), made);
     let again = world.job("retire", &job, &["--limit", "500/s"]).code(0);
     assert!(again.stderr.contains("retired 0 links of 0 read"), "{}", again.stderr);
@@ -201,3 +218,70 @@ fn links_plus_with_a_lifecycle_is_refused_before_anything_is_sent() {
     assert!(refused.stderr.contains("[lifecycle] needs the classic Links API"), "{}", refused.stderr);
     assert_eq!(crate::support::requests(&world.stats()), 0);
 }
+
+/// `retire` of 300 expired links, `SIGKILLed` at random moments against a sandbox that drops connections
+/// after a delete and answers 500 after one, then run until it ends: every link deleted once, never asked
+/// twice, every one recorded `retired`, and a retire run again sends nothing.
+#[test]
+fn retire_killed_at_random_moments_deletes_each_link_once() {
+    use rand::{Rng, SeedableRng};
+    let world = World::with(SandboxConfig {
+        faults: faults(&[(FaultKind::DropAfterCommit, 0.06), (FaultKind::ServerErrorAfter, 0.05)]),
+        seed: 300,
+        ..Default::default()
+    });
+    let rows: String = std::iter::once("id,title,amount\n".to_owned())
+        .chain((0..300).map(|i| format!("K{i:03},Item {i},{}\n", 1000 + i)))
+        .collect();
+    std::fs::write(world.path("rows.csv"), rows).unwrap();
+    let job = format!(
+        "name = \"ends\"\n[api]\nkind = \"links\"\ntimeout = \"400ms\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n\
+         [link]\namount = \"{{amount}}\"\namount_unit = \"minor\"\ntitle = \"{{title}}\"\ndescription = \"{{title}}\"\ncurrency = \"thb\"\n\
+         [limits]\nrates = []\nconcurrency = 8\n[retry]\nattempts = 30\nbase_delay = \"10ms\"\nmax_delay = \"100ms\"\n\
+         [lifecycle]\nexpire_after = \"30d\"\n",
+        world.path("rows.csv").display()
+    );
+    let job_path = world.path("ends.toml");
+    std::fs::write(&job_path, job).unwrap();
+    let job = job_path.to_str().unwrap();
+    let made = (0..5).map(|_| world.job("run", job, &["-q"]).run().code).position(|code| code == 0);
+    assert!(made.is_some(), "the 300 links are made");
+    assert_eq!(world.stats().links_held, 300);
+    let lost_making: u64 = world.stats().faults.values().sum();
+    move_clock(&world, 31 * DAY_MS);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(300);
+    let mut kills = 0;
+    while kills < 12 {
+        let mut child = world.job("retire", job, &["-q"]).command_for_spawn().spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(20..250)));
+        let ended = child.try_wait().unwrap().is_some();
+        if !ended {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if ended {
+            break;
+        }
+    }
+    let finished = (0..5).any(|_| world.job("retire", job, &["-q"]).run().code == 0);
+    let stats = world.stats();
+    assert!(finished && kills > 0, "{kills} kills, then a retire that ends 0: {finished}");
+    assert_eq!(stats.deleted_links, 300, "{:?}", stats.deletes);
+    assert_eq!(stats.deletes.asked_twice, 0, "a delete that landed was never sent again: {:?}", stats.deletes);
+    let lost_retiring = stats.faults.values().sum::<u64>() - lost_making;
+    assert!(lost_retiring > 0, "delete answers were lost: {:?}", stats.faults);
+    let retired: std::collections::BTreeSet<String> =
+        world.ledger_events("retired").iter().map(|e| e["key"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(retired.len(), 300, "every retired row recorded once");
+    assert_eq!(world.ledger_events("retired").len(), 300);
+    let before = crate::support::requests(&world.stats());
+    let again = world.job("retire", job, &[]).code(0);
+    assert!(again.stderr.contains("retired 0 links of 0 read"), "{}", again.stderr);
+    assert_eq!(crate::support::requests(&world.stats()), before, "a retire run again sends nothing");
+    let out = world.output();
+    assert_eq!(count(&out, "retired"), 300, "{:?}", statuses(&out));
+    eprintln!("{kills} kills; {lost_retiring} delete answers lost; {:?}", stats.deletes);
+}
+

@@ -389,10 +389,13 @@ impl Client {
         Ok(listed.payment())
     }
 
-    /// `DELETE /links/{id}`. Deleting is idempotent: a link already gone (404) counts as deleted, and a lost
-    /// answer is safe to send again. Any 2xx is enough: older versions answer `{object, id, deleted}` only.
+    /// `DELETE /links/{id}`. A link already gone (404) counts as deleted; a lost answer is
+    /// [`ApiError::Uncertain`], for the caller to confirm by a read. Any 2xx is enough: older versions answer
+    /// `{object, id, deleted}` only.
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
-        match self.send(self.request(reqwest::Method::DELETE, &format!("/links/{id}")), false).await {
+        // A delete changes what the server holds: an answer lost after it was sent (a dropped connection, a
+        // 5xx) is uncertain, and confirmed by a read before the delete is ever sent again.
+        match self.send(self.request(reqwest::Method::DELETE, &format!("/links/{id}")), true).await {
             Ok(_) | Err(ApiError::Permanent { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }

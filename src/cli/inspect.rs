@@ -55,13 +55,22 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
             survey.unsettled
         );
     }
-    if plan.lifecycle().is_some() {
+    let lifecycle = plan.lifecycle().is_some();
+    if lifecycle {
         let _ = writeln!(out, "  retired:          {} ([lifecycle]: never sent again)", survey.retired);
+        let _ = writeln!(
+            out,
+            "  to retire now:    {} as the ledger last saw them (`linkbatch retire` reads the server first)",
+            survey.held.due_line()
+        );
     }
     let _ = writeln!(out, "  rejected:         {}", survey.rejected);
     let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
     if let Some(cap) = plan.active_links() {
-        let _ = writeln!(out, "  active links:     {} once run (the account holds at most {cap})", survey.active_links);
+        let after =
+            if lifecycle { format!(", {} after `run --retire`", survey.active_once_run(true)) } else { String::new() };
+        let once_run = survey.active_once_run(false);
+        let _ = writeln!(out, "  active links:     {once_run} once run{after} (the account holds at most {cap})");
     }
     let amounts = first_amounts(&plan);
     if !amounts.is_empty() {
@@ -74,7 +83,7 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
         let _ = writeln!(out, "  … and {} more rejected rows", survey.rejected - 20);
     }
     drop(out);
-    runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
+    runner::check_cap(&plan, &survey, lifecycle).map_err(Outcome::refused)?;
     let unwritable = if plan.deliver().is_some() { validate_mail(&plan, args.sandbox).await? } else { 0 };
     Ok(Outcome::complete_if(survey.rejected + survey.conflict + unwritable == 0))
 }

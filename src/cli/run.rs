@@ -97,7 +97,8 @@ async fn send(
     };
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
     if work != Work::Retire {
-        runner::check_cap(&plan, &survey).map_err(Outcome::refused)?;
+        let retire_first = matches!(work, Work::Create { retire: true, .. });
+        runner::check_cap(&plan, &survey, retire_first).map_err(Outcome::refused)?;
     }
     for &(team, template) in &survey.templates {
         check_template(&plan, &client, team, template).await?;

@@ -28,12 +28,20 @@ pub struct LinkRecord {
     /// Fingerprint of the request that made it.
     pub fingerprint: Digest,
     line: NonZeroU64,
+    /// When the ledger learned of it (the host's time of its `created`, `adopted` or `settled` line):
+    /// never before the link was made.
+    made: Time,
 }
 
 impl LinkRecord {
     /// Ledger line of the event (tells this run's links from earlier ones).
     pub fn line(&self) -> u64 {
         self.line.get()
+    }
+
+    /// When the ledger learned of the link: it is at least this old.
+    pub fn made(&self) -> Time {
+        self.made
     }
 }
 
@@ -417,7 +425,15 @@ impl Index {
         state.open_since = if state.open_since == 0 { at } else { state.open_since.min(at) };
     }
 
-    pub(super) fn on_link(&mut self, key: Digest, link_id: &str, payment_uri: &str, fingerprint: Digest, line: u64) {
+    pub(super) fn on_link(
+        &mut self,
+        key: Digest,
+        link_id: &str,
+        payment_uri: &str,
+        fingerprint: Digest,
+        made: Time,
+        line: u64,
+    ) {
         let text = self.links.intern(link_id, payment_uri);
         let state = self.slot(key);
         state.close();
@@ -427,7 +443,8 @@ impl Index {
             rare.retired = None;
         }
         // Line 1 is the header, so every event line is above zero.
-        state.link = Some(LinkRecord { text, fingerprint, line: NonZeroU64::new(line).unwrap_or(NonZeroU64::MIN) });
+        state.link =
+            Some(LinkRecord { text, fingerprint, line: NonZeroU64::new(line).unwrap_or(NonZeroU64::MIN), made });
     }
 
     /// A `refresh` reading of the key's current link (one of a link it no longer has is ignored).
@@ -490,9 +507,9 @@ impl Index {
             }
             Event::Run { .. } => self.last_run = line,
             Event::Intent { key, at, .. } => self.on_intent(key.id(), at, offset),
-            Event::Created { key, link_id, payment_uri, fingerprint, .. }
-            | Event::Adopted { key, link_id, payment_uri, fingerprint, .. } => {
-                self.on_link(key.id(), &link_id, &payment_uri, fingerprint, line);
+            Event::Created { key, link_id, payment_uri, fingerprint, at }
+            | Event::Adopted { key, link_id, payment_uri, fingerprint, at, .. } => {
+                self.on_link(key.id(), &link_id, &payment_uri, fingerprint, at, line);
             }
             Event::Unsent { key, at, .. } => {
                 let state = self.slot(key.id());
@@ -531,9 +548,9 @@ impl Index {
                 );
             }
             Event::Header(_) | Event::ReplaceIntent { .. } | Event::UpdateIntent { .. } | Event::Unreadable { .. } => {}
-            Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, .. } => {
+            Event::Settled { key, link_id: Some(link_id), payment_uri, fingerprint, at, .. } => {
                 let uri = payment_uri.unwrap_or_default();
-                self.on_link(key.id(), &link_id, &uri, fingerprint, line);
+                self.on_link(key.id(), &link_id, &uri, fingerprint, at, line);
             }
             Event::Settled { key, link_id: None, .. } => self.slot(key.id()).close(),
             Event::Output { bytes, modified, .. } => self.last_output = Some(FileStamp { bytes, modified }),
@@ -813,7 +830,14 @@ mod tests {
     fn keys_grow_past_many_slots() {
         let mut index = Index::default();
         for i in 0..10_000u32 {
-            index.on_link(Digest::of(&i.to_le_bytes()), &format!("link_{i}"), "u/x", Digest::of(b"f"), u64::from(i));
+            index.on_link(
+                Digest::of(&i.to_le_bytes()),
+                &format!("link_{i}"),
+                "u/x",
+                Digest::of(b"f"),
+                at(0),
+                u64::from(i),
+            );
         }
         assert_eq!(index.len(), 10_000);
         let state = index.get(&Digest::of(&77u32.to_le_bytes())).and_then(|s| s.link);

@@ -32,6 +32,7 @@ enum Common<'a> {
         link_id: &'a str,
         payment_uri: &'a str,
         fingerprint: &'a str,
+        at: Time,
     },
 }
 
@@ -70,8 +71,8 @@ fn common(line: &[u8], start: usize) -> Option<Common<'_>> {
     let fingerprint = scan.string()?;
     scan.field(b"at")?;
     // Read as `serde_json` reads it, so a time that does not read stops the file on either path.
-    Time::parse(scan.string()?)?;
-    (scan.literal(b"}") && scan.at == line.len()).then_some(Common::Link { key, link_id, payment_uri, fingerprint })
+    let at = Time::parse(scan.string()?)?;
+    (scan.literal(b"}") && scan.at == line.len()).then_some(Common::Link { key, link_id, payment_uri, fingerprint, at })
 }
 
 /// The request is read back only when needed, but must be well-formed JSON all the same. Checked apart from
@@ -218,9 +219,9 @@ pub(super) fn read(path: &Path, file: &mut File) -> Result<(Index, OpenReport, O
                             }
                         }
                     }
-                    Found::Link { key, link_id, payment_uri, fingerprint, line } => {
+                    Found::Link { key, link_id, payment_uri, fingerprint, at, line } => {
                         let (link_id, payment_uri) = (text_of(&batch.text, link_id), text_of(&batch.text, payment_uri));
-                        index.on_link(key, link_id, payment_uri, fingerprint, line);
+                        index.on_link(key, link_id, payment_uri, fingerprint, at, line);
                     }
                     Found::Event { event, line, offset } => index.apply(*event, line, offset),
                 }
@@ -276,6 +277,7 @@ enum Found {
         link_id: Range<usize>,
         payment_uri: Range<usize>,
         fingerprint: Digest,
+        at: Time,
         line: u64,
     },
     Event {
@@ -352,11 +354,12 @@ fn parse(file: &mut File, batches: SyncSender<Batch>, empty: Receiver<Vec<u8>>) 
                     let whole = start - bytes.len() - 1..start - 1;
                     Found::Intent { key: digest(key), at, offset, request: span(&text, request), whole, line }
                 }
-                Some(Common::Link { key, link_id, payment_uri, fingerprint }) => Found::Link {
+                Some(Common::Link { key, link_id, payment_uri, fingerprint, at }) => Found::Link {
                     key: digest(key),
                     link_id: span(&text, link_id),
                     payment_uri: span(&text, payment_uri),
                     fingerprint: Digest::from_text(fingerprint),
+                    at,
                     line,
                 },
                 None => {
@@ -449,7 +452,13 @@ mod tests {
             ),
             (
                 created("b"),
-                Some(Common::Link { key: "b", link_id: "link_1", payment_uri: "https://pay/l/link_1", fingerprint: F }),
+                Some(Common::Link {
+                    key: "b",
+                    link_id: "link_1",
+                    payment_uri: "https://pay/l/link_1",
+                    fingerprint: F,
+                    at,
+                }),
             ),
             // Escapes and other events are serde_json's.
             (intent("quote\"d"), None),

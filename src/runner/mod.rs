@@ -18,6 +18,7 @@
 //! | `retire` | `[lifecycle]` carried out: live links read, the ones it ends deleted and recorded |
 
 mod dispatch;
+mod held;
 mod pages;
 mod reconcile;
 mod report;
@@ -30,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use crate::decide::Work;
+pub use held::Held;
 pub use reconcile::CLOCK_SKEW;
 pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,

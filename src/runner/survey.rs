@@ -10,6 +10,7 @@ use crate::ledger::Index;
 use crate::plan::{Plan, RowError};
 use crate::request::LinkRequest;
 
+use super::held::{Held, Holding};
 use super::report::OutputPass;
 use crate::rows::for_each_row;
 
@@ -37,22 +38,44 @@ pub struct Survey {
     pub active_links: u64,
     /// Rows whose link `[lifecycle]` ended.
     pub retired: u64,
+    /// Links beyond the input's rows that hold places, and those `[lifecycle]` would retire now (counted
+    /// when the job has a cap or `[lifecycle]`).
+    pub held: Held,
     /// Bad rows.
     pub rejected: u64,
     /// Links+ (team, template) pairs the rows to send use, checked before the first create.
     pub templates: BTreeSet<(u64, u64)>,
 }
 
+impl Survey {
+    /// Active links the job would hold once run: its rows' and the ledger's others', less those a retire
+    /// first (`run --retire`) frees.
+    pub fn active_once_run(&self, retire_first: bool) -> u64 {
+        let freed = if retire_first { self.held.due_total() } else { 0 };
+        (self.active_links + self.held.elsewhere).saturating_sub(freed)
+    }
+}
+
 /// The account's cap (`[limits] active_links`): a job that would hold more active links than the account
 /// may is refused before anything is sent, with the numbers, instead of failing row by row past the cap.
-pub fn check_cap(plan: &Plan, survey: &Survey) -> Result<(), anyhow::Error> {
+/// The links of the job's earlier inputs count too; with `retire_first`, not those `[lifecycle]` ends first.
+pub fn check_cap(plan: &Plan, survey: &Survey, retire_first: bool) -> Result<(), anyhow::Error> {
+    let held = survey.active_once_run(retire_first);
+    let freed = if retire_first && survey.held.due_total() > 0 {
+        format!(" (after the {} links [lifecycle] retires first)", survey.held.due_total())
+    } else {
+        String::new()
+    };
+    let elsewhere = match survey.held.elsewhere {
+        0 => String::new(),
+        n => format!(", {n} of them from rows not in this input"),
+    };
     match plan.active_links() {
-        Some(cap) if survey.active_links > cap => Err(anyhow::anyhow!(
-            "the job would hold {} active links, and the account holds at most {cap} ([limits] active_links): \
-             {} would be refused. Split the job, make single-use links, or ask Omise support to raise the limit; \
-             nothing was sent",
-            survey.active_links,
-            survey.active_links - cap
+        Some(cap) if held > cap => Err(anyhow::anyhow!(
+            "the job would hold {held} active links{freed}{elsewhere}, and the account holds at most {cap} \
+             ([limits] active_links): {} would be refused. Retire links ([lifecycle] and `run --retire`), split \
+             the job, make single-use links, or ask Omise support to raise the limit; nothing was sent",
+            held - cap
         )),
         _ => Ok(()),
     }
@@ -75,10 +98,12 @@ pub fn survey_drafting(
 ) -> (Survey, Vec<RowError>, Option<OutputPass>) {
     let mut survey = Survey::default();
     let mut rejections = Vec::new();
+    let mut holding = Holding::new(plan, std::time::SystemTime::now());
     for_each_row(plan, reader, Some(index), |row| {
         survey.rows += 1;
         let disposition = match &row {
             Err(e) => {
+                holding.rejected(e);
                 survey.rejected += 1;
                 if rejections.len() < 1000 {
                     rejections.push(e.clone());
@@ -87,6 +112,7 @@ pub fn survey_drafting(
             }
             Ok(row) => {
                 let state = index.get(&row.key.id());
+                holding.row(row, state, &mut survey.held);
                 let disposition = disposition(row, state);
                 // A single-use link stops counting against the account's cap once paid.
                 let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
@@ -132,5 +158,6 @@ pub fn survey_drafting(
         }
         true
     });
+    holding.finish(plan, index, &mut survey.held);
     (survey, rejections, draft)
 }

@@ -129,7 +129,7 @@ fn secret_key(headers: &HeaderMap, api: Api, only: Option<AuthScheme>) -> Result
 /// Authentication, then the key's windows, then the fault draw, then the configured latency.
 // A refusal is the answer itself, made once per request: boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
-fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<Admitted, Response> {
+fn gate(shared: &Shared, headers: &HeaderMap, api: Api, commits: bool) -> Result<Admitted, Response> {
     let key = secret_key(headers, api, shared.config.plus_auth).map_err(refuse)?;
     let fault = {
         let mut store = shared.store();
@@ -147,7 +147,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<
                 break;
             }
         }
-        let fault = chosen.filter(|kind| create || !kind.after_commit());
+        let fault = chosen.filter(|kind| commits || !kind.after_commit());
         match fault {
             Some(FaultKind::ServerErrorBefore) => {
                 store.count_fault(FaultKind::ServerErrorBefore.name());
@@ -168,7 +168,7 @@ fn gate(shared: &Shared, headers: &HeaderMap, api: Api, create: bool) -> Result<
     Ok(Admitted { key, fault, profile })
 }
 
-/// Applies an after-commit fault to a create that succeeded.
+/// Applies an after-commit fault to a create or delete that succeeded.
 async fn after_commit(
     shared: &Shared,
     fault: Option<FaultKind>,
@@ -226,8 +226,8 @@ fn list_query(raw: Option<String>) -> Result<ListQuery, ApiFault> {
 }
 
 macro_rules! admitted {
-    ($shared:expr, $headers:expr, $api:expr, $create:expr) => {
-        match gate(&$shared, &$headers, $api, $create) {
+    ($shared:expr, $headers:expr, $api:expr, $commits:expr) => {
+        match gate(&$shared, &$headers, $api, $commits) {
             Ok(admitted) => admitted,
             Err(response) => return response,
         }
@@ -271,9 +271,17 @@ async fn link_charges(
     result(list_query(query).and_then(|q| s.store().link_charges(&gate.key, &id, &q, s.clock.now())))
 }
 
-async fn delete_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let gate = admitted!(s, headers, Api::Classic, false);
-    result(s.store().delete_classic(&gate.key, &id, gate.profile, s.clock.now()))
+/// A delete changes what the server holds, as a create does: an after-commit fault loses its answer once
+/// the link is deleted.
+async fn delete_classic(
+    State(s): Sandbox,
+    Extension(kill): Extension<ConnectionKill>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let gate = admitted!(s, headers, Api::Classic, true);
+    let outcome = s.store().delete_classic(&gate.key, &id, gate.profile, s.clock.now());
+    after_commit(&s, gate.fault, outcome, kill).await
 }
 
 async fn create_plus(
