@@ -34,7 +34,7 @@ impl Currency {
     }
 
     /// Renders a minor-unit amount in major units (`150000` THB → `1500.00`).
-    pub fn format_major(&self, minor: u64) -> String {
+    fn format_major(&self, minor: u64) -> String {
         if self.exponent == 0 {
             return minor.to_string();
         }
@@ -60,6 +60,17 @@ impl Currency {
             grouped.push_str(fraction);
         }
         format!("{grouped} {}", self.code.to_ascii_uppercase())
+    }
+}
+
+/// A minor-unit amount in the currency named `code`, as a customer reads it: `1,200.00 THB` for a currency
+/// of the table; a code it does not know (or none) keeps the smallest unit, said so: `120000 XYZ (smallest
+/// unit)`. The one way linkbatch writes money for people (mail, validate, summaries).
+pub fn display(minor: u64, code: &str) -> String {
+    match Currency::find(code) {
+        Some(currency) => currency.display(minor),
+        None if code.trim().is_empty() => format!("{minor} (smallest unit)"),
+        None => format!("{minor} {} (smallest unit)", code.trim().to_ascii_uppercase()),
     }
 }
 
@@ -187,6 +198,15 @@ mod tests {
 
     fn thb() -> Currency {
         Currency::find("THB").unwrap()
+    }
+
+    #[test]
+    fn amounts_read_as_a_customer_reads_them() {
+        assert_eq!(display(99000, "thb"), "990.00 THB");
+        assert_eq!(display(120_000, "THB"), "1,200.00 THB");
+        assert_eq!(display(2024, "jpy"), "2,024 JPY");
+        assert_eq!(display(120_000, "xyz"), "120000 XYZ (smallest unit)");
+        assert_eq!(display(120_000, ""), "120000 (smallest unit)");
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn refresh_reports_which_links_were_paid() {
     assert_eq!(multi.status, 200);
     let before = world.stats().requests.values().sum::<u64>();
     let outcome = month(&world, "refresh", &[]).code(0);
-    assert!(outcome.stderr.contains("3 paid, 21 unpaid; collected 3079.00 THB"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("3 paid, 21 unpaid; collected 3,079.00 THB"), "{}", outcome.stderr);
     assert_eq!(world.stats().requests.values().sum::<u64>() - before, 1, "one page of the list, nothing created");
     assert_eq!(world.stats().creates, 25);
     let rows = world.output();

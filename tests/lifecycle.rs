@@ -285,3 +285,70 @@ fn retire_killed_at_random_moments_deletes_each_link_once() {
     eprintln!("{kills} kills; {lost_retiring} delete answers lost; {:?}", stats.deletes);
 }
 
+/// The way out of `conflict_paid` (docs/reference.md, "A link's life"): a row changed after its link was
+/// paid keeps that link, and every run says so (exit 1), until the row is put back as it was (exit 0,
+/// nothing sent) or the changed row gets a key of its own (a link of its own; with `prune`, the old key's
+/// paid single-use link is never retired).
+#[test]
+fn a_row_changed_after_payment_has_two_ways_out() {
+    let world = World::new();
+    let job = JobFile::sample("monthly-subscriptions").add("lifecycle.prune", true).write(&world, "monthly.toml");
+    let month = ["--var", "billing_month=2026-12", "--limit", "200/s"];
+    let run = |input: &str, extra: &[&str]| {
+        let mut args = month.to_vec();
+        args.extend(["--input", input]);
+        args.extend(extra);
+        world.run_job(&job, &args).run()
+    };
+    let original = "samples/subscriptions.csv";
+    assert_eq!(run(original, &[]).code, 0);
+    let paid = world.output()[0]["link_id"].clone();
+    assert_eq!(pay(&world, &paid), 200);
+    let text = std::fs::read_to_string(original).unwrap();
+    // SUB-1001's price alone changes after the customer paid.
+    let line = text.lines().nth(1).unwrap();
+    assert!(line.starts_with("SUB-1001,") && line.ends_with(",59900"), "{line}");
+    let raised = line.replace(",59900", ",64900");
+    let changed = world.path("changed.csv");
+    std::fs::write(&changed, crate::support::edited(&text, line, &raised)).unwrap();
+    let changed = changed.to_str().unwrap();
+
+    let refused = run(changed, &["--replace-changed"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let row = world.output()[0].clone();
+    assert_eq!((row["status"].as_str(), row["error_code"].as_str()), ("conflict", "conflict_paid"));
+    assert_eq!(
+        row["error_message"],
+        format!(
+            "row changed after link {paid} was made (amount 59900 -> 64900); link {paid} has been paid (1 charge, \
+             599.00 THB); it was not replaced: give the changed row a key of its own for a new link, or put the \
+             row back as it was"
+        )
+    );
+    assert_eq!(run(changed, &[]).code, 1, "every run says so");
+
+    // Way out 1: the change was a mistake. Put back, the row is its link again, and nothing is sent.
+    let sent = crate::support::requests(&world.stats());
+    let back = run(original, &[]);
+    assert_eq!(back.code, 0, "{}\n{}\n{:?}", back.stderr, back.stdout, statuses(&world.output()));
+    assert_eq!(world.output()[0]["status"], "existing");
+    assert_eq!(crate::support::requests(&world.stats()), sent);
+
+    // Way out 2: the change is real. A new key gets a new link; the paid one stays, and prune keeps it.
+    std::fs::write(
+        world.path("renamed.csv"),
+        crate::support::edited(&text, line, &raised.replace("SUB-1001,", "SUB-1001-v2,")),
+    )
+    .unwrap();
+    let renamed = world.path("renamed.csv");
+    let renamed = renamed.to_str().unwrap();
+    assert_eq!(run(renamed, &["--retire"]).code, 0);
+    let row = world.output()[0].clone();
+    assert_eq!(
+        (row["subscription_id"].as_str(), row["status"].as_str(), row["amount"].as_str()),
+        ("SUB-1001-v2", "created", "64900")
+    );
+    assert_ne!(row["link_id"], paid);
+    let stats = world.stats();
+    assert_eq!((stats.deleted_links, stats.deletes.paid_single_use), (0, 0), "the paid link is never retired");
+}

@@ -245,7 +245,7 @@ fn refresh_counts_every_charge_and_takes_refunds_off() {
             "{}",
             profile.name()
         );
-        assert!(outcome.stderr.contains("refunded 4500.00 THB"), "{}", outcome.stderr);
+        assert!(outcome.stderr.contains("refunded 4,500.00 THB"), "{}", outcome.stderr);
     }
 }
 

@@ -96,8 +96,8 @@ fn first_amounts(plan: &Plan) -> Vec<String> {
     while let Some(record) = reader.next_record() {
         let Ok(row) = record.map_err(|_| ()).and_then(|r| plan.row(&r).map_err(|_| ())) else { continue };
         let amount = row.request.amount();
-        let shown = match row.request.currency().and_then(crate::money::Currency::find) {
-            Some(currency) => currency.display(amount),
+        let shown = match row.request.currency() {
+            Some(code) => crate::money::display(amount, code),
             None => format!("{amount} (the template's currency, smallest unit)"),
         };
         amounts.push(format!("line {}: {shown}", row.line));

@@ -22,8 +22,11 @@ pub enum Replace {
 pub fn replace(old: &str, payment: Option<&Payment>) -> Replace {
     match payment.filter(|p| is_paid(p)) {
         Some(p) => Replace::Refuse(format!(
-            "link {old} has been paid ({} charge(s), {} {}); it was not replaced",
-            p.charges, p.paid_amount, p.currency
+            "link {old} has been paid ({} charge{}, {}); it was not replaced: give the changed row a key of its \
+             own for a new link, or put the row back as it was",
+            p.charges,
+            if p.charges == 1 { "" } else { "s" },
+            crate::money::display(p.paid_amount, &p.currency)
         )),
         None => Replace::Delete,
     }
@@ -67,7 +70,11 @@ mod tests {
         assert_eq!(replace("link_1", None), Replace::Delete);
         assert_eq!(
             replace("link_1", Some(&payment(2, None, None))),
-            Replace::Refuse("link link_1 has been paid (2 charge(s), 2000 thb); it was not replaced".into())
+            Replace::Refuse(
+                "link link_1 has been paid (2 charges, 20.00 THB); it was not replaced: give the changed row a key \
+                 of its own for a new link, or put the row back as it was"
+                    .into()
+            )
         );
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::decide::{self, Disposition, is_paid};
 use crate::ledger::{Index, KeyState, ReadBack};
-use crate::money::Currency;
 use crate::outcome::Outcome;
 use crate::output::{OutputRow, OutputWriter};
 use crate::plan::{Plan, PlannedRow, RowError};
@@ -122,15 +121,10 @@ impl PaymentTotals {
         }
     }
 
-    /// `12 paid, 3 unpaid; collected 1500.00 THB, 2000 JPY` (and `; refunded 100.00 THB` when any was).
+    /// `12 paid, 3 unpaid; collected 1,500.00 THB, 2,000 JPY` (and `; refunded 100.00 THB` when any was).
     pub fn line(&self) -> String {
         let money = |sums: &BTreeMap<String, u64>| -> Vec<String> {
-            sums.iter()
-                .map(|(code, minor)| match Currency::find(code) {
-                    Some(c) => format!("{} {}", c.format_major(*minor), code.to_uppercase()),
-                    None => format!("{minor} {code} (minor units)"),
-                })
-                .collect()
+            sums.iter().map(|(code, minor)| crate::money::display(*minor, code)).collect()
         };
         let unknown = if self.unknown > 0 { format!(", {} not read", self.unknown) } else { String::new() };
         let collected = money(&self.collected);
