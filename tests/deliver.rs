@@ -193,8 +193,16 @@ fn a_refused_login_stops_the_run_and_fails_no_row() {
     assert_eq!(deliveries(&world), BTreeMap::from([("pending".to_owned(), 24)]));
     assert!(world.ledger_events("deliver_failed").is_empty() && caught(&world).is_empty());
     let ledger = world.path("ledger.jsonl");
-    let validate = world.linkbatch(&["validate", &job, "--ledger", ledger.to_str().unwrap(), MONTH[0], MONTH[1]]);
-    let validated = validate.env("SMTP_USER", "billing").env("SMTP_PASSWORD", "right").code(0);
+    let validate = ["validate", &job, "--ledger", ledger.to_str().unwrap(), MONTH[0], MONTH[1]];
+    // A dry run needs no mail credentials: every message is checked, no server contacted.
+    let checked = world.linkbatch(&validate).env_remove("SMTP_USER").env_remove("SMTP_PASSWORD").code(0);
+    let mail_lines: Vec<&str> = checked.stdout.lines().rev().take(2).collect();
+    let not_contacted = "  mail server:      not contacted (validate --login logs in, sending nothing)";
+    assert_eq!(mail_lines, [not_contacted, "  messages that cannot be written: 0"]);
+    // `--login` logs in: a wrong password is refused as run's is, the right one accepted.
+    let login = [&validate[..], &["--login"]].concat();
+    world.linkbatch(&login).env("SMTP_USER", "billing").env("SMTP_PASSWORD", "wrong").code(3);
+    let validated = world.linkbatch(&login).env("SMTP_USER", "billing").env("SMTP_PASSWORD", "right").code(0);
     let mail_lines: Vec<&str> = validated.stdout.lines().rev().take(2).collect();
     let reached = format!("  mail server:      127.0.0.1:{port} reached, login accepted");
     assert_eq!(mail_lines, [reached.as_str(), "  messages that cannot be written: 0"]);

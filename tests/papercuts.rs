@@ -178,3 +178,33 @@ fn the_install_block_runs_on_a_fresh_home() {
     assert!(share.join("man/man5/linkbatch-job.5").is_file());
     assert!(share.join("man/man1/linkbatch.1").is_file());
 }
+
+/// Regression: the `--help` example `linkbatch validate jobs/monthly-subscriptions.toml --var
+/// billing_month=2026-12` stopped at `[deliver] names $SMTP_USER and $SMTP_PASSWORD`, and with them set it
+/// logged into the sample's mail server. A dry run checks every message and contacts no server unless asked
+/// (`--login`). Run as written, in a fresh copy of `jobs/` and `samples/`, with no mail credentials.
+#[test]
+fn validate_needs_no_mail_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["jobs", "samples"] {
+        std::fs::create_dir(dir.path().join(folder)).unwrap();
+        for file in std::fs::read_dir(folder).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.path().join(folder).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let validated = World::new()
+        .linkbatch(&["validate", "jobs/monthly-subscriptions.toml", "--var", "billing_month=2026-12"])
+        .current_dir(dir.path())
+        .env_remove("SMTP_USER")
+        .env_remove("SMTP_PASSWORD")
+        .code(0);
+    assert_eq!(
+        validated.stdout.lines().rev().take(2).collect::<Vec<_>>(),
+        [
+            "  mail server:      not contacted (validate --login logs in, sending nothing)",
+            "  messages that cannot be written: 0"
+        ]
+    );
+    assert!(!dir.path().join("out").exists(), "validate writes nothing");
+}

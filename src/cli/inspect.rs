@@ -24,7 +24,7 @@ fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index
     Ok((plan, index))
 }
 
-pub(super) async fn validate(args: &InspectArgs) -> Ended {
+pub(super) async fn validate(args: &InspectArgs, login: bool) -> Ended {
     let (plan, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
     let mut reader = plan.reader()?;
@@ -84,7 +84,7 @@ pub(super) async fn validate(args: &InspectArgs) -> Ended {
     }
     drop(out);
     runner::check_cap(&plan, &survey, lifecycle).map_err(Outcome::refused)?;
-    let unwritable = if plan.deliver().is_some() { validate_mail(&plan, args.sandbox).await? } else { 0 };
+    let unwritable = if plan.deliver().is_some() { validate_mail(&plan, args.sandbox, login).await? } else { 0 };
     Ok(Outcome::complete_if(survey.rejected + survey.conflict + unwritable == 0))
 }
 
@@ -108,10 +108,11 @@ fn first_amounts(plan: &Plan) -> Vec<String> {
     amounts
 }
 
-/// `validate` of a job with `[deliver]`: every row's message written (with stand-in link fields), then the
-/// mail server reached and the login accepted (not for `--sandbox` trials, whose mail the sandbox catches).
-/// Sends nothing; returns how many rows' messages cannot be written.
-async fn validate_mail(plan: &Plan, sandbox: bool) -> Result<u64, Outcome> {
+/// `validate` of a job with `[deliver]`: every row's message written (with stand-in link fields); with
+/// `--login`, then the mail server reached and the login accepted (a dry run needs no mail credentials; a
+/// `--sandbox` trial's mail goes to the sandbox). Sends nothing; returns how many rows' messages cannot be
+/// written.
+async fn validate_mail(plan: &Plan, sandbox: bool, login: bool) -> Result<u64, Outcome> {
     let refused = crate::delivery::unwritable(plan).map_err(usage)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "  messages that cannot be written: {}", refused.len());
@@ -119,10 +120,14 @@ async fn validate_mail(plan: &Plan, sandbox: bool) -> Result<u64, Outcome> {
         let _ = writeln!(out, "  line {line}: {why}");
     }
     drop(out);
-    if !sandbox {
+    if sandbox {
+        println!("  mail server:      the sandbox's catcher (--sandbox)");
+    } else if login {
         let mut mailer = super::deliver::mailer(plan, None)?;
         crate::delivery::check_server(&mut mailer).await.map_err(|e| Outcome::aborted(anyhow::anyhow!("{e}")))?;
         println!("  mail server:      {} reached, login accepted", mailer.address());
+    } else {
+        println!("  mail server:      not contacted (validate --login logs in, sending nothing)");
     }
     Ok(refused.len() as u64)
 }

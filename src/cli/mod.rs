@@ -76,7 +76,7 @@ enum Command {
     /// Create a link for every new row of the job's input.
     Run(RunCommand),
     /// Check every row and count what a run would do; nothing is sent.
-    Validate(InspectArgs),
+    Validate(ValidateArgs),
     /// Count rows per state from the input and the ledger; nothing is sent.
     Status(InspectArgs),
     /// Serve both Omise link APIs on localhost, in memory, for trying jobs without an account.
@@ -236,6 +236,16 @@ struct InspectArgs {
     /// Rate limits for the ETA, replacing the job's (repeatable; `none` lifts them).
     #[arg(long = "limit", value_name = "RATE")]
     limits: Vec<Limit>,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    inspect: InspectArgs,
+    /// Also log into the job's mail server ([deliver] smtp) with its credentials, sending nothing; without
+    /// it, every message is written and checked and no mail server is contacted.
+    #[arg(long)]
+    login: bool,
 }
 
 #[derive(Debug, Args)]
@@ -457,7 +467,7 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Settle(args) => inspect::settle(&args).await,
         Command::Templates(args) => run::templates(args).await,
         Command::Recover(args) => recover::recover(args).await,
-        Command::Validate(args) => inspect::validate(&args).await,
+        Command::Validate(args) => inspect::validate(&args.inspect, args.login).await,
         Command::Status(args) => inspect::status(&args),
         Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Completions { shell } => manual::completions(shell),
