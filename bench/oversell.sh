@@ -24,12 +24,12 @@ for start in 0 1.7 3.3; do
     printf 'event,tier,price,currency,capacity\nGala,Standard,500.00,thb,30\n' >"$work/tickets.csv"
     {
         printf 'name = "oversell"\n[api]\nkind = "links"\n[input]\npath = "%s"\nkey = "{event}-{tier}"\n' "$work/tickets.csv"
-        printf '[link]\namount = "{price}"\namount_unit = "major"\ncurrency = "{currency}"\ntitle = "{event} {tier}"\n'
-        printf 'multiple = true\n[output]\npath = "%s"\n[lifecycle]\ncapacity = "{capacity}"\n' "$work/out.csv"
+        printf '[link]\namount = "{price}"\namount_unit = "major"\ncurrency = "{currency}"\ntitle = "{event} {tier}"\ndescription = "{event} {tier}"\n'
+        printf 'multiple = true\n[output]\npath = "%s"\n[lifecycle]\ncapacity = "{capacity}"\n' "$work/out-$start.csv"
     } >"$work/job.toml"
     files=(--base-url "$base" --ledger "$work/ledger-$start.jsonl" -q)
     "$bin" run "$work/job.toml" "${files[@]}"
-    link=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['link_id'])" "$work/out.csv")
+    link=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['link_id'])" "$work/out-$start.csv")
     # Payments at 2/s, each answer's status kept.
     (for _ in $(seq 40); do
         curl -s -o /dev/null -w '%{http_code}\n' -X POST "$base/__sandbox/links/$link/pay" >>"$work/paid-$start"
@@ -44,7 +44,7 @@ for start in 0 1.7 3.3; do
     wait "$payer" || true
     "$bin" retire "$work/job.toml" "${files[@]}"
     landed=$(grep -c '^200$' "$work/paid-$start" || true)
-    reason=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['retired_reason'])" "$work/out.csv")
+    reason=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['retired_reason'])" "$work/out-$start.csv")
     echo "retires from ${start}s: $landed of 40 payments landed, $((landed - 30)) past capacity 30; output: $reason"
     kill "${pids[-1]}" 2>/dev/null || true
 done
