@@ -3,7 +3,7 @@
 //! This is the first of two stages: a `JobSpec` may still be wrong against its input (a placeholder naming no
 //! column); [`crate::plan`] checks it and only a `Plan` can be run. Unknown fields are errors, with their line.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -249,6 +249,10 @@ pub struct JobSpec {
     pub deliver: Option<DeliverSpec>,
     /// `[lifecycle]`: when the job's links end.
     pub lifecycle: Option<LifecycleSpec>,
+    /// The job file's folder, which its relative paths are read from (empty for a job parsed from text:
+    /// its paths stay as written).
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 fn default_key_env() -> String {
@@ -344,7 +348,34 @@ impl JobSpec {
             let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
             JobError::Encoding { path: path.to_owned(), line, column }
         })?;
-        Self::parse(text).map_err(|message| JobError::Parse { path: path.to_owned(), message })
+        let mut spec = Self::parse(text).map_err(|message| JobError::Parse { path: path.to_owned(), message })?;
+        spec.dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        Ok(spec)
+    }
+
+    /// A path the job names, as it is opened: a relative one is read beside the job file, wherever linkbatch
+    /// runs from (as Cargo and systemd read the paths in their files); an absolute one as it is.
+    /// `jobs/` and `../samples/x.csv` is `samples/x.csv`: a `..` takes back the folder before it unless that
+    /// folder is a symbolic link (whose `..` is elsewhere).
+    pub fn beside(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_owned();
+        }
+        let mut found = PathBuf::new();
+        for part in self.dir.join(path).components() {
+            match part {
+                Component::CurDir => {}
+                // The root's parent is the root.
+                Component::ParentDir if matches!(found.components().next_back(), Some(Component::RootDir)) => {}
+                Component::ParentDir
+                    if matches!(found.components().next_back(), Some(Component::Normal(_))) && !found.is_symlink() =>
+                {
+                    found.pop();
+                }
+                other => found.push(other),
+            }
+        }
+        found
     }
 
     /// Parses job TOML; the error names line and column.
@@ -374,6 +405,25 @@ multiple = true
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_paths_are_read_beside_it() {
+        let mut job = JobSpec::parse(MINIMAL).unwrap();
+        assert_eq!(job.beside(Path::new("x.csv")), Path::new("x.csv"), "a job from text keeps its paths");
+        job.dir = PathBuf::from("jobs");
+        assert_eq!(job.beside(Path::new("../samples/x.csv")), Path::new("samples/x.csv"));
+        assert_eq!(job.beside(Path::new("./out/x.csv")), Path::new("jobs/out/x.csv"));
+        assert_eq!(job.beside(Path::new("/srv/x.csv")), Path::new("/srv/x.csv"));
+        job.dir = PathBuf::from("/etc/linkbatch");
+        assert_eq!(job.beside(Path::new("../../x.csv")), Path::new("/x.csv"));
+        assert_eq!(job.beside(Path::new("../../../x.csv")), Path::new("/x.csv"), "no further up than the root");
+        // The `..` of a folder that is a link is the link's target's parent, so it is kept.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("linked")).unwrap();
+        job.dir = dir.path().join("linked");
+        assert_eq!(job.beside(Path::new("../x.csv")), dir.path().join("linked/../x.csv"));
+    }
 
     #[test]
     fn defaults_follow_the_spec() {

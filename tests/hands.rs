@@ -152,3 +152,93 @@ fn ctrl_c_during_a_window_wait_stops_within_two_seconds() {
         outcome.stderr
     );
 }
+
+/// A copy of `jobs/` and `samples/` in a folder of its own, as a user's checkout or `/etc/linkbatch` holds
+/// them.
+fn fresh_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["jobs", "samples"] {
+        std::fs::create_dir(dir.path().join(folder)).unwrap();
+        for file in std::fs::read_dir(folder).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.path().join(folder).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Regression: `cd / && linkbatch validate /path/to/jobs/event-tickets.toml` failed with `cannot read input
+/// samples/tickets.csv`: a job's paths followed the working directory. They are read beside the job now.
+#[test]
+fn a_job_is_read_the_same_from_any_working_directory() {
+    let copy = fresh_copy();
+    let job = copy.path().join("jobs/event-tickets.toml");
+    let world = World::new();
+    let from_root =
+        world.linkbatch(&["validate", job.to_str().unwrap()]).current_dir(std::path::Path::new("/")).code(0);
+    assert!(from_root.stdout.starts_with("event-tickets: 5 rows"), "{}", from_root.stdout);
+    let from_jobs = world.linkbatch(&["validate", "event-tickets.toml"]).current_dir(&copy.path().join("jobs")).code(0);
+    // The same rows, counts and amounts; only the input's name is spelled from where each ran.
+    assert_eq!(
+        from_jobs.stdout.lines().skip(1).collect::<Vec<_>>(),
+        from_root.stdout.lines().skip(1).collect::<Vec<_>>()
+    );
+    assert!(from_jobs.stdout.starts_with("event-tickets: 5 rows in ../samples/tickets.csv\n"), "{}", from_jobs.stdout);
+}
+
+/// A ledger an older linkbatch kept relative to the working directory is never taken for a missing one (a
+/// new ledger beside the job would make every link again): the run is refused and says where each file is.
+#[test]
+fn a_ledger_left_where_the_working_directory_put_it_is_refused_not_started_anew() {
+    let copy = fresh_copy();
+    let world = World::new();
+    let base = world.base_url();
+    // An older linkbatch, run from the copy's root, kept its ledger at out/ there.
+    let job = "jobs/event-tickets.toml";
+    let ledger = copy.path().join("out/event-tickets.ledger.jsonl");
+    let args = ["run", job, "--base-url", &base, "--input", "samples/tickets.csv"];
+    let older =
+        [&args[..], &["--ledger", "out/event-tickets.ledger.jsonl", "--output", "out/event-tickets.csv"]].concat();
+    world.linkbatch(&older).current_dir(copy.path()).code(0);
+    assert!(ledger.is_file());
+    // The job now says `out/…` beside itself: jobs/out/…, which does not exist.
+    let text = std::fs::read_to_string(copy.path().join(job)).unwrap();
+    std::fs::write(copy.path().join(job), crate::support::edited(&text, "\"../out/", "\"out/")).unwrap();
+    let served = requests(&world.stats());
+    let refused = world.linkbatch(&args).current_dir(copy.path()).code(2);
+    assert_eq!(
+        refused.stderr.trim_end().lines().last().unwrap(),
+        "error: the ledger: a job's paths are read beside the job file, and jobs/out/event-tickets.ledger.jsonl does \
+         not exist, while out/event-tickets.ledger.jsonl (the same path from the working directory, where linkbatch \
+         read it before) does: move the file beside the job, write the path relative to the job's folder, or name it \
+         with a flag; nothing was sent and no file was changed"
+    );
+    assert_eq!(requests(&world.stats()), served);
+    assert!(!copy.path().join("jobs/out").exists());
+}
+
+/// One output per month: `[output] path` with `{billing_month}` gives each month its own file, and a
+/// `refresh` of one month leaves the other's byte for byte (before, the month's placeholder was written
+/// into the file's name, and a refresh of October wrote over December's output).
+#[test]
+fn each_month_has_its_own_output() {
+    let world = World::new();
+    let job = JobFile::sample("monthly-subscriptions")
+        .set("output.path", world.path("out/monthly-{billing_month}.csv").to_str().unwrap())
+        .set("output.ledger", world.path("monthly.ledger.jsonl").to_str().unwrap())
+        .write(&world, "monthly.toml");
+    let base = world.base_url();
+    let month = |command: &str, month: &str| {
+        let var = format!("billing_month={month}");
+        world.linkbatch(&[command, &job, "--base-url", &base, "--var", &var, "--limit", "200/s"]).code(0);
+    };
+    month("run", "2026-11");
+    month("run", "2026-12");
+    let (november, december) = (world.path("out/monthly-2026-11.csv"), world.path("out/monthly-2026-12.csv"));
+    let kept = std::fs::read(&december).unwrap();
+    assert_eq!(crate::support::read_csv(&november)[0]["key"], "SUB-1001:2026-11");
+    month("refresh", "2026-11");
+    assert_eq!(std::fs::read(&december).unwrap(), kept, "December's output, byte for byte");
+    assert!(crate::support::read_csv(&november)[0].contains_key("paid_amount"), "November's refreshed");
+    assert_eq!(world.stats().links_held, 48);
+}

@@ -199,4 +199,52 @@ fn the_contrib_units_run_commands_linkbatch_takes() {
         yaml[start..].lines().take_while(|l| l.starts_with("    ") || l.is_empty()).map(str::trim_start).collect();
     let job = lines.join("\n");
     linkbatch::job::JobSpec::parse(&job).unwrap_or_else(|e| panic!("the CronJob's job file: {e}\n{job}"));
+    // And it plans: every field it needs (amount_unit, [lifecycle] for --retire) is there.
+    let world = World::new();
+    std::fs::write(world.path("cronjob.toml"), &job).unwrap();
+    let (output, ledger) = (world.path("o.csv"), world.path("l.jsonl"));
+    world
+        .linkbatch(&["validate", world.path("cronjob.toml").to_str().unwrap(), "--input", "samples/subscriptions.csv"])
+        .args(&["--output", output.to_str().unwrap(), "--ledger", ledger.to_str().unwrap()])
+        .args(&["--var", "billing_month=2026-12"])
+        .code(0);
+}
+
+/// The systemd unit's command, with its job in a folder of its own (`/etc/linkbatch`), run from its state
+/// directory (`/var/lib/linkbatch`) as `WorkingDirectory=` says, the key as a credential: the job's input is
+/// read beside the job, the output and ledger go where the flags say, and the month's links are made.
+#[test]
+fn the_systemd_unit_runs_a_job_kept_in_another_folder() {
+    let world = World::new();
+    let (etc, state, creds) = (world.path("etc/linkbatch"), world.path("var/lib/linkbatch"), world.path("creds"));
+    for dir in [&etc, &state, &creds] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::copy("samples/subscriptions.csv", etc.join("subscriptions.csv")).unwrap();
+    let job = JobFile::sample("monthly-subscriptions")
+        .set("input.path", "subscriptions.csv")
+        .add("api.base_url", world.base_url())
+        .write(&world, "etc/linkbatch/monthly-subscriptions.toml");
+    std::fs::write(creds.join("OMISE_SECRET_KEY"), "skey_live_5unit0credential0key").unwrap();
+    let unit = std::fs::read_to_string("contrib/linkbatch-monthly.service").unwrap();
+    assert!(unit.contains("WorkingDirectory=/var/lib/linkbatch"), "{unit}");
+    let command: Vec<String> = command_in(&unit)
+        .iter()
+        .skip(1)
+        .map(|w| {
+            w.replace("/etc/linkbatch", etc.to_str().unwrap()).replace("/var/lib/linkbatch", state.to_str().unwrap())
+        })
+        .collect();
+    assert_eq!(command[1], job);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    world
+        .linkbatch(&command)
+        .current_dir(&state)
+        .env_remove("OMISE_SECRET_KEY")
+        .env("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())
+        .code(0);
+    let output = crate::support::read_csv(&state.join("monthly-subscriptions-2026-12.csv"));
+    assert_eq!(crate::support::count(&output, "created"), 24);
+    assert!(state.join("monthly-subscriptions.ledger.jsonl").is_file());
+    assert_eq!(std::fs::read_dir(&etc).unwrap().count(), 2, "nothing written beside the job");
 }

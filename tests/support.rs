@@ -271,11 +271,29 @@ pub(crate) struct JobFile {
 }
 
 impl JobFile {
-    /// `jobs/NAME.toml`, as committed.
+    /// `jobs/NAME.toml`, as committed, to be written elsewhere: the files it reads stay the repository's
+    /// (their paths made absolute), the files it writes go beside the copy (`../out/x.csv` is `out/x.csv`).
     pub(crate) fn sample(name: &str) -> JobFile {
         let path = format!("jobs/{name}.toml");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        JobFile { table: text.parse().unwrap_or_else(|e| panic!("{path}: {e}")) }
+        let mut job = JobFile { table: text.parse().unwrap_or_else(|e| panic!("{path}: {e}")) };
+        let jobs = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/");
+        for read in ["input.path", "deliver.text_file", "deliver.html_file"] {
+            job.rebase(read, |p| format!("{jobs}{p}"));
+        }
+        for written in ["output.path", "output.ledger"] {
+            job.rebase(written, |p| p.strip_prefix("../").unwrap_or(p).to_owned());
+        }
+        job
+    }
+
+    /// Changes a path the sample may have (`section.field`), leaving the job as it is where it has none.
+    fn rebase(&mut self, path: &str, to: impl Fn(&str) -> String) {
+        let (section, field) = path.split_once('.').unwrap();
+        let value = self.table.get_mut(section).and_then(toml::Value::as_table_mut).and_then(|t| t.get_mut(field));
+        if let Some(toml::Value::String(value)) = value {
+            *value = to(value);
+        }
     }
 
     fn parent<'t>(table: &'t mut toml::Table, path: &str, create: bool) -> (&'t mut toml::Table, String) {

@@ -52,7 +52,12 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
         "\"test\"",
         "For a key that does not say (a Payment Links+ API key): test or live. Without it such a key needs --live.",
     ),
-    field("input", "path", "\"samples/subscriptions.csv\"", "The rows: CSV with a header line, or JSONL."),
+    field(
+        "input",
+        "path",
+        "\"../samples/subscriptions.csv\"",
+        "The rows: CSV with a header line, or JSONL. Like every path of the job, read beside the job file.",
+    ),
     field("input", "format", "\"csv\"", "csv or jsonl; taken from the extension when absent."),
     field(
         "input",
@@ -101,12 +106,17 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
         "10",
         "Refusals with one code in a row that stop dispatch (at most this many reach the server).",
     ),
-    field("output", "path", "\"out/monthly-subscriptions.csv\"", "The output CSV, written atomically."),
+    field(
+        "output",
+        "path",
+        "\"../out/monthly-subscriptions-{billing_month}.csv\"",
+        "The output CSV, written atomically. {job} and --var names fill in.",
+    ),
     field(
         "output",
         "ledger",
-        "\"out/monthly-subscriptions.ledger.jsonl\"",
-        "The ledger; beside the output when absent.",
+        "\"../out/monthly-subscriptions.ledger.jsonl\"",
+        "The ledger; beside the output when absent (named when the output's path has a --var in it).",
     ),
     field("output", "columns", "[\"subscription_id\"]", "Input columns copied into the output."),
     field(

@@ -39,7 +39,11 @@ struct Heard {
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
 pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
     let (spec, overrides, sandbox) = job_with_flags(&args).await?;
-    let monitor = Monitor::new(&spec.name, &spec.monitor).map_err(usage)?;
+    let monitor_spec = crate::job::MonitorSpec {
+        textfile: spec.monitor.textfile.as_deref().map(|p| spec.beside(p)),
+        ..spec.monitor.clone()
+    };
+    let monitor = Monitor::new(&spec.name, &monitor_spec).map_err(usage)?;
     let (plan, _) = Plan::new(spec, &overrides)?;
     let mut heard = Heard::default();
     let Some(monitor) = monitor else {

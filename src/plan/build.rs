@@ -2,13 +2,13 @@
 //! a [`PlanError`] variant with a unit test below. Opens the input to read its header; sends nothing.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
     DeliverPlan, Endpoint, LINK_FIELDS, Lifecycle, LinkTemplates, MAX_ATTEMPTS, MAX_BREAKER, MAX_CONCURRENCY,
-    Overrides, Plan, PlanError, RetryPolicy, check_base_url, check_webhook, field_source, refuse_foreign, required,
-    sandbox_path, template,
+    Overrides, Plan, PlanError, RetryPolicy, check_base_url, check_webhook, field_source, files, refuse_foreign,
+    required, template,
 };
 use crate::input::{InputReader, detect_format};
 use crate::job::{JobSpec, LinkSpec};
@@ -20,7 +20,7 @@ use crate::terms::ApiKind;
 impl Plan {
     /// Checks `spec` against `overrides` and the input's header, and opens the input for reading.
     pub fn new(spec: JobSpec, overrides: &Overrides) -> Result<(Plan, InputReader), PlanError> {
-        let input_path = overrides.input.clone().or(spec.input.path.clone()).ok_or(PlanError::NoInput)?;
+        let input_path = files::input(&spec, overrides)?;
         let format = detect_format(&input_path, spec.input.format)?;
         let delimiter = delimiter(spec.input.delimiter.as_deref())?;
         let mut reader = InputReader::open(&input_path, format, delimiter)?;
@@ -38,7 +38,7 @@ impl Plan {
         }
         let columns = used_columns(&templates, &vars, &reader, &input_path)?;
         let (columns, extra_positions) = with_output_columns(columns, &spec.output.columns, reader.columns())?;
-        let deliver = spec.deliver.as_ref().map(DeliverPlan::new).transpose()?;
+        let deliver = spec.deliver.as_ref().map(|d| DeliverPlan::new(d, |p| spec.beside(p))).transpose()?;
         let (columns, mail_columns) = match &deliver {
             Some(deliver) => with_mail_columns(columns, deliver, &vars, &reader, &input_path)?,
             None => (columns, Vec::new()),
@@ -53,10 +53,10 @@ impl Plan {
         }
         let unit_unstated = spec.link.amount_unit.is_none() && !amount.is_literal();
         let amount_source = spec.link.amount.clone();
-        let (output_path, ledger_path) = paths(&spec, overrides);
-        check_paths(&input_path, &output_path, &ledger_path, overrides.job.as_deref())?;
+        let (output_path, ledger_path) = files::output_and_ledger(&spec, overrides, &vars)?;
+        files::check_paths(&input_path, &output_path, &ledger_path, overrides.job.as_deref())?;
         let header = crate::output::header(&spec.output.columns, deliver.is_some(), lifecycle.is_some());
-        check_output_target(&output_path, &header, overrides.output.is_some())?;
+        files::check_output_target(&output_path, &header, overrides.output.is_some())?;
         let plan = Plan {
             endpoint: Endpoint::new(&spec, overrides)?,
             input_path,
@@ -295,87 +295,6 @@ fn with_mail_columns(
     Ok((wanted, positions))
 }
 
-/// A path as it will be opened: symlinks followed, `..` resolved; a file not there yet by its directory's
-/// canonical path and its name.
-fn canonical(path: &Path) -> PathBuf {
-    if let Ok(found) = path.canonicalize() {
-        return found;
-    }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    match (dir.canonicalize(), path.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => path.to_owned(),
-    }
-}
-
-/// The output and the ledger are written: neither may be the input, each other, or a directory. Compared by
-/// canonical path, so a symlink or `./` spelling cannot hide the same file.
-fn check_paths(input: &Path, output: &Path, ledger: &Path, job: Option<&Path>) -> Result<(), PlanError> {
-    let (input_c, output_c, ledger_c) = (canonical(input), canonical(output), canonical(ledger));
-    let refuse = |what: String| Err(PlanError::Paths(format!("{what}; nothing was sent and no file was changed")));
-    if let Some(job_c) = job.map(canonical) {
-        for (what, path, path_c) in [("output", output, &output_c), ("ledger", ledger, &ledger_c)] {
-            if *path_c == job_c {
-                return refuse(format!("the {what} {} is the job file: it would be overwritten", path.display()));
-            }
-        }
-    }
-    if output_c == input_c {
-        return refuse(format!("the output {} is the input: it would be overwritten", output.display()));
-    }
-    if ledger_c == input_c {
-        return refuse(format!("the ledger {} is the input", ledger.display()));
-    }
-    if output_c == ledger_c {
-        return refuse(format!(
-            "the output and the ledger are the same file ({}): give each its own",
-            output.display()
-        ));
-    }
-    for (what, path) in [("output", output), ("ledger", ledger)] {
-        if path.is_dir() {
-            return refuse(format!("the {what} {} is a directory; name a file", path.display()));
-        }
-    }
-    Ok(())
-}
-
-/// The output is written over only when it is this job's: absent or empty, or a CSV whose header is
-/// linkbatch's (its first columns `line,key,status,…`); at a path `--output` names, the very header this
-/// job writes. Anything else is a file of the user's (a report, a ledger, another job's output), and is
-/// never touched.
-fn check_output_target(output: &Path, header: &[String], given: bool) -> Result<(), PlanError> {
-    let Ok(meta) = std::fs::metadata(output) else { return Ok(()) };
-    if meta.len() == 0 {
-        return Ok(());
-    }
-    let found: Option<Vec<String>> = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_path(output)
-        .ok()
-        .and_then(|mut r| r.records().next())
-        .and_then(Result::ok)
-        .map(|r| r.iter().map(|c| c.trim_start_matches('\u{feff}').to_owned()).collect());
-    let ours = found.as_ref().is_some_and(|found| {
-        let linkbatch = found.len() >= crate::output::COLUMNS.len()
-            && found.iter().zip(crate::output::COLUMNS).all(|(f, c)| f == c);
-        linkbatch && (!given || found.starts_with(header))
-    });
-    if ours {
-        return Ok(());
-    }
-    let what = if found.is_none() {
-        "is not a CSV file"
-    } else {
-        "is not an output of this job (its header is not the one this job writes)"
-    };
-    Err(PlanError::Paths(format!(
-        "the output {} exists and {what}: nothing was sent and the file was not changed. Name a new file with \
-         --output, or move this one away",
-        output.display()
-    )))
-}
-
 fn rates(spec: &JobSpec, overrides: &Overrides) -> Result<Vec<Rate>, PlanError> {
     match &overrides.limits {
         Some(rates) => Ok(rates.clone()),
@@ -405,23 +324,10 @@ fn base_url(spec: &JobSpec, overrides: &Overrides) -> Result<String, PlanError> 
     check_base_url(url).map_err(PlanError::BaseUrl)
 }
 
-/// The output CSV and the ledger: flags first, then the job, then the ledger beside the output; a sandbox
-/// trial gets its own names for whatever the flags did not give.
-fn paths(spec: &JobSpec, overrides: &Overrides) -> (PathBuf, PathBuf) {
-    let own = spec.output.path.clone().unwrap_or_else(|| PathBuf::from("out").join(format!("{}.csv", spec.name)));
-    // The ledger belongs to the job: derived from the job's own output path, never from `--output`, so
-    // writing the CSV elsewhere never starts a second ledger (and a second link for every row).
-    let ledger = overrides.ledger.clone().or(spec.output.ledger.clone()).unwrap_or_else(|| {
-        let stem = own.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
-        own.with_file_name(format!("{stem}.ledger.jsonl"))
-    });
-    let output = overrides.output.clone().unwrap_or(own);
-    let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
-    (trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::job::{Field, MINIMAL};
     use crate::rate::RateError;
@@ -649,6 +555,40 @@ mod tests {
         assert_eq!(plan.ledger_path(), std::path::Path::new("out/t.ledger.jsonl"));
         let own = plan_with(|s| s.output.path = Some("monthly/dec.csv".into()), Overrides::default()).unwrap();
         assert_eq!(own.ledger_path(), std::path::Path::new("monthly/dec.ledger.jsonl"));
+    }
+
+    #[test]
+    fn output_and_ledger_fill_in_the_job_and_var_placeholders() {
+        let month = || Overrides { vars: vec![("month".into(), "2026-12".into())], ..Overrides::default() };
+        let monthly = |s: &mut JobSpec| {
+            s.output.path = Some("out/{job}-{month}.csv".into());
+            s.output.ledger = Some("out/{job}.ledger.jsonl".into());
+        };
+        let plan = plan_with(monthly, month()).unwrap();
+        assert_eq!(plan.output_path(), Path::new("out/t-2026-12.csv"));
+        assert_eq!(plan.ledger_path(), Path::new("out/t.ledger.jsonl"));
+        // `{job}` does not change from run to run: the default ledger may follow it.
+        let plan = plan_with(|s| s.output.path = Some("out/{job}.csv".into()), Overrides::default()).unwrap();
+        assert_eq!(plan.ledger_path(), Path::new("out/t.ledger.jsonl"));
+        let refused = |edit: fn(&mut JobSpec), overrides: Overrides| match plan_with(edit, overrides) {
+            Err(PlanError::Paths(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(monthly, Overrides::default()),
+            "[output] path = \"out/{job}-{month}.csv\": {month} is neither {job} nor a --var (pass --var month=VALUE)"
+        );
+        let up = Overrides { vars: vec![("month".into(), "../..".into())], ..Overrides::default() };
+        assert_eq!(
+            refused(monthly, up),
+            "[output] path = \"out/{job}-{month}.csv\": {month} is \"../..\", which would name another folder; a \
+             value in a path is one file name's part"
+        );
+        // A --var in the output path with no ledger named would start a ledger for every value.
+        let why = refused(|s| s.output.path = Some("out/{month}.csv".into()), month());
+        assert!(why.starts_with("[output] path changes with --var month, and the ledger beside it"), "{why}");
+        let given = Overrides { ledger: Some("l.jsonl".into()), ..month() };
+        assert!(plan_with(|s| s.output.path = Some("out/{month}.csv".into()), given).is_ok(), "--ledger names it");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Owns the rule of which mail servers a job may name: `smtps://` anywhere, `smtp://` with STARTTLS required,
 //! plain SMTP on a loopback address only (the sandbox's catcher).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -142,12 +142,12 @@ fn content(
     section: &str,
     subject: &str,
     text: [Option<&String>; 2],
-    files: [Option<&Path>; 2],
+    files: [Option<PathBuf>; 2],
 ) -> Result<Content, PlanError> {
     let content = Content {
         subject: template(&format!("{section} subject"), subject)?,
-        text: body(section, "text", text[0], files[0])?,
-        html: body(section, "html", text[1], files[1])?,
+        text: body(section, "text", text[0], files[0].as_deref())?,
+        html: body(section, "html", text[1], files[1].as_deref())?,
     };
     if content.text.is_none() && content.html.is_none() {
         return Err(refused(format!("{section} needs a body: text, text_file, html or html_file")));
@@ -159,7 +159,7 @@ fn mailbox(field: &str, text: &str) -> Result<Mailbox, PlanError> {
     text.parse::<Mailbox>().map_err(|e| refused(format!("[deliver] {field} = \"{text}\" is not an address: {e}")))
 }
 
-fn reminder(spec: &ReminderSpec) -> Result<Reminder, PlanError> {
+fn reminder(spec: &ReminderSpec, beside: &impl Fn(&Path) -> PathBuf) -> Result<Reminder, PlanError> {
     let after =
         crate::rate::parse_duration(&spec.after).map_err(|e| refused(format!("[deliver.reminder] after: {e}")))?;
     if after.is_zero() {
@@ -172,14 +172,15 @@ fn reminder(spec: &ReminderSpec) -> Result<Reminder, PlanError> {
         "[deliver.reminder]",
         &spec.subject,
         [spec.text.as_ref(), spec.html.as_ref()],
-        [spec.text_file.as_deref(), spec.html_file.as_deref()],
+        [spec.text_file.as_deref().map(beside), spec.html_file.as_deref().map(beside)],
     )?;
     Ok(Reminder { after, content, at_most: spec.at_most })
 }
 
 impl DeliverPlan {
     /// Checks `[deliver]`: templates, addresses, server, rates, reminder.
-    pub fn new(spec: &DeliverSpec) -> Result<DeliverPlan, PlanError> {
+    /// `beside` says where a body file the job names is (`JobSpec::beside`).
+    pub fn new(spec: &DeliverSpec, beside: impl Fn(&Path) -> PathBuf) -> Result<DeliverPlan, PlanError> {
         let rates = spec
             .rates
             .iter()
@@ -194,13 +195,13 @@ impl DeliverPlan {
                 "[deliver]",
                 &spec.subject,
                 [spec.text.as_ref(), spec.html.as_ref()],
-                [spec.text_file.as_deref(), spec.html_file.as_deref()],
+                [spec.text_file.as_deref().map(&beside), spec.html_file.as_deref().map(&beside)],
             )?,
             smtp: SmtpServer::parse(&spec.smtp).map_err(|e| refused(format!("[deliver] {e}")))?,
             user_env: spec.user_env.clone(),
             password_env: spec.password_env.clone(),
             rates,
-            reminder: spec.reminder.as_ref().map(reminder).transpose()?,
+            reminder: spec.reminder.as_ref().map(|r| reminder(r, &beside)).transpose()?,
         })
     }
 

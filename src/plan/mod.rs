@@ -493,6 +493,7 @@ pub fn sandbox_path(path: &Path) -> PathBuf {
 }
 
 mod build;
+mod files;
 
 impl Plan {
     /// Job name.
