@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::request::LinkRequest;
 
+/// `1 row`, `2 rows`: a count with its noun, singular for one.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Which Omise API a job creates links on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,6 +8,7 @@ mod clock;
 mod compat;
 mod deliver;
 mod disk;
+mod documented;
 mod fuzz;
 mod guards;
 mod guide;

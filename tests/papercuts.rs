@@ -208,3 +208,46 @@ fn validate_needs_no_mail_credentials() {
     );
     assert!(!dir.path().join("out").exists(), "validate writes nothing");
 }
+
+/// Regression: `deliver --remind --sandbox` met a sandbox started empty in its own process, warned for each of
+/// the 24 links it could not find (one a second), and exited 0. Commands that read the links earlier runs
+/// made refuse `--sandbox` and say what to do instead.
+#[test]
+fn reading_earlier_links_from_an_empty_sandbox_is_refused() {
+    let world = World::new();
+    for command in [&["refresh"][..], &["retire"], &["deliver", "--remind"]] {
+        let mut args = command.to_vec();
+        args.extend(["jobs/monthly-subscriptions.toml", "--sandbox", "--var", "billing_month=2026-12"]);
+        let refused = world.linkbatch(&args).code(2);
+        assert_eq!(
+            refused.error(),
+            format!(
+                "error: {} reads the links earlier runs made, and --sandbox starts an empty sandbox in this process: \
+                 start `linkbatch sandbox` and pass its address with --base-url (and its mail catcher with --smtp) \
+                 to every command instead; nothing was sent",
+                command.join(" ")
+            )
+        );
+    }
+}
+
+/// Regression: the sandbox's key changed at every start, even with `--seed`, so the key of the "try:" line
+/// stopped working after a restart (`ledger … was made with a different secret key`).
+#[test]
+fn the_sandboxs_key_follows_its_seed() {
+    let key = |seed: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_linkbatch"))
+            .args(["sandbox", "--seed", seed, "--addr", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let key = lines.find_map(|l| l.unwrap().trim().strip_prefix("test key:").map(|k| k.trim().to_owned()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        key.unwrap()
+    };
+    assert_eq!(key("7"), "skey_test_sandbox0000000000000007");
+    assert_eq!(key("7"), key("7"));
+    assert_ne!(key("8"), key("7"));
+}

@@ -188,7 +188,7 @@ fn sliding_windows_refuse_with_retry_after_then_readmit() {
     // Another key has its own windows.
     let mut other = World::with(SandboxConfig { limits: vec!["1/1min".parse().unwrap()], ..Default::default() });
     assert_eq!(other.http().send(other.http().classic(Method::GET, "/links")).status, 200);
-    other.key = linkbatch::sandbox::Sandbox::test_key();
+    other.key = linkbatch::sandbox::Sandbox::test_key(rand::random());
     assert_eq!(other.http().send(other.http().classic(Method::GET, "/links")).status, 200);
 }
 

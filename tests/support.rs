@@ -23,7 +23,7 @@ impl World {
     pub(crate) fn with(config: SandboxConfig) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let sandbox = rt.block_on(Sandbox::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))).unwrap();
-        World { rt, sandbox, dir: tempfile::tempdir().unwrap(), key: Sandbox::test_key() }
+        World { rt, sandbox, dir: tempfile::tempdir().unwrap(), key: Sandbox::test_key(rand::random()) }
     }
 
     pub(crate) fn base_url(&self) -> String {

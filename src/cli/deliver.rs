@@ -15,16 +15,19 @@ use crate::plan::{Plan, Security, SmtpServer};
 use crate::runner::Work;
 use crate::stop::Stop;
 
-/// `deliver --remind` and `--resend-uncertain`, as typed.
-#[derive(Debug, Clone, Copy, Default)]
+/// `deliver --remind`, `--resend-uncertain` and `--smtp`, as typed.
+#[derive(Debug, Clone, Default)]
 pub(super) struct DeliverFlags {
     pub(super) remind: bool,
     pub(super) resend_uncertain: bool,
+    /// `--smtp`: the mail server instead of the job's.
+    pub(super) smtp: Option<SmtpServer>,
 }
 
 /// `deliver`: a refresh first with `--remind`, then the messages due.
 pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     if flags.remind {
+        super::run::reads_earlier_links(&args, "deliver --remind")?;
         // The payment state a reminder goes by is read fresh, by pages.
         let refreshed = super::run::run(args.clone(), Work::Refresh { by_id: false }, quiet).await;
         let (Ok(outcome) | Err(outcome)) = &refreshed;
@@ -38,12 +41,12 @@ pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> 
 /// `run --deliver`, before its first create: the mail server reached and the login accepted (a `--sandbox`
 /// trial's mail goes to the sandbox's catcher), so that a wrong password stops the run before any link is
 /// made rather than after every one.
-pub(super) async fn check_before_run(args: &RunArgs) -> Result<(), Outcome> {
+pub(super) async fn check_before_run(args: &RunArgs, smtp: Option<&SmtpServer>) -> Result<(), Outcome> {
     if args.sandbox {
         return Ok(());
     }
     let (plan, _) = super::run::planned(args).await?;
-    let mut mailer = mailer(&plan, None)?;
+    let mut mailer = mailer(&plan, None, smtp)?;
     crate::delivery::check_server(&mut mailer).await.map_err(|e| Outcome::aborted(anyhow::anyhow!("{e}")))
 }
 
@@ -60,9 +63,14 @@ fn credentials(user_env: Option<&str>, password_env: Option<&str>) -> Result<Opt
     }
 }
 
-/// The mail server and login: the job's, or with `--sandbox` the in-process sandbox's catcher, whatever the
-/// job's `smtp` says (a trial never mails a customer).
-pub(super) fn mailer(plan: &Plan, sandbox: Option<&crate::sandbox::Sandbox>) -> Result<Mailer, Outcome> {
+/// The mail server and login: the job's; with `--sandbox` the in-process sandbox's catcher, whatever the
+/// job's `smtp` says (a trial never mails a customer); with `--smtp`, that server, without the job's login
+/// (its credentials are for its own server, never another).
+pub(super) fn mailer(
+    plan: &Plan,
+    sandbox: Option<&crate::sandbox::Sandbox>,
+    smtp: Option<&SmtpServer>,
+) -> Result<Mailer, Outcome> {
     let deliver = plan.deliver().ok_or_else(|| {
         usage("the job has no [deliver] section: add one to mail each link (see `man 5 linkbatch-job`)")
     })?;
@@ -70,13 +78,16 @@ pub(super) fn mailer(plan: &Plan, sandbox: Option<&crate::sandbox::Sandbox>) -> 
         let catcher = SmtpServer { host: "127.0.0.1".into(), port: sandbox.smtp_port(), security: Security::Loopback };
         return Ok(Mailer::new(catcher, None, plan.timeout()));
     }
+    if let Some(server) = smtp {
+        return Ok(Mailer::new(server.clone(), None, plan.timeout()));
+    }
     let login = credentials(deliver.user_env.as_deref(), deliver.password_env.as_deref())?;
     Ok(Mailer::new(deliver.smtp.clone(), login, plan.timeout()))
 }
 
 async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     let (plan, sandbox) = super::run::planned(args).await?;
-    let mailer = mailer(&plan, sandbox.as_ref())?;
+    let mailer = mailer(&plan, sandbox.as_ref(), flags.smtp.as_ref())?;
     let reminder = plan.deliver().and_then(|d| d.reminder.as_ref());
     let remind = match (flags.remind, reminder) {
         (true, None) => return Err(usage("--remind needs a [deliver.reminder] section in the job")),

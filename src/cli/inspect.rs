@@ -123,7 +123,7 @@ async fn validate_mail(plan: &Plan, sandbox: bool, login: bool) -> Result<u64, O
     if sandbox {
         println!("  mail server:      the sandbox's catcher (--sandbox)");
     } else if login {
-        let mut mailer = super::deliver::mailer(plan, None)?;
+        let mut mailer = super::deliver::mailer(plan, None, None)?;
         crate::delivery::check_server(&mut mailer).await.map_err(|e| Outcome::aborted(anyhow::anyhow!("{e}")))?;
         println!("  mail server:      {} reached, login accepted", mailer.address());
     } else {

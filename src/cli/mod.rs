@@ -154,6 +154,10 @@ struct RunCommand {
     /// Then mail each row's link to its customer, once (the job's [deliver]).
     #[arg(long)]
     deliver: bool,
+    /// With --deliver: the mail server to send to instead of the job's [deliver] smtp, e.g. the mail catcher of
+    /// `linkbatch sandbox` (`smtp://127.0.0.1:8725`); the job's login is never sent to it.
+    #[arg(long, value_name = "URL", requires = "deliver", conflicts_with = "sandbox", value_parser = smtp_server)]
+    smtp: Option<crate::plan::SmtpServer>,
     /// First end the links the job's [lifecycle] ends (as `linkbatch retire` does), so that new links fit
     /// under the account's cap that old ones held.
     #[arg(long)]
@@ -172,6 +176,15 @@ struct DeliverCommand {
     /// customer may get the message twice.
     #[arg(long)]
     resend_uncertain: bool,
+    /// The mail server to send to instead of the job's [deliver] smtp, e.g. the mail catcher of `linkbatch
+    /// sandbox` (`smtp://127.0.0.1:8725`); the job's login is never sent to it.
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox", value_parser = smtp_server)]
+    smtp: Option<crate::plan::SmtpServer>,
+}
+
+/// `--smtp URL`, read as `[deliver] smtp` is.
+fn smtp_server(text: &str) -> Result<crate::plan::SmtpServer, String> {
+    crate::plan::SmtpServer::parse(text)
 }
 
 #[derive(Debug, Args)]
@@ -441,25 +454,26 @@ fn overrides(job: &JobArgs, output: Option<PathBuf>, limits: &[Limit], extra: Ov
 async fn dispatch(cli: Cli) -> Ended {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Run(RunCommand { args, replace_changed, update_changed, deliver, retire }) => {
+        Command::Run(RunCommand { args, replace_changed, update_changed, deliver, retire, smtp }) => {
             let work = Work::Create { update: update_changed, replace: replace_changed, retire };
             if !deliver {
                 return run::run(args, work, quiet).await;
             }
-            deliver::check_before_run(&args).await?;
+            deliver::check_before_run(&args, smtp.as_ref()).await?;
             let made = run::run(args.clone(), work, quiet).await;
             let (Ok(outcome) | Err(outcome)) = &made;
             if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
                 return made;
             }
             let incomplete = matches!(outcome, Outcome::Incomplete);
-            match deliver::deliver(args, deliver::DeliverFlags::default(), quiet).await {
+            let flags = deliver::DeliverFlags { smtp, ..deliver::DeliverFlags::default() };
+            match deliver::deliver(args, flags, quiet).await {
                 Ok(Outcome::Complete) if incomplete => Ok(Outcome::Incomplete),
                 delivered => delivered,
             }
         }
-        Command::Deliver(DeliverCommand { args, remind, resend_uncertain }) => {
-            deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain }, quiet).await
+        Command::Deliver(DeliverCommand { args, remind, resend_uncertain, smtp }) => {
+            deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain, smtp }, quiet).await
         }
         Command::Refresh(RefreshCommand { args, by_id }) => run::run(args, Work::Refresh { by_id }, quiet).await,
         Command::Retire(args) => run::run(args, Work::Retire, quiet).await,

@@ -38,6 +38,11 @@ struct Heard {
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
 pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
+    match work {
+        Work::Refresh { .. } => reads_earlier_links(&args, "refresh")?,
+        Work::Retire => reads_earlier_links(&args, "retire")?,
+        Work::Create { .. } => {}
+    }
     let (spec, overrides, sandbox) = job_with_flags(&args).await?;
     let monitor_spec = crate::job::MonitorSpec {
         textfile: spec.monitor.textfile.as_deref().map(|p| spec.beside(p)),
@@ -148,6 +153,19 @@ pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), O
     Ok((plan, sandbox))
 }
 
+/// A command that reads the links earlier runs made cannot use `--sandbox`: the sandbox it starts in this
+/// process holds none of them (each of them would be read, not found, and warned about one by one).
+pub(super) fn reads_earlier_links(args: &RunArgs, command: &str) -> Result<(), Outcome> {
+    if !args.sandbox {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{command} reads the links earlier runs made, and --sandbox starts an empty sandbox in this process: start \
+         `linkbatch sandbox` and pass its address with --base-url (and its mail catcher with --smtp) to every \
+         command instead; nothing was sent"
+    )))
+}
+
 /// The job file, the flags as [`Overrides`], and the sandbox `--sandbox` starts (its address the base URL).
 async fn job_with_flags(args: &RunArgs) -> Result<(JobSpec, Overrides, Option<Sandbox>), Outcome> {
     let spec = JobSpec::load(&args.job.job)?;
@@ -237,12 +255,12 @@ fn refuse_if_output_names_more(plan: &Plan, index: &crate::ledger::Index) -> Res
     let Some(missing) = missing else { return Ok(()) };
     let (key, link) = &missing.first;
     Err(Outcome::aborted(anyhow::anyhow!(
-        "the ledger {} lacks {} link(s) that the output {} names (the first: `{key}` has {link}): it was emptied, cut \
+        "the ledger {} lacks {} that the output {} names (the first: `{key}` has {link}): it was emptied, cut \
          short or replaced since that output was written. Nothing was sent: running on it would create those links \
          again. Restore the ledger from a backup, or move it aside and rebuild it from the server with `linkbatch \
          recover` (or, if the output belongs to another ledger, move the output aside).",
         plan.ledger_path().display(),
-        missing.count,
+        crate::terms::count(missing.count, "link", "links"),
         plan.output_path().display()
     )))
 }

@@ -50,7 +50,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     let base = server.base_url().to_owned();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "linkbatch sandbox listening on {base}");
-    let _ = writeln!(out, "  test key:  {}", Sandbox::test_key());
+    let _ = writeln!(out, "  test key:  {}", Sandbox::test_key(seed));
     let _ = writeln!(out, "  classic:   {base}/links");
     let _ = writeln!(out, "  Links+:    {base}/external/links  ({})", teams.join("; "));
     let _ = writeln!(out, "  stats:     {base}/__sandbox/stats");
@@ -64,7 +64,9 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     let _ = writeln!(out, "  seed:      {seed}   (--seed {seed} replays the same ids and faults)");
     let _ = writeln!(
         out,
-        "  try:       linkbatch run JOB --base-url {base}   (with OMISE_SECRET_KEY set to the key above)"
+        "  try:       linkbatch run JOB --base-url {base}   (with OMISE_SECRET_KEY set to the key above; add --deliver \
+         --smtp {scheme}://{host}:{} to mail through the catcher)",
+        server.smtp_port()
     );
     let _ = out.flush();
     drop(out);

@@ -180,7 +180,8 @@ impl<'a> Pass<'a> {
         }
         // Reached and logged in before the first message: a refusal here is the run's, and no row's.
         self.mailer.connect().await.map_err(|e| DeliverError::Systemic(e.to_string()))?;
-        tracing::info!("sending {} message(s) through {}", messages.len(), self.mailer.address());
+        let messages_n = crate::terms::count(messages.len() as u64, "message", "messages");
+        tracing::info!("sending {messages_n} through {}", self.mailer.address());
         for message in &messages {
             if self.stop.is_stopped() {
                 summary.interrupted = true;

@@ -64,10 +64,10 @@ impl Summary {
     pub fn line(&self) -> String {
         if !self.output_written {
             return format!(
-                "{} made in {:.1}s ({} requests), every one in the ledger; the output {} was not written",
+                "{} made in {:.1}s ({}), every one in the ledger; the output {} was not written",
                 self.made,
                 self.elapsed.as_secs_f64(),
-                self.requests,
+                crate::terms::count(self.requests, "request", "requests"),
                 self.output.display()
             );
         }
@@ -75,11 +75,11 @@ impl Summary {
         let pace = self.pace.as_ref().map(|p| format!("; {p}")).unwrap_or_default();
         let retired = self.retirement.as_ref().map(|r| format!("; {}", r.line())).unwrap_or_default();
         format!(
-            "{} rows: {} in {:.1}s ({} requests){retired}{payments}{pace}; output {}",
-            self.counts.values().sum::<u64>(),
+            "{}: {} in {:.1}s ({}){retired}{payments}{pace}; output {}",
+            crate::terms::count(self.counts.values().sum::<u64>(), "row", "rows"),
             counts_line(&self.counts),
             self.elapsed.as_secs_f64(),
-            self.requests,
+            crate::terms::count(self.requests, "request", "requests"),
             self.output.display()
         )
     }

@@ -143,9 +143,10 @@ impl Shared {
         let clock = self.client.clock();
         // Asked once more per create only until the server is known to send no `Date` at all.
         if clock.now().is_none() && !self.clockless.load(Ordering::SeqCst) {
-            // An error here is the create's to meet, as its own.
-            let _ = self.client.read_clock().await;
-            if clock.now().is_none() && !self.clockless.swap(true, Ordering::SeqCst) {
+            // An error here is the create's to meet, as its own; a server that did not answer said nothing of
+            // its clock, and is asked again before the next create.
+            let answered = self.client.read_clock().await.is_ok();
+            if answered && clock.now().is_none() && !self.clockless.swap(true, Ordering::SeqCst) {
                 tracing::warn!(
                     "the server's answers carry no Date: requests are recorded in the host's time, and an uncertain \
                      request is found only if the host's clock agrees with the server's"

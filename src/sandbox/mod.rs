@@ -350,10 +350,10 @@ impl Sandbox {
         self.shared.stats()
     }
 
-    /// A fresh test-mode key, different on every call.
-    pub fn test_key() -> String {
-        let n: u64 = rand::random();
-        format!("skey_test_sandbox{n:016x}")
+    /// The test-mode key `linkbatch sandbox --seed SEED` prints: the same for the same seed, so the ledger
+    /// a trial made works with a sandbox started again with that seed. (Any `skey_test_…` key is taken.)
+    pub fn test_key(seed: u64) -> String {
+        format!("skey_test_sandbox{seed:016x}")
     }
 
     /// Stops accepting and closes every connection.
