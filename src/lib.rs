@@ -25,6 +25,7 @@ pub mod request;
 pub mod row_key;
 pub mod rows;
 pub mod runner;
+pub mod said;
 pub mod sandbox;
 pub mod secret;
 pub mod stop;

@@ -3,7 +3,7 @@
 fn main() -> std::process::ExitCode {
     let outcome = linkbatch::run(std::env::args_os());
     if let Some(message) = outcome.message() {
-        eprintln!("{message}");
+        linkbatch::said::say(linkbatch::said::Kind::Error, &message);
     }
     std::process::ExitCode::from(outcome.code())
 }

@@ -251,3 +251,33 @@ fn the_sandboxs_key_follows_its_seed() {
     assert_eq!(key("7"), key("7"));
     assert_ne!(key("8"), key("7"));
 }
+
+/// Regression: under `--log-format json` the summary and the `error:` line were plain text among the JSON
+/// log lines, so a log shipper dropped the lines a cron job most needs. Every line on stderr is JSON now:
+/// a run, a refusal clap makes, a refusal of the job, and an aborted run.
+#[test]
+fn json_logs_are_json_to_the_last_line() {
+    let world = World::new();
+    let json = ["--log-format", "json"];
+    let job = JobFile::sample("event-tickets").write(&world, "tickets.toml");
+    let runs = [
+        world.run_job(&job, &json).code(0),
+        world.linkbatch(&["run", &job, "--log-format", "json", "--no-such-flag"]).code(2),
+        world.linkbatch(&["validate", &job, "--log-format=json", "--var", "=x"]).code(2),
+        world.run_job(&job, &json).env("OMISE_SECRET_KEY", "skey_test_refused").code(3),
+    ];
+    for outcome in runs {
+        assert!(!outcome.stderr.is_empty());
+        for line in outcome.stderr.lines() {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{}", outcome.stderr));
+            assert!(value["fields"]["message"].is_string(), "{line}");
+        }
+    }
+    let last = |outcome: &crate::support::Outcome| -> serde_json::Value {
+        serde_json::from_str(outcome.stderr.lines().last().unwrap()).unwrap()
+    };
+    let ran = world.run_job(&job, &json).code(0);
+    assert_eq!(last(&ran)["fields"]["kind"], "summary");
+    assert!(last(&ran)["fields"]["message"].as_str().unwrap().starts_with("5 rows: 5 existing in "));
+}

@@ -126,7 +126,7 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     };
     let outcome = summary.outcome();
     if !quiet || outcome.code() != 0 {
-        eprintln!("{}", summary.line());
+        crate::said::say(crate::said::Kind::Summary, &summary.line());
     }
     Ok(outcome)
 }

@@ -361,6 +361,8 @@ where
     T: Into<OsString> + Clone,
 {
     install_panic_hook();
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    crate::said::set_json(crate::said::asks_json(&args));
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => return Outcome::Usage(crate::redact::quoted_values(&e.render().to_string())),
@@ -403,7 +405,7 @@ fn install_panic_hook() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
         let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("linkbatch panicked{place}: {}", crate::redact::text(&payload));
+        crate::said::say(crate::said::Kind::Panic, &format!("linkbatch panicked{place}: {payload}"));
     }));
 }
 

@@ -136,11 +136,14 @@ async fn send(
     }
     heard.rows = summary.counts.iter().map(|(status, n)| (status.name().to_owned(), *n)).collect();
     if summary.interrupted {
-        eprintln!("interrupted: requests in flight were finished and recorded; run the same command again to resume");
+        crate::said::say(
+            crate::said::Kind::Interrupted,
+            "interrupted: requests in flight were finished and recorded; run the same command again to resume",
+        );
     }
     let outcome = summary.outcome();
     if !quiet || outcome.code() != 0 {
-        eprintln!("{}", summary.line());
+        crate::said::say(crate::said::Kind::Summary, &summary.line());
     }
     Ok(outcome)
 }
