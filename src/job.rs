@@ -54,6 +54,8 @@ pub struct InputSpec {
     /// CSV: the character between fields (`","` when absent; `";"` as Excel writes in many countries,
     /// `"\t"` for TSV).
     pub delimiter: Option<String>,
+    /// A spreadsheet (`.xlsx`, `.ods`): the sheet to read (the first when absent).
+    pub sheet: Option<String>,
 }
 
 /// `[link]`: templates for each field of the link.

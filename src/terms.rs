@@ -95,6 +95,10 @@ pub enum InputFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// An Excel workbook (`.xlsx`): one sheet, its first used row the header.
+    Xlsx,
+    /// An `OpenDocument` spreadsheet (`.ods`), read as a workbook is.
+    Ods,
 }
 
 /// Test or live: from a secret key's prefix, or as the job states it (`[api] mode`) for a key that does

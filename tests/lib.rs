@@ -23,5 +23,6 @@ mod real_api;
 mod run;
 mod sandbox_api;
 mod snapshots;
+mod spreadsheets;
 mod support;
 mod torture;

@@ -58,7 +58,7 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
         "\"../samples/subscriptions.csv\"",
         "The rows: CSV with a header line, or JSONL. Like every path of the job, read beside the job file.",
     ),
-    field("input", "format", "\"csv\"", "csv or jsonl; taken from the extension when absent."),
+    field("input", "format", "\"csv\"", "csv, jsonl, xlsx or ods; taken from the extension when absent."),
     field(
         "input",
         "key",
@@ -66,6 +66,13 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
         "Each row's key, unique in the input: the ledger remembers links by it.",
     ),
     field("input", "delimiter", "\";\"", "CSV: the character between fields (\",\" when absent; \"\\t\" for TSV)."),
+    field(
+        "input",
+        "sheet",
+        "\"Products\"",
+        "A spreadsheet's sheet (the first when absent); a number cell is money only when exactly a decimal with \
+         its currency's places.",
+    ),
     field("link", "amount", "\"{monthly_amount}\"", "The amount, from the row."),
     field("link", "amount_unit", "\"minor\"", "minor (satang, cents) or major (\"990.00\"); never rounded."),
     field("link", "currency", "\"thb\"", "thb, jpy, sgd, myr or usd (Links+: the template's when absent)."),

@@ -23,7 +23,8 @@ impl Plan {
         let input_path = files::input(&spec, overrides)?;
         let format = detect_format(&input_path, spec.input.format)?;
         let delimiter = delimiter(spec.input.delimiter.as_deref())?;
-        let mut reader = InputReader::open(&input_path, format, delimiter)?;
+        let sheet = spec.input.sheet.clone();
+        let mut reader = InputReader::open_sheet(&input_path, format, delimiter, sheet.as_deref())?;
         let vars = run_vars(&overrides.vars, reader.columns())?;
         let key = template("[input] key", &spec.input.key)?;
         let amount = template("[link] amount", &spec.link.amount)?;
@@ -62,6 +63,8 @@ impl Plan {
             input_path,
             format,
             delimiter,
+            places: reader.places(),
+            sheet,
             output_path,
             ledger_path,
             rates: rates(&spec, overrides)?,

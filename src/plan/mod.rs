@@ -399,6 +399,10 @@ pub struct Plan {
     format: InputFormat,
     /// CSV: the byte between fields.
     delimiter: u8,
+    /// `[input] sheet`.
+    sheet: Option<String>,
+    /// How a spreadsheet input names its cells, for a row refused over one.
+    places: Option<crate::input::Places>,
     output_path: PathBuf,
     ledger_path: PathBuf,
     rates: Vec<Rate>,
@@ -602,7 +606,7 @@ impl Plan {
 
     /// Opens the input afresh, reading the columns this plan uses.
     pub fn reader(&self) -> Result<InputReader, PlanError> {
-        let mut reader = InputReader::open(&self.input_path, self.format, self.delimiter)?;
+        let mut reader = InputReader::open_sheet(&self.input_path, self.format, self.delimiter, self.sheet.as_deref())?;
         reader.select(self.columns.clone());
         Ok(reader)
     }

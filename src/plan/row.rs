@@ -112,7 +112,18 @@ impl<'a> Cells<'a> {
 
     fn amount(&self, currency: Currency, text: &mut String) -> Result<u64, RowError> {
         self.render_into("amount", &self.plan.amount, text)?;
-        parse_amount(text, self.plan.amount_unit, currency).map_err(|e| self.fail("amount", e.to_string()))
+        parse_amount(text, self.plan.amount_unit, currency).map_err(|e| {
+            let at = self.place_of(&self.plan.amount).map(|cell| format!(" ({cell})")).unwrap_or_default();
+            self.fail("amount", format!("{e}{at}"))
+        })
+    }
+
+    /// The spreadsheet cell a field comes from (`Products!C7`), when it is one column's cell as it stands.
+    fn place_of(&self, template: &Template) -> Option<String> {
+        let places = self.plan.places.as_ref()?;
+        let mut names = template.placeholders();
+        let (Some(column), None) = (names.next(), names.next()) else { return None };
+        (template.to_string() == format!("{{{column}}}")).then(|| places.of(column, self.record.line))?
     }
 
     fn boolean(&self, field: &'static str, source: &FieldSource<bool>) -> Result<bool, RowError> {

@@ -1,8 +1,14 @@
-//! Streaming rows from CSV (header, quotes, CRLF, UTF-8 BOM) or JSONL (one object per line).
+//! Streaming rows from CSV (header, quotes, CRLF, UTF-8 BOM) or JSONL (one object per line), and from a
+//! spreadsheet's sheet (`sheet`).
 //!
-//! Memory never grows with the file: one record at a time, holding only the columns the job uses. A bad line
-//! is a [`Rejection`] with its line number, and reading goes on; only a file that cannot be opened at all, or
-//! a header that cannot be read, is an error for the whole job.
+//! Memory never grows with a CSV or JSONL file: one record at a time, holding only the columns the job uses
+//! (a sheet is read whole, as calamine reads it). A bad line is a [`Rejection`] with its line number, and
+//! reading goes on; only a file that cannot be opened at all, or a header that cannot be read, is an error for
+//! the whole job.
+
+mod sheet;
+
+pub use sheet::Places;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -54,11 +60,15 @@ pub enum InputError {
         /// What is wrong.
         message: String,
     },
-    /// Neither `.csv` nor `.jsonl` and no `format` given.
+    /// Neither `.csv`, `.jsonl`, `.xlsx` nor `.ods`, and no `format` given.
     #[error(
-        "input {0}: cannot tell the format from the extension; set `format = \"csv\"` or `\"jsonl\"` under [input]"
+        "input {0}: cannot tell the format from the extension; set `format = \"csv\"`, `\"jsonl\"`, `\"xlsx\"` or \
+         `\"ods\"` under [input]"
     )]
     UnknownFormat(PathBuf),
+    /// `[input] sheet` for an input that has no sheets.
+    #[error("input {0}: [input] sheet names a sheet, and only a spreadsheet (.xlsx, .ods) has sheets")]
+    SheetOfText(PathBuf),
 }
 
 /// What identifies the input a run read: the file at its path (device and inode), its size and its
@@ -106,6 +116,8 @@ pub fn detect_format(path: &Path, format: Option<InputFormat>) -> Result<InputFo
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("csv") => Ok(InputFormat::Csv),
         Some("jsonl" | "ndjson") => Ok(InputFormat::Jsonl),
+        Some("xlsx" | "xlsm") => Ok(InputFormat::Xlsx),
+        Some("ods") => Ok(InputFormat::Ods),
         _ => Err(InputError::UnknownFormat(path.to_owned())),
     }
 }
@@ -113,6 +125,7 @@ pub fn detect_format(path: &Path, format: Option<InputFormat>) -> Result<InputFo
 enum Source {
     Csv { reader: csv::Reader<File>, record: csv::ByteRecord, positions: Vec<Option<usize>> },
     Jsonl { reader: BufReader<File>, line: u64, buffer: Vec<u8> },
+    Sheet(Box<sheet::Sheet>),
 }
 
 /// A streaming reader over an input file.
@@ -133,8 +146,32 @@ impl InputReader {
     /// Opens the file and reads its header (CSV, fields separated by `delimiter`) or the keys of its first
     /// object (JSONL).
     pub fn open(path: &Path, format: InputFormat, delimiter: u8) -> Result<InputReader, InputError> {
+        Self::open_sheet(path, format, delimiter, None)
+    }
+
+    /// [`Self::open`], reading the sheet named `sheet` of a spreadsheet (its first sheet when `None`).
+    pub fn open_sheet(
+        path: &Path,
+        format: InputFormat,
+        delimiter: u8,
+        sheet: Option<&str>,
+    ) -> Result<InputReader, InputError> {
         let io = |source| InputError::Io { path: path.to_owned(), source };
         let header = |message: String| InputError::Header { path: path.to_owned(), message };
+        if matches!(format, InputFormat::Xlsx | InputFormat::Ods) {
+            // calamine opens the file itself; opened here first, so a missing file says so as for a CSV.
+            File::open(path).map_err(io)?;
+            let (columns, sheet) = sheet::open(path, sheet)?;
+            return Ok(InputReader {
+                path: path.to_owned(),
+                columns,
+                wanted: Vec::new(),
+                source: Source::Sheet(Box::new(sheet)),
+            });
+        }
+        if sheet.is_some() {
+            return Err(InputError::SheetOfText(path.to_owned()));
+        }
         let file = File::open(path).map_err(io)?;
         let (columns, source) = match format {
             InputFormat::Csv => {
@@ -164,6 +201,7 @@ impl InputReader {
                 let file = File::open(path).map_err(io)?;
                 (columns, Source::Jsonl { reader: BufReader::new(file), line: 0, buffer: Vec::new() })
             }
+            InputFormat::Xlsx | InputFormat::Ods => unreachable!("a spreadsheet is opened above"),
         };
         Ok(InputReader { path: path.to_owned(), columns, wanted: Vec::new(), source })
     }
@@ -173,6 +211,8 @@ impl InputReader {
         let file = match &self.source {
             Source::Csv { reader, .. } => reader.get_ref(),
             Source::Jsonl { reader, .. } => reader.get_ref(),
+            // Read whole when opened: the file at the path then is the one read.
+            Source::Sheet(_) => return Stamp::of(&self.path),
         };
         file.metadata().map(|m| Stamp::from(&m))
     }
@@ -184,8 +224,12 @@ impl InputReader {
 
     /// Chooses which columns each [`Record`] carries, in this order. Every name must be in [`Self::columns`].
     pub fn select(&mut self, wanted: Vec<String>) {
-        if let Source::Csv { positions, .. } = &mut self.source {
-            *positions = wanted.iter().map(|w| self.columns.iter().position(|c| c == w)).collect();
+        match &mut self.source {
+            Source::Csv { positions, .. } => {
+                *positions = wanted.iter().map(|w| self.columns.iter().position(|c| c == w)).collect();
+            }
+            Source::Sheet(sheet) => sheet.select(&self.columns, &wanted),
+            Source::Jsonl { .. } => {}
         }
         self.wanted = wanted;
     }
@@ -205,7 +249,15 @@ impl InputReader {
                 csv.read_into(into)
             }
             Source::Jsonl { reader, line, buffer } => read_jsonl(reader, line, buffer, &self.wanted, into),
+            Source::Sheet(sheet) => sheet.read_into(&self.wanted, into),
         }
+    }
+
+    /// How a spreadsheet names its cells (`Products!C7`); `None` for CSV and JSONL, whose line and column
+    /// name say where a value is.
+    pub fn places(&self) -> Option<Places> {
+        let Source::Sheet(sheet) = &self.source else { return None };
+        Some(sheet.places(&self.columns))
     }
 }
 
