@@ -147,6 +147,24 @@ fn man_writes_a_page_per_command_and_the_job_files() {
     assert_eq!(pages, expected);
     let job = std::fs::read_to_string(dir.join("linkbatch-job.5")).unwrap();
     assert!(job.contains("\n.TH linkbatch-job 5\n"), "{job}");
+    // Every job field is there, [retry] outage too (it was missing).
+    assert!(job.contains("\\fBoutage\\fR = \\fI\"15m\"\\fR"), "{job}");
+    // The examples and exit codes sit where manual readers look, not under clap's EXTRA.
+    let top = std::fs::read_to_string(dir.join("linkbatch.1")).unwrap();
+    let sections: Vec<&str> = top.lines().filter(|l| l.starts_with(".SH ")).collect();
+    assert_eq!(
+        sections,
+        [
+            ".SH NAME",
+            ".SH SYNOPSIS",
+            ".SH DESCRIPTION",
+            ".SH OPTIONS",
+            ".SH SUBCOMMANDS",
+            ".SH EXAMPLES",
+            ".SH \"EXIT STATUS\"",
+            ".SH VERSION"
+        ]
+    );
     // A file there that is not a linkbatch page is never written over.
     std::fs::write(dir.join("linkbatch-run.1"), "my notes\n").unwrap();
     world.linkbatch(&["man", dir.to_str().unwrap()]).code(2);

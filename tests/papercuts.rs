@@ -281,3 +281,23 @@ fn json_logs_are_json_to_the_last_line() {
     assert_eq!(last(&ran)["fields"]["kind"], "summary");
     assert!(last(&ran)["fields"]["message"].as_str().unwrap().starts_with("5 rows: 5 existing in "));
 }
+
+/// Regression: bash completion offered file names for `sandbox --profile` and `--auth`, which take names.
+#[test]
+fn completion_offers_the_names_a_flag_takes() {
+    let script = World::new().linkbatch(&["completions", "bash"]).code(0).stdout;
+    for (flag, names) in [("--profile", "current legacy 2025 plus-variant"), ("--auth", "raw bearer basic")] {
+        let case = script.split(&format!("                {flag})\n")).nth(1).unwrap();
+        let reply = case.lines().next().unwrap().trim();
+        assert_eq!(reply, format!("COMPREPLY=($(compgen -W \"{names}\" -- \"${{cur}}\"))"), "{flag}");
+    }
+}
+
+/// Regression: `--var billing_month 2026-12` (a space for the `=`) said only "unexpected argument".
+#[test]
+fn a_var_written_with_a_space_is_shown_how_it_is_written() {
+    let refused = World::new()
+        .linkbatch(&["validate", "jobs/monthly-subscriptions.toml", "--var", "billing_month", "2026-12"])
+        .code(2);
+    assert_eq!(refused.stderr.lines().last(), Some("tip: --var takes NAME=VALUE in one word: --var billing_month=…"));
+}

@@ -109,6 +109,13 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
     field("retry", "max_delay", "\"60s\"", "The longest backoff delay."),
     field(
         "retry",
+        "outage",
+        "\"15m\"",
+        "How long a run waits for a server it cannot reach (every worker together, one probe at a time), then \
+         exit 3 with unsent rows pending.",
+    ),
+    field(
+        "retry",
         "breaker",
         "10",
         "Refusals with one code in a row that stop dispatch (at most this many reach the server).",
@@ -226,11 +233,42 @@ pub(super) fn man(dir: &Path) -> Ended {
 }
 
 /// One command's page, as clap describes it (a built command's display name: `linkbatch-run`).
+/// The text after the options (the examples and the exit codes) gets sections of their own, EXAMPLES and EXIT
+/// STATUS, where a reader of manual pages looks, rather than clap's EXTRA.
 fn page(command: &clap::Command) -> Result<(String, Vec<u8>), Outcome> {
-    let man = clap_mangen::Man::new(command.clone());
+    let after = command.get_after_help().map(ToString::to_string);
+    let man = clap_mangen::Man::new(command.clone().after_help(None::<&str>));
     let mut bytes = Vec::new();
     man.render(&mut bytes).map_err(|e| usage(format!("cannot render a manual page: {e}")))?;
+    if let Some(after) = after {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find(".SH VERSION").unwrap_or(text.len());
+        bytes = format!("{}{}{}", &text[..at], after_sections(&after), &text[at..]).into_bytes();
+    }
     Ok((man.get_filename(), bytes))
+}
+
+/// `Examples:` (a command, then what it does, three spaces apart) and `Exit codes:` as manual sections.
+fn after_sections(after: &str) -> String {
+    let mut roff = Roff::new();
+    for part in after.split("\n\n") {
+        if let Some(examples) = part.strip_prefix("Examples:") {
+            roff.control("SH", ["EXAMPLES"]);
+            for line in examples.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let (command, what) = line.split_once("   ").map_or((line, ""), |(c, w)| (c.trim(), w.trim()));
+                roff.control("TP", []);
+                roff.text([bold(command)]);
+                roff.text([roman(what)]);
+            }
+        } else if let Some(codes) = part.strip_prefix("Exit codes:") {
+            roff.control("SH", ["EXIT STATUS"]);
+            roff.text([roman(codes.split_whitespace().collect::<Vec<_>>().join(" "))]);
+        } else {
+            roff.control("SH", ["NOTES"]);
+            roff.text([roman(part.trim())]);
+        }
+    }
+    roff.render()
 }
 
 /// A file where a page goes that is not one of ours (a page of another program, a user's notes): left alone.

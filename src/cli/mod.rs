@@ -287,10 +287,11 @@ struct SandboxArgs {
     slow_delay: Duration,
     /// The shape of the answers: current, legacy (`created`, no `deleted`), 2025 (`deleted_at`, upper-case
     /// currency) or plus-variant (Links+ `transaction_url` and `state`).
-    #[arg(long, default_value = "current")]
+    // Named values, so that a shell completes them rather than file names.
+    #[arg(long, default_value = "current", value_parser = profile_names())]
     profile: Profile,
     /// Links+: accept only this scheme (raw, bearer or basic); all three when not given.
-    #[arg(long, value_name = "SCHEME", value_parser = sent_scheme)]
+    #[arg(long, value_name = "SCHEME", value_parser = scheme_names())]
     auth: Option<AuthScheme>,
     /// Refuse creates past N active links per key, as a standard account does at 100.
     #[arg(long, value_name = "N")]
@@ -340,9 +341,28 @@ impl FromStr for Var {
     }
 }
 
+/// `--var NAME VALUE` (a space where the `=` goes) leaves clap a word it did not expect: say how it is written.
+fn var_hint(args: &[OsString]) -> Option<String> {
+    let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let at = words.windows(3).position(|w| w[0] == "--var" && !w[1].contains('=') && !w[2].starts_with('-'))?;
+    let name = words[at + 1];
+    Some(format!("tip: --var takes NAME=VALUE in one word: --var {name}=…"))
+}
+
+/// `--profile`: the sandbox's answer shapes, by name.
+fn profile_names() -> impl clap::builder::TypedValueParser<Value = Profile> {
+    use clap::builder::TypedValueParser;
+    let names: Vec<&'static str> = Profile::ALL.iter().map(|p| p.name()).collect();
+    clap::builder::PossibleValuesParser::new(names).try_map(|name: String| name.parse::<Profile>())
+}
+
 /// `--auth`: a scheme a server can insist on (`auto` is the client's search, not a scheme).
-fn sent_scheme(name: &str) -> Result<AuthScheme, String> {
-    AuthScheme::named(name).ok_or_else(|| format!("`{name}` is not one of raw, bearer, basic"))
+fn scheme_names() -> impl clap::builder::TypedValueParser<Value = AuthScheme> {
+    use clap::builder::TypedValueParser;
+    let names: Vec<&'static str> = AuthScheme::TRIED.iter().map(|s| s.name()).collect();
+    clap::builder::PossibleValuesParser::new(names).try_map(|name: String| {
+        AuthScheme::named(&name).ok_or_else(|| format!("`{name}` is not one of raw, bearer, basic"))
+    })
 }
 
 fn usage(error: impl std::fmt::Display) -> Outcome {
@@ -363,9 +383,13 @@ where
     install_panic_hook();
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     crate::said::set_json(crate::said::asks_json(&args));
+    let hint = var_hint(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) if e.use_stderr() => return Outcome::Usage(crate::redact::quoted_values(&e.render().to_string())),
+        Err(e) if e.use_stderr() => {
+            let said = crate::redact::quoted_values(&e.render().to_string());
+            return Outcome::Usage(hint.map_or(said.clone(), |hint| format!("{}\n\n{hint}", said.trim_end())));
+        }
         Err(e) => {
             // --help and --version: what was asked for, on stdout.
             let _ = e.print();
