@@ -301,3 +301,75 @@ fn a_var_written_with_a_space_is_shown_how_it_is_written() {
         .code(2);
     assert_eq!(refused.stderr.lines().last(), Some("tip: --var takes NAME=VALUE in one word: --var billing_month=…"));
 }
+
+/// Regression: `status` printed its counts at the label's end, so a count of five digits pushed its note
+/// out of line with the others'.
+#[test]
+fn status_counts_line_up() {
+    let world = World::new();
+    let rows: String = std::iter::once("id,amount,title\n".to_owned())
+        .chain((0..12_000).map(|i| format!("k{i},100,Item {i}\n")))
+        .collect();
+    std::fs::write(world.path("many.csv"), rows).unwrap();
+    let job = format!(
+        "name = \"many\"\n[api]\nkind = \"links\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n[link]\namount = \
+         \"{{amount}}\"\namount_unit = \"minor\"\ncurrency = \"thb\"\ntitle = \"{{title}}\"\ndescription = \"{{title}}\"\n",
+        world.path("many.csv").display()
+    );
+    std::fs::write(world.path("many.toml"), job).unwrap();
+    let ledger = world.path("l.jsonl");
+    let status =
+        world.linkbatch(&["status", world.path("many.toml").to_str().unwrap(), "--ledger", ledger.to_str().unwrap()]);
+    let lines: Vec<String> = status.code(0).stdout.lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(
+        lines,
+        [
+            "  created:       0   (by the latest run)",
+            "  existing:      0   (by earlier runs)",
+            "  uncertain:     0",
+            "  failed:        0",
+            "  pending:   12000",
+            "  conflict:      0",
+            "  rejected:      0",
+        ]
+    );
+}
+
+/// Regression: on Payment Links+ a conflict's message suggested `--replace-changed`, which Links+ cannot do,
+/// and `--update-changed` did nothing and said nothing. Links+ has no API to end or change a link: the
+/// message gives the row's ways out, and both flags say they do not apply.
+#[test]
+fn links_plus_conflicts_say_what_links_plus_allows() {
+    let world = World::new();
+    let job = JobFile::sample("event-tickets-plus").write(&world, "plus.toml");
+    world.run_job(&job, &["--limit", "none"]).code(0);
+    let text = std::fs::read_to_string("samples/tickets-plus.csv").unwrap();
+    let changed = world.path("changed.csv");
+    std::fs::write(
+        &changed,
+        crate::support::edited(
+            &text,
+            "VIP,Chiang Mai Lantern Walk 2026,4500.00",
+            "VIP,Chiang Mai Lantern Walk 2026,4900.00",
+        ),
+    )
+    .unwrap();
+    let input = ["--input", changed.to_str().unwrap(), "--limit", "none"];
+    let ran = world.run_job(&job, &[&input[..], &["--update-changed", "--replace-changed"]].concat()).code(1);
+    let warned = ran.warnings();
+    for flag in [
+        "--update-changed needs the classic API (Links+ has no update): conflicts are reported, not changed",
+        "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced",
+    ] {
+        assert!(warned.contains(&flag), "{}", ran.stderr);
+    }
+    let vip = world.output().into_iter().find(|r| r["status"] == "conflict").unwrap();
+    assert!(
+        vip["error_message"].ends_with(
+            "not re-created (Payment Links+ cannot end or change a link: give the changed row a key of its own for a \
+             new link, or put the row back as it was)"
+        ),
+        "{}",
+        vip["error_message"]
+    );
+}

@@ -151,21 +151,30 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
     let mut reader = plan.reader()?;
     let (survey, _) = runner::survey(&plan, &mut reader, &index);
     let failed = survey.failed_before;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name(), survey.rows, plan.ledger_path().display());
-    let _ = writeln!(out, "  created:   {}   (by the latest run)", survey.by_latest_run);
-    let _ = writeln!(out, "  existing:  {}   (by earlier runs)", survey.existing - survey.by_latest_run);
-    let _ = writeln!(out, "  uncertain: {}", survey.uncertain);
-    let _ = writeln!(out, "  failed:    {failed}");
-    let _ = writeln!(out, "  pending:   {}", survey.new - failed);
-    let _ = writeln!(out, "  conflict:  {}", survey.conflict);
+    // One table, its counts right-aligned, so the columns line up whatever the numbers' widths.
+    let mut table: Vec<(&str, u64, &str)> = vec![
+        ("created", survey.by_latest_run, "(by the latest run)"),
+        ("existing", survey.existing - survey.by_latest_run, "(by earlier runs)"),
+        ("uncertain", survey.uncertain, ""),
+        ("failed", failed, ""),
+        ("pending", survey.new - failed, ""),
+        ("conflict", survey.conflict, ""),
+    ];
     if survey.unsettled > 0 {
-        let _ = writeln!(out, "  unsettled: {}   (answers that could not be read: linkbatch settle)", survey.unsettled);
+        table.push(("unsettled", survey.unsettled, "(answers that could not be read: linkbatch settle)"));
     }
     if plan.lifecycle().is_some() {
-        let _ = writeln!(out, "  retired:   {}", survey.retired);
+        table.push(("retired", survey.retired, ""));
     }
-    let _ = writeln!(out, "  rejected:  {}", survey.rejected);
+    table.push(("rejected", survey.rejected, ""));
+    let width = table.iter().map(|(_, n, _)| n.to_string().len()).max().unwrap_or(1);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}: {} rows, ledger {}", plan.name(), survey.rows, plan.ledger_path().display());
+    for (label, count, note) in table {
+        let label = format!("{label}:");
+        let line = format!("  {label:<10} {count:>width$}   {note}");
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
     if plan.deliver().is_some() {
         let asked = crate::decide::delivery::Asked::default();
         let due = crate::delivery::due(&plan, &index, asked, std::time::SystemTime::now()).map_err(usage)?;

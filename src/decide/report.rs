@@ -42,7 +42,7 @@ pub fn report(
     disposition: &Disposition,
     state: Option<&KeyState>,
     run_start: Option<u64>,
-    link_id: &str,
+    (api, link_id): (crate::terms::ApiKind, &str),
     changes: &str,
 ) -> Report {
     match disposition {
@@ -53,7 +53,16 @@ pub fn report(
         Disposition::Conflict(link) => {
             let (error_code, why) = match state.and_then(KeyState::replace_refused) {
                 Some(reason) => (codes::CONFLICT_PAID, reason.to_owned()),
-                None => (codes::CONFLICT, "not re-created (--replace-changed replaces an unpaid link)".to_owned()),
+                None if api == crate::terms::ApiKind::Links => {
+                    (codes::CONFLICT, "not re-created (--replace-changed replaces an unpaid link)".to_owned())
+                }
+                // Links+ can neither end nor change a link: the ways out are the row's.
+                None => (
+                    codes::CONFLICT,
+                    "not re-created (Payment Links+ cannot end or change a link: give the changed row a key of its \
+                     own for a new link, or put the row back as it was)"
+                        .to_owned(),
+                ),
             };
             Report {
                 status: Status::Conflict,
@@ -144,7 +153,8 @@ mod tests {
         let index = index(events);
         let row = row("a");
         let disposition = disposition(&row, state(&index));
-        let out = report(&disposition, state(&index), run_start, "link_test_1", "title \"b\" -> \"a\"");
+        let link = (crate::terms::ApiKind::Links, "link_test_1");
+        let out = report(&disposition, state(&index), run_start, link, "title \"b\" -> \"a\"");
         assert_eq!((out.status, out.error_code.as_str()), (status, code));
         assert_eq!(out.link.is_some(), matches!(status, Status::Created | Status::Existing | Status::Conflict));
         assert_eq!(out.error_message.is_empty(), code.is_empty(), "{}", out.error_message);

@@ -115,8 +115,9 @@ impl Work {
     /// The work as `api` can do it: Links+ has no delete, so nothing is replaced there.
     pub fn for_api(self, api: crate::terms::ApiKind) -> Work {
         match self {
-            Work::Create { update, replace: true, retire } if api != crate::terms::ApiKind::Links => {
-                Work::Create { update, replace: false, retire }
+            // Payment Links+ documents no way to change or end a link.
+            Work::Create { retire, .. } if api != crate::terms::ApiKind::Links => {
+                Work::Create { update: false, replace: false, retire }
             }
             work => work,
         }

@@ -80,6 +80,11 @@ pub async fn run(
             "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
         );
     }
+    if options.work.updates() && !work.updates() {
+        tracing::warn!(
+            "--update-changed needs the classic API (Links+ has no update): conflicts are reported, not changed"
+        );
+    }
     tracing::info!(
         job = %plan.name(),
         rows = survey.rows,

@@ -323,7 +323,11 @@ fn output_row<'a>(
         Disposition::Conflict(link) => (index.link_id(link), conflict_changes(row, index, back)),
         _ => ("", String::new()),
     };
-    let report = decide::report(&disposition, state, run_start, link_id, &changes);
+    let api = match row.request {
+        crate::request::LinkRequest::Classic(_) => crate::terms::ApiKind::Links,
+        crate::request::LinkRequest::Plus(_) => crate::terms::ApiKind::LinksPlus,
+    };
+    let report = decide::report(&disposition, state, run_start, (api, link_id), &changes);
     let mut out = OutputRow {
         line: row.line,
         key: &row.key,
