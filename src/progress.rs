@@ -42,6 +42,16 @@ struct Counters {
 #[derive(Clone)]
 pub struct Progress(Arc<Counters>);
 
+/// What the throttle says of the rows left: the fastest legal time for them, and the window that holds the
+/// next request back (and for how long) when one does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outlook {
+    /// The limits' bound for the rows left (`None`: no limits).
+    pub eta: Option<Duration>,
+    /// A window holding the next request for [`crate::throttle::SAID_WAIT`] or more.
+    pub held: Option<(crate::rate::Rate, Duration)>,
+}
+
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Progress").field("total", &self.0.total).finish()
@@ -96,8 +106,9 @@ impl Progress {
         }
     }
 
-    /// Refreshes the bar every second (or logs every ten); `eta` gives the throttle's bound for n rows.
-    pub fn start_ticker(&self, eta: impl Fn(u64) -> Option<Duration> + Send + 'static) -> tokio::task::JoinHandle<()> {
+    /// Refreshes the bar every second (or logs every ten); `outlook` gives the throttle's bound for n rows and
+    /// the window that holds the next request back, if one does.
+    pub fn start_ticker(&self, outlook: impl Fn(u64) -> Outlook + Send + 'static) -> tokio::task::JoinHandle<()> {
         let counters = self.0.clone();
         tokio::spawn(async move {
             let mut tick = 0u64;
@@ -111,10 +122,17 @@ impl Progress {
                 let rate = done as f64 / elapsed;
                 let remaining = counters.total.saturating_sub(done);
                 // The slower of the limits' bound and what the server has actually sustained.
-                let bound = eta(remaining).unwrap_or_default();
+                let Outlook { eta, held } = outlook(remaining);
+                let bound = eta.unwrap_or_default();
                 let observed = if done >= 5 { Duration::from_secs_f64(remaining as f64 / rate) } else { bound };
                 let eta = bound.max(observed);
-                let message = format!("{created} {}, {failed} failed, {rate:.1}/s, ETA {}", counters.done, human(eta));
+                let waiting = held.map(|(window, wait)| format!("; waiting {} for the {window} window", human(wait)));
+                let message = format!(
+                    "{created} {}, {failed} failed, {rate:.1}/s, ETA {}{}",
+                    counters.done,
+                    human(eta),
+                    waiting.unwrap_or_default()
+                );
                 if let Some(bar) = &counters.bar {
                     bar.set_message(message);
                 } else if counters.log_lines && tick.is_multiple_of(10) {

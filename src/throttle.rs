@@ -58,7 +58,13 @@ struct State {
     slack: Duration,
     /// Added to every window's margin after a 429 no window explains.
     extra: Duration,
+    /// The end of the last wait for a window that was said, so a wait many workers share is said once.
+    said_until: Option<Instant>,
 }
+
+/// A wait for a window at least this long is said (a log line, the progress line): shorter ones are the
+/// pacing a user expects.
+pub const SAID_WAIT: Duration = Duration::from_secs(2);
 
 /// The most the margins grow to after unexplained 429s.
 const MAX_EXTRA: Duration = Duration::from_secs(1);
@@ -91,7 +97,7 @@ impl Throttle {
     /// A throttle whose windows keep `slack` at their edge ([`margin`]).
     pub fn with_slack(rates: &[Rate], slack: Duration) -> Throttle {
         let windows = rates.iter().map(|&r| SlidingWindow::new(r)).collect();
-        let state = State { windows, paused_until: None, slack, extra: Duration::ZERO };
+        let state = State { windows, paused_until: None, slack, extra: Duration::ZERO, said_until: None };
         Throttle { pace: RwLock::new(pacer(rates)), state: Mutex::new(state) }
     }
 
@@ -152,15 +158,20 @@ impl Throttle {
                     continue;
                 }
                 let (extra, slack) = (state.extra, state.slack);
-                let free = state
+                let (free, rate) = state
                     .windows
                     .iter_mut()
-                    .map(|w| w.next_free(now, margin(slack, w.rate()) + extra))
-                    .max()
-                    .unwrap_or(now);
+                    .map(|w| (w.next_free(now, margin(slack, w.rate()) + extra), Some(w.rate())))
+                    .max_by_key(|&(free, _)| free)
+                    .unwrap_or((now, None));
                 if free <= now {
                     state.windows.iter_mut().for_each(|w| w.record(now));
                     return now;
+                }
+                let unsaid = state.said_until.is_none_or(|until| until <= now);
+                if let Some(rate) = rate.filter(|_| unsaid && free - now >= SAID_WAIT) {
+                    state.said_until = Some(free);
+                    tracing::info!("{}", held_words(rate, free - now));
                 }
                 free
             };
@@ -212,6 +223,21 @@ impl Throttle {
         Some(Lesson::Window(learned))
     }
 
+    /// The window that holds the next request back now, and for how long, when that is [`SAID_WAIT`] or more.
+    pub fn holding(&self) -> Option<(Rate, Duration)> {
+        let (mut windows, margins) = {
+            let state = self.state();
+            (state.windows.clone(), (state.slack, state.extra))
+        };
+        let now = Instant::now();
+        let (free, rate) = windows
+            .iter_mut()
+            .map(|w| (w.next_free(now, margin(margins.0, w.rate()) + margins.1), w.rate()))
+            .max_by_key(|&(free, _)| free)?;
+        let wait = free.saturating_duration_since(now);
+        (wait >= SAID_WAIT).then_some((rate, wait))
+    }
+
     /// The fastest legal time for `n` more requests from now, given what the windows already hold.
     pub fn eta(&self, n: u64) -> Option<Duration> {
         let windows = self.state().windows.clone();
@@ -221,6 +247,18 @@ impl Throttle {
         let rates: Vec<Rate> = windows.iter().map(SlidingWindow::rate).collect();
         Some(schedule(n, &rates, windows, Instant::now()))
     }
+}
+
+/// `waiting 48s for the 60/min window: what was sent in its last 1m (by this run or an earlier one, as the
+/// ledger says) fills it`: what a wait for a window is, in a user's words.
+pub fn held_words(rate: Rate, wait: Duration) -> String {
+    let wait = Duration::from_secs(wait.as_secs().max(1));
+    format!(
+        "waiting {} for the {rate} window: what was sent in its last {} (by this run or an earlier one, as the \
+         ledger says) fills it",
+        humantime::format_duration(wait),
+        humantime::format_duration(rate.period)
+    )
 }
 
 /// What one window held when a request met a 429.

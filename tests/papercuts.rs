@@ -373,3 +373,41 @@ fn links_plus_conflicts_say_what_links_plus_allows() {
         vip["error_message"]
     );
 }
+
+/// Regression: a `refresh` of 60 links took 57 s for one request, and a `run` 48.7 s for one row, because
+/// earlier runs' requests filled the job's window; `validate` had predicted "0s" and the progress said
+/// nothing. A window that holds a request for 2 s or more is said now, and `validate` counts it.
+#[test]
+fn a_wait_for_a_window_is_said_and_counted() {
+    let world = World::new();
+    let rows = |n: usize| -> String {
+        std::iter::once("id,amount,title\n".to_owned()).chain((0..n).map(|i| format!("k{i},100,Item {i}\n"))).collect()
+    };
+    std::fs::write(world.path("rows.csv"), rows(3)).unwrap();
+    let job = format!(
+        "name = \"held\"\n[api]\nkind = \"links\"\n[input]\npath = \"{}\"\nkey = \"{{id}}\"\n[link]\namount = \
+         \"{{amount}}\"\namount_unit = \"minor\"\ncurrency = \"thb\"\ntitle = \"{{title}}\"\ndescription = \"{{title}}\"\n\
+         [limits]\nrates = [\"20/s\", \"3/3s\"]\n",
+        world.path("rows.csv").display()
+    );
+    std::fs::write(world.path("held.toml"), job).unwrap();
+    let job = world.path("held.toml");
+    let job = job.to_str().unwrap();
+    world.run_job(job, &[]).code(0);
+    std::fs::write(world.path("rows.csv"), rows(4)).unwrap();
+    let ledger = world.path("ledger.jsonl");
+    let validated = world.linkbatch(&["validate", job, "--ledger", ledger.to_str().unwrap()]).code(0);
+    let eta = validated.stdout.lines().find(|l| l.contains("ETA under")).unwrap().to_owned();
+    // The window frees 3 s after the first run's first request, however long this took to get here.
+    assert!(["1s", "2s", "3s"].iter().any(|s| eta == format!("  ETA under 20/s, 3/3s: {s} for 1 request")), "{eta}");
+    let ran = world.run_job(job, &[]).code(0);
+    let said: Vec<&str> = ran.stderr.lines().filter_map(|l| l.split_once(" INFO ").map(|(_, m)| m)).collect();
+    let waited = said.iter().find(|m| m.starts_with("waiting ")).unwrap_or_else(|| panic!("{}", ran.stderr));
+    assert!(
+        waited.ends_with(
+            " for the 3/3s window: what was sent in its last 3s (by this run or an earlier one, as the ledger says) \
+             fills it"
+        ),
+        "{waited}"
+    );
+}

@@ -32,7 +32,11 @@ pub(super) async fn validate(args: &InspectArgs, login: bool) -> Ended {
     let to_send = survey.new + survey.uncertain;
     // The rates the run would start from: an earlier run's learned ones, if they apply.
     let (rates, learned) = crate::decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
-    let eta = crate::throttle::fastest_schedule(to_send, &rates);
+    // The windows start as full as the ledger's recent requests leave them: a run right after another waits
+    // for them, and the ETA says so.
+    let throttle = crate::throttle::Throttle::new(&rates);
+    throttle.seed(index.sent().map(crate::ledger::Time::system), std::time::SystemTime::now());
+    let eta = throttle.eta(to_send).unwrap_or_default();
     let limits = if rates.is_empty() {
         "no limits".to_owned()
     } else {
@@ -65,7 +69,12 @@ pub(super) async fn validate(args: &InspectArgs, login: bool) -> Ended {
         );
     }
     let _ = writeln!(out, "  rejected:         {}", survey.rejected);
-    let _ = writeln!(out, "  ETA under {limits}: {} for {to_send} requests", crate::progress::human(eta));
+    let _ = writeln!(
+        out,
+        "  ETA under {limits}: {} for {}",
+        crate::progress::human(eta),
+        crate::terms::count(to_send, "request", "requests")
+    );
     if let Some(cap) = plan.active_links() {
         let after =
             if lifecycle { format!(", {} after `run --retire`", survey.active_once_run(true)) } else { String::new() };

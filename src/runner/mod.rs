@@ -123,7 +123,10 @@ pub async fn run(
     let shared = Arc::new(Shared::new(plan, client, book, stop, progress));
     let ticker = shared.progress.start_ticker({
         let shared = shared.clone();
-        move |remaining| shared.throttle.eta(remaining)
+        move |remaining| crate::progress::Outlook {
+            eta: shared.throttle.eta(remaining),
+            held: shared.throttle.holding(),
+        }
     });
     // `run --retire`: last month's links end before this month's are made, so these fit under the cap.
     let retirement = if work.retires() { Some(retire::retire(&shared).await?) } else { None };
