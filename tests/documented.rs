@@ -134,3 +134,55 @@ fn the_help_examples_run() {
         assert!(stdout.starts_with(first), "{script}: {stdout}");
     }
 }
+
+/// The README's other command blocks: the first command (the built binary for `cargo run --release --`),
+/// everyday use, retiring and the sandbox, in one fresh copy, in order. A command that needs an account runs
+/// as its sandbox twin; `linkbatch sandbox` listens on a free port and is stopped once it said where.
+#[test]
+fn the_readme_commands_run() {
+    let world = World::new();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let blocks: Vec<&str> = readme.split("```sh\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    let first = blocks[0].lines().next().unwrap().replace("cargo run --release --", "linkbatch");
+    let mut lines = vec![first];
+    for heading in ["## Everyday use", "## Ending links: expiry, sold-out tiers and removed products", "## The sandbox"]
+    {
+        if heading.starts_with("## Ending") {
+            // Retiring ends links a run made: the tickets' first (not a line of the README).
+            lines.push("linkbatch run jobs/event-tickets.toml".to_owned());
+        }
+        lines.extend(readme_block(heading).lines().map(|l| l.split("  #").next().unwrap().trim().to_owned()));
+    }
+    let twin = format!("--base-url {} --limit none", world.base_url());
+    let dir = fresh_copy();
+    let mut ran = Vec::new();
+    for line in lines.iter().filter(|l| l.starts_with("linkbatch ")) {
+        let command = line.split_whitespace().nth(1).unwrap();
+        let script = match command {
+            "sandbox" => format!("{line} --addr 127.0.0.1:0 & sleep 1; kill %1"),
+            _ if line.contains("--sandbox") => line.clone(),
+            "run" | "refresh" | "retire" => format!("OMISE_SECRET_KEY={} {line} {twin}", world.key),
+            _ => line.clone(),
+        };
+        let out = shell(dir.path(), &script);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{script}\n{stdout}\n{stderr}");
+        // What each says first: a sender its summary last on stderr, a reader its job's name on stdout.
+        let job = line.split_whitespace().nth(2).unwrap_or("").trim_start_matches("jobs/").trim_end_matches(".toml");
+        let said = match command {
+            "run" | "refresh" | "retire" => stderr.lines().last().unwrap_or("").split(": ").next().unwrap_or(""),
+            "sandbox" => stdout.split(" on ").next().unwrap_or(""),
+            _ => stdout.split(':').next().unwrap_or(""),
+        };
+        let expected = match command {
+            "run" | "refresh" | "retire" => {
+                stderr.lines().last().unwrap_or("").split(' ').next().unwrap_or("").to_owned() + " rows"
+            }
+            "sandbox" => "linkbatch sandbox listening".to_owned(),
+            _ => job.to_owned(),
+        };
+        assert_eq!(said, expected, "{script}\n{stdout}\n{stderr}");
+        ran.push(command.to_owned());
+    }
+    assert_eq!(ran, ["run", "validate", "run", "status", "refresh", "export", "sandbox", "run", "retire", "sandbox"]);
+}
