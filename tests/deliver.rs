@@ -64,6 +64,9 @@ fn each_row_gets_one_message_and_a_rerun_sends_none() {
         assert!(row["delivery_reply"].starts_with("250 2.0.0 OK: queued as Q"), "{row:?}");
     }
     assert_eq!(header(&mail[0], "Subject"), Some("Your Standard plan for 2026-12: 599.00 THB"));
+    // The body ends at its last line: no blank lines after it (there were two, one from the template's closing
+    // newline and one from a CRLF before the end of data).
+    assert!(mail[0].body.ends_with("\r\n\r\nThank you.\r\n"), "{:?}", mail[0].body);
     let ids: BTreeSet<&str> = mail.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), 24, "one Message-ID per row");
 

@@ -1,7 +1,7 @@
 //! The user's own hands: a flag pointed at the wrong file, a field left out. Each refusal is exit 2 with
 //! nothing sent and no file changed; the ledger is the job's wherever `--output` writes the CSV.
 
-use crate::support::{JobFile, World, count, requests, statuses};
+use crate::support::{JobFile, World, count, fresh_copy, requests, statuses};
 
 /// The event-tickets job with its output (and so its own ledger) in the scratch directory.
 fn tickets(world: &World) -> String {
@@ -151,20 +151,6 @@ fn ctrl_c_during_a_window_wait_stops_within_two_seconds() {
         "{}",
         outcome.stderr
     );
-}
-
-/// A copy of `jobs/` and `samples/` in a folder of its own, as a user's checkout or `/etc/linkbatch` holds
-/// them.
-fn fresh_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for folder in ["jobs", "samples"] {
-        std::fs::create_dir(dir.path().join(folder)).unwrap();
-        for file in std::fs::read_dir(folder).unwrap() {
-            let file = file.unwrap().path();
-            std::fs::copy(&file, dir.path().join(folder).join(file.file_name().unwrap())).unwrap();
-        }
-    }
-    dir
 }
 
 /// Regression: `cd / && linkbatch validate /path/to/jobs/event-tickets.toml` failed with `cannot read input

@@ -185,14 +185,7 @@ fn the_install_block_runs_on_a_fresh_home() {
 /// (`--login`). Run as written, in a fresh copy of `jobs/` and `samples/`, with no mail credentials.
 #[test]
 fn validate_needs_no_mail_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    for folder in ["jobs", "samples"] {
-        std::fs::create_dir(dir.path().join(folder)).unwrap();
-        for file in std::fs::read_dir(folder).unwrap() {
-            let file = file.unwrap().path();
-            std::fs::copy(&file, dir.path().join(folder).join(file.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = crate::support::fresh_copy();
     let validated = World::new()
         .linkbatch(&["validate", "jobs/monthly-subscriptions.toml", "--var", "billing_month=2026-12"])
         .current_dir(dir.path())

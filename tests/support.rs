@@ -340,6 +340,21 @@ impl JobFile {
     }
 }
 
+/// A fresh copy of `jobs/` and `samples/` (and an empty `home/`), as a user's checkout or `/etc/linkbatch`
+/// holds them.
+pub(crate) fn fresh_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["jobs", "samples"] {
+        std::fs::create_dir(dir.path().join(folder)).unwrap();
+        for file in std::fs::read_dir(folder).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.path().join(folder).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    dir
+}
+
 /// `text` with `from` replaced by `to`; panics when `from` is not there (the sample changed).
 pub(crate) fn edited(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "`{from}` is not in the sample any more");

@@ -117,6 +117,9 @@ pub fn check<'p>(plan: &'p Plan, row: &PlannedRow, link: LinkFields<'_>, round: 
 /// Writes `row`'s message of `round` (0: the first; 1, 2…: reminders), or says which field is wrong.
 pub fn compose(plan: &Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) -> Result<Composed, Refusal> {
     let Rendered { deliver, to, name, subject, text, html } = check(plan, row, link, round)?;
+    // A body ends at its last line: a template's closing newline (TOML's `"""` puts one there) would be a blank
+    // line more, since the message's end of data already ends its last line.
+    let (text, html) = (text.map(|t| t.trim_end().to_owned()), html.map(|h| h.trim_end().to_owned()));
     let message_id = message_id(&row.key, round, &deliver.from);
     let mut builder = Message::builder()
         .from(deliver.from.clone())
@@ -134,7 +137,13 @@ pub fn compose(plan: &Plan, row: &PlannedRow, link: LinkFields<'_>, round: u32) 
         (None, None) => return Err(refusal("text", "the job's message has no body")),
     }
     .map_err(|e| refusal("to", format!("cannot be written: {e}")))?;
-    Ok(Composed { to, message_id, bytes: message.formatted() })
+    let mut bytes = message.formatted();
+    // The SMTP client ends the data with CRLF `.` CRLF itself: a CRLF of the message's own before it would
+    // be a blank line the customer sees.
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    }
+    Ok(Composed { to, message_id, bytes })
 }
 
 /// The first message's words for round 0, the reminder's after.
