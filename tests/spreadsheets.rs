@@ -175,3 +175,66 @@ fn the_sample_workbook_is_the_sample_catalog() {
     assert_eq!(sheet.len(), 60);
     assert_eq!(sheet, jsonl);
 }
+
+/// An `OpenDocument` spreadsheet (`.ods`), written here as its standard lays it out (a zip of `mimetype`, a
+/// manifest and `content.xml`), is read as a workbook is: its number cells exact, a bad one named.
+#[test]
+fn an_ods_sheet_is_read_as_a_workbook_is() {
+    use std::io::Write;
+    let world = World::new();
+    let cell = |v: &str| match v.parse::<f64>() {
+        Ok(_) => format!(
+            "<table:table-cell office:value-type=\"float\" office:value=\"{v}\"><text:p>{v}</text:p></table:table-cell>"
+        ),
+        Err(_) => format!("<table:table-cell office:value-type=\"string\"><text:p>{v}</text:p></table:table-cell>"),
+    };
+    let rows = [
+        ["sku", "name", "price", "currency", "stock"],
+        ["A", "Mug", "1200.5", "thb", "3"],
+        ["B", "Cup", "0.30000000000000004", "thb", "1"],
+    ];
+    let table: String = rows
+        .iter()
+        .flat_map(|r| ["<table:table-row>".to_owned(), r.map(cell).concat(), "</table:table-row>".to_owned()])
+        .collect();
+    let content = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><office:document-content \
+         xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" \
+         xmlns:table=\"urn:oasis:names:tc:opendocument:xmlns:table:1.0\" \
+         xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1.2\"><office:body>\
+         <office:spreadsheet><table:table table:name=\"Products\">{table}</table:table></office:spreadsheet>\
+         </office:body></office:document-content>"
+    );
+    let manifest = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><manifest:manifest \
+                    xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\" manifest:version=\"1.2\">\
+                    <manifest:file-entry manifest:full-path=\"/\" \
+                    manifest:media-type=\"application/vnd.oasis.opendocument.spreadsheet\"/><manifest:file-entry \
+                    manifest:full-path=\"content.xml\" manifest:media-type=\"text/xml\"/></manifest:manifest>";
+    let path = world.path("prices.ods");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let deflated = zip::write::SimpleFileOptions::default();
+    for (name, text, options) in [
+        ("mimetype", "application/vnd.oasis.opendocument.spreadsheet", stored),
+        ("META-INF/manifest.xml", manifest, deflated),
+        ("content.xml", content.as_str(), deflated),
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+    let job = job(&world, "ods", &path, None);
+    let validated = world.linkbatch(&["validate", &job, "--ledger", world.path("l.jsonl").to_str().unwrap()]).code(1);
+    let lines: Vec<&str> =
+        validated.stdout.lines().filter(|l| l.starts_with("  line ") || l.starts_with("  amounts:")).collect();
+    assert_eq!(
+        lines,
+        [
+            "  amounts:          line 2: 1,200.50 THB (as a customer sees them)",
+            "  line 3: amount: amount `0.30000000000000004` has more decimals than thb allows (2); it is never rounded \
+             (Products!C3)",
+        ],
+        "{}",
+        validated.stdout
+    );
+}
