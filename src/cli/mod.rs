@@ -388,7 +388,10 @@ where
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             let said = crate::redact::quoted_values(&e.render().to_string());
-            return Outcome::Usage(hint.map_or(said.clone(), |hint| format!("{}\n\n{hint}", said.trim_end())));
+            return Outcome::Usage(match hint {
+                Some(hint) => format!("{}\n\n{hint}", said.trim_end()),
+                None => said,
+            });
         }
         Err(e) => {
             // --help and --version: what was asked for, on stdout.

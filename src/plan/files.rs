@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Overrides, PlanError, sandbox_path};
+use super::{Overrides, PlanError};
 use crate::job::JobSpec;
 use crate::template::Template;
 
@@ -61,6 +61,15 @@ pub(super) fn output_and_ledger(
     let output = overrides.output.clone().unwrap_or_else(|| spec.beside(&own_written));
     let trial = |given: bool, path: PathBuf| if overrides.sandbox && !given { sandbox_path(&path) } else { path };
     Ok((trial(overrides.output.is_some(), output), trial(overrides.ledger.is_some(), ledger)))
+}
+
+/// `out/x.csv` → `out/x.sandbox.csv`: sandbox trials never share a ledger with real runs.
+fn sandbox_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
+    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let stem =
+        stem.strip_suffix(".ledger").map_or_else(|| format!("{stem}.sandbox"), |s| format!("{s}.sandbox.ledger"));
+    path.with_file_name(format!("{stem}{ext}"))
 }
 
 /// A path of the job with its placeholders filled: `{job}`, the job's name, and any `--var`. A value put

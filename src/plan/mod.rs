@@ -451,53 +451,12 @@ fn field_source<T: Clone>(name: &str, field: Option<&Field<T>>, default: T) -> R
     })
 }
 
-/// Whether `host` names this machine: plain http is allowed there only (the sandbox).
-fn is_loopback(host: Option<url::Host<&str>>) -> bool {
-    match host {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-/// Checks a base URL: https anywhere, plain http only on a loopback address (the sandbox).
-pub fn check_base_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("base URL `{url}` is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" if is_loopback(parsed.host()) => {}
-        "http" => {
-            return Err(format!("base URL `{url}` must use https:// (plain http is allowed on loopback only)"));
-        }
-        other => return Err(format!("base URL `{url}` has scheme `{other}`; use https://")),
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("base URL must not carry credentials; the key comes from the environment".into());
-    }
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
-/// The https rule for a Links+ `custom_webhook` (the Payment Links+ documentation: an `http://` URL is rejected): a URL with the
-/// scheme `https` and a host. One rule for a fixed URL in the job and one rendered per row.
-pub fn check_webhook(url: &str) -> Result<(), String> {
-    match url::Url::parse(url) {
-        Ok(parsed) if parsed.scheme() == "https" && parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        _ => Err(format!("`{url}` must be an https:// URL with a host")),
-    }
-}
-
-/// `out/x.csv` → `out/x.sandbox.csv`: sandbox trials never share a ledger with real runs.
-pub fn sandbox_path(path: &Path) -> PathBuf {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("linkbatch");
-    let ext = path.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
-    let stem =
-        stem.strip_suffix(".ledger").map_or_else(|| format!("{stem}.sandbox"), |s| format!("{s}.sandbox.ledger"));
-    path.with_file_name(format!("{stem}{ext}"))
-}
-
 mod build;
 mod files;
+mod urls;
+
+use urls::is_loopback;
+pub use urls::{check_base_url, check_webhook};
 
 impl Plan {
     /// Job name.

@@ -75,16 +75,7 @@ pub async fn run(
     let started = Instant::now();
     let work = options.work.for_api(plan.api());
     let (start_line, refresh_since) = mark_start(&book, work).await?;
-    if options.work.replaces() && !work.replaces() {
-        tracing::warn!(
-            "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
-        );
-    }
-    if options.work.updates() && !work.updates() {
-        tracing::warn!(
-            "--update-changed needs the classic API (Links+ has no update): conflicts are reported, not changed"
-        );
-    }
+    say_unapplied(options.work, work);
     tracing::info!(
         job = %plan.name(),
         rows = survey.rows,
@@ -195,6 +186,20 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger:
         adopted.push(event);
     }
     adopted
+}
+
+/// The flags `asked` that the job's API cannot carry out (`done` is the work it can): said, once.
+fn say_unapplied(asked: Work, done: Work) {
+    if asked.replaces() && !done.replaces() {
+        tracing::warn!(
+            "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
+        );
+    }
+    if asked.updates() && !done.updates() {
+        tracing::warn!(
+            "--update-changed needs the classic API (Links+ has no update): conflicts are reported, not changed"
+        );
+    }
 }
 
 /// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a
