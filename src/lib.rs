@@ -32,5 +32,7 @@ pub mod stop;
 pub mod template;
 pub mod terms;
 pub mod throttle;
+pub mod told;
+pub mod wait;
 
 pub use cli::run;

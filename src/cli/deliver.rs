@@ -28,8 +28,10 @@ pub(super) struct DeliverFlags {
 pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     if flags.remind {
         super::run::reads_earlier_links(&args, "deliver --remind")?;
-        // The payment state a reminder goes by is read fresh, by pages.
-        let refreshed = super::run::run(args.clone(), Work::Refresh { by_id: false }, quiet).await;
+        // The payment state a reminder goes by is read fresh, by pages; the delivery after it writes the
+        // output and says the links' payments.
+        let said = super::run::Said { quiet, output: false };
+        let refreshed = super::run::run_as(args.clone(), Work::Refresh { by_id: false }, said).await;
         let (Ok(outcome) | Err(outcome)) = &refreshed;
         if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
             return refreshed;
@@ -86,7 +88,7 @@ pub(super) fn mailer(
 }
 
 async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
-    let (plan, sandbox) = super::run::planned(args).await?;
+    let (plan, reader, sandbox) = super::run::planned_reading(args).await?;
     let mailer = mailer(&plan, sandbox.as_ref(), flags.smtp.as_ref())?;
     let reminder = plan.deliver().and_then(|d| d.reminder.as_ref());
     let remind = match (flags.remind, reminder) {
@@ -103,7 +105,7 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     }
     let (opened, index, _) = Ledger::read_locked(plan.ledger_path(), None)?;
     let asked = Asked { remind, resend_uncertain: flags.resend_uncertain };
-    let due = crate::delivery::due(&plan, &index, asked, SystemTime::now()).map_err(usage)?;
+    let due = crate::delivery::due(&plan, reader, &index, asked, SystemTime::now());
     let book = Book::new(opened.proceed()?, index);
 
     let stop = Arc::new(Stop::default());
@@ -111,11 +113,11 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     let sent = Pass::new(&plan, &book, mailer, &stop).run(due).await;
     signals.abort();
     // The output says where every row stands, whatever stopped the pass.
-    {
+    let (_, payments) = {
         let index = book.index();
         crate::runner::write_output(&plan, &index, Some(index.last_run), index.has_payments())
-            .map_err(Outcome::aborted)?;
-    }
+            .map_err(Outcome::aborted)?
+    };
     crate::runner::record_output(&book, plan.output_path()).await?;
     if let Some(server) = sandbox {
         server.shutdown().await;
@@ -126,7 +128,9 @@ async fn send(args: &RunArgs, flags: DeliverFlags, quiet: bool) -> Ended {
     };
     let outcome = summary.outcome();
     if !quiet || outcome.code() != 0 {
-        crate::said::say(crate::said::Kind::Summary, &summary.line());
+        // After `--remind`'s refresh, what it read is said here, once the output holds it.
+        let links = payments.filter(|_| flags.remind).map(|p| format!("; links: {}", p.line())).unwrap_or_default();
+        crate::said::say(crate::said::Kind::Summary, &format!("{}{links}", summary.line()));
     }
     Ok(outcome)
 }

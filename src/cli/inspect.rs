@@ -1,9 +1,10 @@
 //! `validate`, `status`, `export` and `settle`: the plan and the ledger read, nothing sent. Never writes the
-//! ledger but through `Ledger` (settle appends one event, under the lock).
+//! ledger but through `Book::record` (settle appends one event, under the ledger's lock).
 
 use std::io::Write;
 
 use super::{Ended, InspectArgs, SettleArgs, overrides, usage};
+use crate::input::InputReader;
 use crate::job::JobSpec;
 use crate::ledger::Ledger;
 use crate::outcome::Outcome;
@@ -11,23 +12,23 @@ use crate::plan::{Overrides, Plan};
 use crate::rate::Rate;
 use crate::runner;
 
-fn inspect_plan(args: &InspectArgs) -> Result<(Plan, Option<crate::ledger::Index>), Outcome> {
+/// The plan, the reader that read its input's header (for the first pass over the rows), and the ledger.
+fn inspect_plan(args: &InspectArgs) -> Result<(Plan, InputReader, Option<crate::ledger::Index>), Outcome> {
     let spec = JobSpec::load(&args.job.job)?;
     let extra = Overrides { sandbox: args.sandbox, ..Overrides::default() };
-    let (plan, _) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra))?;
+    let (plan, reader) = Plan::new(spec, &overrides(&args.job, args.output.clone(), &args.limits, extra))?;
     let index = Ledger::inspect(plan.ledger_path())?.map(|(_, index, report)| {
         if report.torn_tail.is_some() {
             tracing::warn!("the ledger ends with a torn line; the next run will drop it");
         }
         index
     });
-    Ok((plan, index))
+    Ok((plan, reader, index))
 }
 
 pub(super) async fn validate(args: &InspectArgs, login: bool) -> Ended {
-    let (plan, index) = inspect_plan(args)?;
+    let (plan, mut reader, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
-    let mut reader = plan.reader()?;
     let (survey, rejections) = runner::survey(&plan, &mut reader, &index);
     let to_send = survey.new + survey.uncertain;
     // The rates the run would start from: an earlier run's learned ones, if they apply.
@@ -142,7 +143,7 @@ async fn validate_mail(plan: &Plan, sandbox: bool, login: bool) -> Result<u64, O
 }
 
 pub(super) fn export(args: &InspectArgs) -> Ended {
-    let (plan, index) = inspect_plan(args)?;
+    let (plan, _, index) = inspect_plan(args)?;
     let index = index.ok_or_else(|| {
         usage(format!("no ledger at {}: nothing has been run for this job yet", plan.ledger_path().display()))
     })?;
@@ -155,9 +156,8 @@ pub(super) fn export(args: &InspectArgs) -> Ended {
 }
 
 pub(super) fn status(args: &InspectArgs) -> Ended {
-    let (plan, index) = inspect_plan(args)?;
+    let (plan, mut reader, index) = inspect_plan(args)?;
     let index = index.unwrap_or_default();
-    let mut reader = plan.reader()?;
     let (survey, _) = runner::survey(&plan, &mut reader, &index);
     let failed = survey.failed_before;
     // One table, its counts right-aligned, so the columns line up whatever the numbers' widths.
@@ -186,15 +186,12 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
     }
     if plan.deliver().is_some() {
         let asked = crate::decide::delivery::Asked::default();
-        let due = crate::delivery::due(&plan, &index, asked, std::time::SystemTime::now()).map_err(usage)?;
+        let reader = plan.reader()?;
+        let due = crate::delivery::count_due(&plan, reader, &index, asked, std::time::SystemTime::now());
         let _ = writeln!(
             out,
             "  messages:  {} delivered, {} pending, {} uncertain, {} failed, {} rejected",
-            due.delivered,
-            due.messages.len(),
-            due.uncertain,
-            due.failed,
-            due.refused.len()
+            due.settled.delivered, due.pending, due.settled.uncertain, due.settled.failed, due.rejected
         );
     }
     Ok(Outcome::Complete)
@@ -220,7 +217,7 @@ fn settleable(index: &crate::ledger::Index, row: &crate::plan::PlannedRow, args:
 /// reconcile), recorded in the ledger as `settled`. The row must be in the input and open; a link id must
 /// not belong to another key. Sends nothing.
 pub(super) async fn settle(args: &SettleArgs) -> Ended {
-    let (plan, _) = inspect_plan(&args.inspect)?;
+    let (plan, _, _) = inspect_plan(&args.inspect)?;
     let Some(book) = Ledger::reopen(plan.ledger_path())? else {
         return Err(usage(format!("no ledger at {}: nothing to settle", plan.ledger_path().display())));
     };

@@ -16,6 +16,7 @@ use crate::runner::{self, RunOptions, Work};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::stop::Stop;
 use crate::terms::{ApiKind, AuthScheme, Mode};
+use crate::wait::{Attempt, Gate, Next, Outages, Retrying};
 
 fn header(plan: &Plan, key: &SecretKey, base_url: &str) -> Header {
     // What is known: the key's prefix, else the job's `[api] mode`, else nothing (such a run needed --live).
@@ -38,6 +39,19 @@ struct Heard {
 
 /// `run` and `refresh`: the sandbox, the plan, the key, the ledger and the signals, then the runner.
 pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
+    run_as(args, work, Said { quiet, output: true }).await
+}
+
+/// How a run ends: with its summary said unless `quiet`, and its output written unless a pass after it
+/// writes it (the delivery after `deliver --remind`'s refresh), when the run says nothing but trouble.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Said {
+    pub(super) quiet: bool,
+    pub(super) output: bool,
+}
+
+/// [`run`], saying and writing as `said` asks.
+pub(super) async fn run_as(args: RunArgs, work: Work, said: Said) -> Ended {
     match work {
         Work::Refresh { .. } => reads_earlier_links(&args, "refresh")?,
         Work::Retire => reads_earlier_links(&args, "retire")?,
@@ -49,16 +63,17 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
         ..spec.monitor.clone()
     };
     let monitor = Monitor::new(&spec.name, &monitor_spec).map_err(usage)?;
-    let (plan, _) = Plan::new(spec, &overrides)?;
+    // The reader that read the header is the survey's: the input is opened once for both.
+    let (plan, reader) = Plan::new(spec, &overrides)?;
     let mut heard = Heard::default();
     let Some(monitor) = monitor else {
-        return Box::pin(send(plan, sandbox, &args, (work, quiet), &mut heard)).await;
+        return Box::pin(send((plan, reader), sandbox, &args, (work, said), &mut heard)).await;
     };
     // A job that cannot even be planned never started; from here on, every end is the monitor's to hear.
     let started = std::time::Instant::now();
     monitor.start().await;
     // Boxed: the run's future is large, and this one is awaited once.
-    let ended = Box::pin(send(plan, sandbox, &args, (work, quiet), &mut heard)).await;
+    let ended = Box::pin(send((plan, reader), sandbox, &args, (work, said), &mut heard)).await;
     let (Ok(outcome) | Err(outcome)) = &ended;
     let report = crate::monitor::Report {
         code: outcome.code(),
@@ -72,10 +87,10 @@ pub(super) async fn run(args: RunArgs, work: Work, quiet: bool) -> Ended {
 
 /// The run itself, once planned: the key, the ledger, the survey, then the runner.
 async fn send(
-    plan: Plan,
+    (plan, mut reader): (Plan, crate::input::InputReader),
     sandbox: Option<Sandbox>,
     args: &RunArgs,
-    (work, quiet): (Work, bool),
+    (work, said): (Work, Said),
     heard: &mut Heard,
 ) -> Ended {
     let (client, header) = connect(&plan, args).await?;
@@ -94,7 +109,6 @@ async fn send(
     }
 
     let adopted = runner::adopt_kept_answers(&mut index, plan.api(), plan.ledger_path());
-    let mut reader = plan.reader()?;
     // The file the survey reads: later passes stop if the input is another file by then.
     let input = reader.stamp().ok();
     // A plain run drafts its output while surveying: a finished job run again then reads its input once.
@@ -104,7 +118,10 @@ async fn send(
         }
         Work::Create { .. } | Work::Refresh { .. } | Work::Retire => None,
     };
-    let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft);
+    // A refresh by pages gathers on this pass the links it reads (`decide::task`'s `refresh_since`: the
+    // refresh being resumed, or one about to start, before which every reading lies).
+    let pages = matches!(work, Work::Refresh { by_id: false }).then(|| index.unfinished_refresh.unwrap_or(index.lines));
+    let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft, pages);
     if work != Work::Retire {
         let retire_first = matches!(work, Work::Create { retire: true, .. });
         runner::check_cap(&plan, &survey, retire_first).map_err(Outcome::refused)?;
@@ -123,7 +140,7 @@ async fn send(
 
     let stop = Arc::new(Stop::default());
     let mut signals = tokio::spawn(watch_signals(stop.clone(), plan.timeout()));
-    let options = RunOptions { progress: !quiet, work, draft, input };
+    let options = RunOptions { progress: !said.quiet, work, draft, input, output: said.output };
     let summary = tokio::select! {
         // Past the start mark requests may have left: a failure here is the run's (exit 3), never exit 2.
         summary = runner::run(plan, client, book, survey, stop, options) => summary.map_err(Outcome::Aborted)?,
@@ -142,7 +159,7 @@ async fn send(
         );
     }
     let outcome = summary.outcome();
-    if !quiet || outcome.code() != 0 {
+    if (!said.quiet && said.output) || outcome.code() != 0 {
         crate::said::say(crate::said::Kind::Summary, &summary.line());
     }
     Ok(outcome)
@@ -151,9 +168,16 @@ async fn send(
 /// The job planned with the command's flags. With `--sandbox` an in-process sandbox is started first, its
 /// address the plan's base URL; it lives as long as the value returned (its ledger records "sandbox").
 pub(super) async fn planned(args: &RunArgs) -> Result<(Plan, Option<Sandbox>), Outcome> {
+    planned_reading(args).await.map(|(plan, _, sandbox)| (plan, sandbox))
+}
+
+/// [`planned`], with the reader that read the input's header, for a first pass over its rows.
+pub(super) async fn planned_reading(
+    args: &RunArgs,
+) -> Result<(Plan, crate::input::InputReader, Option<Sandbox>), Outcome> {
     let (spec, overrides, sandbox) = job_with_flags(args).await?;
-    let (plan, _) = Plan::new(spec, &overrides)?;
-    Ok((plan, sandbox))
+    let (plan, reader) = Plan::new(spec, &overrides)?;
+    Ok((plan, reader, sandbox))
 }
 
 /// A command that reads the links earlier runs made cannot use `--sandbox`: the sandbox it starts in this
@@ -348,39 +372,35 @@ async fn links_plus_auth(plan: &Plan, client: &Client) -> Result<AuthScheme, Out
 }
 
 /// A read before the run, sent again as the job's retry policy says while the answer is retryable (a 429, a
-/// 5xx, a lost connection): reads are safe to repeat, and a passing fault must not stop the job.
+/// 5xx, a lost connection): reads are safe to repeat, and a passing fault must not stop the job. It waits
+/// for an absent server as a run does, through the one outage tracker and the one backoff loop.
 pub(super) async fn retried<T, F, Fut>(plan: &Endpoint, mut read: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
     let retry = plan.retry();
-    let mut delays = retry.delays();
-    let mut outage = crate::decide::Outage::new(retry.outage, retry.base_delay, retry.max_delay);
+    let outages = Outages::new(retry.outage, retry.base_delay, retry.max_delay);
+    // Nothing stops a read before the run but its own answer (a signal here ends the process as before), so
+    // the loop never meets a stop.
+    let stop = crate::stop::Stop::default();
+    let mut retrying = Retrying::new(&stop, retry.delays());
     loop {
-        let error = match read().await {
-            Ok(value) => return Ok(value),
-            Err(e) => e,
+        let probe = match outages.gate(&stop).await {
+            Gate::Go(probe) => probe,
+            Gate::Stopped => continue,
+            Gate::GaveUp(reason) => return Err(ApiError::Unreachable { reason }),
         };
-        let now = std::time::SystemTime::now();
-        if let ApiError::Unreachable { reason } = &error {
-            if outage.away(now, reason) {
-                tracing::warn!(
-                    "the server cannot be reached ({reason}): waiting for it, for at most {} ([retry] outage)",
-                    humantime::format_duration(retry.outage)
-                );
-            }
-            match outage.next(now) {
-                crate::decide::Away::Probe(wait) => tokio::time::sleep(wait).await,
-                crate::decide::Away::GiveUp(reason) => return Err(ApiError::Unreachable { reason }),
-                crate::decide::Away::Up => {}
-            }
-            continue;
-        }
-        outage.back(now);
-        match crate::decide::retry_read(&error, &mut delays) {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => return Err(error),
+        let answer = read().await;
+        drop(probe);
+        outages.hear(&answer);
+        let attempt = match answer {
+            Ok(value) => Attempt::Done(Ok(value)),
+            Err(error) => Attempt::after(crate::decide::read_again(&error), Err(error)),
+        };
+        match retrying.after(attempt).await {
+            Next::Again | Next::Stopped => {}
+            Next::Done(answer) => return answer,
         }
     }
 }

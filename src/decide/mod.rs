@@ -4,6 +4,7 @@
 //! The runner carries the steps out (throttle, HTTP, ledger append) and asks here again with what it got
 //! back; every transition therefore has a unit test below that needs no server.
 
+mod abort;
 mod breaker;
 pub mod codes;
 mod create;
@@ -19,6 +20,7 @@ mod retire;
 mod retry;
 mod row;
 
+pub use abort::Abort;
 pub use breaker::Breaker;
 pub use create::{Answer, Creating, Step, Then};
 pub use outage::{Away, Outage};
@@ -27,5 +29,5 @@ pub use recover::{Recovered, recover};
 pub use replace::{Replace, is_paid, replace};
 pub use report::{Report, rejected, report, unreadable_stop, unsettled_words};
 pub use retire::{AfterDelete, RowNow, Seen, after_delete, retire};
-pub use retry::retry_read;
+pub use retry::{Again, read_again};
 pub use row::{Disposition, Task, Work, disposition, task, updatable};

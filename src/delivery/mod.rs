@@ -9,19 +9,25 @@
 
 mod summary;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lettre::address::Envelope;
 
 pub use summary::DeliverSummary;
 
 use crate::decide::delivery::{Asked, Next, next};
+use crate::input::InputReader;
 use crate::ledger::{Book, Event, Index, LedgerError, Time};
 use crate::mail::{Composed, LinkFields, MailError, Mailer, Refusal, compose};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedRow};
 use crate::row_key::RowKey;
 use crate::stop::Stop;
 use crate::terms::Delivery;
+use crate::wait::{
+    Attempt,
+    Next::{Again, Done, Stopped},
+    Retrying,
+};
 
 /// Why a delivery pass stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +78,62 @@ fn link_fields(index: &Index, link: &crate::ledger::LinkRecord) -> (String, Stri
 }
 
 /// Every message due now, written from the input and the ledger; nothing is sent.
-pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<Due, DeliverError> {
-    let mut reader = plan.reader().map_err(|e| DeliverError::Input(e.to_string()))?;
-    let mut due = Due::default();
+pub fn due(plan: &Plan, reader: InputReader, index: &Index, asked: Asked, at: SystemTime) -> Due {
+    let (mut messages, mut refused) = (Vec::new(), Vec::new());
+    let settled =
+        each_due(plan, reader, index, asked, at, |row, round, fields| match compose(plan, row, fields, round) {
+            Ok(composed) => messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
+            Err(refusal) => refused.push((row.line, row.key.clone(), refusal)),
+        });
+    Due { messages, refused, uncertain: settled.uncertain, failed: settled.failed, delivered: settled.delivered }
+}
+
+/// What [`due`] would find, counted: each message checked as it would be written, none of them held.
+/// `status` counts with it, in memory that does not grow with the messages.
+pub fn count_due(plan: &Plan, reader: InputReader, index: &Index, asked: Asked, at: SystemTime) -> DueCounts {
+    let (mut pending, mut rejected) = (0, 0);
+    let settled = each_due(plan, reader, index, asked, at, |row, round, fields| {
+        match crate::mail::check(plan, row, fields, round) {
+            Ok(_) => pending += 1,
+            Err(_) => rejected += 1,
+        }
+    });
+    DueCounts { settled, pending, rejected }
+}
+
+/// Rows with nothing due now, by where their latest message stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Left `uncertain` by an earlier run.
+    pub uncertain: u64,
+    /// Refused on an earlier run.
+    pub failed: u64,
+    /// Taken by the server.
+    pub delivered: u64,
+}
+
+/// [`count_due`]'s counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueCounts {
+    /// Rows with nothing due now.
+    pub settled: Settled,
+    /// Messages due that can be written.
+    pub pending: u64,
+    /// Messages due that cannot.
+    pub rejected: u64,
+}
+
+/// Walks the input against the ledger: `on_due` for each row whose message of a round is due (with its link
+/// fields); the others counted by where they stand.
+fn each_due(
+    plan: &Plan,
+    mut reader: InputReader,
+    index: &Index,
+    asked: Asked,
+    at: SystemTime,
+    mut on_due: impl FnMut(&PlannedRow, u32, LinkFields<'_>),
+) -> Settled {
+    let mut settled = Settled::default();
     crate::rows::for_each_row(plan, &mut reader, Some(index), |row| {
         let Ok(row) = row else { return true };
         let Some(state) = index.get(&row.key.id()) else { return true };
@@ -86,23 +145,19 @@ pub fn due(plan: &Plan, index: &Index, asked: Asked, at: SystemTime) -> Result<D
         let rounds = index.deliveries.of(&row.key.id());
         let Next::Send(round) = next(rounds, asked, unpaid, at) else {
             match crate::decide::delivery::delivery(rounds) {
-                Delivery::Uncertain => due.uncertain += 1,
-                Delivery::Failed => due.failed += 1,
-                Delivery::Delivered => due.delivered += 1,
+                Delivery::Uncertain => settled.uncertain += 1,
+                Delivery::Failed => settled.failed += 1,
+                Delivery::Delivered => settled.delivered += 1,
                 Delivery::Rejected | Delivery::Pending => {}
             }
             return true;
         };
         let (payment_uri, link_id) = link_fields(index, &link);
         let amount = crate::mail::amount_of(row);
-        let fields = LinkFields { payment_uri: &payment_uri, link_id: &link_id, amount_display: &amount };
-        match compose(plan, row, fields, round) {
-            Ok(composed) => due.messages.push(Message { line: row.line, key: row.key.clone(), round, composed }),
-            Err(refusal) => due.refused.push((row.line, row.key.clone(), refusal)),
-        }
+        on_due(row, round, LinkFields { payment_uri: &payment_uri, link_id: &link_id, amount_display: &amount });
         true
     });
-    Ok(due)
+    settled
 }
 
 /// Every row's first message written with stand-in link fields, before any link exists: the rows whose
@@ -196,7 +251,7 @@ impl<'a> Pass<'a> {
 
     /// One message, retried on 4xx replies and on connections cut before its end.
     async fn send(&mut self, message: &Message, summary: &mut DeliverSummary) -> Result<(), DeliverError> {
-        let mut delays = self.plan.retry().delays();
+        let mut retrying = Retrying::new(self.stop, self.plan.retry().delays());
         let (line, key, round) = (message.line, &message.key, message.round);
         loop {
             let error = match self.attempt(message).await? {
@@ -226,19 +281,21 @@ impl<'a> Pass<'a> {
                 MailError::Systemic(why) => return Err(DeliverError::Systemic(why)),
                 MailError::Deferred { .. } | MailError::Cut(_) => {}
             }
-            let Some(delay) = delays.next() else {
-                tracing::warn!(
-                    "line {line} (key `{key}`): deferred by the mail server ({}); the next run tries again",
-                    logged(&error)
-                );
-                summary.deferred += 1;
-                return Ok(());
-            };
-            tracing::debug!("line {line} (key `{key}`): {}; trying again in {delay:?}", logged(&error));
-            if !self.stop.sleep(delay).await {
-                summary.interrupted = true;
-                summary.left += 1;
-                return Ok(());
+            let deferred = logged(&error);
+            match retrying.after(Attempt::Again { at_least: Duration::ZERO, spent: () }).await {
+                Again => tracing::debug!("line {line} (key `{key}`): {deferred}; trying again"),
+                Done(()) => {
+                    tracing::warn!(
+                        "line {line} (key `{key}`): deferred by the mail server ({deferred}); the next run tries again"
+                    );
+                    summary.deferred += 1;
+                    return Ok(());
+                }
+                Stopped => {
+                    summary.interrupted = true;
+                    summary.left += 1;
+                    return Ok(());
+                }
             }
         }
     }

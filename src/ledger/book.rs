@@ -51,9 +51,4 @@ impl Book {
     pub fn index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    /// The index, the ledger closed (its lock let go).
-    pub fn into_index(self) -> Index {
-        self.index.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }

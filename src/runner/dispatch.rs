@@ -6,11 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::api::ApiError;
-use crate::decide::{self, Answer, Creating, Replace, Step, Task};
+use crate::decide::{self, Abort, Answer, Creating, Replace, Step, Task};
 use crate::ledger::{Event, Time};
 use crate::plan::PlannedRow;
 use crate::request::LinkRequest;
 use crate::terms::{AnswerTo, OpenIntent};
+use crate::told;
+use crate::wait::{Attempt, Next, Retrying};
 
 use super::reconcile::reconcile;
 use super::shared::{BreakerTurn, Halt, Shared, with_retries};
@@ -80,13 +82,13 @@ async fn update(shared: &Shared, row: &PlannedRow, link_id: &str) {
             let updated =
                 Event::Updated { key, link_id: link_id.to_owned(), fingerprint, at: crate::ledger::Time::now() };
             if shared.record(updated).await.is_ok() {
-                tracing::info!(line = row.line, key = %row.key, link = %link_id, "changed the link in place (description, metadata)");
+                told::row::updated(said(row), link_id);
                 shared.progress.created();
             }
         }
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(line = row.line, key = %row.key, link = %link_id, "could not change the link in place: {e}");
+            told::row::not_updated(said(row), link_id, &e);
             shared.progress.failed();
         }
     }
@@ -100,6 +102,7 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
     let mut creating = Creating::new(&row.request, row.fingerprint(), open, policy.delays(), policy.attempts, grace);
     let mut step = creating.first();
     let mut breaker_turn: Option<BreakerTurn<'_>> = None;
+    let mut waits = Retrying::new(&shared.stop, std::iter::empty());
     // The last answer was lost: it may have been a refusal the server counted and the breaker never heard.
     let mut unheard = false;
     loop {
@@ -130,8 +133,12 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                     None => return,
                 }
             }
-            Step::Wait { delay, then } if shared.stop.sleep(delay).await => then.into(),
-            Step::Wait { .. } => return,
+            // The create's delays are its own decision's (`Creating` holds the policy's backoff); the one
+            // backoff loop carries the wait out.
+            Step::Wait { delay, then } => match waits.after(Attempt::<()>::After(delay)).await {
+                Next::Stopped => return,
+                Next::Again | Next::Done(()) => then.into(),
+            },
             Step::Done => {
                 shared.breaker().success(breaker_turn.as_ref().map(|t| t.turn));
                 shared.progress.created();
@@ -140,9 +147,9 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
             Step::Fail { code, message, abort } => {
                 fail(shared, row, &code, &message).await;
                 if abort {
-                    shared.abort(format!("{code}: {message}"));
+                    shared.abort(Abort::Refused(format!("{code}: {message}")));
                 } else if let Some(reason) = shared.breaker().failure(&code) {
-                    shared.abort(reason);
+                    shared.abort(Abort::Breaker(reason));
                 }
                 return;
             }
@@ -152,12 +159,12 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
                     return;
                 }
                 // The intent stays open: the next run reconciles it.
-                tracing::warn!(line = row.line, key = %row.key, "giving up after {} attempts: {reason}", policy.attempts);
+                told::row::left_open(said(row), policy.attempts, &reason);
                 shared.progress.failed();
                 return;
             }
             Step::Abort { reason } => {
-                shared.abort(reason);
+                shared.abort(Abort::Refused(reason));
                 return;
             }
             Step::Unreadable { answer_to, status, missing, body } => {
@@ -189,7 +196,7 @@ async fn reconcile_step(
             Some(creating.after(Answer::Reconciled { adopted }))
         }
         Err(Halt::Api(e)) => {
-            tracing::warn!(line = row.line, key = %row.key, "could not reconcile yet: {e}");
+            told::row::not_reconciled(said(row), &e);
             // The server went away with the answer: it is the outage's, not a refusal the breaker counts.
             if matches!(e, ApiError::Unreachable { .. }) {
                 *unheard = false;
@@ -212,7 +219,7 @@ async fn send_step(
     match send(shared, row).await {
         Ok(()) => Some(creating.after(Answer::Created)),
         Err((Halt::Api(e), sent)) => {
-            log_failure(row, &e);
+            told::row::create_failed(said(row), &e);
             *unheard = matches!(e, ApiError::Uncertain { .. });
             Some(creating.after(Answer::CreateFailed(&e, sent)))
         }
@@ -223,7 +230,7 @@ async fn send_step(
 /// A lost answer counted by the breaker; true when that tripped it (the run is then aborted).
 fn counted_lost(shared: &Shared) -> bool {
     let tripped = shared.breaker().lost();
-    tripped.map(|reason| shared.abort(reason)).is_some()
+    tripped.map(|reason| shared.abort(Abort::Breaker(reason))).is_some()
 }
 
 /// An answer that cannot be read (docs/reference.md, "Fail closed"): kept in the ledger with its body, and the
@@ -237,7 +244,7 @@ async fn stop_unread(
     body: String,
 ) {
     let reason = decide::unreadable_stop(row.line, &row.key, answer_to, status, &missing);
-    tracing::error!(line = row.line, key = %row.key, "{reason}");
+    told::row::unreadable(said(row), &reason);
     let event = Event::Unreadable {
         key: row.key.clone(),
         fingerprint: row.fingerprint(),
@@ -248,25 +255,14 @@ async fn stop_unread(
         at: crate::ledger::Time::now(),
     };
     if shared.record(event).await.is_ok() {
-        shared.abort(reason);
+        shared.abort(Abort::Unreadable(reason));
     }
     shared.progress.failed();
 }
 
-fn log_failure(row: &PlannedRow, error: &ApiError) {
-    match error {
-        ApiError::Retryable { reason, .. } => tracing::debug!(line = row.line, key = %row.key, "retrying: {reason}"),
-        ApiError::Uncertain { reason } => {
-            tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
-        }
-        ApiError::Unreachable { reason } => {
-            tracing::debug!(line = row.line, key = %row.key, "not sent: the server cannot be reached ({reason})");
-        }
-        ApiError::Permanent { .. }
-        | ApiError::Fatal { .. }
-        | ApiError::Unreadable { .. }
-        | ApiError::Untrusted { .. } => {}
-    }
+/// How a row is named in what is said of it.
+fn said(row: &PlannedRow) -> told::Row<'_> {
+    told::Row { line: row.line, key: &row.key }
 }
 
 /// One create: the content shard (shared), the turn, the `intent` on disk, the request, and `created` on
@@ -295,10 +291,7 @@ async fn send(shared: &Shared, row: &PlannedRow) -> Result<(), (Halt, SystemTime
     };
     let sent_metadata = matches!(&row.request, LinkRequest::Classic(r) if !r.metadata.is_empty());
     if sent_metadata && link.metadata.is_none() && !shared.metadata_unheld.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            "the server answers links without their metadata (the API reference shows none): links are matched by \
-             content, and a webhook handler cannot rely on metadata"
-        );
+        told::row::metadata_unheld();
     }
     let created = Event::Created {
         key: row.key.clone(),
@@ -315,7 +308,7 @@ async fn replaced(shared: &Shared, row: &PlannedRow, old: &str) -> bool {
     match replace_link(shared, row, old).await {
         Ok(done) => done,
         Err(e) => {
-            tracing::warn!(line = row.line, key = %row.key, link = %old, "could not replace the link: {e}");
+            told::row::not_replaced(said(row), old, &e);
             false
         }
     }
@@ -333,7 +326,7 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
     };
     let (key, link_id, at) = (row.key.clone(), old.to_owned(), crate::ledger::Time::now());
     if let Replace::Refuse(reason) = decide::replace(old, payment.as_ref()) {
-        tracing::warn!(line = row.line, key = %row.key, "{reason}");
+        told::row::replace_refused(said(row), &reason);
         shared.record(Event::ReplaceRefused { key, link_id, reason, at }).await?;
         return Ok(false);
     }
@@ -345,7 +338,7 @@ async fn replace_link(shared: &Shared, row: &PlannedRow, old: &str) -> Result<bo
     shared
         .record(Event::Deleted { key: row.key.clone(), link_id: old.to_owned(), at: crate::ledger::Time::now() })
         .await?;
-    tracing::info!(line = row.line, key = %row.key, link = %old, "deleted the changed row's old link");
+    told::row::old_link_deleted(said(row), old);
     Ok(true)
 }
 
@@ -365,14 +358,14 @@ async fn refresh_one(shared: &Shared, row: &PlannedRow, link_id: &str) {
         }
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(line = row.line, key = %row.key, link = %link_id, "could not refresh: {e}");
+            told::row::not_refreshed(said(row), link_id, &e);
             shared.progress.failed();
         }
     }
 }
 
 async fn fail(shared: &Shared, row: &PlannedRow, code: &str, message: &str) {
-    tracing::warn!(line = row.line, key = %row.key, code, "failed: {message}");
+    told::row::failed(said(row), code, message);
     let _ = shared
         .record(Event::Failed {
             key: row.key.clone(),

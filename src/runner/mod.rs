@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `rows` | the input streamed through the plan (a planner thread) |
 //! | `survey` | the counts of what a run would do, the account's cap, the output drafted on the way |
-//! | `shared` | what the workers share: throttle turns, the key's probe, the breaker's places, the stop, the retry loop for reads |
+//! | `shared` | what the workers share: throttle turns, the key's probe, the outage's gate, the breaker's places, the stop and the ordered abort, reads round the one backoff loop |
 //! | `dispatch` | workers, the create loop, updates, deletes and reads by id |
 //! | `reconcile` | finding and adopting the link of an uncertain request |
 //! | `pages` | `refresh` by pages of the list endpoint, before the reads by id |
@@ -32,6 +32,7 @@ use std::time::Instant;
 
 pub use crate::decide::Work;
 pub use held::Held;
+pub use pages::Wanted;
 pub use reconcile::CLOCK_SKEW;
 pub use report::{
     MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
@@ -47,11 +48,12 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::rows::for_each_row;
 use crate::stop::Stop;
+use crate::told;
 use dispatch::Job;
 use shared::Shared;
 
 /// Options of `run` beyond the plan.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RunOptions {
     /// Show a progress bar (on a terminal) or periodic log lines.
     pub progress: bool,
@@ -61,6 +63,9 @@ pub struct RunOptions {
     pub draft: Option<OutputPass>,
     /// The input as the survey read it: a run whose input changes under it stops before sending more.
     pub input: Option<crate::input::Stamp>,
+    /// Write the output at the end; false when a pass after the run writes it (the delivery after
+    /// `deliver --remind`'s refresh), so the input is not read for it twice.
+    pub output: bool,
 }
 
 /// Runs a plan to the end (or to a stop), then writes the output.
@@ -68,7 +73,7 @@ pub async fn run(
     plan: Plan,
     client: Client,
     book: Book,
-    survey: Survey,
+    mut survey: Survey,
     stop: Arc<Stop>,
     options: RunOptions,
 ) -> Result<Summary, anyhow::Error> {
@@ -76,15 +81,9 @@ pub async fn run(
     let work = options.work.for_api(plan.api());
     let (start_line, refresh_since) = mark_start(&book, work).await?;
     say_unapplied(options.work, work);
-    tracing::info!(
-        job = %plan.name(),
-        rows = survey.rows,
-        new = survey.new,
-        existing = survey.existing,
-        uncertain = survey.uncertain,
-        conflict = survey.conflict,
-        rejected = survey.rejected,
-        "starting"
+    told::run::starting(
+        plan.name(),
+        [survey.rows, survey.new, survey.existing, survey.uncertain, survey.conflict, survey.rejected],
     );
     let total = match work {
         Work::Refresh { .. } => survey.existing + survey.conflict,
@@ -97,18 +96,14 @@ pub async fn run(
     let concurrency = plan.concurrency();
     let breaker = plan.retry().breaker;
     if !work.is_refresh() && total > 0 && concurrency > breaker as usize {
-        tracing::warn!(
-            "at most {breaker} creates are in flight at once ([retry] breaker = {breaker}), though concurrency is \
-             {concurrency}: so that no more than {breaker} refusals of one kind reach the server. Raise [retry] \
-             breaker to send more at once"
-        );
+        told::run::breaker_caps(breaker, concurrency);
     }
     // Nothing to send (a finished job run again): no dispatch pass over the input at all.
     let idle = total == 0 && survey.uncertain == 0;
     if !idle {
         // The server's time, before the windows are counted from the ledger's requests (recorded in it).
         if let Err(e) = client.read_clock().await {
-            tracing::debug!("could not read the server's clock yet: {e}");
+            told::run::clock_unread(&e);
         }
     }
     let shared = Arc::new(Shared::new(plan, client, book, stop, progress));
@@ -123,11 +118,17 @@ pub async fn run(
     let retirement = if work.retires() { Some(retire::retire(&shared).await?) } else { None };
     if !idle && !shared.stop.is_stopped() {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
-        if work.is_refresh() && !work.by_id() {
-            pages::refresh_by_pages(&shared, refresh_since).await?;
+        // A refresh by pages that found every link it wanted has nothing left to read by id: no pass over the
+        // input for it.
+        let by_id = !work.is_refresh()
+            || work.by_id()
+            || pages::refresh_by_pages(&shared, std::mem::take(&mut survey.wanted)).await;
+        if by_id {
+            let producer = Producer { shared: shared.clone(), work, refresh_since, input: options.input };
+            tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
+        } else {
+            drop(queue);
         }
-        let producer = Producer { shared: shared.clone(), work, refresh_since, input: options.input };
-        tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
         for worker in workers {
             let _ = worker.await;
         }
@@ -136,8 +137,9 @@ pub async fn run(
     // An aborted task lets go of what it holds only once awaited.
     let _ = ticker.await;
     shared.progress.finish();
-    let shared = Arc::into_inner(shared).ok_or_else(|| anyhow::anyhow!("a worker outlived the run"))?;
-    let mut summary = finish(shared, work, start_line, options.draft.filter(|_| idle), started, options.input).await?;
+    let shared = Arc::into_inner(shared).ok_or_else(told::run::worker_outlived)?;
+    let ends = Ends { work, start_line, draft: options.draft.filter(|_| idle), output: options.output };
+    let mut summary = finish(shared, ends, started, options.input).await?;
     summary.retirement = retirement;
     Ok(summary)
 }
@@ -149,12 +151,7 @@ fn input_changed(plan: &Plan, before: Option<&crate::input::Stamp>) -> Option<St
         Ok(now) => now.change_since(before)?,
         Err(_) => "it can no longer be read",
     };
-    Some(format!(
-        "the input {} changed while the run read it ({why}): nothing more was sent, and the output was not written \
-         (it would name the new file's rows). Every link made is in the ledger; the next run starts from the file \
-         as it is then",
-        plan.input_path().display()
-    ))
+    Some(told::run::input_changed(plan.input_path(), why))
 }
 
 /// Answers kept because an earlier run could not read them, read again with this linkbatch's parsers: a
@@ -173,7 +170,7 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger:
         if index.is_claimed(&link.id) {
             continue;
         }
-        tracing::info!(key = %key, link = %link.id, "the answer kept in the ledger can be read now: adopted its link");
+        told::row::adopted_kept(&key, &link.id);
         let event = Event::Adopted {
             key,
             link_id: link.id,
@@ -190,16 +187,7 @@ pub fn adopt_kept_answers(index: &mut Index, api: crate::terms::ApiKind, ledger:
 
 /// The flags `asked` that the job's API cannot carry out (`done` is the work it can): said, once.
 fn say_unapplied(asked: Work, done: Work) {
-    if asked.replaces() && !done.replaces() {
-        tracing::warn!(
-            "--replace-changed needs the classic API (Links+ has no delete): conflicts are reported, not replaced"
-        );
-    }
-    if asked.updates() && !done.updates() {
-        tracing::warn!(
-            "--update-changed needs the classic API (Links+ has no update): conflicts are reported, not changed"
-        );
-    }
+    told::run::unapplied(asked.replaces() && !done.replaces(), asked.updates() && !done.updates());
 }
 
 /// The ledger's mark of this run: a `run` event (links after it are this run's), or for `refresh` a
@@ -209,7 +197,7 @@ async fn mark_start(book: &Book, work: Work) -> Result<(u64, u64), LedgerError> 
     if work.is_refresh() {
         let unfinished = book.index().unfinished_refresh;
         let since = if let Some(line) = unfinished {
-            tracing::info!("resuming the refresh interrupted at ledger line {line}");
+            told::run::refresh_resumed(line);
             line
         } else {
             book.record(Event::RefreshStarted { at: crate::ledger::Time::now() }).await?;
@@ -241,7 +229,7 @@ impl Producer {
         let changed = || {
             let why = input_changed(&shared.plan, self.input.as_ref())
                 .or_else(|| shared.book.check_in_place().err().map(|e| e.to_string()));
-            why.inspect(|why| shared.abort(why.clone())).is_some()
+            why.inspect(|why| shared.abort(decide::Abort::Changed(why.clone()))).is_some()
         };
         for_each_row(&shared.plan, &mut reader, None, |row| {
             let Ok(row) = row else {
@@ -273,13 +261,20 @@ pub async fn record_output(book: &Book, path: &std::path::Path) -> Result<(), Le
     Ok(())
 }
 
+/// How a run ends: its work, where it started in the ledger, the survey's draft, and whether it writes the
+/// output.
+struct Ends {
+    work: Work,
+    start_line: u64,
+    draft: Option<OutputPass>,
+    output: bool,
+}
+
 /// After the workers: the refresh's end mark, the output (the survey's draft when nothing was sent), and
 /// the summary.
 async fn finish(
     shared: Shared,
-    work: Work,
-    start_line: u64,
-    draft: Option<OutputPass>,
+    Ends { work, start_line, draft, output }: Ends,
     started: Instant,
     input: Option<crate::input::Stamp>,
 ) -> anyhow::Result<Summary> {
@@ -287,15 +282,17 @@ async fn finish(
     let changed = input_changed(&shared.plan, input.as_ref())
         .or_else(|| shared.book.check_in_place().err().map(|e| e.to_string()));
     if let Some(why) = &changed {
-        shared.abort(why.clone());
+        shared.abort(decide::Abort::Changed(why.clone()));
     }
-    let aborted = shared.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let aborted = shared.aborted();
     let interrupted = shared.stop.is_stopped() && aborted.is_none();
     if work.is_refresh() && !shared.stop.is_stopped() {
         shared.book.record(Event::RefreshFinished { at: crate::ledger::Time::now() }).await?;
     }
     let pace = pace_note(&shared);
     let written = match draft {
+        // Another pass writes it.
+        _ if !output => None,
         // The input is another file now: an output from it would hide what was sent. The draft is dropped
         // (and its file with it).
         _ if changed.is_some() => None,
@@ -311,7 +308,7 @@ async fn finish(
     // An output that cannot be written (a full disk) aborts the run, after any cause met before it: the
     // summary still says what was made.
     let (written, aborted) = match written {
-        Some(Err(e)) => (None, Some(first_cause(aborted.as_ref(), &e))),
+        Some(Err(e)) => (None, Some(told::run::then_output(aborted.as_ref(), &e))),
         written => (written.and_then(Result::ok), aborted),
     };
     if written.is_some() {
@@ -338,28 +335,8 @@ async fn finish(
     })
 }
 
-/// An error met after the run was aborted comes second to the abort's reason (a full disk stops the ledger
-/// first, then the output): the first cause is the one a user acts on.
-fn first_cause(aborted: Option<&String>, error: &anyhow::Error) -> String {
-    match aborted {
-        Some(reason) => format!("{reason}; then the output could not be written either: {error:#}"),
-        None => format!("{error:#}"),
-    }
-}
-
 /// What the summary says of the rates, when they were not the job's.
 fn pace_note(shared: &Shared) -> Option<String> {
     let learned = shared.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let (kept, job) = (shared::rates_text(&shared.throttle.rates()), shared::rates_text(shared.plan.rates()));
-    if learned.is_empty() {
-        return shared
-            .learned_before
-            .then(|| format!("kept to {kept}, learned on an earlier run (job: {job}; --limit starts afresh)"));
-    }
-    let windows: Vec<String> = learned.iter().map(|l| format!("{} as {}", l.was, l.now)).collect();
-    Some(format!(
-        "the server holds {} (429s although every window was kept): kept to {kept}, recorded in the ledger for the \
-         next run (job: {job})",
-        windows.join(", ")
-    ))
+    told::run::pace(&learned, shared.learned_before, &shared.throttle.rates(), shared.plan.rates())
 }

@@ -10,54 +10,32 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::ApiError;
 use crate::api::shape::Listed;
-use crate::decide::{self, Task, Work};
 use crate::ledger::Event;
-use crate::request::LinkRequest;
 use crate::row_key::RowKey;
 use crate::terms::Payment;
+use crate::told;
 
 use super::shared::{Shared, with_retries};
-use crate::rows::for_each_row;
 
 /// Links are listed from this long before the job's first create: the server's clock may run behind ours.
 const CLOCK_SKEW: Duration = Duration::from_mins(10);
 
 /// The links that want reading, by id with their rows' keys; one group per Links+ team (classic: one).
-type Wanted = BTreeMap<Option<u64>, HashMap<String, RowKey>>;
+pub type Wanted = BTreeMap<Option<u64>, HashMap<String, RowKey>>;
 
-/// Reads the payment state of every link the pages give, for the rows `refresh` would read.
-pub(super) async fn refresh_by_pages(shared: &Arc<Shared>, refresh_since: u64) -> anyhow::Result<()> {
-    let wanted = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || wanted(&shared, refresh_since)).await??
-    };
+/// Reads the payment state of every link the pages give, of those the survey found wanting a read
+/// (`wanted`); true when some are left for the reads by id.
+pub(super) async fn refresh_by_pages(shared: &Arc<Shared>, wanted: Wanted) -> bool {
     let first = shared.index().sent().min();
     let since = first.and_then(|at| at.system().checked_sub(CLOCK_SKEW)).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut left = false;
     for (team, mut links) in wanted {
         let listed = links.len();
         read_pages(shared, since, team, &mut links).await;
-        tracing::info!(listed, by_id = links.len(), "links read from the list pages; the rest are read one by one");
+        told::pages::listed(listed, links.len());
+        left |= !links.is_empty();
     }
-    Ok(())
-}
-
-fn wanted(shared: &Shared, refresh_since: u64) -> anyhow::Result<Wanted> {
-    let mut reader = shared.plan.reader()?;
-    let mut wanted = Wanted::new();
-    for_each_row(&shared.plan, &mut reader, None, |row| {
-        let Ok(row) = row else { return true };
-        let index = shared.index();
-        let task = decide::task(Work::Refresh { by_id: false }, row, index.get(&row.key.id()), refresh_since, None);
-        if let Some(Task::Refresh(link)) = task {
-            let team = match &row.request {
-                LinkRequest::Plus(request) => Some(request.team_id),
-                LinkRequest::Classic(_) => None,
-            };
-            wanted.entry(team).or_default().insert(index.link_id(&link).to_owned(), row.key.clone());
-        }
-        !shared.stop.is_stopped()
-    });
-    Ok(wanted)
+    left
 }
 
 /// Pages through the list, recording each wanted link it finds and taking it out of `links`. It pages on
@@ -70,7 +48,7 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
             Ok(Some(page)) => page,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!("could not read the list of links ({e}): the rest are read one by one");
+                told::pages::list_failed(&e);
                 return;
             }
         };
@@ -84,7 +62,7 @@ async fn read_pages(shared: &Shared, since: SystemTime, team: Option<u64>, links
                 Ok(None) => return,
                 // Not read here: the row pass reads the link by id.
                 Err(e) => {
-                    tracing::warn!(link = %link_id, "could not read the link's charges from the list ({e})");
+                    told::pages::charges_unread(&link_id, &e);
                     continue;
                 }
             };

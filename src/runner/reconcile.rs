@@ -39,7 +39,7 @@ pub(super) async fn reconcile(shared: &Shared, row: &PlannedRow, intent: &OpenIn
             page.links.iter().find(|l| l.matches(&intent.request) && !index.is_claimed(&l.id)).cloned()
         };
         if let Some(link) = found {
-            tracing::info!(line = row.line, key = %row.key, link = %link.id, "adopted the link an uncertain request made");
+            crate::told::row::adopted(crate::told::Row { line: row.line, key: &row.key }, &link.id);
             shared
                 .record(Event::Adopted {
                     key: row.key.clone(),

@@ -48,7 +48,7 @@ impl Summary {
     pub fn outcome(&self) -> Outcome {
         let count = |s| self.counts.get(&s).copied().unwrap_or(0);
         if let Some(reason) = &self.aborted {
-            Outcome::Aborted(anyhow::anyhow!("aborted: {reason}"))
+            Outcome::Aborted(crate::told::run::aborted(reason))
         } else if self.interrupted {
             Outcome::Interrupted
         } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0
@@ -153,7 +153,7 @@ pub fn write_output(plan: &Plan, index: &Index, run_start: Option<u64>, payments
         }
     });
     if let Some(e) = error {
-        anyhow::bail!("cannot write output {}: {e}", plan.output_path().display());
+        return Err(crate::told::run::output_unwritable(plan.output_path(), &e));
     }
     pass.finish()
 }
@@ -181,7 +181,7 @@ impl OutputPass {
         let path = plan.output_path().to_owned();
         let shape = (plan.deliver().is_some(), plan.lifecycle().is_some());
         let writer = OutputWriter::create(&path, plan.extra_columns(), shape, columns)
-            .map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
+            .map_err(|e| crate::told::run::output_unwritable(&path, &e))?;
         Ok(OutputPass {
             writer,
             api: plan.api(),
@@ -219,7 +219,7 @@ impl OutputPass {
     /// Puts the file in place; returns the rows per status, and the payment totals when asked for.
     pub fn finish(self) -> anyhow::Result<Written> {
         let path = self.path;
-        self.writer.finish().map_err(|e| anyhow::anyhow!("cannot write output {}: {e}", path.display()))?;
+        self.writer.finish().map_err(|e| crate::told::run::output_unwritable(&path, &e))?;
         Ok((self.counts, self.payments.then_some(self.totals)))
     }
 }

@@ -17,6 +17,8 @@ use crate::plan::Lifecycle;
 use crate::row_key::RowKey;
 use crate::rows::for_each_row;
 use crate::terms::{Payment, RetireReason};
+use crate::told;
+use crate::wait::{Attempt, Next, Retrying};
 
 use super::pages::completed;
 use super::reconcile::CLOCK_SKEW;
@@ -75,7 +77,7 @@ pub(super) async fn retire(shared: &Arc<Shared>) -> anyhow::Result<Retirement> {
         tokio::task::spawn_blocking(move || in_input(&shared)).await??
     };
     if rules.prune && !input.complete {
-        tracing::warn!("some input rows have no readable key: nothing is pruned this time (fix those rows first)");
+        told::retire::prune_skipped();
     }
     let prune = rules.prune && input.complete;
     let mut candidates = candidates(shared, &input, prune)?;
@@ -90,7 +92,7 @@ pub(super) async fn retire(shared: &Arc<Shared>) -> anyhow::Result<Retirement> {
             Ok(true) => *done.retired.entry(reason).or_default() += 1,
             Ok(false) => done.left += 1,
             Err(e) => {
-                tracing::warn!(key = %candidate.key, link = %candidate.link_id, "could not retire the link: {e}");
+                told::retire::not_retired(&candidate.key, &candidate.link_id, &e);
                 done.left += 1;
             }
         }
@@ -137,7 +139,7 @@ fn candidates(shared: &Shared, input: &InInput, prune: bool) -> anyhow::Result<V
             // judged as if it were: only its age counts.
             (key, if prune { RowNow::Gone } else { RowNow::Present(None) })
         } else {
-            tracing::warn!(link = %link_id, "the ledger names no key for this link: it is left as it is");
+            told::retire::keyless(&link_id);
             continue;
         };
         candidates.push(Candidate { key, link_id, retiring, row });
@@ -186,7 +188,7 @@ async fn read_pages(shared: &Shared, wanted: &HashMap<String, Candidate>) -> Vec
             Ok(Some(page)) => page,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!("could not read the list of links ({e}): the rest are read one by one");
+                told::pages::list_failed(&e);
                 break;
             }
         };
@@ -227,12 +229,7 @@ async fn judge(
                 *done.retired.entry(reason).or_default() += 1;
             }
         } else {
-            tracing::warn!(
-                key = %candidate.key,
-                link = %candidate.link_id,
-                "the link was deleted outside linkbatch: the row keeps its status; `linkbatch recover` or \
-                 `--replace-changed` can give it a new link"
-            );
+            told::retire::deleted_outside(&candidate.key, &candidate.link_id);
         }
         return;
     }
@@ -255,7 +252,7 @@ async fn judge(
 }
 
 fn unread(candidate: &Candidate, error: &ApiError, done: &mut Retirement) {
-    tracing::warn!(key = %candidate.key, link = %candidate.link_id, "could not read the link: {error}");
+    told::retire::unread(&candidate.key, &candidate.link_id, error);
     if candidate.retiring.is_some() {
         done.left += 1;
     }
@@ -275,7 +272,7 @@ async fn end(shared: &Shared, candidate: &Candidate, reason: RetireReason) -> Re
             return Ok(false);
         }
     }
-    let mut delays = shared.plan.retry().delays();
+    let mut retrying = Retrying::new(&shared.stop, shared.plan.retry().delays());
     loop {
         let Some(turn) = shared.turn().await else { return Ok(false) };
         let answer = shared.sent(turn, shared.client.delete(&candidate.link_id)).await;
@@ -293,10 +290,10 @@ async fn end(shared: &Shared, candidate: &Candidate, reason: RetireReason) -> Re
             AfterDelete::Again => {}
         }
         let error = answer.err().unwrap_or(ApiError::Uncertain { reason: "not deleted".into() });
-        match decide::retry_read(&error, &mut delays) {
-            Some(delay) if shared.stop.sleep(delay).await => {}
-            Some(_) => return Ok(false),
-            None => return Err(error),
+        match retrying.after(Attempt::after(decide::read_again(&error), error)).await {
+            Next::Again => {}
+            Next::Done(error) => return Err(error),
+            Next::Stopped => return Ok(false),
         }
     }
 }
@@ -307,7 +304,7 @@ async fn retired(shared: &Shared, candidate: &Candidate, reason: RetireReason) -
         Event::Retired { key: candidate.key.clone(), link_id: candidate.link_id.clone(), reason, at: Time::now() };
     let ok = shared.record(event).await.is_ok();
     if ok {
-        tracing::info!(key = %candidate.key, link = %candidate.link_id, reason = reason.name(), "retired the link");
+        told::retire::retired(&candidate.key, &candidate.link_id, reason.name());
     }
     ok
 }

@@ -1,7 +1,7 @@
 //! What a run's workers share: the plan, the client, the throttle and what it learns, the ledger and its
-//! index, the locks (content shards, the key's probe, the breaker's places), the stop and the abort reason,
-//! and the one retry loop for reads. Below the per-task work (`dispatch`, `pages`, `reconcile`), which
-//! all use it; it uses none of them.
+//! index, the locks (content shards, the key's probe, the breaker's places), the outage's gate, the stop
+//! and the ordered abort reason, and `with_retries` (reads and deletes round the one backoff loop, `wait`).
+//! Below the per-task work (`dispatch`, `pages`, `reconcile`), which all use it; it uses none of them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,8 @@ use crate::progress::Progress;
 use crate::request::LinkRequest;
 use crate::stop::Stop;
 use crate::throttle::{Lesson, Throttle};
+use crate::told;
+use crate::wait::{Attempt, Gate, Next, Outages, Retrying};
 
 /// Why a step could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,7 @@ pub(super) struct Shared {
     /// of the same content is in flight, so it can never adopt a link another key is about to record.
     content: Vec<RwLock<()>>,
     pub(super) stop: Arc<Stop>,
-    pub(super) aborted: Mutex<Option<String>>,
+    aborted: Mutex<Option<decide::Abort>>,
     pub(super) requests: AtomicU64,
     pub(super) progress: Progress,
     /// Until one request has been answered without a fatal error (a wrong key's 401), requests go one at
@@ -51,10 +53,8 @@ pub(super) struct Shared {
     verified: AtomicBool,
     /// Stops dispatch when every row gets the same refusal.
     breaker: Mutex<decide::Breaker>,
-    /// The server cannot be reached: since when, and what the next request does.
-    outage: Mutex<decide::Outage>,
-    /// Held by the one request that probes an absent server; the others wait for its answer.
-    outage_probe: tokio::sync::Mutex<()>,
+    /// The server cannot be reached: since when, and the one probe that may go meanwhile.
+    outages: Outages,
     /// Creates hold it for reading (at most the breaker's limit at once) from their send until the breaker
     /// has heard their answer; after a refusal a create takes it for writing, alone. So the refusals of one
     /// code that reach the server never pass the breaker's limit, whatever the concurrency.
@@ -98,11 +98,7 @@ impl Shared {
         let (rates, learned_before) =
             decide::starting_rates(plan.rates(), plan.rates_from_flags(), index.learned.as_ref());
         if learned_before {
-            tracing::warn!(
-                "keeping to {}, learned from a 429 on an earlier run (the job says {}; --limit starts afresh)",
-                rates_text(&rates),
-                rates_text(plan.rates())
-            );
+            told::run::keeping_learned(&rates, plan.rates());
         }
         let throttle = Throttle::new(&rates);
         // Requests are recorded in the server's time, and its windows are counted in it.
@@ -112,12 +108,7 @@ impl Shared {
         let breaker = Mutex::new(decide::Breaker::new(limit));
         Shared {
             refusals: tokio::sync::RwLock::with_max_readers((), limit),
-            outage: Mutex::new(decide::Outage::new(
-                plan.retry().outage,
-                plan.retry().base_delay,
-                plan.retry().max_delay,
-            )),
-            outage_probe: tokio::sync::Mutex::new(()),
+            outages: Outages::new(plan.retry().outage, plan.retry().base_delay, plan.retry().max_delay),
             plan,
             client,
             throttle,
@@ -147,10 +138,7 @@ impl Shared {
             // its clock, and is asked again before the next create.
             let answered = self.client.read_clock().await.is_ok();
             if answered && clock.now().is_none() && !self.clockless.swap(true, Ordering::SeqCst) {
-                tracing::warn!(
-                    "the server's answers carry no Date: requests are recorded in the host's time, and an uncertain \
-                     request is found only if the host's clock agrees with the server's"
-                );
+                told::run::clockless();
             }
         }
         clock.now_or_host()
@@ -194,48 +182,35 @@ impl Shared {
     pub(super) async fn record(&self, event: Event) -> Result<(), LedgerError> {
         let recorded = self.book.record(event).await;
         if let Err(e) = &recorded {
-            self.abort(e.to_string());
+            self.abort(decide::Abort::Ledger(e.to_string()));
         }
         recorded
     }
 
-    pub(super) fn abort(&self, reason: String) {
+    /// Stops the run for `reason`; a graver reason met later replaces it.
+    pub(super) fn abort(&self, reason: decide::Abort) {
         let mut aborted = self.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        aborted.get_or_insert(reason);
+        *aborted = Some(decide::Abort::graver(aborted.take(), reason));
         self.stop.stop();
     }
 
-    /// While the server is away: waits for the outage's probe, then backs off and returns it held (this
-    /// request is the one probe); `Some(None)` once the server answers again; `None` once stopped, or when
-    /// the server has been away for `[retry] outage` (the run is then aborted).
-    async fn outage_turn(&self) -> Option<Option<tokio::sync::MutexGuard<'_, ()>>> {
-        if !self.outage().is_away() {
-            return Some(None);
-        }
-        let guard = tokio::select! {
-            guard = self.outage_probe.lock() => guard,
-            () = self.stop.stopped() => return None,
-        };
-        let next = self.outage().next(std::time::SystemTime::now());
-        match next {
-            decide::Away::Up => Some(None),
-            decide::Away::Probe(wait) => self.stop.sleep(wait).await.then_some(Some(guard)),
-            decide::Away::GiveUp(reason) => {
-                self.abort(reason);
-                None
-            }
-        }
-    }
-
-    fn outage(&self) -> std::sync::MutexGuard<'_, decide::Outage> {
-        // A time, a count and a reason: a panic elsewhere cannot leave them half-written.
-        self.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Why the run was aborted, if it was.
+    pub(super) fn aborted(&self) -> Option<String> {
+        let aborted = self.aborted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        aborted.as_ref().map(|abort| abort.reason().to_owned())
     }
 
     /// Waits out an outage, then for the probe (while the key is unproven) and a place under the limits;
     /// `None` once stopped.
     pub(super) async fn turn(&self) -> Option<Turn<'_>> {
-        let outage = self.outage_turn().await?;
+        let outage = match self.outages.gate(&self.stop).await {
+            Gate::Go(probe) => probe,
+            Gate::Stopped => return None,
+            Gate::GaveUp(reason) => {
+                self.abort(decide::Abort::Outage(reason));
+                return None;
+            }
+        };
         let probe = if self.verified.load(Ordering::SeqCst) {
             None
         } else {
@@ -271,42 +246,25 @@ impl Shared {
     ) -> Result<T, ApiError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let result = send.await;
-        let now = std::time::SystemTime::now();
+        self.outages.hear(&result);
         match &result {
-            Err(ApiError::Unreachable { reason }) => {
-                if self.outage().away(now, reason) {
-                    let limit = self.outage().limit();
-                    tracing::warn!(
-                        "the server cannot be reached ({reason}): every worker waits for it, one probe at a time, for \
-                         at most {} ([retry] outage)",
-                        humantime::format_duration(limit)
-                    );
-                }
-                return result;
-            }
+            Err(ApiError::Unreachable { .. }) => return result,
             // Nothing will be sent until the host trusts the server's CA.
             Err(error @ ApiError::Untrusted { .. }) => {
-                self.abort(error.to_string());
+                self.abort(decide::Abort::Refused(error.to_string()));
                 return result;
             }
-            _ => {
-                if let Some(away) = self.outage().back(now) {
-                    tracing::warn!("the server answers again, after {:.1}s away", away.as_secs_f64());
-                }
-            }
+            _ => {}
         }
         match &result {
             // Abort before the turn is released: no other worker may send with a key the server refused.
-            Err(ApiError::Fatal { code, message }) => self.abort(format!("{code}: {message}")),
+            Err(ApiError::Fatal { code, message }) => self.abort(decide::Abort::Refused(format!("{code}: {message}"))),
             Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
                 self.verified.store(true, Ordering::SeqCst);
                 self.throttle.pause(retry_after.unwrap_or(self.plan.retry().base_delay));
                 match self.throttle.learn(turn.at, *retry_after) {
                     Some(Lesson::Window(learned)) => self.keep_learned(learned).await,
-                    Some(Lesson::Margin(extra)) => tracing::info!(
-                        "a 429 no window explains: the server saw requests closer together than they left; \
-                         every window keeps {extra:?} more margin from now on"
-                    ),
+                    Some(Lesson::Margin(extra)) => told::run::margin(extra),
                     None => {}
                 }
             }
@@ -319,12 +277,7 @@ impl Shared {
     /// ledger that cannot take it aborts the run like any other ledger failure.
     async fn keep_learned(&self, learned: crate::throttle::Learned) {
         let rates = self.throttle.rates();
-        tracing::warn!(
-            "a 429 although every window was kept: the server holds {} as {}; keeping to {} from now on",
-            learned.was,
-            learned.now,
-            rates_text(&rates)
-        );
+        told::run::learned(&learned.was, &learned.now, &rates);
         self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(learned);
         let event = Event::Learned {
             job_rates: self.plan.rates().to_vec(),
@@ -337,29 +290,24 @@ impl Shared {
     }
 }
 
-/// Rates as a user writes them: `10/s 1000/h`.
-pub(super) fn rates_text(rates: &[crate::rate::Rate]) -> String {
-    rates.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
-}
-
-/// Sends an idempotent request (a read or a delete) with its turn and the retry policy. `Ok(None)` when the
-/// run stops first; an error when it is permanent, fatal, or the retries ran out.
+/// Sends an idempotent request (a read or a delete) with its turn, round the one backoff loop. `Ok(None)`
+/// when the run stops first; an error when it is permanent, fatal, or the retries ran out.
 pub(super) async fn with_retries<T, F, Fut>(shared: &Shared, mut send: F) -> Result<Option<T>, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
-    let mut delays = shared.plan.retry().delays();
+    let mut retrying = Retrying::new(&shared.stop, shared.plan.retry().delays());
     loop {
         let Some(turn) = shared.turn().await else { return Ok(None) };
-        let error = match shared.sent(turn, send()).await {
-            Ok(value) => return Ok(Some(value)),
-            Err(e) => e,
+        let attempt = match shared.sent(turn, send()).await {
+            Ok(value) => Attempt::Done(Ok(Some(value))),
+            Err(error) => Attempt::after(decide::read_again(&error), Err(error)),
         };
-        match decide::retry_read(&error, &mut delays) {
-            Some(delay) if shared.stop.sleep(delay).await => {}
-            Some(_) => return Ok(None),
-            None => return Err(error),
+        match retrying.after(attempt).await {
+            Next::Again => {}
+            Next::Done(answer) => return answer,
+            Next::Stopped => return Ok(None),
         }
     }
 }

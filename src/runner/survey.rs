@@ -4,13 +4,15 @@
 
 use std::collections::BTreeSet;
 
-use crate::decide::{Disposition, disposition};
+use crate::decide::{Disposition, Task, Work, disposition};
 use crate::input::InputReader;
-use crate::ledger::Index;
-use crate::plan::{Plan, RowError};
+use crate::ledger::{Index, KeyState};
+use crate::plan::{Plan, PlannedRow, RowError};
 use crate::request::LinkRequest;
+use crate::told;
 
 use super::held::{Held, Holding};
+use super::pages::Wanted;
 use super::report::OutputPass;
 use crate::rows::for_each_row;
 
@@ -45,6 +47,9 @@ pub struct Survey {
     pub rejected: u64,
     /// Links+ (team, template) pairs the rows to send use, checked before the first create.
     pub templates: BTreeSet<(u64, u64)>,
+    /// For a refresh by pages: the links that want reading, gathered on the survey's pass so the refresh
+    /// reads the input no second time for them.
+    pub wanted: Wanted,
 }
 
 impl Survey {
@@ -61,40 +66,31 @@ impl Survey {
 /// The links of the job's earlier inputs count too; with `retire_first`, not those `[lifecycle]` ends first.
 pub fn check_cap(plan: &Plan, survey: &Survey, retire_first: bool) -> Result<(), anyhow::Error> {
     let held = survey.active_once_run(retire_first);
-    let freed = if retire_first && survey.held.due_total() > 0 {
-        format!(" (after the {} links [lifecycle] retires first)", survey.held.due_total())
-    } else {
-        String::new()
-    };
-    let elsewhere = match survey.held.elsewhere {
-        0 => String::new(),
-        n => format!(", {n} of them from rows not in this input"),
-    };
+    let freed = (retire_first && survey.held.due_total() > 0).then(|| survey.held.due_total());
     match plan.active_links() {
-        Some(cap) if held > cap => Err(anyhow::anyhow!(
-            "the job would hold {held} active links{freed}{elsewhere}, and the account holds at most {cap} \
-             ([limits] active_links): {} would be refused. Retire links ([lifecycle] and `run --retire`), split \
-             the job, make single-use links, or ask Omise support to raise the limit; nothing was sent",
-            held - cap
-        )),
+        Some(cap) if held > cap => Err(told::run::over_cap(held, cap, freed, survey.held.elsewhere)),
         _ => Ok(()),
     }
 }
 
 /// Counts what a run would do, without sending anything.
 pub fn survey(plan: &Plan, reader: &mut InputReader, index: &Index) -> (Survey, Vec<RowError>) {
-    let (survey, rejections, _) = survey_drafting(plan, reader, index, None);
+    let (survey, rejections, _) = survey_drafting(plan, reader, index, None, None);
     (survey, rejections)
 }
 
 /// [`survey`], writing the output on the way for as long as every row is settled (its link exists, or it
 /// conflicts, or it is rejected). When the whole input is settled the run has nothing to send, and the
 /// draft (as of ledger line `index.lines`) is its output: a finished job run again reads its input once.
+///
+/// `pages`: for a refresh by pages, the ledger line its reading starts after (`decide::task`'s
+/// `refresh_since`): the links it would read are gathered into `Survey::wanted`.
 pub fn survey_drafting(
     plan: &Plan,
     reader: &mut InputReader,
     index: &Index,
     mut draft: Option<OutputPass>,
+    pages: Option<u64>,
 ) -> (Survey, Vec<RowError>, Option<OutputPass>) {
     let mut survey = Survey::default();
     let mut rejections = Vec::new();
@@ -113,6 +109,9 @@ pub fn survey_drafting(
             Ok(row) => {
                 let state = index.get(&row.key.id());
                 holding.row(row, state, &mut survey.held);
+                if let Some(since) = pages {
+                    want(row, state, index, since, &mut survey.wanted);
+                }
                 let disposition = disposition(row, state);
                 // A single-use link stops counting against the account's cap once paid.
                 let paid = || state.and_then(|s| s.payment()).is_some_and(|(p, _)| crate::decide::is_paid(p));
@@ -153,11 +152,23 @@ pub fn survey_drafting(
         if let Some(pass) = &mut draft
             && let Err(e) = pass.row(row, disposition, index)
         {
-            tracing::debug!("dropped the output draft: {e}");
+            told::run::draft_dropped(&e);
             draft = None;
         }
         true
     });
     holding.finish(plan, index, &mut survey.held);
     (survey, rejections, draft)
+}
+
+/// The row's link, if a refresh by pages would read it (`decide::task`'s rule).
+fn want(row: &PlannedRow, state: Option<&KeyState>, index: &Index, since: u64, wanted: &mut Wanted) {
+    let Some(Task::Refresh(link)) = crate::decide::task(Work::Refresh { by_id: false }, row, state, since, None) else {
+        return;
+    };
+    let team = match &row.request {
+        LinkRequest::Plus(request) => Some(request.team_id),
+        LinkRequest::Classic(_) => None,
+    };
+    wanted.entry(team).or_default().insert(index.link_id(&link).to_owned(), row.key.clone());
 }
