@@ -112,19 +112,27 @@ fn every_recording_is_read_by_the_parsers() {
     }
 }
 
-/// The copies in the tree are the recordings in `shared/` byte for byte, when `shared/` is beside the
-/// checkout (it is in CI).
+/// The copies in the tree are the recordings byte for byte: `SHA256SUMS` beside them was written when they
+/// were copied (and checked then against the originals), and every recording in the folder is in it.
 #[test]
 fn the_copies_are_the_recordings() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/omise-fixtures");
-    let Ok(entries) = std::fs::read_dir(&shared) else { return };
-    for entry in entries {
-        let name = entry.unwrap().file_name();
-        let original = std::fs::read(shared.join(&name)).unwrap();
-        if name == "README.md" {
-            continue;
-        }
-        assert_eq!(std::fs::read(fixtures().join(&name)).ok(), Some(original), "{name:?}");
+    use sha2::Digest as _;
+    let sums = fixture("SHA256SUMS");
+    let mut listed = std::collections::BTreeSet::new();
+    for line in sums.lines() {
+        let (sum, name) = line.split_once("  ").unwrap_or_else(|| panic!("not a sha256sum line: {line}"));
+        let bytes = std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let digest = sha2::Sha256::digest(&bytes).iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+        assert_eq!(digest, sum, "{name} is not the recording it was copied from");
+        listed.insert(name.to_owned());
+    }
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(listed.contains(&name) || ["README.md", "SHA256SUMS"].contains(&name.as_str()), "{name} has no sum");
     }
 }
 
