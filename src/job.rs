@@ -223,6 +223,15 @@ pub struct LifecycleSpec {
     pub prune: bool,
 }
 
+/// `[listen]`, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSpec {
+    /// The variable that holds the webhook secret (also `<name>_FILE`, or a systemd credential): a webhook
+    /// whose signature does not verify with it is refused (401). Without it `listen` serves loopback only.
+    pub secret_env: Option<String>,
+}
+
 /// A job file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,6 +260,9 @@ pub struct JobSpec {
     pub deliver: Option<DeliverSpec>,
     /// `[lifecycle]`: when the job's links end.
     pub lifecycle: Option<LifecycleSpec>,
+    /// `[listen]`: how `linkbatch listen` verifies the webhooks it takes.
+    #[serde(default)]
+    pub listen: ListenSpec,
     /// The job file's folder, which its relative paths are read from (empty for a job parsed from text:
     /// its paths stay as written).
     #[serde(skip)]

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod input;
 pub mod job;
 pub mod ledger;
+pub mod listen;
 pub mod mail;
 pub mod money;
 pub mod monitor;

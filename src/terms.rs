@@ -230,6 +230,21 @@ impl Delivery {
     }
 }
 
+/// What `listen` made of an event it answered 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The link was read again and the reading recorded.
+    Read,
+    /// The link's last reading already held the charge as the event tells it: recorded without a read.
+    Folded,
+    /// Read and recorded, and the link retired at once by `[lifecycle]`.
+    Retired(RetireReason),
+    /// The event was acted on already.
+    Replayed,
+    /// Not a charge made through one of the job's live links.
+    NotOurs,
+}
+
 /// Why `[lifecycle]` ended a link: the output's `retired_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

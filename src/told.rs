@@ -61,7 +61,7 @@ pub mod row {
     pub fn create_failed(row: Row<'_>, error: &ApiError) {
         match error {
             ApiError::Retryable { reason, .. } => {
-                tracing::debug!(line = row.line, key = %row.key, "retrying: {reason}")
+                tracing::debug!(line = row.line, key = %row.key, "retrying: {reason}");
             }
             ApiError::Uncertain { reason } => {
                 tracing::info!(line = row.line, key = %row.key, "outcome unknown ({reason}); reconciling before any retry");
@@ -175,6 +175,19 @@ pub mod pages {
     /// A link's charges could not be read from the list.
     pub fn charges_unread(link: &str, error: &impl std::fmt::Display) {
         tracing::warn!(link, "could not read the link's charges from the list ({error})");
+    }
+}
+
+/// `refresh --events`.
+pub mod events {
+    /// The whole refresh runs instead, and why.
+    pub fn full(why: &str) {
+        tracing::warn!("refresh --events reads every link this time ({why}); the next one reads only what happened");
+    }
+
+    /// What the events named.
+    pub fn named(links: usize) {
+        tracing::info!(links, "the events since the last refresh name these of the job's links; reading them");
     }
 }
 
@@ -325,5 +338,52 @@ pub mod run {
              the next run (job: {job})",
             windows.join(", ")
         ))
+    }
+}
+
+/// `listen`: what each post came to. Logs name the event and the link, never a body.
+pub mod listen {
+    use crate::terms::Taken;
+
+    /// The listener is up.
+    pub fn listening(addr: &std::net::SocketAddr, links: usize, signed: bool) {
+        let check = if signed { "signatures verified" } else { "unsigned, loopback only" };
+        tracing::info!("listening on {addr} for payments on {links} live links ({check})");
+    }
+
+    /// The closing line after a signal.
+    pub fn stopped(requests: u64) -> String {
+        format!(
+            "listen: stopped after {}; every reading taken is in the ledger",
+            crate::terms::count(requests, "request", "requests")
+        )
+    }
+
+    /// A post refused before it was read as an event.
+    pub fn refused(why: &impl std::fmt::Display) {
+        tracing::warn!("refused a post (401): {why}");
+    }
+
+    /// A body that is not an event.
+    pub fn not_an_event(why: &str) {
+        tracing::warn!("refused a post (400): not an Omise event ({why})");
+    }
+
+    /// A post taken (answered 2xx): the event, its key and the link its charge names.
+    pub fn taken(event: &str, key: &str, link: &str, taken: Taken) {
+        match taken {
+            Taken::Read => tracing::info!(event, key, link, "read the link again and recorded it"),
+            Taken::Folded => tracing::info!(event, key, link, "recorded: the link's last reading holds this charge"),
+            Taken::Retired(reason) => {
+                tracing::info!(event, key, link, reason = reason.name(), "recorded, and retired the link");
+            }
+            Taken::Replayed => tracing::debug!(event, "acted on before"),
+            Taken::NotOurs => tracing::debug!(event, key, "not a payment on this job's links"),
+        }
+    }
+
+    /// A post answered 503, for its sender to post again.
+    pub fn untaken(event: &str, key: &str, why: &impl std::fmt::Display) {
+        tracing::warn!(event, key, "not recorded (503, the sender posts it again): {why}");
     }
 }

@@ -80,7 +80,7 @@ fn a_locked_ledger_stops_a_second_run() {
     assert_eq!(
         outcome.error(),
         &format!(
-            "error: ledger {} is in use by another linkbatch run (it is locked); wait for that run to finish",
+            "error: ledger {} is in use by another linkbatch run (it is locked); wait for that run to finish, or stop the job's `linkbatch listen` while this one runs",
             world.path("ledger.jsonl").display()
         )
     );

@@ -16,6 +16,7 @@ mod hands;
 mod host;
 mod hostile;
 mod lifecycle;
+mod listen;
 mod outages;
 mod papercuts;
 mod rates;

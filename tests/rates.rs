@@ -160,3 +160,54 @@ fn a_links_charge_pages_are_read_under_the_limits() {
         assert_eq!(read_csv(&world.path("out.csv"))[0]["charges"], "25", "refresh {by:?}");
     }
 }
+
+/// The sandbox's clock moved on by `offset_ms`.
+fn move_clock(world: &World, offset_ms: i64) {
+    let http = world.http();
+    let moved = http.send(http.request(reqwest::Method::POST, &format!("/__sandbox/clock?offset={offset_ms}ms")));
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+}
+
+/// The done-when: `refresh --events` after a whole refresh, then 10 payments among 3,000 links, costs at most
+/// 3 requests and one per paid link, and writes what a whole refresh writes. With nothing new it costs one
+/// request; with its cursor past the 30 days events are kept, it reads every link again and says so.
+#[test]
+fn refresh_by_events_reads_only_what_happened() {
+    let world = World::new();
+    let input = catalog(&world, "rows.csv", 0, 3000);
+    let job = "jobs/catalog-import.toml";
+    world.run_job(job, &["--input", &input, "--limit", "none", "--concurrency", "8"]).code(0);
+    // A nightly job's links are older than a second: the link.create events fall before the cursor.
+    move_clock(&world, 3_600_000);
+    let requests = || world.stats().requests.values().sum::<u64>();
+    let events = ["--input", &input, "--limit", "none", "--events"];
+    let first = world.job("refresh", job, &events).code(0);
+    assert_eq!(
+        first.warnings(),
+        ["refresh --events reads every link this time (no refresh --events has run on this ledger yet); the next one \
+          reads only what happened"]
+    );
+    let rows = read_csv(&world.path("out.csv"));
+    for row in rows.iter().step_by(300) {
+        pay(&world, &row["link_id"]);
+    }
+    let before = requests();
+    world.job("refresh", job, &events).code(0);
+    let cost = requests() - before;
+    assert_eq!(cost, 11, "one page of events and one read per paid link");
+    let by_events = std::fs::read(world.path("out.csv")).unwrap();
+    let ((_, whole), _) = refresh_both_ways(&world, job, &["--input", &input, "--limit", "none"]);
+    assert!(by_events == whole, "the outputs differ");
+    assert_eq!(read_csv(&world.path("out.csv")).iter().filter(|r| r["charges"] == "1").count(), 10);
+
+    let before = requests();
+    world.job("refresh", job, &events).code(0);
+    assert_eq!(requests() - before, 1, "nothing new: one page of events");
+
+    move_clock(&world, 3_600_000 + 32 * 86_400_000);
+    let before = requests();
+    let late = world.job("refresh", job, &events).code(0);
+    assert!(late.warnings()[0].starts_with("refresh --events reads every link this time (the last one read up to "));
+    assert_eq!(requests() - before, 30, "every link again, from 30 pages of the list");
+    assert!(std::fs::read(world.path("out.csv")).unwrap() == whole, "the same output");
+}

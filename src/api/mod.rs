@@ -5,6 +5,7 @@
 //! (the request is wrong), or [`ApiError::Fatal`] (stop the run). Retry logic matches on these, never on text.
 //! The secret key lives in [`SecretKey`], which has no `Display` and a redacted `Debug`.
 
+pub mod events;
 mod key;
 pub mod shape;
 mod trust;
@@ -360,6 +361,19 @@ impl Client {
     ) -> Result<(Vec<shape::Listed>, usize), ApiError> {
         let answer = self.send(self.list_request(since, offset, team_id), false).await?;
         self.read(&answer, |json| shape::payment_page(self.api, json))
+    }
+
+    /// A page of the account's events created at or after `from`, oldest first (`GET /events`), and how many
+    /// there are in all.
+    pub async fn events(&self, from: SystemTime, offset: usize) -> Result<events::Page, ApiError> {
+        let query = [
+            ("from", humantime::format_rfc3339_seconds(from).to_string()),
+            ("order", "chronological".to_owned()),
+            ("offset", offset.to_string()),
+            ("limit", PAGE.to_string()),
+        ];
+        let answer = self.send(self.request(reqwest::Method::GET, "/events").query(&query), false).await?;
+        self.read(&answer, events::page)
     }
 
     /// A page of a classic link's charges from `offset` (`GET /links/{id}/charges`).

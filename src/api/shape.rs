@@ -177,6 +177,8 @@ pub fn link_page(api: ApiKind, v: &Value) -> Result<LinkPage, Unreadable> {
 /// One charge of a link, as far as payment goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
+    /// `chrg_…`, when the answer gives it: what an event's charge is matched against.
+    pub id: Option<String>,
     /// `status: successful` (older answers without a status: `paid: true`).
     pub successful: bool,
     /// Minor units charged.
@@ -202,6 +204,7 @@ fn charge(v: &Value) -> Result<Charge, Unreadable> {
         None => flag(v, "paid"),
     };
     Ok(Charge {
+        id: text(v, "id"),
         successful,
         amount: v.get("amount").and_then(Value::as_u64).ok_or_else(|| unreadable("charge amount"))?,
         refunded: whole(v, "refunded_amount").or_else(|| whole(v, "refunded")).unwrap_or(0),

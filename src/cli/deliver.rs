@@ -31,7 +31,7 @@ pub(super) async fn deliver(args: RunArgs, flags: DeliverFlags, quiet: bool) -> 
         // The payment state a reminder goes by is read fresh, by pages; the delivery after it writes the
         // output and says the links' payments.
         let said = super::run::Said { quiet, output: false };
-        let refreshed = super::run::run_as(args.clone(), Work::Refresh { by_id: false }, said).await;
+        let refreshed = super::run::run_as(args.clone(), Work::Refresh { by_id: false, events: false }, said).await;
         let (Ok(outcome) | Err(outcome)) = &refreshed;
         if !matches!(outcome, Outcome::Complete | Outcome::Incomplete) {
             return refreshed;

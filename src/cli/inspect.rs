@@ -184,6 +184,9 @@ pub(super) fn status(args: &InspectArgs) -> Ended {
         let line = format!("  {label:<10} {count:>width$}   {note}");
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    if index.has_payments() {
+        let _ = writeln!(out, "  payments:  {}", survey.payments.line());
+    }
     if plan.deliver().is_some() {
         let asked = crate::decide::delivery::Asked::default();
         let reader = plan.reader()?;

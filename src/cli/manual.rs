@@ -146,6 +146,12 @@ pub(crate) const JOB_FIELDS: &[JobField] = &[
         "Prometheus text format for node_exporter's textfile collector, written atomically at the end: rows by status, requests by HTTP status, 429s, duration, exit code, last success.",
     ),
     field(
+        "listen",
+        "secret_env",
+        "\"OMISE_WEBHOOK_SECRET\"",
+        "The variable holding the webhook secret (or <name>_FILE, or a systemd credential): `linkbatch listen` refuses (401) a post whose Omise-Signature does not verify. Without it, listen serves loopback only.",
+    ),
+    field(
         "deliver",
         "to",
         "\"{customer_email}\"",

@@ -6,6 +6,7 @@
 
 mod deliver;
 mod inspect;
+mod listen;
 mod manual;
 mod recover;
 mod run;
@@ -89,6 +90,9 @@ enum Command {
     Retire(RunArgs),
     /// Mail each row's link to its customer, once (the job's [deliver]); with --remind, remind the unpaid.
     Deliver(DeliverCommand),
+    /// Take Omise's webhooks: each payment on the job's links read again from the API and recorded as it
+    /// happens, and [lifecycle] applied at once (a sold-out tier closed within a second).
+    Listen(ListenCommand),
     /// Rebuild the output CSV from the input and the ledger alone; nothing is sent.
     Export(InspectArgs),
     /// Settle by hand a row whose answer linkbatch could not read: the link it has, or that none was made.
@@ -192,8 +196,28 @@ struct RefreshCommand {
     #[command(flatten)]
     args: RunArgs,
     /// Read every link by id (one request per link), not from the list pages first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     by_id: bool,
+    /// Read only the links the Events API names since the last refresh (classic): a cost that follows
+    /// what happened, not the job's size. The first time, or past the 30 days events are kept, every link.
+    #[arg(long)]
+    events: bool,
+}
+
+#[derive(Debug, Args)]
+struct ListenCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// Where to take the posts, e.g. 127.0.0.1:8787 behind a reverse proxy (an address that is not loopback
+    /// needs `[listen] secret_env`).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM; the server's certificate first), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -318,6 +342,17 @@ struct SandboxArgs {
     /// Links+ teams and templates, as JSON: [{"id": 456, "templates": [{"id": 123, "name": "…", "currency": "thb"}]}].
     #[arg(long, value_name = "FILE")]
     teams: Option<PathBuf>,
+    /// Post each event (link.create, charge.create, charge.complete) to this URL as Omise's webhooks do, again
+    /// with backoff until answered 2xx (repeatable; https, or http on loopback).
+    #[arg(long = "webhook", value_name = "URL")]
+    webhooks: Vec<String>,
+    /// Sign each post with this secret (`Omise-Signature`).
+    #[arg(long, value_name = "SECRET")]
+    webhook_secret: Option<String>,
+    /// How posts are signed: body (HMAC-SHA256 of the body, hex) or timestamped (of "<timestamp>.<body>"
+    /// with the base64-decoded secret, and `Omise-Signature-Timestamp`).
+    #[arg(long, value_name = "SCHEME", default_value = "body", value_parser = ["body", "timestamped"])]
+    webhook_scheme: String,
 }
 
 /// `--var NAME=VALUE`. Its refusal never repeats what was typed: a slip of the shell can put a key there.
@@ -504,7 +539,10 @@ async fn dispatch(cli: Cli) -> Ended {
         Command::Deliver(DeliverCommand { args, remind, resend_uncertain, smtp }) => {
             deliver::deliver(args, deliver::DeliverFlags { remind, resend_uncertain, smtp }, quiet).await
         }
-        Command::Refresh(RefreshCommand { args, by_id }) => run::run(args, Work::Refresh { by_id }, quiet).await,
+        Command::Listen(command) => listen::listen(command, quiet).await,
+        Command::Refresh(RefreshCommand { args, by_id, events }) => {
+            run::run(args, Work::Refresh { by_id, events }, quiet).await
+        }
         Command::Retire(args) => run::run(args, Work::Retire, quiet).await,
         Command::Export(args) => inspect::export(&args),
         Command::Settle(args) => inspect::settle(&args).await,

@@ -65,6 +65,11 @@ pub(super) async fn run_as(args: RunArgs, work: Work, said: Said) -> Ended {
     let monitor = Monitor::new(&spec.name, &monitor_spec).map_err(usage)?;
     // The reader that read the header is the survey's: the input is opened once for both.
     let (plan, reader) = Plan::new(spec, &overrides)?;
+    if work.by_events() && plan.api() == ApiKind::LinksPlus {
+        return Err(usage(
+            "refresh --events reads the Events API, which Payment Links+ does not have: use refresh; nothing was sent",
+        ));
+    }
     let mut heard = Heard::default();
     let Some(monitor) = monitor else {
         return Box::pin(send((plan, reader), sandbox, &args, (work, said), &mut heard)).await;
@@ -120,7 +125,8 @@ async fn send(
     };
     // A refresh by pages gathers on this pass the links it reads (`decide::task`'s `refresh_since`: the
     // refresh being resumed, or one about to start, before which every reading lies).
-    let pages = matches!(work, Work::Refresh { by_id: false }).then(|| index.unfinished_refresh.unwrap_or(index.lines));
+    let pages =
+        matches!(work, Work::Refresh { by_id: false, .. }).then(|| index.unfinished_refresh.unwrap_or(index.lines));
     let (survey, _, draft) = runner::survey_drafting(&plan, &mut reader, &index, draft, pages);
     if work != Work::Retire {
         let retire_first = matches!(work, Work::Create { retire: true, .. });

@@ -25,6 +25,16 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
+    for url in &args.webhooks {
+        crate::plan::check_base_url(url).map_err(|e| usage(format!("--webhook: {e}")))?;
+    }
+    config.webhooks.urls.clone_from(&args.webhooks);
+    config.webhooks.secret.clone_from(&args.webhook_secret);
+    config.webhooks.scheme = crate::sandbox::webhook::Scheme::parse(&args.webhook_scheme).map_err(usage)?;
+    if config.webhooks.secret.is_some() {
+        // A secret the scheme cannot use is refused now, not at the first event.
+        crate::sandbox::webhook::sign(&config.webhooks, b"{}", 0).map_err(usage)?;
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(crate::sandbox::tls::from_files(cert, key).map_err(|e| usage(format!("--tls-cert: {e}")))?);
     }

@@ -77,6 +77,8 @@ pub enum Work {
     Refresh {
         /// `--by-id`.
         by_id: bool,
+        /// `--events`: only the links the Events API names since the last refresh.
+        events: bool,
     },
 }
 
@@ -109,7 +111,12 @@ impl Work {
 
     /// `refresh --by-id`.
     pub fn by_id(self) -> bool {
-        matches!(self, Work::Refresh { by_id: true })
+        matches!(self, Work::Refresh { by_id: true, .. })
+    }
+
+    /// `refresh --events`.
+    pub fn by_events(self) -> bool {
+        matches!(self, Work::Refresh { events: true, .. })
     }
 
     /// The work as `api` can do it: Links+ has no delete, so nothing is replaced there.
@@ -249,7 +256,7 @@ mod tests {
 
     const CREATE: Work = Work::Create { update: false, replace: false, retire: false };
     const REPLACE: Work = Work::Create { update: false, replace: true, retire: false };
-    const REFRESH: Work = Work::Refresh { by_id: false };
+    const REFRESH: Work = Work::Refresh { by_id: false, events: false };
 
     #[rstest]
     #[case::new_row_is_created(REPLACE, &[], Gives::Create)]

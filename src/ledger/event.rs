@@ -309,6 +309,32 @@ pub enum Event {
         /// When.
         at: Time,
     },
+    /// What `listen` read of one link from the API after an event named it: recorded as a refresh reading is,
+    /// with the event's id, which is acted on once however often it is posted.
+    Heard {
+        /// The event (`evnt_…`).
+        event: String,
+        /// Row key.
+        key: RowKey,
+        /// The link.
+        link_id: String,
+        /// Its payment state, as the API answered.
+        #[serde(flatten)]
+        payment: Payment,
+        /// When.
+        at: Time,
+    },
+    /// How far `refresh --events` has read the Events API: from this time on (inclusive, in the server's
+    /// time), less the events already read at that very second.
+    EventsRead {
+        /// The newest event's time (a full refresh: the server's time as it began).
+        from: Time,
+        /// The events read whose time is `from`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        seen: Vec<String>,
+        /// When.
+        at: Time,
+    },
     /// Written before a message's SMTP transaction begins (docs/reference.md, "Delivery").
     DeliverIntent {
         /// Row key.

@@ -332,6 +332,10 @@ pub struct Index {
     pub learned: Option<LearnedRates>,
     /// Each row's messages.
     pub deliveries: super::Deliveries,
+    /// The events `listen` acted on (`heard`): each is acted on once.
+    pub heard: std::collections::HashSet<String>,
+    /// Where `refresh --events` reads from next: a time, and the events already read at it.
+    pub events_read: Option<(super::Time, Vec<String>)>,
 }
 
 const RECENT: usize = 32;
@@ -563,6 +567,11 @@ impl Index {
             | Event::Delivered { .. }
             | Event::DeliverFailed { .. } => self.deliveries.apply(event),
             Event::Refreshed { key, link_id, payment, .. } => self.on_refreshed(key.id(), &link_id, payment, line),
+            Event::EventsRead { from, seen, .. } => self.events_read = Some((from, seen)),
+            Event::Heard { event, key, link_id, payment, .. } => {
+                self.on_refreshed(key.id(), &link_id, payment, line);
+                self.heard.insert(event);
+            }
         }
         self.lines = line;
     }

@@ -94,7 +94,9 @@ pub enum LedgerError {
     )]
     NotALedger(PathBuf),
     /// Another run holds the lock.
-    #[error("ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish")]
+    #[error(
+        "ledger {0} is in use by another linkbatch run (it is locked); wait for that run to finish, or stop the job's `linkbatch listen` while this one runs"
+    )]
     Locked(PathBuf),
     /// A line other than the last cannot be read: the file is left untouched.
     #[error(

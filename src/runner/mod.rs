@@ -16,9 +16,12 @@
 //! | `pages` | `refresh` by pages of the list endpoint, before the reads by id |
 //! | `report` | the output CSV, its counts, payment totals, the summary |
 //! | `retire` | `[lifecycle]` carried out: live links read, the ones it ends deleted and recorded |
+//! | `listen` | an event's hint carried out: its link read again, recorded as `heard`, `[lifecycle]` applied |
 
 mod dispatch;
+mod events;
 mod held;
+mod listen;
 mod pages;
 mod reconcile;
 mod report;
@@ -32,6 +35,7 @@ use std::time::Instant;
 
 pub use crate::decide::Work;
 pub use held::Held;
+pub use listen::{Listener, Untaken};
 pub use pages::Wanted;
 pub use reconcile::CLOCK_SKEW;
 pub use report::{
@@ -118,11 +122,14 @@ pub async fn run(
     let retirement = if work.retires() { Some(retire::retire(&shared).await?) } else { None };
     if !idle && !shared.stop.is_stopped() {
         let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
+        // `refresh --events` reads what happened since the last refresh, or (no cursor yet) runs whole.
+        let whole = if work.by_events() { events::refresh(&shared, &survey.wanted).await? } else { None };
         // A refresh by pages that found every link it wanted has nothing left to read by id: no pass over the
         // input for it.
         let by_id = !work.is_refresh()
             || work.by_id()
-            || pages::refresh_by_pages(&shared, std::mem::take(&mut survey.wanted)).await;
+            || (!work.by_events() || whole.is_some())
+                && pages::refresh_by_pages(&shared, std::mem::take(&mut survey.wanted)).await;
         if by_id {
             let producer = Producer { shared: shared.clone(), work, refresh_since, input: options.input };
             tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
@@ -131,6 +138,9 @@ pub async fn run(
         }
         for worker in workers {
             let _ = worker.await;
+        }
+        if let Some(start) = whole.filter(|_| !shared.stop.is_stopped()) {
+            events::mark(&shared, start).await;
         }
     }
     ticker.abort();
@@ -142,6 +152,18 @@ pub async fn run(
     let mut summary = finish(shared, ends, started, options.input).await?;
     summary.retirement = retirement;
     Ok(summary)
+}
+
+/// A listener for the job's webhooks (`linkbatch listen`), sharing what a run shares: the throttle, the outage
+/// gate, the ledger. Reads the input once, for the rows of the ledger's live links.
+pub async fn listener(plan: Plan, client: Client, book: Book, stop: Arc<Stop>) -> anyhow::Result<Listener> {
+    // The server's time, before the windows are counted from the ledger's requests (recorded in it).
+    if let Err(e) = client.read_clock().await {
+        told::run::clock_unread(&e);
+    }
+    let shared = Arc::new(Shared::new(plan, client, book, stop, Progress::new(false, 0, "read")));
+    let building = shared.clone();
+    tokio::task::spawn_blocking(move || Listener::new(building)).await?
 }
 
 /// What changed in the input since the survey read it, in the words the run stops with.

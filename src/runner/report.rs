@@ -107,7 +107,7 @@ pub struct PaymentTotals {
 }
 
 impl PaymentTotals {
-    fn add(&mut self, payment: Option<&Payment>) {
+    pub(super) fn add(&mut self, payment: Option<&Payment>) {
         match payment {
             None => self.unknown += 1,
             Some(p) if is_paid(p) => {

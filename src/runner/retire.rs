@@ -53,9 +53,10 @@ impl Retirement {
 }
 
 /// A live link of the ledger.
-struct Candidate {
-    key: RowKey,
-    link_id: String,
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) key: RowKey,
+    pub(super) link_id: String,
     /// A `retire_intent` with no `retired`: the rule that already chose to end it.
     retiring: Option<RetireReason>,
     /// Its row in the input now.
@@ -98,6 +99,29 @@ pub(super) async fn retire(shared: &Arc<Shared>) -> anyhow::Result<Retirement> {
         }
     }
     Ok(done)
+}
+
+/// The ledger's live links by id, each with its row (and so its capacity): what `listen` judges a payment
+/// against. Reads the input once.
+pub(super) fn watched(shared: &Shared) -> anyhow::Result<HashMap<String, Candidate>> {
+    let input = in_input(shared)?;
+    Ok(candidates(shared, &input, false)?.into_iter().map(|c| (c.link_id.clone(), c)).collect())
+}
+
+/// A reading `listen` recorded, judged by `[lifecycle]` at once: the link is ended now when a rule says so
+/// (its capacity reached). The reason, once it is retired.
+pub(super) async fn at_once(
+    shared: &Shared,
+    rules: &Lifecycle,
+    candidate: &Candidate,
+    payment: &Payment,
+    life: &Life,
+) -> Result<Option<RetireReason>, ApiError> {
+    let now = shared.server_now().await;
+    let age = life.created.and_then(|made| now.duration_since(made).ok());
+    let seen = Seen { payment, multiple: life.multiple.unwrap_or(false), age, row: candidate.row };
+    let Some(reason) = candidate.retiring.or_else(|| decide::retire(rules, seen)) else { return Ok(None) };
+    Ok(end(shared, candidate, reason).await?.then_some(reason))
 }
 
 fn in_input(shared: &Shared) -> anyhow::Result<InInput> {

@@ -13,7 +13,7 @@ use crate::told;
 
 use super::held::{Held, Holding};
 use super::pages::Wanted;
-use super::report::OutputPass;
+use super::report::{OutputPass, PaymentTotals};
 use crate::rows::for_each_row;
 
 /// Counts of a survey: what a run would do, with no request sent.
@@ -50,6 +50,8 @@ pub struct Survey {
     /// For a refresh by pages: the links that want reading, gathered on the survey's pass so the refresh
     /// reads the input no second time for them.
     pub wanted: Wanted,
+    /// The payments the ledger holds for the rows whose link exists (`status` says them).
+    pub payments: PaymentTotals,
 }
 
 impl Survey {
@@ -126,6 +128,7 @@ pub fn survey_drafting(
                 match &disposition {
                     Disposition::Existing(link) => {
                         survey.existing += 1;
+                        survey.payments.add(state.and_then(|s| s.payment()).map(|(p, _)| p));
                         survey.by_latest_run += u64::from(index.last_run > 0 && link.line() > index.last_run);
                     }
                     Disposition::Conflict(_) => survey.conflict += 1,
@@ -163,7 +166,9 @@ pub fn survey_drafting(
 
 /// The row's link, if a refresh by pages would read it (`decide::task`'s rule).
 fn want(row: &PlannedRow, state: Option<&KeyState>, index: &Index, since: u64, wanted: &mut Wanted) {
-    let Some(Task::Refresh(link)) = crate::decide::task(Work::Refresh { by_id: false }, row, state, since, None) else {
+    let Some(Task::Refresh(link)) =
+        crate::decide::task(Work::Refresh { by_id: false, events: false }, row, state, since, None)
+    else {
         return;
     };
     let team = match &row.request {

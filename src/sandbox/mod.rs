@@ -11,6 +11,7 @@ mod routes;
 pub mod rules;
 mod store;
 pub mod tls;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -211,6 +212,8 @@ pub struct SandboxConfig {
     pub smtps: bool,
     /// The server's clock, this many milliseconds from the host's (negative: behind).
     pub clock_offset_ms: i64,
+    /// Where each event is posted as it happens (`--webhook`), and how it is signed.
+    pub webhooks: webhook::Webhooks,
 }
 
 impl Default for SandboxConfig {
@@ -232,6 +235,7 @@ impl Default for SandboxConfig {
             smtp_login: None,
             smtps: false,
             clock_offset_ms: 0,
+            webhooks: webhook::Webhooks { first_retry: Duration::from_millis(500), ..webhook::Webhooks::default() },
         }
     }
 }
@@ -309,6 +313,10 @@ impl Sandbox {
         store.set_base_url(base_url.clone());
         store.profile = config.profile;
         store.active_links = config.active_links;
+        let (outbox, events) = tokio::sync::mpsc::unbounded_channel();
+        if !config.webhooks.urls.is_empty() {
+            store.set_outbox(outbox);
+        }
         let smtp = TcpListener::bind(config.smtp_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await?;
         let smtp_port = smtp.local_addr()?.port();
         let clock = clock::Clock::new(config.clock_offset_ms);
@@ -316,6 +324,9 @@ impl Sandbox {
         let (stop, stopped) = watch::channel(false);
         let mail_tls = shared.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let mail_task = tokio::spawn(mail::serve(smtp, shared.clone(), mail_tls, stopped.clone()));
+        if !shared.config.webhooks.urls.is_empty() {
+            tokio::spawn(webhook::send_all(events, shared.config.webhooks.clone(), stopped.clone()));
+        }
         let close_each = shared.config.close_each;
         let acceptor = shared.config.tls.clone().map(|tls| {
             if !close_each {

@@ -29,6 +29,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/links", post(create_classic).get(list_classic))
         .route("/links/{id}", get(get_classic).delete(delete_classic).patch(update_classic))
         .route("/links/{id}/charges", get(link_charges))
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(get_event))
         .route("/external/links", post(create_plus))
         .route("/external/links/{id}", get(get_plus))
         .route("/external/templates/{id}", get(get_template))
@@ -249,6 +251,16 @@ async fn create_classic(
 async fn list_classic(State(s): Sandbox, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let gate = admitted!(s, headers, Api::Classic, false);
     result(list_query(query).map(|q| s.store().list_classic(&gate.key, &q, gate.profile, s.clock.now())))
+}
+
+async fn list_events(State(s): Sandbox, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let gate = admitted!(s, headers, Api::Classic, false);
+    result(list_query(query).map(|q| s.store().list_events(&gate.key, &q, gate.profile, s.clock.now())))
+}
+
+async fn get_event(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let gate = admitted!(s, headers, Api::Classic, false);
+    result(s.store().get_event(&gate.key, &id, gate.profile))
 }
 
 async fn get_classic(State(s): Sandbox, headers: HeaderMap, Path(id): Path<String>) -> Response {

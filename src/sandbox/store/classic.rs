@@ -223,6 +223,7 @@ impl Store {
         account.by_id.insert(id, account.links.len());
         account.links.push(link);
         self.counters.creates += 1;
+        self.emit(key, "link.create", body.clone(), now);
         Ok(body)
     }
 

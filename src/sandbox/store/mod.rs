@@ -17,6 +17,7 @@ use crate::money::Currency;
 use crate::rate::{Rate, SlidingWindow};
 
 mod classic;
+mod events;
 mod plus;
 mod stats;
 
@@ -152,6 +153,8 @@ struct Account {
     by_id: HashMap<String, usize>,
     plus: Vec<PlusLink>,
     windows: Vec<KeyWindow>,
+    /// What happened to its links, oldest first (`GET /events`).
+    events: Vec<events::Recorded>,
 }
 
 /// One configured limit for one key: what it admitted, and every request it saw (for the stats).
@@ -189,6 +192,10 @@ pub(crate) struct Store {
     pub(crate) profile: Profile,
     /// The cap on active links per key, if any.
     pub(crate) active_links: Option<usize>,
+    /// Events made so far, for their ids.
+    next_event: u64,
+    /// Where new events go to be posted to webhooks.
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
 }
 
 /// Where links point customers: payment pages under the sandbox's own host.
@@ -261,38 +268,7 @@ fn charges_json(
     (offset, limit): (usize, usize),
     now: SystemTime,
 ) -> Value {
-    let created = if profile == Profile::Legacy { "created" } else { "created_at" };
-    let refunded = if profile == Profile::Legacy { "refunded" } else { "refunded_amount" };
-    let data: Vec<Value> = charges
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|c| {
-            let mut charge = json!({
-                "object": "charge",
-                "id": c.id,
-                "livemode": false,
-                "location": format!("/charges/{}", c.id),
-                "amount": c.amount,
-                "currency": currency_shape(c.currency, profile),
-                "description": null,
-                "status": "successful",
-                "capture": true,
-                "authorized": true,
-                "reversed": false,
-                "paid": true,
-                "transaction": c.id.replacen("chrg", "trxn", 1),
-                "refunds": {"object": "list", "offset": 0, "limit": 20, "total": u64::from(c.refunded > 0),
-                    "location": format!("/charges/{}/refunds", c.id), "data": []},
-                "failure_code": null,
-                "failure_message": null,
-                "link": link,
-            });
-            charge[refunded] = json!(c.refunded);
-            charge[created] = Value::String(iso(c.created));
-            charge
-        })
-        .collect();
+    let data: Vec<Value> = charges.iter().skip(offset).take(limit).map(|c| charge_json(link, c, profile)).collect();
     json!({
         "object": "list",
         "from": "1970-01-01T00:00:00Z",
@@ -304,6 +280,35 @@ fn charges_json(
         "location": format!("/links/{link}/charges"),
         "data": data,
     })
+}
+
+/// One charge object in the profile's shape, naming the link it was made through.
+fn charge_json(link: &str, c: &Charge, profile: Profile) -> Value {
+    let created = if profile == Profile::Legacy { "created" } else { "created_at" };
+    let refunded = if profile == Profile::Legacy { "refunded" } else { "refunded_amount" };
+    let mut charge = json!({
+        "object": "charge",
+        "id": c.id,
+        "livemode": false,
+        "location": format!("/charges/{}", c.id),
+        "amount": c.amount,
+        "currency": currency_shape(c.currency, profile),
+        "description": null,
+        "status": "successful",
+        "capture": true,
+        "authorized": true,
+        "reversed": false,
+        "paid": true,
+        "transaction": c.id.replacen("chrg", "trxn", 1),
+        "refunds": {"object": "list", "offset": 0, "limit": 20, "total": u64::from(c.refunded > 0),
+            "location": format!("/charges/{}/refunds", c.id), "data": []},
+        "failure_code": null,
+        "failure_message": null,
+        "link": link,
+    });
+    charge[refunded] = json!(c.refunded);
+    charge[created] = Value::String(iso(c.created));
+    charge
 }
 
 /// A currency code as the profile writes it (the 2025 recording: upper case).
@@ -416,6 +421,8 @@ impl Store {
             base_url: String::new(),
             profile: Profile::Current,
             active_links: None,
+            next_event: 0,
+            outbox: None,
         }
     }
 
@@ -447,6 +454,7 @@ impl Store {
             links: Vec::new(),
             by_id: HashMap::new(),
             plus: Vec::new(),
+            events: Vec::new(),
             windows: limits
                 .iter()
                 .map(|&rate| KeyWindow {
@@ -526,8 +534,13 @@ impl Store {
             if !link.multiple && !link.charges.is_empty() {
                 return Err(used_fault());
             }
-            link.charges.push(Charge::paid(charge_id.clone(), link.amount, link.currency, now));
+            let charge = Charge::paid(charge_id.clone(), link.amount, link.currency, now);
+            link.charges.push(charge.clone());
             let link = link.clone();
+            // Omise tells of a charge made through a link as it is created and as it completes.
+            let data = charge_json(&link.id, &charge, self.profile);
+            self.emit(&key, "charge.create", data.clone(), now);
+            self.emit(&key, "charge.complete", data, now);
             self.classic_json(live, &link, self.profile, now)
         } else {
             let link = self.plus_link(&key, id)?;
