@@ -1,20 +1,17 @@
 //! The ledger index: what a run needs to know of every key, compact enough for millions of keys.
 //!
-//! A key is its 16-byte [`Digest`]. A link's id and payment URI are written once into a text arena, which
+//! A key is its 16-byte [`Digest`]. A link's id and payment URI are written once into a text arena (`arena.rs`), which
 //! doubles as the set of claimed link ids; the URI's common prefix (`https://pay.omise.co/links/`) is kept
 //! once for all links. The request a link was made with is not held at all: the index keeps the byte offset
 //! of its `intent` line and reads it back from the file on the rare occasion it is needed (to say what
 //! changed in a conflict). A created key costs about 150 bytes in all (`bench-helper read` measures a
 //! million: 150 MB, against 1.9 GB when every event was held as parsed).
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use hashbrown::HashTable;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use hashbrown::HashTable;
-
+use super::arena::Links;
 use super::{Event, FileStamp, Time};
 use crate::digest::Digest;
 use crate::rate::Rate;
@@ -156,155 +153,6 @@ impl KeyState {
             rare.open = None;
             rare.unsettled = None;
         }
-    }
-}
-
-/// Link ids and payment URIs; every id ever recorded is claimed.
-#[derive(Debug, Default)]
-struct Links {
-    /// Records: varint id length, id, varint prefix number, varint tail code (0: the tail is the id; else
-    /// length + 1), tail.
-    text: Vec<u8>,
-    /// The records by id, built the first time reconciliation asks (most runs never do) and kept up to date
-    /// from then on.
-    claimed: OnceLock<HashTable<usize>>,
-    prefixes: Vec<String>,
-    prefix_numbers: HashMap<String, usize>,
-    hasher: std::hash::RandomState,
-}
-
-/// Past this many distinct URI prefixes, new ones are stored whole (prefix 0 is the empty one).
-const MAX_PREFIXES: usize = 1024;
-
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn get_varint(text: &[u8], at: &mut usize) -> usize {
-    let mut n = 0usize;
-    let mut shift = 0;
-    // Records are only ever written by `put_varint` above, so every varint ends inside the arena.
-    while let Some(&byte) = text.get(*at) {
-        *at += 1;
-        n |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
-    n
-}
-
-/// The link id of the record at `record`.
-fn id_in(text: &[u8], record: usize) -> &str {
-    let mut at = record;
-    let len = get_varint(text, &mut at);
-    // Every id was written from a `&str`, whole, so the bytes are valid UTF-8.
-    std::str::from_utf8(&text[at..at + len]).unwrap_or_default()
-}
-
-impl Links {
-    fn id_at(&self, record: usize) -> &str {
-        id_in(&self.text, record)
-    }
-
-    fn uri_at(&self, record: usize) -> String {
-        let mut at = record;
-        let id_len = get_varint(&self.text, &mut at);
-        let id = &self.text[at..at + id_len];
-        at += id_len;
-        let prefix = &self.prefixes[get_varint(&self.text, &mut at)];
-        let tail = match get_varint(&self.text, &mut at) {
-            0 => id,
-            code => &self.text[at..at + code - 1],
-        };
-        let mut uri = String::with_capacity(prefix.len() + tail.len());
-        uri.push_str(prefix);
-        // Written from a `&str`, whole (see `id_in`).
-        uri.push_str(std::str::from_utf8(tail).unwrap_or_default());
-        uri
-    }
-
-    /// Where each record starts.
-    fn records(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let record = at;
-            let id_len = get_varint(&self.text, &mut at);
-            at += id_len;
-            get_varint(&self.text, &mut at);
-            at += get_varint(&self.text, &mut at).saturating_sub(1);
-            (record < self.text.len()).then_some(record)
-        })
-    }
-
-    fn claimed(&self) -> &HashTable<usize> {
-        self.claimed.get_or_init(|| {
-            let mut table = HashTable::new();
-            for record in self.records() {
-                let id = self.id_at(record);
-                if self.find_in(&table, id).is_none() {
-                    table.insert_unique(self.hasher.hash_one(id), record, |&r| self.hasher.hash_one(self.id_at(r)));
-                }
-            }
-            table
-        })
-    }
-
-    fn find_in(&self, table: &HashTable<usize>, id: &str) -> Option<usize> {
-        table.find(self.hasher.hash_one(id), |&r| self.id_at(r) == id).copied()
-    }
-
-    fn find(&self, id: &str) -> Option<usize> {
-        self.find_in(self.claimed(), id)
-    }
-
-    /// Records a link: a new record, unless the claimed set is built and has the id already.
-    fn intern(&mut self, id: &str, uri: &str) -> usize {
-        if let Some(record) = self.claimed.get().and_then(|table| self.find_in(table, id)) {
-            return record;
-        }
-        if self.prefixes.is_empty() {
-            self.prefixes.push(String::new());
-            self.prefix_numbers.insert(String::new(), 0);
-        }
-        let split = uri.rfind('/').map_or(0, |i| i + 1);
-        let (prefix, tail) = uri.split_at(split);
-        // Most links of a ledger share one prefix: the newest is tried before the map.
-        let newest = self.prefixes.len() - 1;
-        let number = if newest > 0 && self.prefixes[newest] == prefix {
-            newest
-        } else {
-            match self.prefix_numbers.get(prefix) {
-                Some(&n) => n,
-                None if self.prefixes.len() < MAX_PREFIXES => {
-                    self.prefixes.push(prefix.to_owned());
-                    self.prefix_numbers.insert(prefix.to_owned(), self.prefixes.len() - 1);
-                    self.prefixes.len() - 1
-                }
-                None => 0,
-            }
-        };
-        let tail = if number == 0 { uri } else { tail };
-        let record = self.text.len();
-        put_varint(&mut self.text, id.len());
-        self.text.extend_from_slice(id.as_bytes());
-        put_varint(&mut self.text, number);
-        if tail == id {
-            put_varint(&mut self.text, 0);
-        } else {
-            put_varint(&mut self.text, tail.len() + 1);
-            self.text.extend_from_slice(tail.as_bytes());
-        }
-        if let Some(table) = self.claimed.get_mut() {
-            let (text, hasher) = (&self.text, &self.hasher);
-            table.insert_unique(hasher.hash_one(id), record, |&r| hasher.hash_one(id_in(text, r)));
-        }
-        record
     }
 }
 
@@ -604,30 +452,6 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_round_trip_with_and_without_shared_prefixes() {
-        let mut links = Links::default();
-        let a = links.intern("link_test_1", "https://pay.omise.co/links/link_test_1");
-        let b = links.intern("link_test_2", "https://link.omise.co/8D7B9C06");
-        let c = links.intern("link_test_3", "odd");
-        // The claimed set is built on first use, from every record, and kept up to date after.
-        assert!(links.find("link_test_3").is_some() && links.find("link_test_4").is_none());
-        assert_eq!(links.intern("link_test_1", "ignored"), a);
-        links.intern("link_test_4", "https://pay.omise.co/links/link_test_4");
-        assert!(links.find("link_test_4").is_some());
-        assert_eq!(
-            (links.id_at(a), links.uri_at(a).as_str()),
-            ("link_test_1", "https://pay.omise.co/links/link_test_1")
-        );
-        assert_eq!((links.id_at(b), links.uri_at(b).as_str()), ("link_test_2", "https://link.omise.co/8D7B9C06"));
-        assert_eq!((links.id_at(c), links.uri_at(c).as_str()), ("link_test_3", "odd"));
-        assert!(links.find("link_test_2").is_some() && links.find("link_test_5").is_none());
-        let long = "x".repeat(300);
-        let d = links.intern(&long, &format!("https://a/{long}"));
-        assert_eq!(links.id_at(d), long);
-        assert_eq!(links.uri_at(d), format!("https://a/{long}"));
-    }
 
     /// An index made from `events`, each as a run appends it (lines 1, 2, …, at made-up offsets).
     fn from(events: Vec<Event>) -> Index {

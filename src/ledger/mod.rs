@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+mod arena;
 mod back;
 mod book;
 mod deliveries;
