@@ -3,7 +3,7 @@
 //! - `ledger JOB INPUT LEDGER BASE_URL KEY`: a ledger in which every row already has its link, exactly as a
 //!   finished run leaves it, so a 1M-row resume can be measured without a 1M-request run;
 //! - `bound N RATE...`: the fastest legal schedule for N requests, in seconds, computed here from the
-//!   definition (SPEC section 4) with none of the library's code.
+//!   definition (docs/reference.md, "Throughput") with none of the library's code.
 //! - `schedules COUNT SEED`: COUNT random rate schedules for the rate bench, a line each: rows, concurrency,
 //!   latency and jitter (ms), then the windows (see [`schedule`]);
 //! - `read LEDGER`: reads a ledger into its index, as a run does at start, and prints the time it took.
@@ -125,10 +125,10 @@ fn whole(x: f64) -> u64 {
     x.max(0.0).round() as u64
 }
 
-/// The bound, from its definition alone (SPEC section 4), with none of linkbatch's code: `n` requests,
-/// spaced at least the smallest period/count apart, each window `(count, period in seconds)` a sliding count
-/// (no more than `count` requests in any span shorter than `period`). Returns the seconds from the first
-/// request to the last.
+/// The bound, from its definition alone (docs/reference.md, "Throughput"), with none of linkbatch's code:
+/// `n` requests, spaced at least the smallest period/count apart, each window `(count, period in seconds)` a
+/// sliding count (no more than `count` requests in any span shorter than `period`). Returns the seconds from
+/// the first request to the last.
 fn fastest_legal_schedule(n: u64, windows: &[(u64, f64)]) -> f64 {
     let spacing = windows.iter().map(|&(count, period)| period / count as f64).fold(f64::INFINITY, f64::min);
     let spacing = if spacing.is_finite() { spacing } else { 0.0 };

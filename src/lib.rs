@@ -30,6 +30,7 @@ pub mod said;
 pub mod sandbox;
 pub mod secret;
 pub mod stop;
+pub mod summary;
 pub mod template;
 pub mod terms;
 pub mod throttle;

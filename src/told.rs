@@ -32,6 +32,9 @@ pub mod row {
     use super::Row;
     use crate::api::ApiError;
 
+    /// A conflict whose earlier request cannot be read back: what changed, said in general.
+    pub const UNKNOWN_CHANGE: &str = "the link's parameters";
+
     /// The link changed in place.
     pub fn updated(row: Row<'_>, link: &str) {
         tracing::info!(line = row.line, key = %row.key, link, "changed the link in place (description, metadata)");
@@ -129,6 +132,9 @@ pub mod retire {
         tracing::warn!("some input rows have no readable key: nothing is pruned this time (fix those rows first)");
     }
 
+    /// A delete answered, though the link still stands when read.
+    pub const NOT_DELETED: &str = "not deleted";
+
     /// A link that could not be retired this time.
     pub fn not_retired(key: &RowKey, link: &str, error: &impl std::fmt::Display) {
         tracing::warn!(key = %key, link, "could not retire the link: {error}");
@@ -180,8 +186,12 @@ pub mod pages {
 
 /// `refresh --events`.
 pub mod events {
-    /// The whole refresh runs instead, and why.
-    pub fn full(why: &str) {
+    /// The whole refresh runs instead: there is no cursor yet, or it stands at `stale`, past the 30 days.
+    pub fn full(stale: Option<crate::ledger::Time>) {
+        let why = match stale {
+            None => "no refresh --events has run on this ledger yet".to_owned(),
+            Some(at) => format!("the last one read up to {at}, past the 30 days events are kept"),
+        };
         tracing::warn!("refresh --events reads every link this time ({why}); the next one reads only what happened");
     }
 
@@ -277,6 +287,17 @@ pub mod run {
         tracing::debug!("dropped the output draft: {error}");
     }
 
+    /// A step not taken because the run is stopping.
+    pub const STOPPING: &str = "the run is stopping";
+
+    /// Why the input is not the file the survey read, when it cannot even be read.
+    pub const UNREADABLE_INPUT: &str = "it can no longer be read";
+
+    /// A refusal the run stops for: the server's code and message.
+    pub fn refusal(code: &str, message: &str) -> String {
+        format!("{code}: {message}")
+    }
+
     /// The input changed under the run: the reason it stops with.
     pub fn input_changed(input: &std::path::Path, why: &str) -> String {
         format!(
@@ -358,6 +379,17 @@ pub mod listen {
             crate::terms::count(requests, "request", "requests")
         )
     }
+
+    /// The link an event named could not be read.
+    pub fn unread(error: &impl std::fmt::Display) -> String {
+        format!("the link could not be read: {error}")
+    }
+
+    /// The reading could not be recorded (the ledger, or a stop).
+    pub const UNRECORDED: &str = "the reading could not be recorded";
+
+    /// The API does not show the event's charge yet.
+    pub const NOT_YET: &str = "the link's charges do not show the event's charge yet";
 
     /// A post refused before it was read as an event.
     pub fn refused(why: &impl std::fmt::Display) {

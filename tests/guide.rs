@@ -1,5 +1,5 @@
-//! What the Links guide documents (seed 003, seed 000): the account's cap of active links, a breaker for a
-//! refusal every row would get, and the Links+ templates a job needs.
+//! What Omise's Links guide documents (docs/reference.md, "What Omise documents"): the account's cap of
+//! active links, a breaker for a refusal every row would get, and the Links+ templates a job needs.
 
 use std::fmt::Write as _;
 

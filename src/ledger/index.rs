@@ -1,8 +1,8 @@
 //! The ledger index: what a run needs to know of every key, compact enough for millions of keys.
 //!
-//! A key is its 16-byte [`Digest`]. A link's id and payment URI are written once into a text arena (`arena.rs`), which
-//! doubles as the set of claimed link ids; the URI's common prefix (`https://pay.omise.co/links/`) is kept
-//! once for all links. The request a link was made with is not held at all: the index keeps the byte offset
+//! A key is its 16-byte [`Digest`]. A link's id and payment URI are written once into a text arena
+//! (`arena.rs`), which doubles as the set of claimed link ids; the URI's common prefix
+//! (`https://pay.omise.co/links/`) is kept once for all links. The request a link was made with is not held at all: the index keeps the byte offset
 //! of its `intent` line and reads it back from the file on the rare occasion it is needed (to say what
 //! changed in a conflict). A created key costs about 150 bytes in all (`bench-helper read` measures a
 //! million: 150 MB, against 1.9 GB when every event was held as parsed).

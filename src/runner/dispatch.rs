@@ -147,7 +147,7 @@ async fn create(shared: &Shared, row: &PlannedRow, open: Option<OpenIntent>) {
             Step::Fail { code, message, abort } => {
                 fail(shared, row, &code, &message).await;
                 if abort {
-                    shared.abort(Abort::Refused(format!("{code}: {message}")));
+                    shared.abort(Abort::Refused(told::run::refusal(&code, &message)));
                 } else if let Some(reason) = shared.breaker().failure(&code) {
                     shared.abort(Abort::Breaker(reason));
                 }

@@ -25,12 +25,12 @@ pub(super) async fn refresh(shared: &Shared, wanted: &Wanted) -> anyhow::Result<
     let now = shared.server_now().await;
     let cursor = shared.index().events_read.clone();
     let Some((from, seen)) = cursor else {
-        told::events::full("no refresh --events has run on this ledger yet");
+        told::events::full(None);
         return Ok(Some(now));
     };
     let from = from.system();
     if now.duration_since(from).unwrap_or_default() > KEPT {
-        told::events::full(&format!("the last one read up to {}, past the 30 days events are kept", Time::from(from)));
+        told::events::full(Some(Time::from(from)));
         return Ok(Some(now));
     }
     let Some((named, newest)) = read_events(shared, from, &seen, wanted).await? else { return Ok(None) };

@@ -41,8 +41,7 @@ impl Held {
 
     /// `3 (2 expired, 1 pruned)`.
     pub fn due_line(&self) -> String {
-        let reasons: Vec<String> = self.due.iter().map(|(r, n)| format!("{n} {}", r.name())).collect();
-        if reasons.is_empty() { "0".to_owned() } else { format!("{} ({})", self.due_total(), reasons.join(", ")) }
+        crate::summary::by_reason(self.due_total(), &self.due)
     }
 }
 

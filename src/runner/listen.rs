@@ -44,14 +44,14 @@ struct Reading {
 #[derive(Debug, thiserror::Error)]
 pub enum Untaken {
     /// The link could not be read.
-    #[error("the link could not be read: {0}")]
+    #[error("{}", crate::told::listen::unread(.0))]
     Unread(ApiError),
     /// The ledger could not be written, or the listener is stopping.
-    #[error("the reading could not be recorded")]
+    #[error("{}", crate::told::listen::UNRECORDED)]
     Unrecorded,
     /// The API does not show the event's charge on its link yet: the event is not taken as heard, so that its
     /// sender posts it again and the link is read again then.
-    #[error("the link's charges do not show the event's charge yet")]
+    #[error("{}", crate::told::listen::NOT_YET)]
     NotYet,
 }
 

@@ -34,15 +34,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 pub use crate::decide::Work;
+pub use crate::summary::{PaymentTotals, Retirement, Summary, counts_line};
 pub use held::Held;
 pub use listen::{Listener, Untaken};
 pub use pages::Wanted;
 pub use reconcile::CLOCK_SKEW;
-pub use report::{
-    MissingLinks, OutputPass, PaymentTotals, Summary, Written, conflict_changes, counts_line, links_missing_from,
-    write_output,
-};
-pub use retire::Retirement;
+pub use report::{MissingLinks, OutputPass, Written, conflict_changes, links_missing_from, write_output};
 pub use survey::{Survey, check_cap, survey, survey_drafting};
 
 use crate::api::Client;
@@ -171,7 +168,7 @@ fn input_changed(plan: &Plan, before: Option<&crate::input::Stamp>) -> Option<St
     let before = before?;
     let why = match crate::input::Stamp::of(plan.input_path()) {
         Ok(now) => now.change_since(before)?,
-        Err(_) => "it can no longer be read",
+        Err(_) => told::run::UNREADABLE_INPUT,
     };
     Some(told::run::input_changed(plan.input_path(), why))
 }

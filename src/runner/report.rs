@@ -1,139 +1,17 @@
-//! Output and report: the output CSV written from the input and the ledger, its counts, the payment totals
-//! and the summary line. Decides nothing of its own (the output of a row is `decide::report`); sends nothing.
+//! Output and report: the output CSV written from the input and the ledger, its counts and the payment
+//! totals (`summary` words them). Decides nothing of its own (the output of a row is `decide::report`); sends nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::decide::{self, Disposition, is_paid};
+use crate::decide::{self, Disposition};
 use crate::ledger::{Index, KeyState, ReadBack};
-use crate::outcome::Outcome;
 use crate::output::{OutputRow, OutputWriter};
 use crate::plan::{Plan, PlannedRow, RowError};
+use crate::summary::PaymentTotals;
 use crate::terms::{Payment, Status};
 
 use crate::rows::for_each_row;
-
-use super::retire::Retirement;
-
-/// How a run ended.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// Rows per output status.
-    pub counts: BTreeMap<Status, u64>,
-    /// Payment figures (`refresh` only).
-    pub payments: Option<PaymentTotals>,
-    /// The output CSV.
-    pub output: PathBuf,
-    /// Whether it was written (not when the input changed under the run).
-    pub output_written: bool,
-    /// Why the run stopped early (401, a ledger that cannot be written), if it did.
-    pub aborted: Option<String>,
-    /// Stopped by a signal.
-    pub interrupted: bool,
-    /// Requests sent (creates and lists).
-    pub requests: u64,
-    /// Rows that got their link this run (said when the output could not be written).
-    pub made: u64,
-    /// Wall time.
-    pub elapsed: Duration,
-    /// The rates kept, when a stricter server made them tighter than the job's (this run or an earlier one).
-    pub pace: Option<String>,
-    /// What `[lifecycle]` ended (`retire`, `run --retire`).
-    pub retirement: Option<Retirement>,
-}
-
-impl Summary {
-    /// How the run ended, for the exit status (docs/reference.md, "Exit codes").
-    pub fn outcome(&self) -> Outcome {
-        let count = |s| self.counts.get(&s).copied().unwrap_or(0);
-        if let Some(reason) = &self.aborted {
-            Outcome::Aborted(crate::told::run::aborted(reason))
-        } else if self.interrupted {
-            Outcome::Interrupted
-        } else if count(Status::Failed) + count(Status::Rejected) + count(Status::Conflict) + count(Status::Pending) > 0
-            || self.retirement.as_ref().is_some_and(|r| r.left > 0)
-        {
-            Outcome::Incomplete
-        } else {
-            Outcome::Complete
-        }
-    }
-
-    /// One line for the end of a run.
-    pub fn line(&self) -> String {
-        if !self.output_written {
-            return format!(
-                "{} made in {:.1}s ({}), every one in the ledger; the output {} was not written",
-                self.made,
-                self.elapsed.as_secs_f64(),
-                crate::terms::count(self.requests, "request", "requests"),
-                self.output.display()
-            );
-        }
-        let payments = self.payments.as_ref().map(|p| format!("; links: {}", p.line())).unwrap_or_default();
-        let pace = self.pace.as_ref().map(|p| format!("; {p}")).unwrap_or_default();
-        let retired = self.retirement.as_ref().map(|r| format!("; {}", r.line())).unwrap_or_default();
-        format!(
-            "{}: {} in {:.1}s ({}){retired}{payments}{pace}; output {}",
-            crate::terms::count(self.counts.values().sum::<u64>(), "row", "rows"),
-            counts_line(&self.counts),
-            self.elapsed.as_secs_f64(),
-            crate::terms::count(self.requests, "request", "requests"),
-            self.output.display()
-        )
-    }
-}
-
-/// `60 created, 2 failed`, or `none`.
-pub fn counts_line(counts: &BTreeMap<Status, u64>) -> String {
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", s.name())).collect();
-    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
-}
-
-/// Payment figures of a `refresh`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PaymentTotals {
-    /// Links with at least one payment.
-    pub paid: u64,
-    /// Links with none.
-    pub unpaid: u64,
-    /// Links never read by a refresh.
-    pub unknown: u64,
-    /// Sum collected (net of refunds), per currency, in minor units.
-    pub collected: BTreeMap<String, u64>,
-    /// Sum refunded of it, per currency, in minor units.
-    pub refunded: BTreeMap<String, u64>,
-}
-
-impl PaymentTotals {
-    pub(super) fn add(&mut self, payment: Option<&Payment>) {
-        match payment {
-            None => self.unknown += 1,
-            Some(p) if is_paid(p) => {
-                self.paid += 1;
-                *self.collected.entry(p.currency.clone()).or_default() += p.paid_amount;
-                if p.refunded_amount > 0 {
-                    *self.refunded.entry(p.currency.clone()).or_default() += p.refunded_amount;
-                }
-            }
-            Some(_) => self.unpaid += 1,
-        }
-    }
-
-    /// `12 paid, 3 unpaid; collected 1,500.00 THB, 2,000 JPY` (and `; refunded 100.00 THB` when any was).
-    pub fn line(&self) -> String {
-        let money = |sums: &BTreeMap<String, u64>| -> Vec<String> {
-            sums.iter().map(|(code, minor)| crate::money::display(*minor, code)).collect()
-        };
-        let unknown = if self.unknown > 0 { format!(", {} not read", self.unknown) } else { String::new() };
-        let collected = money(&self.collected);
-        let collected = if collected.is_empty() { "nothing".to_owned() } else { collected.join(", ") };
-        let refunded = money(&self.refunded);
-        let refunded = if refunded.is_empty() { String::new() } else { format!("; refunded {}", refunded.join(", ")) };
-        format!("{} paid, {} unpaid{unknown}; collected {collected}{refunded}", self.paid, self.unpaid)
-    }
-}
 
 /// Rows per status, and the payment totals when the output has the refresh columns.
 pub type Written = (BTreeMap<Status, u64>, Option<PaymentTotals>);
@@ -289,7 +167,7 @@ pub fn conflict_changes(row: &PlannedRow, index: &Index, back: &ReadBack) -> Str
     index
         .get(&row.key.id())
         .and_then(|state| back.request_of(index, state))
-        .map_or_else(|| "the link's parameters".into(), |before| row.request.changes_from(&before))
+        .map_or_else(|| crate::told::row::UNKNOWN_CHANGE.into(), |before| row.request.changes_from(&before))
 }
 
 /// The output row of an input row, and its link's payment state; `disposition` is the row's, when the caller

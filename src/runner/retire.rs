@@ -4,7 +4,7 @@
 //! answer was lost is confirmed by a read before anything else; a link found deleted under an open
 //! `retire_intent` is recorded `retired` without a second delete. Which links end is `decide::retire`'s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,6 +16,7 @@ use crate::ledger::{Event, Time};
 use crate::plan::Lifecycle;
 use crate::row_key::RowKey;
 use crate::rows::for_each_row;
+use crate::summary::Retirement;
 use crate::terms::{Payment, RetireReason};
 use crate::told;
 use crate::wait::{Attempt, Next, Retrying};
@@ -23,34 +24,6 @@ use crate::wait::{Attempt, Next, Retrying};
 use super::pages::completed;
 use super::reconcile::CLOCK_SKEW;
 use super::shared::{Shared, with_retries};
-
-/// What a retire pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Retirement {
-    /// Live links read.
-    pub read: u64,
-    /// Links retired, by reason.
-    pub retired: BTreeMap<RetireReason, u64>,
-    /// Links due that are not retired yet (a refusal, a stop, a delete still unconfirmed): the next retire
-    /// takes them up.
-    pub left: u64,
-}
-
-impl Retirement {
-    /// `retired 10 links (8 expired, 2 sold_out) of 40 read`, and what was left.
-    pub fn line(&self) -> String {
-        let total: u64 = self.retired.values().sum();
-        let reasons: Vec<String> = self.retired.iter().map(|(r, n)| format!("{n} {}", r.name())).collect();
-        let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
-        let left = if self.left > 0 {
-            format!("; {} due but not retired yet (run retire again)", self.left)
-        } else {
-            String::new()
-        };
-        let links = if total == 1 { "link" } else { "links" };
-        format!("retired {total} {links}{reasons} of {} read{left}", self.read)
-    }
-}
 
 /// A live link of the ledger.
 #[derive(Debug, Clone)]
@@ -313,7 +286,7 @@ async fn end(shared: &Shared, candidate: &Candidate, reason: RetireReason) -> Re
             },
             AfterDelete::Again => {}
         }
-        let error = answer.err().unwrap_or(ApiError::Uncertain { reason: "not deleted".into() });
+        let error = answer.err().unwrap_or(ApiError::Uncertain { reason: told::retire::NOT_DELETED.into() });
         match retrying.after(Attempt::after(decide::read_again(&error), error)).await {
             Next::Again => {}
             Next::Done(error) => return Err(error),

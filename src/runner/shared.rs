@@ -29,7 +29,7 @@ pub(super) enum Halt {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The run is stopping.
-    #[error("the run is stopping")]
+    #[error("{}", crate::told::run::STOPPING)]
     Stopped,
 }
 
@@ -258,7 +258,9 @@ impl Shared {
         }
         match &result {
             // Abort before the turn is released: no other worker may send with a key the server refused.
-            Err(ApiError::Fatal { code, message }) => self.abort(decide::Abort::Refused(format!("{code}: {message}"))),
+            Err(ApiError::Fatal { code, message }) => {
+                self.abort(decide::Abort::Refused(crate::told::run::refusal(code, message)));
+            }
             Err(ApiError::Retryable { rate_limited: true, retry_after, .. }) => {
                 self.verified.store(true, Ordering::SeqCst);
                 self.throttle.pause(retry_after.unwrap_or(self.plan.retry().base_delay));

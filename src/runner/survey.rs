@@ -13,8 +13,9 @@ use crate::told;
 
 use super::held::{Held, Holding};
 use super::pages::Wanted;
-use super::report::{OutputPass, PaymentTotals};
+use super::report::OutputPass;
 use crate::rows::for_each_row;
+use crate::summary::PaymentTotals;
 
 /// Counts of a survey: what a run would do, with no request sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
