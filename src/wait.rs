@@ -143,10 +143,12 @@ impl Outages {
         }
     }
 
-    /// After a request: what its answer says of the server (away, or back), said once as it changes.
+    /// After a request: what its answer says of the server (away, or back), said once as it changes. A
+    /// certificate refused says neither (the run stops for it).
     pub fn hear<T>(&self, answer: &Result<T, ApiError>) {
         let unreachable = match answer {
             Err(ApiError::Unreachable { reason }) => Some(reason.as_str()),
+            Err(ApiError::Untrusted { .. }) => return,
             _ => None,
         };
         match self.heard(unreachable) {
