@@ -211,9 +211,9 @@ fn the_contrib_units_run_commands_linkbatch_takes() {
     }
     // The listener's unit: both secrets as credentials, and a command linkbatch takes.
     let listen = std::fs::read_to_string("contrib/linkbatch-listen.service").unwrap();
-    let exec = listen.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
-    let command: Vec<String> = exec.split_whitespace().map(str::to_owned).collect();
-    assert_eq!(command[1..3], ["listen".to_owned(), "/etc/linkbatch/event-tickets.toml".to_owned()]);
+    let exec = listen.lines().find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c 'exec ")).unwrap();
+    let command: Vec<String> = exec.trim_end_matches('\'').split_whitespace().map(str::to_owned).collect();
+    assert_eq!(command[..3], ["/usr/local/bin/linkbatch", "listen", "/etc/linkbatch/event-tickets.toml"]);
     linkbatch::cli::parses(&command).unwrap_or_else(|e| panic!("linkbatch-listen.service: {command:?}\n{e}"));
     for word in ["LoadCredential=OMISE_SECRET_KEY:", "LoadCredential=OMISE_WEBHOOK_SECRET:", "--addr 127.0.0.1:"] {
         assert!(listen.contains(word), "linkbatch-listen.service lacks {word}");

@@ -76,11 +76,6 @@ impl Listener {
         self.shared.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Stops: hints in flight end at their next wait, and no new one is read.
-    pub fn stop(&self) {
-        self.shared.stop.stop();
-    }
-
     /// Why the listener stopped on its own (a ledger it cannot write, a key refused), if it did.
     pub fn aborted(&self) -> Option<String> {
         self.shared.aborted()
@@ -122,7 +117,8 @@ impl Listener {
             at: Time::now(),
         };
         self.shared.record(event).await.map_err(|_| Untaken::Unrecorded)?;
-        let (Some(life), Some(rules)) = (life, self.shared.plan.lifecycle()) else { return Ok(Taken::Folded) };
+        let Some(life) = life else { return Ok(Taken::Folded) };
+        let Some(rules) = self.shared.plan.lifecycle() else { return Ok(Taken::Read) };
         match at_once(&self.shared, rules, candidate, &payment, &life).await {
             Ok(Some(reason)) => {
                 last.ended = true;
