@@ -98,6 +98,11 @@ impl Progress {
         self.0.created.load(Ordering::Relaxed)
     }
 
+    /// Rows that failed so far.
+    pub fn failures(&self) -> u64 {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+
     /// One more row failed.
     pub fn failed(&self) {
         self.0.failed.fetch_add(1, Ordering::Relaxed);

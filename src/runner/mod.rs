@@ -118,27 +118,8 @@ pub async fn run(
     // `run --retire`: last month's links end before this month's are made, so these fit under the cap.
     let retirement = if work.retires() { Some(retire::retire(&shared).await?) } else { None };
     if !idle && !shared.stop.is_stopped() {
-        let (queue, workers) = dispatch::spawn_workers(&shared, concurrency);
-        // `refresh --events` reads what happened since the last refresh, or (no cursor yet) runs whole.
-        let whole = if work.by_events() { events::refresh(&shared, &survey.wanted).await? } else { None };
-        // A refresh by pages that found every link it wanted has nothing left to read by id: no pass over the
-        // input for it.
-        let by_id = !work.is_refresh()
-            || work.by_id()
-            || (!work.by_events() || whole.is_some())
-                && pages::refresh_by_pages(&shared, std::mem::take(&mut survey.wanted)).await;
-        if by_id {
-            let producer = Producer { shared: shared.clone(), work, refresh_since, input: options.input };
-            tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
-        } else {
-            drop(queue);
-        }
-        for worker in workers {
-            let _ = worker.await;
-        }
-        if let Some(start) = whole.filter(|_| !shared.stop.is_stopped()) {
-            events::mark(&shared, start).await;
-        }
+        let wanted = std::mem::take(&mut survey.wanted);
+        dispatch_all(&shared, (work, concurrency), wanted, refresh_since, options.input).await?;
     }
     ticker.abort();
     // An aborted task lets go of what it holds only once awaited.
@@ -149,6 +130,39 @@ pub async fn run(
     let mut summary = finish(shared, ends, started, options.input).await?;
     summary.retirement = retirement;
     Ok(summary)
+}
+
+/// The workers and what feeds them: `refresh --events`' reading of what happened (or, without a cursor, the
+/// whole refresh), the list pages, then the row pass, unless the pages left nothing to read by id.
+async fn dispatch_all(
+    shared: &Arc<Shared>,
+    (work, concurrency): (Work, usize),
+    wanted: Wanted,
+    refresh_since: u64,
+    input: Option<crate::input::Stamp>,
+) -> anyhow::Result<()> {
+    let (queue, workers) = dispatch::spawn_workers(shared, concurrency);
+    // `refresh --events` reads what happened since the last refresh, or (no cursor yet) runs whole.
+    let whole = if work.by_events() { events::refresh(shared, &wanted).await? } else { None };
+    // A refresh by pages that found every link it wanted has nothing left to read by id: no pass over the
+    // input for it.
+    let by_id = !work.is_refresh()
+        || work.by_id()
+        || (!work.by_events() || whole.is_some()) && pages::refresh_by_pages(shared, wanted).await;
+    if by_id {
+        let producer = Producer { shared: shared.clone(), work, refresh_since, input };
+        tokio::task::spawn_blocking(move || producer.run(&queue)).await??;
+    } else {
+        drop(queue);
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    // Only a whole refresh that read every link may say that nothing before its start is left unread.
+    if let Some(start) = whole.filter(|_| !shared.stop.is_stopped() && shared.progress.failures() == 0) {
+        events::mark(shared, start).await;
+    }
+    Ok(())
 }
 
 /// A listener for the job's webhooks (`linkbatch listen`), sharing what a run shares: the throttle, the outage
