@@ -14,7 +14,8 @@ port=$((20000 + RANDOM % 20000))
 sandbox=$!
 trap 'kill "$sandbox" 2>/dev/null; rm -rf "$work"' EXIT
 until curl -sf "http://127.0.0.1:$port/__sandbox/stats" >/dev/null; do sleep 0.2; done
-export OMISE_SECRET_KEY=skey_test_sandbox0000000000000007
+# Any skey_test_ key is a test account to the sandbox: one made for this run.
+export OMISE_SECRET_KEY="skey_test_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 job=(jobs/monthly-subscriptions.toml --var billing_month=2026-12 --ledger "$work/trial.jsonl")
 api=(--base-url "http://127.0.0.1:$port" --limit 50/s --output "$work/trial.csv")
 mail=(--smtp "smtp://127.0.0.1:$((port + 1))")

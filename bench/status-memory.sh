@@ -11,7 +11,8 @@ cargo build --release --quiet --bin linkbatch --example bench-helper
 bin=${BIN:-target/release/linkbatch} helper=target/release/examples/bench-helper
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export OMISE_SECRET_KEY=skey_test_benchmark CI=true
+OMISE_SECRET_KEY="skey_test_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+export OMISE_SECRET_KEY CI=true
 "$helper" input 1000000 "$work/scale.csv"
 # The catalog job, with a message per link to the shop's own address.
 cat jobs/catalog-import.toml - >"$work/job.toml" <<'TOML'

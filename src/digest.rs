@@ -55,6 +55,15 @@ impl Digest {
     }
 }
 
+/// `bytes` as lowercase hex digits: the one encoder for a key's fingerprint and a webhook's signature.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut hex, b| {
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+        hex
+    })
+}
+
 /// The value of each lowercase hex digit; 0x10 marks every other byte.
 const HEX_VALUE: [u8; 256] = {
     let mut table = [0x10u8; 256];

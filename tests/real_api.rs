@@ -122,11 +122,7 @@ fn the_copies_are_the_recordings() {
     for line in sums.lines() {
         let (sum, name) = line.split_once("  ").unwrap_or_else(|| panic!("not a sha256sum line: {line}"));
         let bytes = std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let digest = sha2::Sha256::digest(&bytes).iter().fold(String::new(), |mut hex, b| {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{b:02x}");
-            hex
-        });
+        let digest = linkbatch::digest::hex(&sha2::Sha256::digest(&bytes));
         assert_eq!(digest, sum, "{name} is not the recording it was copied from");
         listed.insert(name.to_owned());
     }

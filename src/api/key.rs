@@ -1,7 +1,7 @@
 //! The secret key: checked before any request (a public key is refused), told apart by mode, hashed for the
 //! ledger header. Never printed: no `Display`, a redacted `Debug`, and `redact` for text that might echo it.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use sha2::{Digest, Sha256};
 
@@ -64,11 +64,7 @@ impl SecretKey {
     /// A short one-way hash that tells keys apart in the ledger header without revealing them.
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(format!("linkbatch-ledger-key:{}", self.0).as_bytes());
-        digest[..8].iter().fold(String::with_capacity(16), |mut hex, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+        crate::digest::hex(&digest[..8])
     }
 
     pub(super) fn expose(&self) -> &str {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Ended, ListenCommand, usage};
-use crate::job::JobSpec;
 use crate::ledger::{Book, Ledger};
 use crate::listen::Serving;
 use crate::outcome::Outcome;
@@ -18,7 +17,8 @@ use crate::terms::ApiKind;
 pub(super) async fn listen(command: ListenCommand, quiet: bool) -> Ended {
     let ListenCommand { args, addr, tls_cert, tls_key } = command;
     super::run::reads_earlier_links(&args, "listen")?;
-    let spec = JobSpec::load(&args.job.job)?;
+    // The job file is read once: its [listen] and [monitor] here, the rest by the plan below.
+    let (spec, overrides, _) = super::run::job_with_flags(&args).await?;
     let secret = match &spec.listen.secret_env {
         Some(name) => Some(crate::secret::read(name).map_err(usage)?.ok_or_else(|| {
             usage(format!("[listen] secret_env names ${name}, which is not set (nor ${name}_FILE, nor a credential)"))
@@ -37,8 +37,8 @@ pub(super) async fn listen(command: ListenCommand, quiet: bool) -> Ended {
         }
         _ => None,
     };
-    let monitor = monitor_of(&spec)?;
-    let (plan, _) = super::run::planned(&args).await?;
+    let monitor = super::run::monitor_of(&spec)?;
+    let (plan, _) = crate::plan::Plan::new(spec, &overrides)?;
     if plan.api() == ApiKind::LinksPlus {
         return Err(usage(
             "listen reads classic links: Payment Links+ posts to each link's custom_webhook and has no Events API; \
@@ -88,15 +88,6 @@ pub(super) async fn listen(command: ListenCommand, quiet: bool) -> Ended {
         crate::said::say(crate::said::Kind::Summary, &crate::told::listen::stopped(listener.requests()));
     }
     Ok(outcome)
-}
-
-/// The job's monitors, their paths read beside the job.
-fn monitor_of(spec: &JobSpec) -> Result<Option<crate::monitor::Monitor>, Outcome> {
-    let monitor_spec = crate::job::MonitorSpec {
-        textfile: spec.monitor.textfile.as_deref().map(|p| spec.beside(p)),
-        ..spec.monitor.clone()
-    };
-    crate::monitor::Monitor::new(&spec.name, &monitor_spec).map_err(usage)
 }
 
 /// SIGTERM or Ctrl-C: stop taking posts; those in flight finish.

@@ -58,11 +58,7 @@ pub(super) async fn run_as(args: RunArgs, work: Work, said: Said) -> Ended {
         Work::Create { .. } => {}
     }
     let (spec, overrides, sandbox) = job_with_flags(&args).await?;
-    let monitor_spec = crate::job::MonitorSpec {
-        textfile: spec.monitor.textfile.as_deref().map(|p| spec.beside(p)),
-        ..spec.monitor.clone()
-    };
-    let monitor = Monitor::new(&spec.name, &monitor_spec).map_err(usage)?;
+    let monitor = monitor_of(&spec)?;
     // The reader that read the header is the survey's: the input is opened once for both.
     let (plan, reader) = Plan::new(spec, &overrides)?;
     if work.by_events() && plan.api() == ApiKind::LinksPlus {
@@ -200,7 +196,16 @@ pub(super) fn reads_earlier_links(args: &RunArgs, command: &str) -> Result<(), O
 }
 
 /// The job file, the flags as [`Overrides`], and the sandbox `--sandbox` starts (its address the base URL).
-async fn job_with_flags(args: &RunArgs) -> Result<(JobSpec, Overrides, Option<Sandbox>), Outcome> {
+/// The job's monitors, a textfile's path read beside the job.
+pub(super) fn monitor_of(spec: &JobSpec) -> Result<Option<Monitor>, Outcome> {
+    let monitor_spec = crate::job::MonitorSpec {
+        textfile: spec.monitor.textfile.as_deref().map(|p| spec.beside(p)),
+        ..spec.monitor.clone()
+    };
+    Monitor::new(&spec.name, &monitor_spec).map_err(usage)
+}
+
+pub(super) async fn job_with_flags(args: &RunArgs) -> Result<(JobSpec, Overrides, Option<Sandbox>), Outcome> {
     let spec = JobSpec::load(&args.job.job)?;
     let sandbox = if args.sandbox { Some(start_sandbox().await?) } else { None };
     let extra = Overrides {

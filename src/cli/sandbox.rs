@@ -5,6 +5,7 @@ use std::io::Write;
 
 use super::{Ended, SandboxArgs, usage};
 use crate::outcome::Outcome;
+use crate::sandbox::webhook::{Scheme, Webhooks};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
@@ -25,16 +26,7 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
         ..SandboxConfig::default()
     };
     config.validate().map_err(|e| usage(format!("--fault: {e}")))?;
-    for url in &args.webhooks {
-        crate::plan::check_base_url(url).map_err(|e| usage(format!("--webhook: {e}")))?;
-    }
-    config.webhooks.urls.clone_from(&args.webhooks);
-    config.webhooks.secret.clone_from(&args.webhook_secret);
-    config.webhooks.scheme = crate::sandbox::webhook::Scheme::parse(&args.webhook_scheme).map_err(usage)?;
-    if config.webhooks.secret.is_some() {
-        // A secret the scheme cannot use is refused now, not at the first event.
-        crate::sandbox::webhook::sign(&config.webhooks, b"{}", 0).map_err(usage)?;
-    }
+    config.webhooks = webhooks(&args, config.webhooks.first_retry)?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(crate::sandbox::tls::from_files(cert, key).map_err(|e| usage(format!("--tls-cert: {e}")))?);
     }
@@ -87,4 +79,18 @@ pub(super) async fn sandbox(args: SandboxArgs) -> Ended {
     }
     server.shutdown().await;
     Ok(Outcome::Complete)
+}
+
+/// `--webhook`, `--webhook-secret` and `--webhook-scheme`, checked: each URL https or loopback, and a secret
+/// the scheme can use (refused now, not at the first event).
+fn webhooks(args: &SandboxArgs, first_retry: std::time::Duration) -> Result<Webhooks, Outcome> {
+    for url in &args.webhooks {
+        crate::plan::check_base_url(url).map_err(|e| usage(format!("--webhook: {e}")))?;
+    }
+    let scheme = Scheme::parse(&args.webhook_scheme).map_err(usage)?;
+    let hooks = Webhooks { urls: args.webhooks.clone(), secret: args.webhook_secret.clone(), scheme, first_retry };
+    if hooks.secret.is_some() {
+        crate::sandbox::webhook::sign(&hooks, b"{}", 0).map_err(usage)?;
+    }
+    Ok(hooks)
 }

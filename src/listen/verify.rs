@@ -103,11 +103,7 @@ mod tests {
         let message = b"1700000000.do ya want for nothing?";
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(message);
-        let signature = mac.finalize().into_bytes().iter().fold(String::new(), |mut hex, b| {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{b:02x}");
-            hex
-        });
+        let signature = crate::digest::hex(&mac.finalize().into_bytes());
         let stamp = Some("1700000000");
         assert_eq!(verify("SmVmZQ==", Some(&signature), stamp, b"do ya want for nothing?", 1_700_000_100), Ok(()));
         assert_eq!(

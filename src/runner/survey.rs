@@ -51,7 +51,8 @@ pub struct Survey {
     /// For a refresh by pages: the links that want reading, gathered on the survey's pass so the refresh
     /// reads the input no second time for them.
     pub wanted: Wanted,
-    /// The payments the ledger holds for the rows whose link exists (`status` says them).
+    /// The payments the ledger holds for the rows whose link exists (`status` says them); totalled only when
+    /// the ledger holds any reading.
     pub payments: PaymentTotals,
 }
 
@@ -98,6 +99,8 @@ pub fn survey_drafting(
     let mut survey = Survey::default();
     let mut rejections = Vec::new();
     let mut holding = Holding::new(plan, std::time::SystemTime::now());
+    // Only a ledger that holds readings has payments to total (`status` says them then, and only then).
+    let payments = index.has_payments();
     for_each_row(plan, reader, Some(index), |row| {
         survey.rows += 1;
         let disposition = match &row {
@@ -129,7 +132,9 @@ pub fn survey_drafting(
                 match &disposition {
                     Disposition::Existing(link) => {
                         survey.existing += 1;
-                        survey.payments.add(state.and_then(|s| s.payment()).map(|(p, _)| p));
+                        if payments {
+                            survey.payments.add(state.and_then(|s| s.payment()).map(|(p, _)| p));
+                        }
                         survey.by_latest_run += u64::from(index.last_run > 0 && link.line() > index.last_run);
                     }
                     Disposition::Conflict(_) => survey.conflict += 1,

@@ -61,11 +61,7 @@ pub fn sign(hooks: &Webhooks, body: &[u8], at: u64) -> Result<Vec<(&'static str,
         for part in parts {
             mac.update(part);
         }
-        Ok(mac.finalize().into_bytes().iter().fold(String::new(), |mut hex, b| {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{b:02x}");
-            hex
-        }))
+        Ok(crate::digest::hex(&mac.finalize().into_bytes()))
     };
     match hooks.scheme {
         Scheme::Body => Ok(vec![("Omise-Signature", hex(secret.as_bytes(), &[body])?)]),
